@@ -1,0 +1,116 @@
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import type { Backend, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../backend.js';
+import type { LlamaConfig } from '../../src/model/config.js';
+import { toFloat32 } from '../../src/model/dtype.js';
+import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
+import { ropeInverseFrequencies } from '../../src/model/rope.js';
+import { sampleLogits } from '../../src/model/sampling.js';
+import * as ops from './ops.js';
+
+/** Plain TypeScript, f32 throughout, interpreting the graph op by op: the oracle for other backends. */
+export class RefBackend implements Backend {
+  readonly name = 'ref' as const;
+  readonly description = 'ref: plain TypeScript on the CPU (f32, one thread)';
+  private config!: LlamaConfig;
+  private graph!: LlamaGraph;
+  private readonly weights = new Map<string, Float32Array>();
+  private invFreq!: Float64Array;
+  private kCache: Float32Array[] = [];
+  private vCache: Float32Array[] = [];
+  private pageSize = 1;
+
+  async load(model: ModelSpec): Promise<void> {
+    this.config = model.config;
+    this.graph = model.graph;
+    this.invFreq = ropeInverseFrequencies(model.config);
+    const names = new Set<string>();
+    for (const op of model.graph.ops) {
+      if ('weight' in op) names.add(op.weight);
+      if ('table' in op) names.add(op.table);
+    }
+    for (const name of names) {
+      const info = model.weights.info(name)!;
+      this.weights.set(name, toFloat32(await model.weights.read(name), info.dtype));
+    }
+  }
+
+  memory(): null {
+    return null;
+  }
+
+  kvBytesPerToken(): number {
+    return 2 * this.config.numLayers * this.config.numKvHeads * this.config.headDim * 4;
+  }
+
+  async allocateKvCache(spec: KvCacheSpec): Promise<void> {
+    const size = spec.numPages * spec.pageSize * this.config.numKvHeads * this.config.headDim;
+    this.pageSize = spec.pageSize;
+    this.kCache = Array.from({ length: this.config.numLayers }, () => new Float32Array(size));
+    this.vCache = Array.from({ length: this.config.numLayers }, () => new Float32Array(size));
+  }
+
+  async forward(batch: ForwardBatch): Promise<StepOutput> {
+    const numTokens = batch.tokenIds.length;
+    const numSeqs = batch.kvLens.length;
+    const buffers = new Map<string, Float32Array>();
+    for (const [name, a] of Object.entries(this.graph.activations)) {
+      buffers.set(name, new Float32Array((a.rows === 'tokens' ? numTokens : numSeqs) * a.cols));
+    }
+    const rowsOf = (name: string) => (this.graph.activations[name]!.rows === 'tokens' ? numTokens : numSeqs);
+    const buf = (name: string) => buffers.get(name)!;
+    let output: StepOutput | null = null;
+    for (const op of this.graph.ops) {
+      output = this.run(op, batch, buf, rowsOf) ?? output;
+      if (op.op === 'attention') await yieldToEventLoop();
+    }
+    return output!;
+  }
+
+  private run(
+    op: GraphOp,
+    batch: ForwardBatch,
+    buf: (name: string) => Float32Array,
+    rowsOf: (name: string) => number,
+  ): StepOutput | void {
+    const c = this.config;
+    const w = (name: string) => this.weights.get(name)!;
+    switch (op.op) {
+      case 'embedding':
+        return ops.embedding(w(op.table), c.hiddenSize, batch.tokenIds, buf(op.out));
+      case 'rmsnorm':
+        return ops.rmsnorm(buf(op.x), w(op.weight), rowsOf(op.x), c.rmsNormEps, buf(op.out));
+      case 'add_rmsnorm':
+        ops.add(buf(op.x), buf(op.residual), buf(op.x).length);
+        return ops.rmsnorm(buf(op.x), w(op.weight), rowsOf(op.x), c.rmsNormEps, buf(op.out));
+      case 'linear':
+        return ops.linear(buf(op.x), w(op.weight), rowsOf(op.x), this.graph.activations[op.x]!.cols, buf(op.out));
+      case 'rope':
+        ops.rope(buf(op.q), batch.positions, c.numHeads, c.headDim, this.invFreq);
+        return ops.rope(buf(op.k), batch.positions, c.numKvHeads, c.headDim, this.invFreq);
+      case 'attention':
+        return ops.pagedAttention(
+          buf(op.q),
+          buf(op.k),
+          buf(op.v),
+          this.kCache[op.layer]!,
+          this.vCache[op.layer]!,
+          { ...batch, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, pageSize: this.pageSize },
+          buf(op.out),
+        );
+      case 'silu_mul':
+        return ops.siluMul(buf(op.gate), buf(op.up), buf(op.out).length, buf(op.out));
+      case 'add':
+        return ops.add(buf(op.x), buf(op.y), buf(op.x).length);
+      case 'gather_last':
+        return ops.gatherLast(buf(op.x), this.graph.activations[op.x]!.cols, batch.queryStart, buf(op.out));
+      case 'sample':
+        return sampleLogits(buf(op.logits), c.vocabSize, batch.sampling);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.weights.clear();
+    this.kCache = [];
+    this.vCache = [];
+  }
+}

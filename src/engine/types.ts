@@ -1,0 +1,124 @@
+/**
+ * The engine's public vocabulary: what the server, `sluice generate` and the benchmarks use.
+ * The engine owns scheduling, the KV pool, the prefix cache, detokenization and stop rules.
+ */
+
+export interface SamplingParams {
+  /** Tokens to generate at most (finish reason "length" when reached). */
+  maxNewTokens: number;
+  /** 0 = greedy. */
+  temperature: number;
+  topP: number;
+  /** 0 or -1 = off. */
+  topK: number;
+  minP: number;
+  /** Makes sampling reproducible for this request whatever else is batched. */
+  seed: number | null;
+  frequencyPenalty: number;
+  presencePenalty: number;
+  repetitionPenalty: number;
+  /** Strings that end generation; never part of the returned text. */
+  stop: string[];
+  /** Token ids that end generation (in addition to the model's EOS unless ignoreEos). */
+  stopTokenIds: number[];
+  ignoreEos: boolean;
+  /** Parallel samples of one prompt, sharing its KV. */
+  n: number;
+  /** null: none; 0: the sampled token's log-prob; k > 0: also the top k alternatives. */
+  logprobs: number | null;
+  skipSpecialTokens: boolean;
+}
+
+export const defaultSamplingParams: SamplingParams = {
+  maxNewTokens: 16,
+  temperature: 1,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  seed: null,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+  repetitionPenalty: 1,
+  stop: [],
+  stopTokenIds: [],
+  ignoreEos: false,
+  n: 1,
+  logprobs: null,
+  skipSpecialTokens: true,
+};
+
+export interface GenerateRequest {
+  /** Unique; generated when absent. Used by abort(). */
+  id?: string;
+  promptTokenIds: number[];
+  params: Partial<SamplingParams>;
+}
+
+export interface TokenLogprob {
+  tokenId: number;
+  logprob: number;
+  /** Alternatives, best first, when top log-probs were asked. */
+  top: { tokenId: number; logprob: number }[];
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  /** Prompt tokens whose KV came from the prefix cache. */
+  cachedTokens: number;
+}
+
+/** One step's news for one sample (choice) of a request. */
+export interface GenerateDelta {
+  requestId: string;
+  /** The sample's index, 0 .. n-1. */
+  index: number;
+  /** Text that became final this step (may be "" while a possible stop string is held back). */
+  text: string;
+  /** Token ids generated this step (usually one). */
+  tokenIds: number[];
+  logprobs: TokenLogprob[] | null;
+  /** Set on the sample's last delta. */
+  finishReason: FinishReason | null;
+  /** The stop string or token id that ended it, when finishReason is "stop". */
+  matchedStop: string | number | null;
+  /** On the sample's last delta: tokens of this sample. */
+  usage: Usage | null;
+}
+
+export interface EngineStats {
+  runningRequests: number;
+  waitingRequests: number;
+  kvPagesTotal: number;
+  kvPagesUsed: number;
+  kvPagesFree: number;
+  pageSize: number;
+  /** Tokens held by the prefix cache that no running request uses (evictable). */
+  prefixCacheTokens: number;
+  /** Prompt tokens served from the prefix cache since start. */
+  prefixCacheHitTokens: number;
+  /** Prompt tokens seen since start (for the hit rate). */
+  promptTokensTotal: number;
+  generatedTokensTotal: number;
+  /** Requests retracted to the queue for lack of KV since start. */
+  retractions: number;
+  /** Time of the last completed step (ms since epoch), for wedge detection. */
+  lastStepAt: number;
+  /** Set when the backend failed: the engine accepts nothing more. */
+  error: string | null;
+}
+
+export interface Engine {
+  /** Queues a request; the stream yields deltas of every sample and ends when all have finished. */
+  generate(request: GenerateRequest): AsyncIterable<GenerateDelta>;
+  /** Aborts a request at any stage (queued, prefilling, decoding); frees its KV at once. */
+  abort(requestId: string): void;
+  stats(): EngineStats;
+  /** Drops every evictable prefix-cache entry. Returns false when requests are running. */
+  flushCache(): boolean;
+  /** Stops accepting requests and resolves when in-flight ones have finished. */
+  drain(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,100 @@
+import type { LlamaConfig, WeightDType } from './config.js';
+import { bytesPerElement, f32ToBf16, f32ToF16 } from './dtype.js';
+import { expectedTensors, type TensorInfo, type WeightSource } from './weights.js';
+
+/**
+ * Deterministic random weights for benchmarking (`--load-format dummy`), as vLLM and SGLang
+ * offer. Each element is a pure function of (seed, tensor name, index), so a GPU backend can
+ * generate the same values on the device instead of uploading them.
+ *
+ * Scales keep activations and logits in a realistic range: matrices are uniform with variance
+ * 1/fan_in (output projections shrunk by 1/sqrt(2 * layers) so the residual stream stays
+ * bounded), norms are 1 +- 0.1, embedding rows and the lm-head give logits with a standard deviation
+ * near 3, so logits are finite and spread.
+ */
+export class DummyWeights implements WeightSource {
+  readonly random = true;
+  readonly description: string;
+  private readonly tensors = new Map<string, TensorInfo & { halfRange: number; offset: number }>();
+
+  constructor(
+    readonly config: LlamaConfig,
+    readonly seed = 0,
+    readonly dtype: WeightDType = config.dtype,
+  ) {
+    this.description = `dummy weights (seed ${seed}, ${dtype})`;
+    for (const t of expectedTensors(config)) {
+      this.tensors.set(t.name, { name: t.name, dtype, shape: t.shape, ...dummyDistribution(config, t.name, t.shape) });
+    }
+  }
+
+  info(name: string): TensorInfo | undefined {
+    const t = this.tensors.get(name);
+    return t && { name: t.name, dtype: t.dtype, shape: t.shape };
+  }
+
+  /** Uniform in [offset - halfRange, offset + halfRange): what a device-side generator needs. */
+  distribution(name: string): { key: number; halfRange: number; offset: number } {
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`no dummy tensor ${name}`);
+    return { key: tensorKey(this.seed, name), halfRange: t.halfRange, offset: t.offset };
+  }
+
+  async read(name: string): Promise<Uint8Array> {
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`no dummy tensor ${name}`);
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const key = tensorKey(this.seed, name);
+    const bytes = new Uint8Array(n * bytesPerElement[this.dtype]);
+    if (this.dtype === 'f32') {
+      const out = new Float32Array(bytes.buffer);
+      for (let i = 0; i < n; i++) out[i] = dummyValue(key, i, t.halfRange, t.offset);
+    } else {
+      const out = new Uint16Array(bytes.buffer);
+      const encode = this.dtype === 'bf16' ? f32ToBf16 : f32ToF16;
+      for (let i = 0; i < n; i++) out[i] = encode(dummyValue(key, i, t.halfRange, t.offset));
+    }
+    return bytes;
+  }
+
+  async close(): Promise<void> {}
+}
+
+function dummyDistribution(config: LlamaConfig, name: string, shape: number[]): { halfRange: number; offset: number } {
+  const uniformWithVariance = (v: number) => Math.sqrt(3 * v);
+  if (name.endsWith('layernorm.weight') || name === 'model.norm.weight') return { halfRange: 0.1, offset: 1 };
+  // Rows of norm ~3: as the tied lm-head this spreads logits (std ~3) without the residual
+  // stream being dominated by the input token (which would make every model echo its input).
+  if (name === 'model.embed_tokens.weight') return { halfRange: uniformWithVariance(9 / shape[1]!), offset: 0 };
+  const fanIn = shape[1]!;
+  const residualScale = name.endsWith('o_proj.weight') || name.endsWith('down_proj.weight') ? 1 / Math.sqrt(2 * config.numLayers) : 1;
+  // lm_head (and the tied embedding when it doubles as lm_head) sees a unit-RMS input: scale 3 spreads logits.
+  const logitScale = name === 'lm_head.weight' ? 3 : 1;
+  return { halfRange: uniformWithVariance(1 / fanIn) * residualScale * logitScale, offset: 0 };
+}
+
+/** lowbias32: a fast 32-bit integer hash with good avalanche (Chris Wellons' constants). */
+export function hash32(x: number): number {
+  x ^= x >>> 16;
+  x = Math.imul(x, 0x7feb352d);
+  x ^= x >>> 15;
+  x = Math.imul(x, 0x846ca68b);
+  x ^= x >>> 16;
+  return x >>> 0;
+}
+
+/** FNV-1a of the tensor name mixed with the seed. */
+export function tensorKey(seed: number, name: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
+  return hash32((h ^ hash32(seed >>> 0)) >>> 0);
+}
+
+/** The value of element `index` (< 2^53) of a tensor with key `key`. */
+export function dummyValue(key: number, index: number, halfRange: number, offset: number): number {
+  const lo = index >>> 0;
+  const hi = Math.floor(index / 4294967296);
+  const h = hash32((lo ^ hash32((key + hi) >>> 0)) >>> 0);
+  const u = (h >>> 8) * (1 / 16777216);
+  return offset + (2 * u - 1) * halfRange;
+}

@@ -1,0 +1,69 @@
+import type { LlamaConfig, WeightDType } from './config.js';
+import { UserError } from '../errors.js';
+
+export interface TensorInfo {
+  name: string;
+  dtype: WeightDType;
+  shape: number[];
+}
+
+/**
+ * Where a model's tensors come from, one tensor at a time, so a backend converts and uploads
+ * each before the next is read and no second full copy of the model is ever held.
+ */
+export interface WeightSource {
+  /** For logs and errors: the folder, file or "dummy weights (seed N)". */
+  readonly description: string;
+  /** True when the weights are random (dummy): logs say so. */
+  readonly random: boolean;
+  info(name: string): TensorInfo | undefined;
+  /** Raw little-endian bytes of one tensor in its stored dtype. */
+  read(name: string): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+/** A tensor the Llama graph needs, with the shape the config implies (HF layout: [out, in]). */
+export interface ExpectedTensor {
+  name: string;
+  shape: number[];
+}
+
+export function layerPrefix(layer: number): string {
+  return `model.layers.${layer}`;
+}
+
+/** Every tensor of a LlamaForCausalLM checkpoint, in Hugging Face names and shapes. */
+export function expectedTensors(config: LlamaConfig): ExpectedTensor[] {
+  const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim: hd, vocabSize: v } = config;
+  const out: ExpectedTensor[] = [{ name: 'model.embed_tokens.weight', shape: [v, h] }];
+  for (let l = 0; l < config.numLayers; l++) {
+    const p = layerPrefix(l);
+    out.push(
+      { name: `${p}.input_layernorm.weight`, shape: [h] },
+      { name: `${p}.self_attn.q_proj.weight`, shape: [numHeads * hd, h] },
+      { name: `${p}.self_attn.k_proj.weight`, shape: [numKvHeads * hd, h] },
+      { name: `${p}.self_attn.v_proj.weight`, shape: [numKvHeads * hd, h] },
+      { name: `${p}.self_attn.o_proj.weight`, shape: [h, numHeads * hd] },
+      { name: `${p}.post_attention_layernorm.weight`, shape: [h] },
+      { name: `${p}.mlp.gate_proj.weight`, shape: [inter, h] },
+      { name: `${p}.mlp.up_proj.weight`, shape: [inter, h] },
+      { name: `${p}.mlp.down_proj.weight`, shape: [h, inter] },
+    );
+  }
+  out.push({ name: 'model.norm.weight', shape: [h] });
+  if (!config.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [v, h] });
+  return out;
+}
+
+/** Checks that a source holds every tensor the config needs, with the right shapes and a supported dtype. */
+export function validateWeights(config: LlamaConfig, source: WeightSource): void {
+  for (const t of expectedTensors(config)) {
+    const info = source.info(t.name);
+    if (!info) throw new UserError(`${source.description}: tensor "${t.name}" is missing`);
+    if (info.shape.length !== t.shape.length || info.shape.some((d, i) => d !== t.shape[i])) {
+      throw new UserError(
+        `${source.description}: tensor "${t.name}" has shape [${info.shape}] but the config implies [${t.shape}]`,
+      );
+    }
+  }
+}
