@@ -9,8 +9,8 @@ import { expectedTensors, type TensorInfo, type WeightSource } from './weights.j
  *
  * Scales keep activations and logits in a realistic range: matrices are uniform with variance
  * 1/fan_in (output projections shrunk by 1/sqrt(2 * layers) so the residual stream stays
- * bounded), norms are 1 +- 0.1, embedding rows and the lm-head give logits with a standard deviation
- * near 3, so logits are finite and spread.
+ * bounded), embedding rows have unit norm, layer norms are 1 +- 0.1 and the final norm about 3,
+ * so logits are finite and spread (a standard deviation near 3).
  */
 export class DummyWeights implements WeightSource {
   readonly random = true;
@@ -62,15 +62,15 @@ export class DummyWeights implements WeightSource {
 
 function dummyDistribution(config: LlamaConfig, name: string, shape: number[]): { halfRange: number; offset: number } {
   const uniformWithVariance = (v: number) => Math.sqrt(3 * v);
-  if (name.endsWith('layernorm.weight') || name === 'model.norm.weight') return { halfRange: 0.1, offset: 1 };
-  // Rows of norm ~3: as the tied lm-head this spreads logits (std ~3) without the residual
-  // stream being dominated by the input token (which would make every model echo its input).
-  if (name === 'model.embed_tokens.weight') return { halfRange: uniformWithVariance(9 / shape[1]!), offset: 0 };
+  // The final norm's gain of ~3 spreads the logits (standard deviation near 3).
+  if (name === 'model.norm.weight') return { halfRange: 0.3, offset: 3 };
+  if (name.endsWith('layernorm.weight')) return { halfRange: 0.1, offset: 1 };
+  // Unit-norm rows: small beside the layers' outputs in the residual stream, so a model with a
+  // tied lm-head does not simply echo its input token.
+  if (name === 'model.embed_tokens.weight') return { halfRange: uniformWithVariance(1 / shape[1]!), offset: 0 };
   const fanIn = shape[1]!;
   const residualScale = name.endsWith('o_proj.weight') || name.endsWith('down_proj.weight') ? 1 / Math.sqrt(2 * config.numLayers) : 1;
-  // lm_head (and the tied embedding when it doubles as lm_head) sees a unit-RMS input: scale 3 spreads logits.
-  const logitScale = name === 'lm_head.weight' ? 3 : 1;
-  return { halfRange: uniformWithVariance(1 / fanIn) * residualScale * logitScale, offset: 0 };
+  return { halfRange: uniformWithVariance(1 / fanIn) * residualScale, offset: 0 };
 }
 
 /** lowbias32: a fast 32-bit integer hash with good avalanche (Chris Wellons' constants). */
@@ -90,11 +90,15 @@ export function tensorKey(seed: number, name: string): number {
   return hash32((h ^ hash32(seed >>> 0)) >>> 0);
 }
 
-/** The value of element `index` (< 2^53) of a tensor with key `key`. */
+/**
+ * The value of element `index` (< 2^53) of a tensor with key `key`. The index is hashed before
+ * the key is mixed in: with `hash(index ^ key)` two tensors would hold the same values in a
+ * permuted order, and the model would be full of hidden correlations.
+ */
 export function dummyValue(key: number, index: number, halfRange: number, offset: number): number {
   const lo = index >>> 0;
   const hi = Math.floor(index / 4294967296);
-  const h = hash32((lo ^ hash32((key + hi) >>> 0)) >>> 0);
+  const h = hash32((hash32((hash32(lo) ^ hash32(hi ^ 0x9e3779b9)) >>> 0) + key) >>> 0);
   const u = (h >>> 8) * (1 / 16777216);
   return offset + (2 * u - 1) * halfRange;
 }

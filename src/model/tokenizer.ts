@@ -19,6 +19,10 @@ export class Tokenizer {
   /** End-of-sequence ids named by the tokenizer config (the model config may add more). */
   readonly eosTokenIds: number[];
   readonly vocabSize: number;
+  /** The tokenizer.json object as loaded (vocab, merges, added tokens), for exporters such as the GGUF writer. */
+  readonly json: Json;
+  /** The chat template's Jinja source, or null. */
+  readonly chatTemplateSource: string | null;
   private readonly hf: HfTokenizer;
   private readonly chatTemplate: Template | null;
   private readonly specialIds: Set<number>;
@@ -26,6 +30,7 @@ export class Tokenizer {
   private readonly tokenBytes: (Uint8Array | null)[] | null;
 
   constructor(tokenizerJson: Json, tokenizerConfig: Json, source: string) {
+    this.json = tokenizerJson;
     this.hf = new HfTokenizer(tokenizerJson, tokenizerConfig);
     const added: { id: number; content: string; special: boolean }[] = tokenizerJson.added_tokens ?? [];
     this.specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));
@@ -45,6 +50,7 @@ export class Tokenizer {
     else if (Array.isArray(template)) {
       templateText = template.find((t: Json) => t.name === 'default')?.template ?? template[0]?.template ?? null;
     }
+    this.chatTemplateSource = templateText;
     try {
       this.chatTemplate = templateText === null ? null : new Template(templateText);
     } catch (e) {

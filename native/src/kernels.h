@@ -1,0 +1,121 @@
+// Host-side launchers of the addon's CUDA kernels. Every launcher enqueues on `stream` and checks
+// the launch; none synchronizes, so they can be captured into CUDA graphs.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace sluice {
+
+using bf16 = __nv_bfloat16;
+
+enum class DType : int { F32 = 0, BF16 = 1, F16 = 2 };
+
+inline size_t dtypeSize(DType t) { return t == DType::F32 ? 4 : 2; }
+
+// ---- elementwise.cu ----
+/** out[t] = table[tokenIds[t]] (f32 residual stream). Ids outside [0, vocab) give a zero row. */
+void launchEmbedding(const bf16* table, int vocab, int cols, const int* tokenIds, int rows, float* out,
+                     cudaStream_t stream);
+/** out = rmsnorm(x) * weight; x f32 or bf16. */
+void launchRmsnorm(const void* x, DType xType, const bf16* weight, int rows, int cols, float eps, bf16* out,
+                   cudaStream_t stream);
+/** x += residual (x f32 in place), then out = rmsnorm(x) * weight. */
+void launchAddRmsnorm(float* x, const bf16* residual, const bf16* weight, int rows, int cols, float eps, bf16* out,
+                      cudaStream_t stream);
+/** x += y, x f32, y bf16. */
+void launchAdd(float* x, const bf16* y, size_t n, cudaStream_t stream);
+/** Rotates q and k in place (pairs i, i + headDim/2) at each token's position; invFreq has headDim/2 entries. */
+void launchRope(bf16* q, bf16* k, const int* positions, int rows, int numHeads, int numKvHeads, int headDim,
+                const double* invFreq, cudaStream_t stream);
+/** out = silu(gate) * up over `rows` rows of `cols`. */
+void launchSiluMul(const bf16* gate, const bf16* up, bf16* out, size_t n, cudaStream_t stream);
+/** out[s] = x[queryStart[s + 1] - 1] for s < numSeqs; rows of rowBytes bytes. */
+void launchGatherLast(const void* x, size_t rowBytes, const int* queryStart, int numSeqs, void* out,
+                      cudaStream_t stream);
+/** The dummy-weight generator of src/model/dummy-weights.ts, element by element, rounded to bf16. */
+void launchDummyFill(bf16* out, size_t n, uint32_t key, double halfRange, double offset, cudaStream_t stream);
+/** Converts raw f32 / f16 / bf16 elements to bf16. */
+void launchConvertToBf16(const void* src, DType srcType, bf16* out, size_t n, cudaStream_t stream);
+/** Converts bf16 to f32 (used by tests that read weights back). */
+void launchBf16ToF32(const bf16* src, float* out, size_t n, cudaStream_t stream);
+
+// ---- gemm.cu ----
+/** out[m, n] = sum_k x[m, k] * w[n, k]: our own tensor-core GEMM, the fallback when cuBLASLt is absent. */
+void launchGemmFallback(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k,
+                        cudaStream_t stream);
+
+// ---- attention.cu ----
+struct AttentionArgs {
+  const bf16* q;      // [T, numHeads, headDim]
+  const bf16* k;      // [T, numKvHeads, headDim]: this step's keys
+  const bf16* v;      // [T, numKvHeads, headDim]
+  bf16* kCache;       // [slots, numKvHeads, headDim] for this layer
+  bf16* vCache;
+  bf16* out;          // [T, numHeads, headDim]
+  float* partialO;    // [splits, T, numHeads, headDim] (when splits > 1)
+  float* partialML;   // [splits, T, numHeads, 2]: running max and sum
+  const int* slotMapping;    // [T]; negative: padding, not written
+  const int* queryStart;     // [S + 1]
+  const int* kvLens;         // [S]
+  const int* pageTable;
+  const int* pageTableStart; // [S + 1]
+  const int* tiles;          // [numTiles, 2]: sequence, first query index within it
+  int numTokens;
+  int numTiles;
+  int numHeads;
+  int numKvHeads;
+  int headDim;
+  int pageSize;
+  int splits;
+  float scale;
+};
+
+/** Queries per tile the attention kernel takes for this head grouping. */
+int attentionTileQueries(int numHeads, int numKvHeads);
+/** Writes the step's K and V to their slots, then causal paged attention (split-KV when splits > 1). */
+void launchAttention(const AttentionArgs& args, cudaStream_t stream);
+
+// ---- sampling.cu ----
+struct SamplingArgs {
+  float* logits;  // [S, vocab], penalties applied in place
+  int numSeqs;
+  int vocab;
+  const float* temperature;
+  const float* topP;
+  const int* topK;
+  const float* minP;
+  const float* random;
+  const int* logprobsK;  // -1 none, 0 sampled only, k top
+  // penalties (null when none)
+  const float* repetition;
+  const float* frequency;
+  const float* presence;
+  const int* penaltyStart;  // [S + 1]
+  const int* penaltyIds;
+  const int* penaltyCounts;
+  // sorting (segments empty for rows that need no sort)
+  bool needSort;
+  const int* segBegin;  // [S]
+  const int* segEnd;    // [S]
+  float* sortedValues;  // [S, vocab]
+  int* sortedIds;       // [S, vocab]
+  int* iotaIds;         // [S, vocab] scratch: ids 0..vocab-1 per row
+  void* sortTemp;
+  size_t sortTempBytes;
+  // outputs
+  int maxTopK;          // columns of topIds/topLogprobs
+  int* tokens;          // [S]
+  float* logprobs;      // [S]
+  int* topIds;          // [S, maxTopK]
+  float* topLogprobs;   // [S, maxTopK]
+  float* rowLse;        // [S] scratch
+};
+
+/** Bytes of temporary storage the segmented sort needs for numSeqs rows. */
+size_t samplingSortTempBytes(int numSeqs, int vocab);
+void launchSampling(const SamplingArgs& args, cudaStream_t stream);
+
+}  // namespace sluice

@@ -1,0 +1,52 @@
+/**
+ * The KV cache's pages, as indices into the backend's cache. A page is held by whoever has a
+ * reference: a sequence using it, the prefix cache, or both (a shared prompt); it returns to
+ * the free list when the last reference is released.
+ */
+export class KvPool {
+  private readonly refCounts: Int32Array;
+  private readonly freeList: Int32Array;
+  private numFree: number;
+
+  constructor(
+    readonly numPages: number,
+    readonly pageSize: number,
+  ) {
+    this.refCounts = new Int32Array(numPages);
+    this.freeList = new Int32Array(numPages);
+    // Hand out low page ids first.
+    for (let i = 0; i < numPages; i++) this.freeList[i] = numPages - 1 - i;
+    this.numFree = numPages;
+  }
+
+  get freePages(): number {
+    return this.numFree;
+  }
+
+  /** `count` fresh pages with one reference each, or null (nothing taken) when too few are free. */
+  allocate(count: number): number[] | null {
+    if (count > this.numFree) return null;
+    const pages = new Array<number>(count);
+    for (let i = 0; i < count; i++) {
+      const page = this.freeList[--this.numFree]!;
+      this.refCounts[page] = 1;
+      pages[i] = page;
+    }
+    return pages;
+  }
+
+  retain(page: number): void {
+    if (this.refCounts[page]! <= 0) throw new Error(`KV page ${page} retained while free`);
+    this.refCounts[page]!++;
+  }
+
+  release(page: number): void {
+    const count = --this.refCounts[page]!;
+    if (count < 0) throw new Error(`KV page ${page} released twice`);
+    if (count === 0) this.freeList[this.numFree++] = page;
+  }
+
+  refCount(page: number): number {
+    return this.refCounts[page]!;
+  }
+}

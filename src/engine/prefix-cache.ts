@@ -1,0 +1,193 @@
+import type { KvPool } from './kv-pool.js';
+
+/** The cached prefix of a token list: its pages (not yet retained by the caller) and a handle to lock. */
+export interface PrefixMatch {
+  node: CacheNode | null;
+  pages: number[];
+  length: number;
+}
+
+export interface CacheNode {
+  readonly lockRef: number;
+}
+
+/** What the scheduler needs from a prefix cache; RadixCache and NoPrefixCache implement it. */
+export interface PrefixCache {
+  /** Tokens held by the cache that no running sequence uses (what eviction can free). */
+  readonly evictableTokens: number;
+  /** The longest cached prefix of tokens[0, maxLength), in whole pages. */
+  match(tokens: readonly number[], maxLength: number): PrefixMatch;
+  /** Protects the path to `node` from eviction while a sequence uses it. */
+  lock(node: CacheNode | null): void;
+  unlock(node: CacheNode | null): void;
+  /** Caches tokens[0, length) (whole pages) whose KV lives in `pages`; the cache retains pages it keeps. */
+  insert(tokens: readonly number[], length: number, pages: readonly number[]): void;
+  /** Drops least recently used unlocked entries until `pages` pages are free again (or nothing is left). */
+  evict(pages: number): void;
+  /** Drops every unlocked entry. */
+  clear(): void;
+}
+
+/** --disable-radix-cache: nothing is shared, KV is freed when a request finishes. */
+export class NoPrefixCache implements PrefixCache {
+  readonly evictableTokens = 0;
+  match(): PrefixMatch {
+    return { node: null, pages: [], length: 0 };
+  }
+  lock(): void {}
+  unlock(): void {}
+  insert(): void {}
+  evict(): void {}
+  clear(): void {}
+}
+
+class RadixNode implements CacheNode {
+  readonly children = new Map<number | string, RadixNode>();
+  lockRef = 0;
+  lastAccess = 0;
+
+  constructor(
+    public parent: RadixNode | null,
+    /** Tokens on the edge from the parent; a whole number of pages. */
+    public key: number[],
+    public pages: number[],
+  ) {}
+}
+
+/**
+ * A radix tree over token ids whose edges own KV pages (SGLang's radix cache): a request whose
+ * prompt starts with a cached prefix reuses its KV. Matching is in whole pages; nodes on a
+ * running sequence's path are locked; unlocked leaves are evicted least recently used first.
+ */
+export class RadixCache implements PrefixCache {
+  private root = new RadixNode(null, [], []);
+  private clock = 0;
+  private evictable = 0;
+
+  constructor(private readonly pool: KvPool) {}
+
+  get evictableTokens(): number {
+    return this.evictable;
+  }
+
+  match(tokens: readonly number[], maxLength: number): PrefixMatch {
+    const pageSize = this.pool.pageSize;
+    const pages: number[] = [];
+    let node = this.root;
+    let length = 0;
+    const tick = ++this.clock;
+    while (length + pageSize <= maxLength) {
+      const child = node.children.get(this.childKey(tokens, length));
+      if (!child) break;
+      child.lastAccess = tick;
+      const common = this.commonPrefix(child.key, tokens, length, maxLength);
+      const next = common < child.key.length ? this.split(child, common) : child;
+      for (const page of next.pages) pages.push(page);
+      length += common;
+      node = next;
+      if (common < child.key.length) break;
+    }
+    return { node: node === this.root ? null : node, pages, length };
+  }
+
+  lock(handle: CacheNode | null): void {
+    for (let node = handle as RadixNode | null; node && node !== this.root; node = node.parent) {
+      if (node.lockRef++ === 0) this.evictable -= node.key.length;
+    }
+  }
+
+  unlock(handle: CacheNode | null): void {
+    for (let node = handle as RadixNode | null; node && node !== this.root; node = node.parent) {
+      if (--node.lockRef === 0) this.evictable += node.key.length;
+    }
+  }
+
+  insert(tokens: readonly number[], length: number, pages: readonly number[]): void {
+    const pageSize = this.pool.pageSize;
+    length -= length % pageSize;
+    const tick = ++this.clock;
+    let node = this.root;
+    let position = 0;
+    while (position < length) {
+      const child = node.children.get(this.childKey(tokens, position));
+      if (!child) {
+        const leaf = new RadixNode(node, tokens.slice(position, length), pages.slice(position / pageSize, length / pageSize));
+        for (const page of leaf.pages) this.pool.retain(page);
+        leaf.lastAccess = tick;
+        node.children.set(this.childKey(leaf.key, 0), leaf);
+        this.evictable += leaf.key.length;
+        return;
+      }
+      child.lastAccess = tick;
+      const common = this.commonPrefix(child.key, tokens, position, length);
+      node = common < child.key.length ? this.split(child, common) : child;
+      position += common;
+    }
+  }
+
+  evict(pagesWanted: number): void {
+    const leaves: RadixNode[] = [];
+    const visit = (node: RadixNode) => {
+      for (const child of node.children.values()) visit(child);
+      if (node.children.size === 0 && node !== this.root && node.lockRef === 0) leaves.push(node);
+    };
+    visit(this.root);
+    // Most recently used first, so pop() takes the least recently used.
+    leaves.sort((a, b) => b.lastAccess - a.lastAccess);
+    while (this.pool.freePages < pagesWanted && leaves.length > 0) {
+      const leaf = leaves.pop()!;
+      const parent = leaf.parent!;
+      this.remove(leaf);
+      if (parent !== this.root && parent.children.size === 0 && parent.lockRef === 0) {
+        let i = leaves.length;
+        while (i > 0 && leaves[i - 1]!.lastAccess < parent.lastAccess) i--;
+        leaves.splice(i, 0, parent);
+      }
+    }
+  }
+
+  clear(): void {
+    const removeAll = (node: RadixNode) => {
+      for (const child of [...node.children.values()]) {
+        removeAll(child);
+        if (child.lockRef === 0 && child.children.size === 0) this.remove(child);
+      }
+    };
+    removeAll(this.root);
+  }
+
+  private remove(leaf: RadixNode): void {
+    for (const page of leaf.pages) this.pool.release(page);
+    leaf.parent!.children.delete(this.childKey(leaf.key, 0));
+    this.evictable -= leaf.key.length;
+  }
+
+  /** Cuts `node`'s edge after `length` tokens; returns the new upper part. */
+  private split(node: RadixNode, length: number): RadixNode {
+    const pageSize = this.pool.pageSize;
+    const parent = node.parent!;
+    const upper = new RadixNode(parent, node.key.slice(0, length), node.pages.slice(0, length / pageSize));
+    upper.lockRef = node.lockRef;
+    upper.lastAccess = node.lastAccess;
+    node.key = node.key.slice(length);
+    node.pages = node.pages.slice(length / pageSize);
+    node.parent = upper;
+    upper.children.set(this.childKey(node.key, 0), node);
+    parent.children.set(this.childKey(upper.key, 0), upper);
+    return upper;
+  }
+
+  /** Tokens shared by `key` and tokens[start, end), rounded down to whole pages. */
+  private commonPrefix(key: readonly number[], tokens: readonly number[], start: number, end: number): number {
+    const limit = Math.min(key.length, end - start);
+    let n = 0;
+    while (n < limit && key[n] === tokens[start + n]) n++;
+    return n - (n % this.pool.pageSize);
+  }
+
+  /** Children are keyed by their first page. */
+  private childKey(tokens: readonly number[], start: number): number | string {
+    const pageSize = this.pool.pageSize;
+    return pageSize === 1 ? tokens[start]! : tokens.slice(start, start + pageSize).join(',');
+  }
+}

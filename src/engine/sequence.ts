@@ -1,0 +1,147 @@
+import type { IncrementalDetokenizer } from '../model/tokenizer.js';
+import { Rng } from '../model/rng.js';
+import type { DeltaStream } from './delta-stream.js';
+import type { CacheNode } from './prefix-cache.js';
+import { StopChecker } from './stop-checker.js';
+import type { FinishReason, GenerateDelta, SamplingParams, TokenLogprob } from './types.js';
+
+/** One submitted request: its prompt, parameters, stream and its n samples. */
+export class Request {
+  readonly sequences: Sequence[] = [];
+  unfinished: number;
+  /** Samples 1..n-1 start once sample 0 has computed the prompt, so they can share its KV. */
+  samplesStarted = false;
+
+  constructor(
+    readonly id: string,
+    readonly promptIds: readonly number[],
+    readonly params: SamplingParams,
+    readonly stopTokenIds: ReadonlySet<number>,
+    readonly stream: DeltaStream,
+    readonly arrival: number,
+  ) {
+    this.unfinished = params.n;
+  }
+}
+
+export type SequenceStatus = 'held' | 'waiting' | 'running' | 'finished';
+
+/**
+ * One sample of a request: its tokens (prompt then output), the KV pages it holds, and its
+ * output state (generator, detokenizer, stop strings, penalty counts).
+ */
+export class Sequence {
+  status: SequenceStatus = 'held';
+  readonly tokenIds: number[];
+  /** KV pages this sequence holds one reference to, in position order. */
+  pages: number[] = [];
+  /** Positions whose KV has been computed. */
+  kvLen = 0;
+  /** The prefix-cache node this sequence locked when admitted. */
+  cacheNode: CacheNode | null = null;
+  /** Prompt tokens whose KV came from the prefix cache or a sibling sample at first admission. */
+  cachedTokens = -1;
+  /** Order of (re)admission: the largest is the newest running sequence. */
+  admittedAt = 0;
+  /** Distinct tokens seen with their output counts, when a penalty is on. */
+  readonly penaltyCounts: Map<number, number> | null;
+  readonly rng: Rng;
+  private readonly detokenizer: IncrementalDetokenizer;
+  private readonly stopChecker: StopChecker;
+
+  constructor(
+    readonly request: Request,
+    readonly index: number,
+    detokenizer: IncrementalDetokenizer,
+  ) {
+    const p = request.params;
+    this.tokenIds = request.promptIds.slice();
+    this.rng = new Rng(p.seed === null ? Rng.randomSeed() : p.seed + index);
+    this.detokenizer = detokenizer;
+    this.stopChecker = new StopChecker(p.stop);
+    const penalized = p.repetitionPenalty !== 1 || p.frequencyPenalty !== 0 || p.presencePenalty !== 0;
+    this.penaltyCounts = penalized ? new Map(request.promptIds.map((id) => [id, 0])) : null;
+  }
+
+  get numPromptTokens(): number {
+    return this.request.promptIds.length;
+  }
+
+  get numOutputTokens(): number {
+    return this.tokenIds.length - this.request.promptIds.length;
+  }
+
+  /** Tokens still to run through the model before the next token can be sampled. */
+  get pendingTokens(): number {
+    return this.tokenIds.length - this.kvLen;
+  }
+
+  /** Tokens this sequence may still add to the KV cache, at most. */
+  get remainingNewTokens(): number {
+    return this.request.params.maxNewTokens - this.numOutputTokens;
+  }
+
+  /** Records a sampled token and applies the stop rules; returns the sample's delta. */
+  append(token: number, logprob: TokenLogprob | null): GenerateDelta {
+    const params = this.request.params;
+    this.tokenIds.push(token);
+    if (this.penaltyCounts) this.penaltyCounts.set(token, (this.penaltyCounts.get(token) ?? 0) + 1);
+    let text = '';
+    let finishReason: FinishReason | null = null;
+    let matchedStop: string | number | null = null;
+    if (this.request.stopTokenIds.has(token)) {
+      finishReason = 'stop';
+      matchedStop = token;
+    } else {
+      const out = this.stopChecker.push(this.detokenizer.push(token));
+      text = out.text;
+      if (out.stop !== null) {
+        finishReason = 'stop';
+        matchedStop = out.stop;
+      }
+    }
+    if (finishReason === null && this.numOutputTokens >= params.maxNewTokens) finishReason = 'length';
+    if (finishReason !== null && typeof matchedStop !== 'string') {
+      const tail = this.stopChecker.push(this.detokenizer.flush());
+      text += tail.text;
+      if (tail.stop !== null) {
+        finishReason = 'stop';
+        matchedStop = tail.stop;
+      } else {
+        text += this.stopChecker.flush();
+      }
+    }
+    return {
+      requestId: this.request.id,
+      index: this.index,
+      text,
+      tokenIds: [token],
+      logprobs: logprob ? [logprob] : null,
+      finishReason,
+      matchedStop,
+      usage: finishReason ? this.usage() : null,
+    };
+  }
+
+  /** The last delta of a sample aborted before it finished. */
+  abortDelta(): GenerateDelta {
+    return {
+      requestId: this.request.id,
+      index: this.index,
+      text: '',
+      tokenIds: [],
+      logprobs: null,
+      finishReason: 'abort',
+      matchedStop: null,
+      usage: this.usage(),
+    };
+  }
+
+  private usage() {
+    return {
+      promptTokens: this.numPromptTokens,
+      completionTokens: this.numOutputTokens,
+      cachedTokens: Math.max(0, this.cachedTokens),
+    };
+  }
+}

@@ -1,0 +1,421 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import type { LlamaConfig, WeightDType } from './config.js';
+import { bf16ToF32, f16ToF32, f32ToF16 } from './dtype.js';
+import { ropeInverseFrequencies } from './rope.js';
+import type { Tokenizer } from './tokenizer.js';
+import { expectedTensors, layerPrefix, type WeightSource } from './weights.js';
+import { UserError } from '../errors.js';
+
+export type GgufDType = 'f32' | 'f16';
+
+export interface GgufModel {
+  config: LlamaConfig;
+  tokenizer: Tokenizer;
+  weights: WeightSource;
+}
+
+const alignment = 32;
+
+enum GgmlType {
+  F32 = 0,
+  F16 = 1,
+}
+
+enum MetaType {
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+}
+
+const tokenTypeNormal = 1;
+const tokenTypeControl = 3;
+const tokenTypeUserDefined = 4;
+const tokenTypeUnused = 5;
+
+/** How one GGUF tensor is made from the weight source. */
+interface TensorPlan {
+  name: string;
+  /** GGUF dims, contiguous first. */
+  dims: number[];
+  type: GgmlType;
+  /** The HF tensor it comes from, or the values themselves (rope factors). */
+  source: string | Float32Array;
+  /** Q/K: the number of heads whose rows are permuted to llama.cpp's rotary pairing. */
+  permuteHeads?: number;
+  offset: number;
+  bytes: number;
+}
+
+/**
+ * Writes a Llama model as a GGUF v3 file that llama.cpp loads (the independent reference of the
+ * parity tests, and a way to benchmark llama.cpp on the same random weights). Tensors are
+ * streamed one at a time: the model is never held twice.
+ *
+ * llama.cpp's own conventions that matter:
+ * - dims are listed contiguous-first, so an HF [out, in] matrix is written as is with dims [in, out];
+ * - the llama architecture rotates adjacent element pairs where HF checkpoints pair x[i] with
+ *   x[i + d/2], so Q and K rows are permuted per head (as llama.cpp's converter does);
+ * - rope scaling is given as per-frequency divisors in `rope_freqs.weight`, which llama.cpp
+ *   applies as theta / factor[i] (its converter writes llama3 scaling that way).
+ */
+export async function writeGguf(file: string, model: GgufModel, options: { dtype: GgufDType }): Promise<void> {
+  const { config, tokenizer, weights } = model;
+  const plans = planTensors(config, options.dtype);
+  let offset = 0;
+  for (const p of plans) {
+    p.offset = offset;
+    p.bytes = p.dims.reduce((a, b) => a * b, 1) * (p.type === GgmlType.F32 ? 4 : 2);
+    offset = alignUp(offset + p.bytes);
+  }
+
+  const header = new ByteWriter();
+  header.u32(0x46554747); // "GGUF"
+  header.u32(3);
+  header.u64(plans.length);
+  const meta = metadata(config, tokenizer, options.dtype);
+  header.u64(meta.length);
+  for (const kv of meta) writeKv(header, kv);
+  for (const p of plans) {
+    header.string(p.name);
+    header.u32(p.dims.length);
+    for (const d of p.dims) header.u64(d);
+    header.u32(p.type);
+    header.u64(p.offset);
+  }
+  header.padTo(alignment);
+
+  const out = await open(file, 'w');
+  try {
+    let position = 0;
+    const write = async (bytes: Uint8Array) => {
+      await writeFully(out, bytes, position);
+      position += bytes.byteLength;
+    };
+    await write(header.bytes());
+    const dataStart = position;
+    for (const p of plans) {
+      await writeTensor(p, config, weights, write);
+      const pad = dataStart + alignUp(p.offset + p.bytes) - position;
+      if (pad > 0) await write(new Uint8Array(pad));
+    }
+  } finally {
+    await out.close();
+  }
+}
+
+function planTensors(config: LlamaConfig, dtype: GgufDType): TensorPlan[] {
+  const matrixType = dtype === 'f16' ? GgmlType.F16 : GgmlType.F32;
+  const names = new Set(expectedTensors(config).map((t) => t.name));
+  const hfShape = new Map(expectedTensors(config).map((t) => [t.name, t.shape]));
+  const plans: TensorPlan[] = [];
+  const add = (name: string, source: string, permuteHeads?: number) => {
+    const shape = hfShape.get(source)!;
+    plans.push({
+      name,
+      dims: [...shape].reverse(),
+      // 1-D tensors (norms) stay f32, as llama.cpp's converter keeps them.
+      type: shape.length === 1 ? GgmlType.F32 : matrixType,
+      source,
+      permuteHeads,
+      offset: 0,
+      bytes: 0,
+    });
+  };
+  add('token_embd.weight', 'model.embed_tokens.weight');
+  const ropeFactors = ropeFrequencyFactors(config);
+  if (ropeFactors) {
+    plans.push({ name: 'rope_freqs.weight', dims: [ropeFactors.length], type: GgmlType.F32, source: ropeFactors, offset: 0, bytes: 0 });
+  }
+  for (let l = 0; l < config.numLayers; l++) {
+    const hf = layerPrefix(l);
+    const g = `blk.${l}`;
+    add(`${g}.attn_norm.weight`, `${hf}.input_layernorm.weight`);
+    add(`${g}.attn_q.weight`, `${hf}.self_attn.q_proj.weight`, config.numHeads);
+    add(`${g}.attn_k.weight`, `${hf}.self_attn.k_proj.weight`, config.numKvHeads);
+    add(`${g}.attn_v.weight`, `${hf}.self_attn.v_proj.weight`);
+    add(`${g}.attn_output.weight`, `${hf}.self_attn.o_proj.weight`);
+    add(`${g}.ffn_norm.weight`, `${hf}.post_attention_layernorm.weight`);
+    add(`${g}.ffn_gate.weight`, `${hf}.mlp.gate_proj.weight`);
+    add(`${g}.ffn_up.weight`, `${hf}.mlp.up_proj.weight`);
+    add(`${g}.ffn_down.weight`, `${hf}.mlp.down_proj.weight`);
+  }
+  add('output_norm.weight', 'model.norm.weight');
+  // Without output.weight llama.cpp ties the lm-head to token_embd.
+  if (names.has('lm_head.weight')) add('output.weight', 'lm_head.weight');
+  return plans;
+}
+
+/** Per-frequency divisors of the rotary angle that reproduce the config's rope scaling; null without scaling. */
+export function ropeFrequencyFactors(config: LlamaConfig): Float32Array | null {
+  if (config.ropeScaling === null) return null;
+  const unscaled = ropeInverseFrequencies({ ...config, ropeScaling: null });
+  const scaled = ropeInverseFrequencies(config);
+  return Float32Array.from(unscaled, (f, i) => f / scaled[i]!);
+}
+
+type Kv = { key: string } & (
+  | { type: MetaType.UINT32 | MetaType.FLOAT32; value: number }
+  | { type: MetaType.BOOL; value: boolean }
+  | { type: MetaType.STRING; value: string }
+  | { type: MetaType.ARRAY; itemType: MetaType.STRING; value: string[] }
+  | { type: MetaType.ARRAY; itemType: MetaType.INT32; value: Int32Array }
+);
+
+function metadata(config: LlamaConfig, tokenizer: Tokenizer, dtype: GgufDType): Kv[] {
+  const u32 = (key: string, value: number): Kv => ({ key, type: MetaType.UINT32, value });
+  const f32 = (key: string, value: number): Kv => ({ key, type: MetaType.FLOAT32, value });
+  const str = (key: string, value: string): Kv => ({ key, type: MetaType.STRING, value });
+  const { tokens, tokenTypes, merges } = ggufVocab(config, tokenizer);
+  const kvs: Kv[] = [
+    str('general.architecture', 'llama'),
+    str('general.name', 'sluice export'),
+    u32('general.file_type', dtype === 'f16' ? 1 : 0),
+    u32('general.alignment', alignment),
+    u32('llama.vocab_size', config.vocabSize),
+    u32('llama.context_length', config.maxPositionEmbeddings),
+    u32('llama.embedding_length', config.hiddenSize),
+    u32('llama.block_count', config.numLayers),
+    u32('llama.feed_forward_length', config.intermediateSize),
+    u32('llama.attention.head_count', config.numHeads),
+    u32('llama.attention.head_count_kv', config.numKvHeads),
+    u32('llama.attention.key_length', config.headDim),
+    u32('llama.attention.value_length', config.headDim),
+    u32('llama.rope.dimension_count', config.headDim),
+    f32('llama.rope.freq_base', config.ropeTheta),
+    f32('llama.attention.layer_norm_rms_epsilon', config.rmsNormEps),
+    str('tokenizer.ggml.model', 'gpt2'),
+    str('tokenizer.ggml.pre', 'llama-bpe'),
+    { key: 'tokenizer.ggml.tokens', type: MetaType.ARRAY, itemType: MetaType.STRING, value: tokens },
+    { key: 'tokenizer.ggml.token_type', type: MetaType.ARRAY, itemType: MetaType.INT32, value: tokenTypes },
+    { key: 'tokenizer.ggml.merges', type: MetaType.ARRAY, itemType: MetaType.STRING, value: merges },
+  ];
+  const bos = config.bosTokenId ?? tokenizer.bosTokenId;
+  if (bos !== null) {
+    kvs.push(u32('tokenizer.ggml.bos_token_id', bos));
+    const addsBos = tokenizer.encode('a', true)[0] === bos;
+    kvs.push({ key: 'tokenizer.ggml.add_bos_token', type: MetaType.BOOL, value: addsBos });
+  }
+  const eos = config.eosTokenIds[0] ?? tokenizer.eosTokenIds[0];
+  if (eos !== undefined) kvs.push(u32('tokenizer.ggml.eos_token_id', eos));
+  if (tokenizer.chatTemplateSource !== null) kvs.push(str('tokenizer.chat_template', tokenizer.chatTemplateSource));
+  return kvs;
+}
+
+/** The vocabulary as llama.cpp's BPE ("gpt2") tokenizer wants it, padded to the model's vocab size. */
+function ggufVocab(config: LlamaConfig, tokenizer: Tokenizer): { tokens: string[]; tokenTypes: Int32Array; merges: string[] } {
+  const json = tokenizer.json;
+  if (json.model?.type !== 'BPE' || json.model?.vocab === null || typeof json.model?.vocab !== 'object') {
+    throw new UserError(`GGUF export supports byte-level BPE tokenizers (Llama 3); this tokenizer.json has model type ${JSON.stringify(json.model?.type)}`);
+  }
+  const tokens: (string | undefined)[] = new Array(config.vocabSize);
+  const tokenTypes = new Int32Array(config.vocabSize).fill(tokenTypeNormal);
+  const place = (token: string, id: number) => {
+    if (id >= config.vocabSize) {
+      throw new UserError(`tokenizer has token ${JSON.stringify(token)} with id ${id} beyond the model's vocab_size ${config.vocabSize}`);
+    }
+    tokens[id] = token;
+  };
+  for (const [token, id] of Object.entries<number>(json.model.vocab)) place(token, id);
+  for (const t of (json.added_tokens ?? []) as { id: number; content: string; special?: boolean }[]) {
+    place(t.content, t.id);
+    tokenTypes[t.id] = t.special ? tokenTypeControl : tokenTypeUserDefined;
+  }
+  for (let id = 0; id < tokens.length; id++) {
+    if (tokens[id] === undefined) {
+      tokens[id] = `[PAD${id}]`;
+      tokenTypes[id] = tokenTypeUnused;
+    }
+  }
+  const merges = ((json.model.merges ?? []) as (string | [string, string])[]).map((m) => (typeof m === 'string' ? m : m.join(' ')));
+  return { tokens: tokens as string[], tokenTypes, merges };
+}
+
+function writeKv(w: ByteWriter, kv: Kv): void {
+  w.string(kv.key);
+  w.u32(kv.type);
+  switch (kv.type) {
+    case MetaType.UINT32:
+      return w.u32(kv.value);
+    case MetaType.FLOAT32:
+      return w.f32(kv.value);
+    case MetaType.BOOL:
+      return w.u8(kv.value ? 1 : 0);
+    case MetaType.STRING:
+      return w.string(kv.value);
+    case MetaType.ARRAY:
+      w.u32(kv.itemType);
+      w.u64(kv.value.length);
+      if (kv.itemType === MetaType.STRING) for (const s of kv.value) w.string(s);
+      else for (const x of kv.value) w.i32(x);
+  }
+}
+
+/** Streams one tensor: converts (and for Q/K permutes) a block of rows at a time. */
+async function writeTensor(
+  plan: TensorPlan,
+  config: LlamaConfig,
+  weights: WeightSource,
+  write: (bytes: Uint8Array) => Promise<void>,
+): Promise<void> {
+  if (typeof plan.source !== 'string') return write(new Uint8Array(plan.source.buffer, plan.source.byteOffset, plan.source.byteLength));
+  const info = weights.info(plan.source);
+  if (!info) throw new UserError(`${weights.description}: tensor "${plan.source}" is missing`);
+  const raw = await weights.read(plan.source);
+  const cols = plan.dims[0]!;
+  const rows = plan.bytes / (plan.type === GgmlType.F32 ? 4 : 2) / cols;
+  const target: WeightDType = plan.type === GgmlType.F32 ? 'f32' : 'f16';
+  if (info.dtype === target && plan.permuteHeads === undefined) return write(raw);
+
+  const source = typedView(raw, info.dtype);
+  const sourceRow = rowPermutation(rows, plan.permuteHeads, config.headDim);
+  const blockRows = Math.max(1, Math.floor((1 << 22) / cols));
+  for (let r0 = 0; r0 < rows; r0 += blockRows) {
+    const n = Math.min(blockRows, rows - r0);
+    const block = target === 'f32' ? new Float32Array(n * cols) : new Uint16Array(n * cols);
+    for (let r = 0; r < n; r++) {
+      const from = sourceRow(r0 + r) * cols;
+      convertRow(source, info.dtype, from, block, target, r * cols, cols);
+    }
+    await write(new Uint8Array(block.buffer));
+  }
+}
+
+/** GGUF row h*hd + 2i + j holds HF row h*hd + j*hd/2 + i (adjacent rotary pairs instead of halves). */
+function rowPermutation(rows: number, heads: number | undefined, headDim: number): (row: number) => number {
+  if (heads === undefined) return (row) => row;
+  if (rows !== heads * headDim) throw new Error(`rotary permutation: ${rows} rows is not ${heads} heads of ${headDim}`);
+  const half = headDim / 2;
+  return (row) => {
+    const h = Math.floor(row / headDim);
+    const within = row % headDim;
+    return h * headDim + (within % 2) * half + (within >> 1);
+  };
+}
+
+function typedView(raw: Uint8Array, dtype: WeightDType): Float32Array | Uint16Array {
+  const width = dtype === 'f32' ? 4 : 2;
+  const aligned = raw.byteOffset % width === 0 ? raw : raw.slice();
+  return dtype === 'f32'
+    ? new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4)
+    : new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+}
+
+let bf16ToF16Table: Uint16Array | null = null;
+
+/** bf16 bits to f16 bits, round-to-nearest-even, by table (exact for every one of the 65536 inputs). */
+function bf16ToF16Bits(): Uint16Array {
+  if (bf16ToF16Table === null) {
+    bf16ToF16Table = new Uint16Array(65536);
+    for (let h = 0; h < 65536; h++) bf16ToF16Table[h] = f32ToF16(bf16ToF32(h));
+  }
+  return bf16ToF16Table;
+}
+
+function convertRow(
+  src: Float32Array | Uint16Array,
+  srcType: WeightDType,
+  from: number,
+  dst: Float32Array | Uint16Array,
+  dstType: 'f32' | 'f16',
+  to: number,
+  count: number,
+): void {
+  if (srcType === dstType) {
+    dst.set(src.subarray(from, from + count), to);
+  } else if (dstType === 'f16' && srcType === 'bf16') {
+    const table = bf16ToF16Bits();
+    for (let i = 0; i < count; i++) dst[to + i] = table[src[from + i]!]!;
+  } else if (dstType === 'f16') {
+    // f32 -> f16
+    for (let i = 0; i < count; i++) dst[to + i] = f32ToF16(src[from + i]!);
+  } else if (srcType === 'bf16') {
+    for (let i = 0; i < count; i++) dst[to + i] = bf16ToF32(src[from + i]!);
+  } else {
+    const f16 = f16Decoder();
+    for (let i = 0; i < count; i++) dst[to + i] = f16[src[from + i]!]!;
+  }
+}
+
+let f16Table: Float32Array | null = null;
+
+function f16Decoder(): Float32Array {
+  if (f16Table === null) f16Table = Float32Array.from({ length: 65536 }, (_, h) => f16ToF32(h));
+  return f16Table;
+}
+
+function alignUp(n: number): number {
+  return Math.ceil(n / alignment) * alignment;
+}
+
+async function writeFully(handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < bytes.byteLength) {
+    const { bytesWritten } = await handle.write(bytes, done, bytes.byteLength - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/** A little-endian byte buffer that grows as it is written. */
+class ByteWriter {
+  private buf = Buffer.alloc(1 << 16);
+  private length = 0;
+
+  private reserve(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    const next = Buffer.alloc(Math.max(this.buf.length * 2, this.length + n));
+    this.buf.copy(next, 0, 0, this.length);
+    this.buf = next;
+  }
+
+  u8(v: number): void {
+    this.reserve(1);
+    this.buf.writeUInt8(v, this.length);
+    this.length += 1;
+  }
+
+  u32(v: number): void {
+    this.reserve(4);
+    this.buf.writeUInt32LE(v, this.length);
+    this.length += 4;
+  }
+
+  i32(v: number): void {
+    this.reserve(4);
+    this.buf.writeInt32LE(v, this.length);
+    this.length += 4;
+  }
+
+  f32(v: number): void {
+    this.reserve(4);
+    this.buf.writeFloatLE(v, this.length);
+    this.length += 4;
+  }
+
+  u64(v: number): void {
+    this.reserve(8);
+    this.buf.writeBigUInt64LE(BigInt(v), this.length);
+    this.length += 8;
+  }
+
+  string(s: string): void {
+    const n = Buffer.byteLength(s, 'utf8');
+    this.u64(n);
+    this.reserve(n);
+    this.buf.write(s, this.length, 'utf8');
+    this.length += n;
+  }
+
+  padTo(multiple: number): void {
+    const pad = (multiple - (this.length % multiple)) % multiple;
+    this.reserve(pad);
+    this.buf.fill(0, this.length, this.length + pad);
+    this.length += pad;
+  }
+
+  bytes(): Uint8Array {
+    return this.buf.subarray(0, this.length);
+  }
+}

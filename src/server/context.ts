@@ -1,0 +1,27 @@
+import type { Engine } from '../engine/types.js';
+import type { LoadedModel } from '../model/load.js';
+import type { Logger } from './logger.js';
+import type { ServerMetrics } from './metrics.js';
+import type { GenerationGroup } from './generation.js';
+import { TokenText } from './token-text.js';
+
+/** The engine as the server sees it: the Engine interface plus the context it enforces. */
+export type ServedEngine = Engine & { readonly contextLength: number };
+
+/** What every route handler shares. */
+export interface ServerContext {
+  engine: ServedEngine;
+  model: LoadedModel;
+  servedModelName: string;
+  contextLength: number;
+  metrics: ServerMetrics;
+  log: Logger;
+  logRequests: boolean;
+  tokenText: TokenText;
+  /** Requests the engine is working on for this server (for drain and wedge detection). */
+  inFlight: Set<GenerationGroup>;
+  /** When the server last went from idle to busy (ms since epoch). */
+  busySince: number;
+  /** Set once shutdown begins: new generation requests get 503. */
+  draining: boolean;
+}

@@ -1,0 +1,88 @@
+import { Type, type Static } from '@fastify/type-provider-typebox';
+import { Maybe, openObject, SamplingFields } from './schema.js';
+import type { UsageInfo } from './usage.js';
+
+const ContentPart = Type.Object(
+  {
+    type: Type.String(),
+    text: Type.Optional(Type.String()),
+  },
+  openObject,
+);
+
+export const ChatMessage = Type.Object(
+  {
+    role: Type.Union([Type.Literal('system'), Type.Literal('user'), Type.Literal('assistant'), Type.Literal('tool'), Type.Literal('developer')], {
+      description: 'one of "system", "user", "assistant", "tool", "developer"',
+    }),
+    content: Maybe(Type.Union([Type.String(), Type.Array(ContentPart)], { description: 'a string or a list of content parts' })),
+    name: Maybe(Type.String()),
+  },
+  openObject,
+);
+export type ChatMessage = Static<typeof ChatMessage>;
+
+/** POST /v1/chat/completions. */
+export const ChatCompletionRequest = Type.Object(
+  {
+    ...SamplingFields,
+    messages: Type.Array(ChatMessage, { minItems: 1 }),
+    /** The newer OpenAI name of max_tokens. */
+    max_completion_tokens: Maybe(Type.Integer({ minimum: 1 })),
+    logprobs: Maybe(Type.Boolean()),
+    top_logprobs: Maybe(Type.Integer({ minimum: 0, maximum: 20 })),
+    add_generation_prompt: Maybe(Type.Boolean()),
+    tools: Maybe(Type.Array(Type.Unknown())),
+    response_format: Maybe(Type.Object({ type: Type.String() }, openObject)),
+  },
+  openObject,
+);
+export type ChatCompletionRequest = Static<typeof ChatCompletionRequest>;
+
+export interface ChatTopLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+}
+
+export interface ChatTokenLogprob extends ChatTopLogprob {
+  top_logprobs: ChatTopLogprob[];
+}
+
+export interface ChatLogprobs {
+  content: ChatTokenLogprob[];
+}
+
+export interface ChatCompletionChoice {
+  index: number;
+  message: { role: 'assistant'; content: string };
+  logprobs: ChatLogprobs | null;
+  finish_reason: 'stop' | 'length' | 'abort' | null;
+  matched_stop?: string | number | null;
+}
+
+export interface ChatCompletionResponse {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: ChatCompletionChoice[];
+  usage: UsageInfo;
+}
+
+export interface ChatCompletionChunkChoice {
+  index: number;
+  delta: { role?: 'assistant'; content?: string };
+  logprobs: ChatLogprobs | null;
+  finish_reason: 'stop' | 'length' | 'abort' | null;
+  matched_stop?: string | number | null;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: ChatCompletionChunkChoice[];
+  usage?: UsageInfo | null;
+}

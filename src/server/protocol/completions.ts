@@ -1,0 +1,44 @@
+import { Type, type Static } from '@fastify/type-provider-typebox';
+import { Maybe, openObject, SamplingFields, TokenIds } from './schema.js';
+import type { UsageInfo } from './usage.js';
+
+/** POST /v1/completions, as OpenAI documents it plus vLLM's and SGLang's extras. */
+export const CompletionRequest = Type.Object(
+  {
+    ...SamplingFields,
+    prompt: Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1 }), Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 }), Type.Array(TokenIds, { minItems: 1 })], {
+      description: 'a string, a list of strings, a list of token ids or a list of token-id lists',
+    }),
+    /** OpenAI: an integer; the sampled token's log-prob plus this many alternatives. */
+    logprobs: Maybe(Type.Integer({ minimum: 0, maximum: 20 })),
+    echo: Maybe(Type.Boolean()),
+    suffix: Maybe(Type.String()),
+  },
+  openObject,
+);
+export type CompletionRequest = Static<typeof CompletionRequest>;
+
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[] | null;
+  text_offset: number[];
+}
+
+export interface CompletionChoice {
+  index: number;
+  text: string;
+  logprobs: CompletionLogprobs | null;
+  finish_reason: 'stop' | 'length' | 'abort' | null;
+  /** SGLang and vLLM extra: the stop string or token id that ended the choice. */
+  matched_stop?: string | number | null;
+}
+
+export interface CompletionResponse {
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  choices: CompletionChoice[];
+  usage?: UsageInfo | null;
+}

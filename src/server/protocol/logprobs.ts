@@ -1,0 +1,45 @@
+import type { TokenLogprob } from '../../engine/types.js';
+import type { TokenText } from '../token-text.js';
+import type { ChatTokenLogprob } from './chat.js';
+import type { CompletionLogprobs } from './completions.js';
+
+/** Finite log-probs only: JSON has no -Infinity. */
+function finite(x: number): number {
+  return Number.isFinite(x) ? x : -9999;
+}
+
+export function emptyCompletionLogprobs(): CompletionLogprobs {
+  return { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+}
+
+/** Appends tokens to a /v1/completions log-prob listing; `offset` is the text length before them. */
+export function appendCompletionLogprobs(target: CompletionLogprobs, logprobs: TokenLogprob[], tokenText: TokenText, offset: number): number {
+  for (const lp of logprobs) {
+    const text = tokenText.text(lp.tokenId);
+    target.tokens.push(text);
+    target.token_logprobs.push(finite(lp.logprob));
+    const top: Record<string, number> = {};
+    if (lp.top.length === 0) top[text] = finite(lp.logprob);
+    for (const alt of lp.top) {
+      const altText = tokenText.text(alt.tokenId);
+      if (!(altText in top)) top[altText] = finite(alt.logprob);
+    }
+    target.top_logprobs!.push(top);
+    target.text_offset.push(offset);
+    offset += text.length;
+  }
+  return offset;
+}
+
+export function chatLogprobs(logprobs: TokenLogprob[], tokenText: TokenText): ChatTokenLogprob[] {
+  return logprobs.map((lp) => ({
+    token: tokenText.text(lp.tokenId),
+    logprob: finite(lp.logprob),
+    bytes: tokenText.bytes(lp.tokenId),
+    top_logprobs: lp.top.map((alt) => ({
+      token: tokenText.text(alt.tokenId),
+      logprob: finite(alt.logprob),
+      bytes: tokenText.bytes(alt.tokenId),
+    })),
+  }));
+}

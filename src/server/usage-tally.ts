@@ -1,0 +1,23 @@
+import type { GenerateDelta } from '../engine/types.js';
+import { usageInfo, type UsageInfo } from './protocol/usage.js';
+
+/** Adds up token usage over the prompts and samples of one HTTP request. */
+export class UsageTally {
+  readonly promptTokens: number;
+  private readonly cached: number[];
+  completionTokens = 0;
+
+  constructor(promptLengths: number[]) {
+    this.promptTokens = promptLengths.reduce((a, b) => a + b, 0);
+    this.cached = promptLengths.map(() => 0);
+  }
+
+  add(prompt: number, delta: GenerateDelta): void {
+    this.completionTokens += delta.tokenIds.length;
+    if (delta.usage) this.cached[prompt] = Math.max(this.cached[prompt]!, delta.usage.cachedTokens);
+  }
+
+  info(): UsageInfo {
+    return usageInfo(this.promptTokens, this.completionTokens, this.cached.reduce((a, b) => a + b, 0));
+  }
+}
