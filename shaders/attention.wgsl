@@ -3,7 +3,7 @@
 // [j * splitSize, (j + 1) * splitSize). With one split the normalized output is written
 // directly; otherwise each split writes (max, sum, unnormalized acc) for attention_combine.
 //
-// meta (i32), packed by the host each step: tokenSeq[T] | queryStart[S + 1] | kvLens[S] | pageTableStart[S + 1]
+// seqMeta (i32), packed by the host each step: tokenSeq[T] | queryStart[S + 1] | kvLens[S] | pageTableStart[S + 1]
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
 const DIMS_PER_THREAD: u32 = MAX_HEAD_DIM / WG;
@@ -12,7 +12,7 @@ struct Params { numHeads: u32, numKvHeads: u32, headDim: u32, pageSize: u32, sca
 @group(0) @binding(2) var<storage, read> q: array<f32>;
 @group(0) @binding(3) var<storage, read> kCache: array<f32>;
 @group(0) @binding(4) var<storage, read> vCache: array<f32>;
-@group(0) @binding(5) var<storage, read> meta: array<i32>;
+@group(0) @binding(5) var<storage, read> seqMeta: array<i32>;
 @group(0) @binding(6) var<storage, read> pageTable: array<i32>;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
 @group(0) @binding(8) var<storage, read_write> partials: array<f32>;
@@ -34,11 +34,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let t = id / (numSplits * numHeads);
   let numTokens = step.numTokens;
   let numSeqs = step.numSeqs;
-  let s = u32(meta[t]);
-  let first = meta[numTokens + s];
-  let count = meta[numTokens + s + 1u] - first;
-  let kvLen = meta[numTokens + numSeqs + 1u + s];
-  let tableStart = u32(meta[numTokens + 2u * numSeqs + 1u + s]);
+  let s = u32(seqMeta[t]);
+  let first = seqMeta[numTokens + s];
+  let count = seqMeta[numTokens + s + 1u] - first;
+  let kvLen = seqMeta[numTokens + numSeqs + 1u + s];
+  let tableStart = u32(seqMeta[numTokens + 2u * numSeqs + 1u + s]);
   let lastPosition = u32(kvLen - count + (i32(t) - first));
   let begin = split * step.splitSize;
   let end = min(begin + step.splitSize, lastPosition + 1u);

@@ -184,11 +184,9 @@ void launchAttention(const AttentionArgs& a, cudaStream_t stream) {
   if (a.numTiles == 0) return;
   switch (a.headDim) {
     case 16: launchFor<16>(a, stream); break;
-    case 32: launchFor<32>(a, stream); break;
     case 64: launchFor<64>(a, stream); break;
     case 128: launchFor<128>(a, stream); break;
-    case 256: launchFor<256>(a, stream); break;
-    default: throw CudaError("attention: head dimension " + std::to_string(a.headDim) + " is not supported (16, 32, 64, 128, 256)");
+    default: throw CudaError("attention: head dimension " + std::to_string(a.headDim) + " is not supported (16, 64 and 128 are)");
   }
   if (a.splits > 1) {
     combineSplitsKernel<<<dim3(a.numTokens, a.numHeads), a.headDim, 0, stream>>>(a);

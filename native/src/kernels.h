@@ -117,5 +117,8 @@ struct SamplingArgs {
 /** Bytes of temporary storage the segmented sort needs for numSeqs rows. */
 size_t samplingSortTempBytes(int numSeqs, int vocab);
 void launchSampling(const SamplingArgs& args, cudaStream_t stream);
+// ---- sort.cu ----
+/** Stable descending sort of each row's (logit, id) pairs over the segments [segBegin, segEnd). */
+void launchSegmentedSort(const SamplingArgs& args, cudaStream_t stream);
 
 }  // namespace sluice

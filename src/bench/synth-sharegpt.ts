@@ -47,8 +47,9 @@ export function drawSynthLengths(random: SeededRandom): SynthLengths {
 
 /** Writes ShareGPT-format conversations made of real Llama 3 word tokens with drawn lengths. */
 export function synthesizeShareGpt(tokenizer: Tokenizer, options: SynthOptions): ShareGptConversation[] {
+  // Lengths and words come from separate streams, so the lengths depend on the seed alone.
   const random = new SeededRandom(options.seed);
-  const text = new TextMaker(tokenizer, random, options.exactLengths ?? true);
+  const text = new TextMaker(tokenizer, new SeededRandom(options.seed ^ 0x5f3759df), options.exactLengths ?? true);
   const conversations: ShareGptConversation[] = [];
   for (let i = 0; i < options.numConversations; i++) {
     const lengths = drawSynthLengths(random);

@@ -3,8 +3,7 @@ import { createBackend } from '../../backends/index.js';
 import type { BackendName } from '../../backends/backend.js';
 import { UserError } from '../errors.js';
 import { loadModel, type LoadFormat } from '../model/load.js';
-import { Rng } from '../model/rng.js';
-import { SingleSequence } from '../model/single-sequence.js';
+import { LlmEngine } from '../engine/engine.js';
 import { parseFloatOption, parseIntOption } from './options.js';
 
 interface GenerateOptions {
@@ -62,39 +61,38 @@ async function generate(options: GenerateOptions): Promise<void> {
   } else {
     promptIds = model.tokenizer.encode(options.prompt!);
   }
+  if (options.maxNewTokens < 1) throw new UserError(`--max-new-tokens must be at least 1, got ${options.maxNewTokens}`);
   if (promptIds.length + options.maxNewTokens > model.config.maxPositionEmbeddings) {
     throw new UserError(`prompt (${promptIds.length} tokens) plus --max-new-tokens exceeds the context of ${model.config.maxPositionEmbeddings}`);
   }
   const backend = await createBackend(options.backend);
-  await backend.load(model);
-  await backend.allocateKvCache({ numPages: promptIds.length + options.maxNewTokens, pageSize: 1 });
-  const rng = new Rng(options.seed ?? Rng.randomSeed());
-  const sequence = new SingleSequence(backend);
-  const sampling = () => ({
-    temperature: Float32Array.of(options.temperature),
-    topP: Float32Array.of(options.topP),
-    topK: Int32Array.of(options.topK),
-    random: Float32Array.of(rng.next()),
-  });
-  const detokenizer = model.tokenizer.newDetokenizer();
+  // A KV pool of exactly this request's size: nothing more is ever needed here.
+  const needed = promptIds.length + options.maxNewTokens;
+  const engine = await LlmEngine.create(model, backend, { maxTotalTokens: needed, contextLength: needed });
   const tokenIds: number[] = [];
   let text = '';
-  let out = await sequence.step(promptIds, sampling());
-  while (tokenIds.length < options.maxNewTokens) {
-    const token = out.tokens[0]!;
-    tokenIds.push(token);
-    if (model.stopTokenIds.includes(token)) break;
-    const piece = detokenizer.push(token);
-    text += piece;
-    if (!options.json) process.stdout.write(piece);
-    if (tokenIds.length < options.maxNewTokens) out = await sequence.step([token], sampling());
+  try {
+    const stream = engine.generate({
+      promptTokenIds: promptIds,
+      params: {
+        maxNewTokens: options.maxNewTokens,
+        temperature: options.temperature,
+        topP: options.topP,
+        topK: options.topK,
+        seed: options.seed ?? null,
+      },
+    });
+    for await (const delta of stream) {
+      tokenIds.push(...delta.tokenIds);
+      text += delta.text;
+      if (!options.json) process.stdout.write(delta.text);
+    }
+  } finally {
+    await engine.close();
   }
-  const tail = detokenizer.flush();
-  text += tail;
-  await backend.close();
   if (options.json) {
     process.stdout.write(`${JSON.stringify({ text, token_ids: tokenIds, prompt_token_ids: promptIds })}\n`);
   } else {
-    process.stdout.write(`${tail}\n`);
+    process.stdout.write('\n');
   }
 }

@@ -4,6 +4,10 @@ import { UserError } from '../errors.js';
 /** Each subcommand lives in its own module that adds itself to the program. */
 const commandModules: (() => Promise<{ register(program: Command): void }>)[] = [
   () => import('./generate.js'),
+  () => import('./serve.js'),
+  () => import('./bench.js'),
+  () => import('./compare.js'),
+  () => import('./dataset.js'),
 ];
 
 export async function main(argv: string[]): Promise<void> {

@@ -1,3 +1,8 @@
+import { totalmem } from 'node:os';
+import type { Backend } from '../../backends/backend.js';
+import { UserError } from '../errors.js';
+import type { EngineOptions } from './options.js';
+
 /**
  * The KV cache's pages, as indices into the backend's cache. A page is held by whoever has a
  * reference: a sequence using it, the prefix cache, or both (a shared prompt); it returns to
@@ -48,5 +53,57 @@ export class KvPool {
 
   refCount(page: number): number {
     return this.refCounts[page]!;
+  }
+}
+
+/** KV budget of host backends (ref, cpu) when --max-total-tokens is not given. */
+export const hostKvBudgetBytes = Math.min(1 << 30, totalmem() / 16);
+
+/**
+ * Tokens the KV pool holds: --max-total-tokens when given; on a GPU backend what
+ * --mem-fraction-static leaves after the weights (as SGLang); else hostKvBudgetBytes worth.
+ */
+export function kvPoolTokens(backend: Backend, options: EngineOptions): number {
+  if (options.maxTotalTokens !== null) return options.maxTotalTokens;
+  const bytesPerToken = backend.kvBytesPerToken();
+  const memory = backend.memory();
+  if (!memory) return Math.floor(hostKvBudgetBytes / bytesPerToken);
+  const bytes = memory.freeBytes - memory.totalBytes * (1 - options.memFractionStatic);
+  const tokens = Math.floor(bytes / bytesPerToken);
+  if (tokens < options.pageSize) {
+    const gib = (n: number) => `${(n / 2 ** 30).toFixed(1)} GiB`;
+    throw new UserError(
+      `--mem-fraction-static ${options.memFractionStatic} leaves no device memory for the KV cache ` +
+        `(${gib(memory.freeBytes)} free of ${gib(memory.totalBytes)} after the weights); raise it or give --max-total-tokens`,
+    );
+  }
+  return tokens;
+}
+
+/** A growing list of page ids in a typed array, so a step's page table is built by memcpy. */
+export class PageList {
+  private ids = new Int32Array(16);
+  length = 0;
+
+  push(page: number): void {
+    if (this.length === this.ids.length) {
+      const grown = new Int32Array(this.ids.length * 2);
+      grown.set(this.ids);
+      this.ids = grown;
+    }
+    this.ids[this.length++] = page;
+  }
+
+  get(i: number): number {
+    return this.ids[i]!;
+  }
+
+  /** The first `count` ids (a view: valid until the list changes). */
+  view(count = this.length): Int32Array {
+    return this.ids.subarray(0, count);
+  }
+
+  clear(): void {
+    this.length = 0;
   }
 }

@@ -1,3 +1,5 @@
+import { UserError } from '../errors.js';
+
 /** How the engine sizes its KV pool and schedules; the defaults are SGLang v0.3's. */
 export interface EngineOptions {
   /** Token slots per KV page (1 allowed, as SGLang's default). */
@@ -9,7 +11,7 @@ export interface EngineOptions {
   maxTotalTokens: number | null;
   /** Fraction of device memory for weights and KV (GPU backends). */
   memFractionStatic: number;
-  /** Most prompt tokens one request prefills in one step (a longer prompt is split in chunks). */
+  /** Most prompt tokens one request prefills in one step (a longer prompt is split in chunks); -1: no limit but maxPrefillTokens. */
   chunkedPrefillSize: number;
   /** Most prefill tokens in one step, all requests together (decode tokens count against it). */
   maxPrefillTokens: number;
@@ -22,6 +24,8 @@ export interface EngineOptions {
   contextLength: number | null;
   /** Waiting requests at most; beyond it generate() throws EngineOverloadedError. */
   maxQueuedRequests: number;
+  /** Where warnings (retractions, a clipped context) go; console by default. */
+  logger?: EngineLogger;
 }
 
 export const defaultEngineOptions: EngineOptions = {
@@ -36,3 +40,29 @@ export const defaultEngineOptions: EngineOptions = {
   contextLength: null,
   maxQueuedRequests: 10000,
 };
+
+
+export interface EngineLogger {
+  warn(message: string): void;
+}
+
+/** Checks option values, naming the command-line flag of a bad one. */
+export function checkEngineOptions(o: EngineOptions): void {
+  const positiveInt = (v: number | null, flag: string, nullable = false) => {
+    if (v === null && nullable) return;
+    if (!Number.isInteger(v) || (v as number) < 1) throw new UserError(`${flag} must be a positive integer, got ${v}`);
+  };
+  positiveInt(o.pageSize, '--page-size');
+  positiveInt(o.maxTotalTokens, '--max-total-tokens', true);
+  if (o.chunkedPrefillSize !== -1) positiveInt(o.chunkedPrefillSize, '--chunked-prefill-size');
+  positiveInt(o.maxPrefillTokens, '--max-prefill-tokens');
+  positiveInt(o.maxRunningRequests, '--max-running-requests', true);
+  positiveInt(o.contextLength, '--context-length', true);
+  positiveInt(o.maxQueuedRequests, '--max-queued-requests');
+  if (!(o.memFractionStatic > 0 && o.memFractionStatic <= 1)) {
+    throw new UserError(`--mem-fraction-static must be in (0, 1], got ${o.memFractionStatic}`);
+  }
+  if (o.schedulePolicy !== 'lpm' && o.schedulePolicy !== 'fcfs') {
+    throw new UserError(`--schedule-policy must be lpm or fcfs, got ${o.schedulePolicy}`);
+  }
+}

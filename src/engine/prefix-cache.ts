@@ -21,7 +21,7 @@ export interface PrefixCache {
   lock(node: CacheNode | null): void;
   unlock(node: CacheNode | null): void;
   /** Caches tokens[0, length) (whole pages) whose KV lives in `pages`; the cache retains pages it keeps. */
-  insert(tokens: readonly number[], length: number, pages: readonly number[]): void;
+  insert(tokens: readonly number[], length: number, pages: ArrayLike<number>): void;
   /** Drops least recently used unlocked entries until `pages` pages are free again (or nothing is left). */
   evict(pages: number): void;
   /** Drops every unlocked entry. */
@@ -102,7 +102,7 @@ export class RadixCache implements PrefixCache {
     }
   }
 
-  insert(tokens: readonly number[], length: number, pages: readonly number[]): void {
+  insert(tokens: readonly number[], length: number, pages: ArrayLike<number>): void {
     const pageSize = this.pool.pageSize;
     length -= length % pageSize;
     const tick = ++this.clock;
@@ -111,7 +111,7 @@ export class RadixCache implements PrefixCache {
     while (position < length) {
       const child = node.children.get(this.childKey(tokens, position));
       if (!child) {
-        const leaf = new RadixNode(node, tokens.slice(position, length), pages.slice(position / pageSize, length / pageSize));
+        const leaf = new RadixNode(node, tokens.slice(position, length), Array.from({ length: (length - position) / pageSize }, (_, i) => pages[position / pageSize + i]!));
         for (const page of leaf.pages) this.pool.retain(page);
         leaf.lastAccess = tick;
         node.children.set(this.childKey(leaf.key, 0), leaf);

@@ -1,6 +1,7 @@
 import type { IncrementalDetokenizer } from '../model/tokenizer.js';
 import { Rng } from '../model/rng.js';
 import type { DeltaStream } from './delta-stream.js';
+import { PageList } from './kv-pool.js';
 import type { CacheNode } from './prefix-cache.js';
 import { StopChecker } from './stop-checker.js';
 import type { FinishReason, GenerateDelta, SamplingParams, TokenLogprob } from './types.js';
@@ -34,7 +35,7 @@ export class Sequence {
   status: SequenceStatus = 'held';
   readonly tokenIds: number[];
   /** KV pages this sequence holds one reference to, in position order. */
-  pages: number[] = [];
+  readonly pages = new PageList();
   /** Positions whose KV has been computed. */
   kvLen = 0;
   /** The prefix-cache node this sequence locked when admitted. */

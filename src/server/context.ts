@@ -22,6 +22,8 @@ export interface ServerContext {
   inFlight: Set<GenerationGroup>;
   /** When the server last went from idle to busy (ms since epoch). */
   busySince: number;
+  /** How long the engine may go without a step while busy before /health says it is wedged. */
+  wedgeTimeoutMs: number;
   /** Set once shutdown begins: new generation requests get 503. */
   draining: boolean;
 }

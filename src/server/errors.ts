@@ -69,12 +69,14 @@ export function toApiError(e: unknown): ApiError {
       return invalidParam(err.param ?? null, err.message);
     case 'EngineOverloadedError':
       return overloaded(err.message);
+    case 'EngineDrainingError':
+      return engineUnavailable(err.message);
     case 'EngineDeadError':
       return engineUnavailable(err.message);
   }
   if (err?.validation) return validationError(err);
   if (err?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError) {
-    return invalidParam(null, `The request body is not valid JSON: ${err.message}`, 'invalid_json');
+    return invalidParam(null, 'The request body is not valid JSON.', 'invalid_json');
   }
   if (err?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return invalidParam(null, 'The request body is empty; send a JSON object.', 'invalid_json');
   if (err?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new ApiError(413, err.message, 'invalid_request_error', null, 'request_too_large');

@@ -1,13 +1,5 @@
 import { TypeBoxValidatorCompiler, type TSchema } from '@fastify/type-provider-typebox';
-import type { FastifySchemaCompiler } from 'fastify';
-
-interface Issue {
-  instancePath: string;
-  schemaPath: string;
-  keyword: string;
-  message?: string;
-  params?: Record<string, unknown>;
-}
+import type { FastifySchemaCompiler, FastifySchemaValidationError } from 'fastify';
 
 /**
  * TypeBox validation (no type coercion of bodies: "5" is not an integer) whose issues also carry
@@ -15,7 +7,7 @@ interface Issue {
  * "must be a string, a list of strings, ..." instead of the first branch's complaint.
  */
 export const validatorCompiler: FastifySchemaCompiler<TSchema> = (route) => {
-  const validate = TypeBoxValidatorCompiler(route) as (value: unknown) => { value?: unknown; error?: Issue[] };
+  const validate = TypeBoxValidatorCompiler(route) as (value: unknown) => { value?: unknown; error?: FastifySchemaValidationError[] };
   return (value: unknown) => {
     const result = validate(value);
     if (result.error) {

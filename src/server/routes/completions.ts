@@ -39,30 +39,34 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
     const head = { id, object: 'text_completion' as const, created, model: ctx.servedModelName };
     const usage = new UsageTally(prompts.map((p) => p.length));
     if (body.stream) {
-      await streamEvents(reply, async (sse) => {
       const includeUsage = body.stream_options?.include_usage === true;
       const echoed = new Set<number>();
       const offsets = new Map<number, number>();
-      for await (const { prompt, delta } of group.deltas()) {
-        usage.add(prompt, delta);
-        const index = prompt * n + delta.index;
-        let text = delta.text;
-        if (echo && !echoed.has(index)) {
-          echoed.add(index);
-          text = echo[prompt] + text;
-        }
-        let logprobs = null;
-        if (delta.logprobs) {
-          logprobs = emptyCompletionLogprobs();
-          offsets.set(index, appendCompletionLogprobs(logprobs, delta.logprobs, ctx.tokenText, offsets.get(index) ?? 0));
-        }
-        const choice: CompletionChoice = { index, text, logprobs, finish_reason: delta.finishReason };
-        if (delta.finishReason !== null) choice.matched_stop = delta.matchedStop;
-        await sse.send(includeUsage ? { ...head, choices: [choice], usage: null } : { ...head, choices: [choice] });
-        if (sse.closed) break;
-      }
-      if (includeUsage) await sse.send({ ...head, choices: [], usage: usage.info() });
-      }, (e) => toApiError(e).body());
+      await streamEvents(
+        reply,
+        async (sse) => {
+          for await (const { prompt, delta } of group.deltas()) {
+            usage.add(prompt, delta);
+            const index = prompt * n + delta.index;
+            let text = delta.text;
+            if (echo && !echoed.has(index)) {
+              echoed.add(index);
+              text = echo[prompt] + text;
+            }
+            let logprobs = null;
+            if (delta.logprobs) {
+              logprobs = emptyCompletionLogprobs();
+              offsets.set(index, appendCompletionLogprobs(logprobs, delta.logprobs, ctx.tokenText, offsets.get(index) ?? 0));
+            }
+            const choice: CompletionChoice = { index, text, logprobs, finish_reason: delta.finishReason };
+            if (delta.finishReason !== null) choice.matched_stop = delta.matchedStop;
+            await sse.send(includeUsage ? { ...head, choices: [choice], usage: null } : { ...head, choices: [choice] });
+            if (sse.closed) break;
+          }
+          if (includeUsage) await sse.send({ ...head, choices: [], usage: usage.info() });
+        },
+        (e) => toApiError(e).body(),
+      );
     } else {
       const choices: CompletionChoice[] = Array.from({ length: prompts.length * n }, (_, index) => ({
         index,

@@ -1,0 +1,219 @@
+import { availableParallelism } from 'node:os';
+import type * as Ort from 'onnxruntime-node';
+import type { Backend, BackendOptions, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../backend.js';
+import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
+import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
+import { ropeInverseFrequencies } from '../../src/model/rope.js';
+import { sampleLogits } from '../../src/model/sampling.js';
+import { UserError } from '../../src/errors.js';
+import { planAttention } from './attention-plan.js';
+import { storedBytes, type WeightFormat } from './linear-weights.js';
+import { attentionGroups, buildSegmentModel, stepInputs, stepOutputs, type Segment } from './segment-graph.js';
+
+export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
+
+export interface CpuBackendOptions extends BackendOptions {
+  /** Default: f32 for f32 checkpoints, q8 for BF16/F16 ones (env SLUICE_CPU_WEIGHTS overrides). */
+  weightFormat?: WeightFormat;
+  /** Upper bound on the weight bytes compiled into one ORT session (one run each per step). */
+  segmentBytes?: number;
+}
+
+const defaultSegmentBytes = 1.25 * 2 ** 30;
+
+/**
+ * The Llama graph on onnxruntime-node's CPU execution provider. Consecutive layers are compiled
+ * into a few ORT sessions ("segments": a 1B model is one or two), so a step is a handful of
+ * async session runs: projections and the lm-head as prepacked GEMMs, norms and rotary as
+ * fused element-wise ops, attention as batched MatMul/Softmax over K and V gathered from the
+ * paged cache inside the graph. The cache lives in host memory (f32, one [slots, kvHeads *
+ * headDim] array per layer for K and for V) and is handed to ORT without copying; each run
+ * returns its layers' new K and V, which are written to their slots before the next step.
+ */
+export class CpuBackend implements Backend {
+  readonly name = 'cpu' as const;
+  readonly description: string;
+  private config!: LlamaConfig;
+  private format!: WeightFormat;
+  private readonly threads: number;
+  private sessions: { segment: Segment; session: Ort.InferenceSession }[] = [];
+  private embedding!: { table: Uint8Array; dtype: WeightDType };
+  private invFreq!: Float64Array;
+  private kCache: Float32Array[] = [];
+  private vCache: Float32Array[] = [];
+  private pageSize = 0;
+  private numSlots = 0;
+
+  constructor(
+    private readonly ort: OrtModule,
+    private readonly options: CpuBackendOptions = {},
+  ) {
+    this.threads = options.threads ?? availableParallelism();
+    this.description = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} threads`;
+  }
+
+  async load(model: ModelSpec): Promise<void> {
+    const { config, weights } = model;
+    this.config = config;
+    this.invFreq = ropeInverseFrequencies(config);
+    this.format = pickWeightFormat(this.options.weightFormat, config.dtype);
+    const embedInfo = weights.info('model.embed_tokens.weight')!;
+    this.embedding = { table: await weights.read('model.embed_tokens.weight'), dtype: embedInfo.dtype };
+    const sessionOptions: Ort.InferenceSession.SessionOptions = {
+      executionProviders: ['cpu'],
+      intraOpNumThreads: this.threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+      enableMemPattern: false,
+      logSeverityLevel: 3,
+    };
+    for (const segment of planSegments(config, this.format, this.options.segmentBytes ?? defaultSegmentBytes)) {
+      const bytes = await buildSegmentModel(config, weights, segment, this.format, model.graph.lmHead);
+      this.sessions.push({ segment, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
+    }
+  }
+
+  memory(): null {
+    return null;
+  }
+
+  kvBytesPerToken(): number {
+    return 2 * this.config.numLayers * this.config.numKvHeads * this.config.headDim * 4;
+  }
+
+  async allocateKvCache(spec: KvCacheSpec): Promise<void> {
+    this.pageSize = spec.pageSize;
+    this.numSlots = spec.numPages * spec.pageSize;
+    const size = this.numSlots * this.config.numKvHeads * this.config.headDim;
+    this.kCache = Array.from({ length: this.config.numLayers }, () => new Float32Array(size));
+    this.vCache = Array.from({ length: this.config.numLayers }, () => new Float32Array(size));
+  }
+
+  async forward(batch: ForwardBatch): Promise<StepOutput> {
+    this.validate(batch);
+    const { Tensor } = this.ort;
+    const c = this.config;
+    const numTokens = batch.tokenIds.length;
+    const numSeqs = batch.kvLens.length;
+    const kvCols = c.numKvHeads * c.headDim;
+    const plan = planAttention(batch, this.pageSize, c.numHeads / c.numKvHeads);
+    const [cos, sin] = this.rotaryTables(batch.positions);
+    const half = c.headDim / 2;
+    const shared: Record<string, Ort.Tensor> = {
+      [stepInputs.cos]: new Tensor('float32', cos, [numTokens, half]),
+      [stepInputs.sin]: new Tensor('float32', sin, [numTokens, half]),
+      [stepInputs.outIndex]: new Tensor('int32', plan.outIndex, [numTokens]),
+      [stepInputs.lastIndex]: new Tensor('int32', batch.queryStart.subarray(1).map((end) => end - 1), [numSeqs]),
+    };
+    for (const name of attentionGroups) {
+      const g = plan.groups[name];
+      const names = stepInputs.group(name);
+      const keys = g.pastLen + g.queryLen;
+      shared[names.queryIndex] = new Tensor('int32', g.queryIndex, [g.numSeqs, g.queryLen]);
+      shared[names.pastIndex] = new Tensor('int32', g.pastIndex, [g.numSeqs, g.pastLen]);
+      shared[names.mask] = new Tensor('float32', g.mask, [g.numSeqs, 1, g.mask.length / (g.numSeqs * keys), keys]);
+    }
+    let x = this.embed(batch.tokenIds);
+    let logits: Float32Array | null = null;
+    for (const { segment, session } of this.sessions) {
+      const feeds: Record<string, Ort.Tensor> = { ...shared, [stepInputs.x]: new Tensor('float32', x, [numTokens, c.hiddenSize]) };
+      for (let l = segment.firstLayer; l < segment.endLayer; l++) {
+        feeds[stepInputs.kCache(l)] = new Tensor('float32', this.kCache[l]!, [this.numSlots, kvCols]);
+        feeds[stepInputs.vCache(l)] = new Tensor('float32', this.vCache[l]!, [this.numSlots, kvCols]);
+      }
+      const used = Object.fromEntries(session.inputNames.map((n) => [n, feeds[n]!]));
+      const results = await session.run(used);
+      for (let l = segment.firstLayer; l < segment.endLayer; l++) {
+        this.writeKv(this.kCache[l]!, results[stepOutputs.k(l)]!.data as Float32Array, batch.slotMapping, kvCols);
+        this.writeKv(this.vCache[l]!, results[stepOutputs.v(l)]!.data as Float32Array, batch.slotMapping, kvCols);
+      }
+      if (segment.withHead) logits = results[stepOutputs.logits]!.data as Float32Array;
+      else x = results[stepOutputs.x]!.data as Float32Array;
+    }
+    return sampleLogits(logits!, c.vocabSize, batch.sampling);
+  }
+
+  async close(): Promise<void> {
+    for (const { session } of this.sessions) await session.release();
+    this.sessions = [];
+    this.kCache = [];
+    this.vCache = [];
+  }
+
+  private validate(batch: ForwardBatch): void {
+    if (this.sessions.length === 0) throw new Error('cpu backend: forward() before load()');
+    if (this.numSlots === 0) throw new Error('cpu backend: forward() before allocateKvCache()');
+    const vocab = this.config.vocabSize;
+    for (const id of batch.tokenIds) {
+      if (id < 0 || id >= vocab) throw new UserError(`token id ${id} is outside the vocabulary (0..${vocab - 1})`);
+    }
+    for (const slot of batch.slotMapping) {
+      if (slot < 0 || slot >= this.numSlots) throw new Error(`cpu backend: KV slot ${slot} is outside the cache (${this.numSlots} slots)`);
+    }
+  }
+
+  private embed(tokenIds: Int32Array): Float32Array {
+    const h = this.config.hiddenSize;
+    const { table, dtype } = this.embedding;
+    const rowBytes = h * bytesPerElement[dtype];
+    const out = new Float32Array(tokenIds.length * h);
+    tokenIds.forEach((id, t) => out.set(toFloat32(table.subarray(id * rowBytes, (id + 1) * rowBytes), dtype), t * h));
+    return out;
+  }
+
+  /** cos and sin of position * invFreq[i], [T, headDim / 2], computed in f64 as the reference does. */
+  private rotaryTables(positions: Int32Array): [Float32Array, Float32Array] {
+    const half = this.invFreq.length;
+    const cos = new Float32Array(positions.length * half);
+    const sin = new Float32Array(positions.length * half);
+    positions.forEach((p, t) => {
+      for (let i = 0; i < half; i++) {
+        const angle = p * this.invFreq[i]!;
+        cos[t * half + i] = Math.cos(angle);
+        sin[t * half + i] = Math.sin(angle);
+      }
+    });
+    return [cos, sin];
+  }
+
+  private writeKv(cache: Float32Array, rows: Float32Array, slotMapping: Int32Array, cols: number): void {
+    slotMapping.forEach((slot, t) => cache.set(rows.subarray(t * cols, (t + 1) * cols), slot * cols));
+  }
+}
+
+export function pickWeightFormat(requested: WeightFormat | undefined, dtype: WeightDType): WeightFormat {
+  const fromEnv = process.env.SLUICE_CPU_WEIGHTS;
+  if (fromEnv !== undefined && fromEnv !== 'f32' && fromEnv !== 'q8') {
+    throw new UserError(`SLUICE_CPU_WEIGHTS must be "f32" or "q8", got ${JSON.stringify(fromEnv)}`);
+  }
+  return requested ?? (fromEnv as WeightFormat | undefined) ?? (dtype === 'f32' ? 'f32' : 'q8');
+}
+
+/** Splits the layers into runs of at most `maxBytes` of stored weights; the last one also holds the lm-head. */
+export function planSegments(config: LlamaConfig, format: WeightFormat, maxBytes: number): Segment[] {
+  const { hiddenSize: h, numHeads, numKvHeads, headDim: hd, intermediateSize: inter } = config;
+  const layerBytes =
+    storedBytes((numHeads + 2 * numKvHeads) * hd, h, format) +
+    storedBytes(h, numHeads * hd, format) +
+    storedBytes(2 * inter, h, format) +
+    storedBytes(h, inter, format);
+  const headBytes = storedBytes(config.vocabSize, h, format);
+  const segments: Segment[] = [];
+  let first = 0;
+  let bytes = 0;
+  for (let l = 0; l < config.numLayers; l++) {
+    if (l > first && bytes + layerBytes > maxBytes) {
+      segments.push({ firstLayer: first, endLayer: l, withHead: false });
+      first = l;
+      bytes = 0;
+    }
+    bytes += layerBytes;
+  }
+  if (bytes + headBytes > maxBytes && first < config.numLayers) {
+    segments.push({ firstLayer: first, endLayer: config.numLayers, withHead: false });
+    first = config.numLayers;
+  }
+  segments.push({ firstLayer: first, endLayer: config.numLayers, withHead: true });
+  return segments;
+}

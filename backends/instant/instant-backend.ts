@@ -1,0 +1,53 @@
+import type { Backend, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../backend.js';
+import type { LlamaConfig } from '../../src/model/config.js';
+
+// Ordinary byte-level BPE tokens of the Llama 3 vocabulary (no special ids, no stop tokens).
+const firstTextToken = 1000;
+const textTokenRange = 50000;
+
+/**
+ * A backend whose forward step returns at once, computing nothing: it "samples" a token that
+ * is a pure function of each sequence's last input token and position. It takes the model's
+ * compute out of the picture so `npm run bench:engine` measures the engine's own host time.
+ * It reports itself as "ref" because the Backend type names only real backends.
+ */
+export class InstantBackend implements Backend {
+  readonly name = 'ref' as const;
+  readonly description = 'instant: returns each step at once without computing (engine host-overhead benchmark)';
+  private config!: LlamaConfig;
+  forwardCalls = 0;
+
+  async load(model: ModelSpec): Promise<void> {
+    this.config = model.config;
+  }
+
+  memory(): null {
+    return null;
+  }
+
+  kvBytesPerToken(): number {
+    return 2 * this.config.numLayers * this.config.numKvHeads * this.config.headDim * 2;
+  }
+
+  async allocateKvCache(_spec: KvCacheSpec): Promise<void> {}
+
+  async forward(batch: ForwardBatch): Promise<StepOutput> {
+    this.forwardCalls++;
+    const numSeqs = batch.kvLens.length;
+    const tokens = new Int32Array(numSeqs);
+    let maxK = -1;
+    for (let s = 0; s < numSeqs; s++) {
+      const last = batch.queryStart[s + 1]! - 1;
+      tokens[s] = firstTextToken + ((batch.tokenIds[last]! * 7919 + batch.positions[last]! * 104729) >>> 0) % textTokenRange;
+      maxK = Math.max(maxK, batch.sampling.logprobs[s]!);
+    }
+    if (maxK < 0) return { tokens, logprobs: null, topLogprobs: null };
+    const logprobs = new Float32Array(numSeqs).fill(-1);
+    if (maxK === 0) return { tokens, logprobs, topLogprobs: null };
+    const ids = new Int32Array(numSeqs * maxK);
+    for (let s = 0; s < numSeqs; s++) for (let i = 0; i < maxK; i++) ids[s * maxK + i] = i === 0 ? tokens[s]! : firstTextToken + i;
+    return { tokens, logprobs, topLogprobs: { k: maxK, ids, logprobs: new Float32Array(numSeqs * maxK).fill(-1) } };
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,285 @@
+import { totalmem } from 'node:os';
+import type { Backend, ForwardBatch, KvCacheSpec, MemoryInfo, ModelSpec, StepOutput } from '../backend.js';
+import type { LlamaConfig } from '../../src/model/config.js';
+import { toFloat32 } from '../../src/model/dtype.js';
+import type { LlamaGraph } from '../../src/model/graph.js';
+import { ropeInverseFrequencies } from '../../src/model/rope.js';
+import { UserError } from '../../src/errors.js';
+import { MAP_READ, type GpuContext } from './gpu.js';
+import { encodeStep, sampleOutputWords, type StepShape } from './kernels.js';
+import { CompiledPlan, type Capacity, type ModelOnDevice } from './plan.js';
+import { packStep, type PackedStep } from './step-inputs.js';
+import { StepProfiler, type OpTiming } from './profiler.js';
+import { uploadMatrix, uploadVector, type DeviceMatrix } from './weights.js';
+
+export interface WebGpuTuning {
+  /** KV positions per attention split before decode attention is split over the KV length. */
+  attentionSplitSize?: number;
+  /** Record per-op GPU times with timestamp queries (one compute pass per dispatch). */
+  profile?: boolean;
+}
+
+const initialCapacity: Capacity = { tokens: 64, seqs: 8, pageTable: 256, penalties: 256, topLogprobs: 4, attentionPartials: 4096 };
+
+/**
+ * The Llama graph as WGSL compute shaders through Dawn. The graph is compiled into a fixed list
+ * of dispatches at load; every forward writes the step's inputs, encodes that list into one
+ * command buffer, submits it once and reads back only the sampled tokens and log-probs.
+ */
+export class WebGpuBackend implements Backend {
+  readonly name = 'webgpu' as const;
+  readonly description: string;
+  private config!: LlamaConfig;
+  private graph!: LlamaGraph;
+  private readonly matrices = new Map<string, DeviceMatrix>();
+  private readonly vectors = new Map<string, GPUBuffer>();
+  private invFreq: GPUBuffer | null = null;
+  private kCache: GPUBuffer[] = [];
+  private vCache: GPUBuffer[] = [];
+  private kvSpec: KvCacheSpec | null = null;
+  private plan: CompiledPlan | null = null;
+  private weightBytes = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+  private profiler: StepProfiler | null = null;
+
+  constructor(
+    /** Holds Dawn's instance alive for as long as this backend exists (see GpuContext). */
+    private readonly ctx: GpuContext,
+    private readonly tuning: WebGpuTuning = {},
+  ) {
+    this.description = ctx.description;
+  }
+
+  async load(model: ModelSpec): Promise<void> {
+    this.config = model.config;
+    this.graph = model.graph;
+    const c = model.config;
+    for (const op of model.graph.ops) {
+      const name = 'weight' in op ? op.weight : 'table' in op ? op.table : null;
+      if (name === null || this.matrices.has(name) || this.vectors.has(name)) continue;
+      const info = model.weights.info(name);
+      if (!info) throw new UserError(`${model.weights.description}: tensor "${name}" is missing`);
+      const bytes = await model.weights.read(name);
+      if (info.shape.length === 1) {
+        this.vectors.set(name, uploadVector(this.ctx, name, toFloat32(bytes, info.dtype)));
+      } else {
+        const matrix = uploadMatrix(this.ctx, name, bytes, info.dtype, info.shape[0]!, info.shape[1]!);
+        this.matrices.set(name, matrix);
+        this.weightBytes += matrix.bytes;
+      }
+    }
+    this.invFreq = uploadVector(this.ctx, 'rope inverse frequencies', Float32Array.from(ropeInverseFrequencies(c)));
+    if (this.tuning.profile) this.profiler = StepProfiler.create(this.ctx);
+    await this.ctx.device.queue.onSubmittedWorkDone();
+  }
+
+  /**
+   * WebGPU has no memory query. What is reported sizes the KV pool the engine derives from it:
+   * the host's budget on a software adapter, the largest buffer elsewhere, and never more KV
+   * than one binding per layer holds.
+   */
+  memory(): MemoryInfo | null {
+    const c = this.config;
+    const maxKvTokens = Math.floor(this.ctx.maxBindingBytes / (c.numKvHeads * c.headDim * 4));
+    const budget = this.ctx.isSoftware ? Math.min(2 ** 30, totalmem() / 16) : this.ctx.device.limits.maxBufferSize;
+    const kvRoom = Math.min(budget, maxKvTokens * this.kvBytesPerToken());
+    return { totalBytes: this.weightBytes + kvRoom, freeBytes: kvRoom - this.kvBytes() };
+  }
+
+  kvBytesPerToken(): number {
+    return 2 * this.config.numLayers * this.config.numKvHeads * this.config.headDim * 4;
+  }
+
+  async allocateKvCache(spec: KvCacheSpec): Promise<void> {
+    const c = this.config;
+    const perLayer = spec.numPages * spec.pageSize * c.numKvHeads * c.headDim * 4;
+    if (perLayer > this.ctx.maxBindingBytes) {
+      const maxTokens = Math.floor(this.ctx.maxBindingBytes / (c.numKvHeads * c.headDim * 4));
+      throw new UserError(`webgpu: a KV cache of ${spec.numPages * spec.pageSize} tokens exceeds the adapter's ${this.ctx.maxBindingBytes}-byte buffer binding per layer (at most ${maxTokens} tokens)`);
+    }
+    this.freeKvCache();
+    this.kCache = Array.from({ length: c.numLayers }, (_, l) => this.ctx.storage(`k cache ${l}`, perLayer));
+    this.vCache = Array.from({ length: c.numLayers }, (_, l) => this.ctx.storage(`v cache ${l}`, perLayer));
+    this.kvSpec = spec;
+    this.plan?.destroy();
+    this.plan = null;
+  }
+
+  forward(batch: ForwardBatch): Promise<StepOutput> {
+    const run = this.queue.then(() => this.runStep(batch));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Per-op GPU time of the last step (with tuning.profile on an adapter with timestamp queries). */
+  lastProfile(): OpTiming[] | null {
+    return this.profiler?.last ?? null;
+  }
+
+  async close(): Promise<void> {
+    await this.queue;
+    this.plan?.destroy();
+    this.plan = null;
+    this.freeKvCache();
+    for (const m of this.matrices.values()) for (const chunk of m.chunks) chunk.buffer.destroy();
+    for (const v of this.vectors.values()) v.destroy();
+    this.invFreq?.destroy();
+    this.matrices.clear();
+    this.vectors.clear();
+    this.profiler?.destroy();
+    this.ctx.destroy();
+  }
+
+  private async runStep(batch: ForwardBatch): Promise<StepOutput> {
+    if (!this.kvSpec) throw new Error('webgpu: allocateKvCache must come before forward');
+    if (this.ctx.isLost) throw new Error('webgpu: the device was lost');
+    const { numPages, pageSize } = this.kvSpec;
+    const vocab = this.config.vocabSize;
+    const packed = packStep(batch, vocab, numPages * pageSize, numPages);
+    const numTokens = batch.tokenIds.length;
+    const numSeqs = batch.kvLens.length;
+    const plan = await this.planFor(packed, numTokens, numSeqs);
+    const shape = this.stepShape(batch, packed, plan.capacity);
+    this.upload(plan, packed, shape);
+
+    const encoder = this.ctx.device.createCommandEncoder({ label: 'forward step' });
+    const outputWords = sampleOutputWords(numSeqs, shape.topLogprobs);
+    encoder.clearBuffer(plan.output, 0, outputWords * 4);
+    if (this.profiler) {
+      this.profiler.encode(encoder, plan.dispatches, shape);
+    } else {
+      const pass = encoder.beginComputePass({ label: 'forward' });
+      for (const d of plan.dispatches) {
+        const workgroups = d.workgroups(shape);
+        if (!workgroups) continue;
+        pass.setPipeline(d.pipeline);
+        pass.setBindGroup(0, d.bindGroup);
+        pass.dispatchWorkgroups(workgroups[0], workgroups[1]);
+      }
+      pass.end();
+    }
+    encoder.copyBufferToBuffer(plan.output, 0, plan.readback, 0, outputWords * 4);
+    this.ctx.device.queue.submit([encoder.finish()]);
+    await Promise.all([plan.readback.mapAsync(MAP_READ, 0, outputWords * 4), this.profiler?.collect()]);
+    const words = new Uint32Array(plan.readback.getMappedRange(0, outputWords * 4).slice(0));
+    plan.readback.unmap();
+    return decodeOutput(words, numSeqs, packed.maxLogprobs, shape.topLogprobs);
+  }
+
+  private async planFor(packed: PackedStep, numTokens: number, numSeqs: number): Promise<CompiledPlan> {
+    const need: Capacity = {
+      tokens: numTokens,
+      seqs: numSeqs,
+      pageTable: packed.pageTable.length,
+      penalties: packed.penaltyEntries.length / 3,
+      topLogprobs: Math.max(0, packed.maxLogprobs),
+      attentionPartials: 0,
+    };
+    if (this.plan?.fits(need)) return this.plan;
+    const old = this.plan?.capacity ?? initialCapacity;
+    const grow = (have: number, want: number) => (want <= have ? have : Math.max(want, have * 2));
+    const capacity: Capacity = {
+      tokens: grow(old.tokens, need.tokens),
+      seqs: grow(old.seqs, need.seqs),
+      pageTable: grow(old.pageTable, need.pageTable),
+      penalties: grow(old.penalties, need.penalties),
+      topLogprobs: grow(old.topLogprobs, need.topLogprobs),
+      attentionPartials: old.attentionPartials,
+    };
+    this.checkBindingLimits(capacity, need);
+    this.plan?.destroy();
+    this.plan = CompiledPlan.build(this.ctx, capacity, this.modelOnDevice());
+    await this.ctx.checkErrors();
+    return this.plan;
+  }
+
+  /** Keeps every activation buffer within one binding: shrinks growth, or says the batch is too large. */
+  private checkBindingLimits(capacity: Capacity, need: Capacity): void {
+    const limit = this.ctx.maxBindingBytes;
+    const widest = (rows: 'tokens' | 'seqs') =>
+      Math.max(...Object.values(this.graph.activations).filter((a) => a.rows === rows).map((a) => a.cols * 4));
+    for (const rows of ['tokens', 'seqs'] as const) {
+      const maxRows = Math.floor(limit / widest(rows));
+      if (need[rows] > maxRows) {
+        throw new Error(`webgpu: ${need[rows]} ${rows} in one step exceed what one ${limit}-byte binding holds (${maxRows}); schedule smaller steps`);
+      }
+      capacity[rows] = Math.min(capacity[rows], maxRows);
+    }
+  }
+
+  private stepShape(batch: ForwardBatch, packed: PackedStep, capacity: Capacity): StepShape {
+    const numTokens = batch.tokenIds.length;
+    const numSeqs = batch.kvLens.length;
+    let maxKv = 0;
+    for (const n of batch.kvLens) maxKv = Math.max(maxKv, n);
+    const splitTarget = this.tuning.attentionSplitSize ?? 256;
+    const byLength = Math.ceil(maxKv / splitTarget);
+    const byRoom = Math.floor(capacity.attentionPartials / (numTokens * this.config.numHeads));
+    let numSplits = Math.max(1, Math.min(byLength, byRoom));
+    const splitSize = Math.ceil(maxKv / numSplits);
+    numSplits = Math.ceil(maxKv / splitSize);
+    return {
+      numTokens,
+      numSeqs,
+      numSplits,
+      splitSize,
+      numPenalties: packed.penaltyEntries.length / 3,
+      topLogprobs: Math.max(0, packed.maxLogprobs),
+    };
+  }
+
+  private upload(plan: CompiledPlan, p: PackedStep, shape: StepShape): void {
+    const q = this.ctx.device.queue;
+    const write = (buffer: GPUBuffer, data: ArrayBufferView | ArrayBuffer) => {
+      const view = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      if (view.byteLength > 0) q.writeBuffer(buffer, 0, view);
+    };
+    write(plan.step, encodeStep(shape));
+    write(plan.tokenIds, p.tokenIds);
+    write(plan.positions, p.positions);
+    write(plan.slotMapping, p.slotMapping);
+    write(plan.meta, p.meta);
+    write(plan.pageTable, p.pageTable);
+    write(plan.seqSampling, p.seqSampling);
+    write(plan.penaltyEntries, p.penaltyEntries);
+    write(plan.seqPenalties, p.seqPenalties);
+  }
+
+  private modelOnDevice(): ModelOnDevice {
+    return {
+      config: this.config,
+      graph: this.graph,
+      matrices: this.matrices,
+      vectors: this.vectors,
+      invFreq: this.invFreq!,
+      kCache: this.kCache,
+      vCache: this.vCache,
+      pageSize: this.kvSpec!.pageSize,
+    };
+  }
+
+  private kvBytes(): number {
+    return this.kvSpec ? this.kvSpec.numPages * this.kvSpec.pageSize * this.kvBytesPerToken() : 0;
+  }
+
+  private freeKvCache(): void {
+    for (const b of [...this.kCache, ...this.vCache]) b.destroy();
+    this.kCache = [];
+    this.vCache = [];
+  }
+}
+
+function decodeOutput(words: Uint32Array, numSeqs: number, maxLogprobs: number, k: number): StepOutput {
+  const floats = new Float32Array(words.buffer);
+  const tokens = Int32Array.from(words.subarray(0, numSeqs));
+  const logprobs = maxLogprobs >= 0 ? floats.slice(numSeqs, 2 * numSeqs) : null;
+  const topLogprobs =
+    maxLogprobs > 0
+      ? {
+          k,
+          ids: Int32Array.from(words.subarray(2 * numSeqs, 2 * numSeqs + numSeqs * k)),
+          logprobs: floats.slice(2 * numSeqs + numSeqs * k, 2 * numSeqs + 2 * numSeqs * k),
+        }
+      : null;
+  return { tokens, logprobs, topLogprobs };
+}

@@ -1,0 +1,228 @@
+#include "cublaslt.h"
+
+#include <dlfcn.h>
+#include <glob.h>
+
+#include <cstdlib>
+#include <library_types.h>
+#include <sstream>
+#include <vector>
+
+#include "check.h"
+
+namespace sluice {
+
+// The subset of cublasLt.h used here, declared by hand. Only handle-style *Create/*Destroy calls are
+// used, never the sizes of opaque structs; the enum values are those of the public header (stable
+// since CUDA 11).
+namespace lt {
+using Status = int;
+using Handle = void*;
+using MatmulDesc = void*;
+using MatrixLayout = void*;
+using Preference = void*;
+constexpr int kComputeF32 = 68;      // CUBLAS_COMPUTE_32F
+constexpr int kDescTransA = 3;       // CUBLASLT_MATMUL_DESC_TRANSA
+constexpr int kDescTransB = 4;       // CUBLASLT_MATMUL_DESC_TRANSB
+constexpr int kPrefMaxWorkspace = 1; // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES
+constexpr int kOpN = 0;              // CUBLAS_OP_N
+constexpr int kOpT = 1;              // CUBLAS_OP_T
+struct HeuristicResult {             // cublasLtMatmulHeuristicResult_t (a public, non-opaque struct)
+  uint64_t algo[8];
+  size_t workspaceSize;
+  Status state;
+  float wavesCount;
+  int reserved[4];
+};
+static_assert(sizeof(HeuristicResult) == 96, "cublasLtMatmulHeuristicResult_t is 96 bytes");
+static_assert(CUDA_R_16BF == 14 && CUDA_R_32F == 0, "cudaDataType values");
+}  // namespace lt
+
+struct CublasLt::Api {
+  lt::Status (*create)(lt::Handle*);
+  lt::Status (*destroy)(lt::Handle);
+  lt::Status (*descCreate)(lt::MatmulDesc*, int computeType, cudaDataType_t scaleType);
+  lt::Status (*descDestroy)(lt::MatmulDesc);
+  lt::Status (*descSetAttribute)(lt::MatmulDesc, int attr, const void* buf, size_t size);
+  lt::Status (*layoutCreate)(lt::MatrixLayout*, cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld);
+  lt::Status (*layoutDestroy)(lt::MatrixLayout);
+  lt::Status (*prefCreate)(lt::Preference*);
+  lt::Status (*prefDestroy)(lt::Preference);
+  lt::Status (*prefSetAttribute)(lt::Preference, int attr, const void* buf, size_t size);
+  lt::Status (*heuristic)(lt::Handle, lt::MatmulDesc, lt::MatrixLayout, lt::MatrixLayout, lt::MatrixLayout,
+                          lt::MatrixLayout, lt::Preference, int requested, lt::HeuristicResult* results, int* count);
+  lt::Status (*matmul)(lt::Handle, lt::MatmulDesc, const void* alpha, const void* a, lt::MatrixLayout,
+                       const void* b, lt::MatrixLayout, const void* beta, const void* c, lt::MatrixLayout, void* d,
+                       lt::MatrixLayout, const void* algo, void* workspace, size_t workspaceBytes, cudaStream_t);
+};
+
+namespace {
+
+std::vector<std::string> candidateFiles() {
+  const char* names[] = {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so"};
+  std::vector<std::string> dirs;
+  if (const char* explicitFile = std::getenv("SLUICE_CUBLASLT")) return {explicitFile};
+  auto addPathList = [&](const char* list) {
+    if (!list) return;
+    std::stringstream ss(list);
+    std::string dir;
+    while (std::getline(ss, dir, ':'))
+      if (!dir.empty()) dirs.push_back(dir);
+  };
+  addPathList(std::getenv("LD_LIBRARY_PATH"));
+  for (const char* var : {"CUDA_HOME", "CUDA_PATH"}) {
+    if (const char* root = std::getenv(var)) {
+      dirs.push_back(std::string(root) + "/lib64");
+      dirs.push_back(std::string(root) + "/lib");
+    }
+  }
+  const char* patterns[] = {
+      "/usr/local/cuda/lib64",
+      "/usr/local/cuda-1[0-9]*/lib64",
+      "/usr/local/cuda/targets/x86_64-linux/lib",
+      "/usr/lib/x86_64-linux-gnu",
+      "/usr/local/lib/python3*/dist-packages/nvidia/cu13/lib",
+      "/usr/local/lib/python3*/site-packages/nvidia/cu13/lib",
+      "/usr/lib/python3*/dist-packages/nvidia/cu13/lib",
+      "/usr/lib/python3*/site-packages/nvidia/cu13/lib",
+      "/opt/conda/lib/python3*/site-packages/nvidia/cu13/lib",
+      "/root/.local/lib/python3*/site-packages/nvidia/cu13/lib",
+      "/usr/local/lib/python3*/dist-packages/nvidia/cublas/lib",
+      "/usr/local/lib/python3*/site-packages/nvidia/cublas/lib",
+      "/opt/conda/lib/python3*/site-packages/nvidia/cublas/lib",
+  };
+  for (const char* pattern : patterns) {
+    glob_t g;
+    if (glob(pattern, 0, nullptr, &g) == 0) {
+      for (size_t i = 0; i < g.gl_pathc; i++) dirs.push_back(g.gl_pathv[i]);
+    }
+    globfree(&g);
+  }
+  if (const char* home = std::getenv("HOME")) {
+    glob_t g;
+    const std::string pattern = std::string(home) + "/.local/lib/python3*/site-packages/nvidia/cu13/lib";
+    if (glob(pattern.c_str(), 0, nullptr, &g) == 0) {
+      for (size_t i = 0; i < g.gl_pathc; i++) dirs.push_back(g.gl_pathv[i]);
+    }
+    globfree(&g);
+  }
+  std::vector<std::string> files;
+  for (const auto& dir : dirs)
+    for (const char* name : names) files.push_back(dir + "/" + name);
+  for (const char* name : names) files.push_back(name);  // the dynamic loader's own search
+  return files;
+}
+
+template <typename F>
+bool bind(void* lib, const char* symbol, F& fn) {
+  fn = reinterpret_cast<F>(dlsym(lib, symbol));
+  return fn != nullptr;
+}
+
+void checkLt(lt::Status status, const char* what) {
+  if (status != 0) throw CudaError(std::string("cuBLASLt error ") + std::to_string(status) + " in " + what);
+}
+
+}  // namespace
+
+bool CublasLt::open() {
+  if (std::getenv("SLUICE_NO_CUBLASLT")) {
+    where_ = "disabled by SLUICE_NO_CUBLASLT";
+    return false;
+  }
+  std::string lastError = "not found";
+  for (const auto& file : candidateFiles()) {
+    void* lib = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      const char* err = dlerror();
+      if (file.find('/') != std::string::npos && err && std::string(err).find("No such file") == std::string::npos)
+        lastError = err;
+      continue;
+    }
+    auto* api = new Api();
+    const bool complete =
+        bind(lib, "cublasLtCreate", api->create) && bind(lib, "cublasLtDestroy", api->destroy) &&
+        bind(lib, "cublasLtMatmulDescCreate", api->descCreate) &&
+        bind(lib, "cublasLtMatmulDescDestroy", api->descDestroy) &&
+        bind(lib, "cublasLtMatmulDescSetAttribute", api->descSetAttribute) &&
+        bind(lib, "cublasLtMatrixLayoutCreate", api->layoutCreate) &&
+        bind(lib, "cublasLtMatrixLayoutDestroy", api->layoutDestroy) &&
+        bind(lib, "cublasLtMatmulPreferenceCreate", api->prefCreate) &&
+        bind(lib, "cublasLtMatmulPreferenceDestroy", api->prefDestroy) &&
+        bind(lib, "cublasLtMatmulPreferenceSetAttribute", api->prefSetAttribute) &&
+        bind(lib, "cublasLtMatmulAlgoGetHeuristic", api->heuristic) && bind(lib, "cublasLtMatmul", api->matmul);
+    lt::Handle handle = nullptr;
+    if (!complete || api->create(&handle) != 0) {
+      lastError = file + ": " + (complete ? "cublasLtCreate failed" : "missing symbols");
+      delete api;
+      dlclose(lib);
+      continue;
+    }
+    library_ = lib;
+    api_ = api;
+    handle_ = handle;
+    where_ = file;
+    return true;
+  }
+  where_ = "cuBLASLt not loaded (" + lastError + ")";
+  return false;
+}
+
+CublasLt::~CublasLt() {
+  if (!api_) return;
+  for (auto& [key, p] : plans_) {
+    if (p.desc) api_->descDestroy(p.desc);
+    if (p.layoutA) api_->layoutDestroy(p.layoutA);
+    if (p.layoutB) api_->layoutDestroy(p.layoutB);
+    if (p.layoutC) api_->layoutDestroy(p.layoutC);
+  }
+  if (handle_) api_->destroy(handle_);
+  delete api_;
+  // The library stays loaded: unloading it while the process exits races its own teardown.
+}
+
+// Row-major out[m, n] = x[m, k] w[n, k]^T is, in cuBLAS's column-major terms,
+// out^T (n x m) = w^T... i.e. C(n, m) = op(A) B with A = w seen as k x n (transposed), B = x as k x m.
+CublasLt::Plan& CublasLt::plan(int m, int n, int k, DType outType, size_t workspaceBytes) {
+  const auto key = std::make_tuple(m, n, k, int(outType));
+  auto found = plans_.find(key);
+  if (found != plans_.end()) return found->second;
+  Plan& p = plans_[key];
+  checkLt(api_->descCreate(&p.desc, lt::kComputeF32, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  const int transA = lt::kOpT;
+  const int transB = lt::kOpN;
+  checkLt(api_->descSetAttribute(p.desc, lt::kDescTransA, &transA, sizeof(transA)), "set TRANSA");
+  checkLt(api_->descSetAttribute(p.desc, lt::kDescTransB, &transB, sizeof(transB)), "set TRANSB");
+  checkLt(api_->layoutCreate(&p.layoutA, CUDA_R_16BF, k, n, k), "layout A");
+  checkLt(api_->layoutCreate(&p.layoutB, CUDA_R_16BF, k, m, k), "layout B");
+  checkLt(api_->layoutCreate(&p.layoutC, outType == DType::F32 ? CUDA_R_32F : CUDA_R_16BF, n, m, n), "layout C");
+  lt::Preference pref = nullptr;
+  checkLt(api_->prefCreate(&pref), "cublasLtMatmulPreferenceCreate");
+  const uint64_t maxWorkspace = workspaceBytes;
+  api_->prefSetAttribute(pref, lt::kPrefMaxWorkspace, &maxWorkspace, sizeof(maxWorkspace));
+  lt::HeuristicResult result{};
+  int count = 0;
+  const lt::Status status =
+      api_->heuristic(handle_, p.desc, p.layoutA, p.layoutB, p.layoutC, p.layoutC, pref, 1, &result, &count);
+  api_->prefDestroy(pref);
+  if (status == 0 && count > 0 && result.state == 0) {
+    for (int i = 0; i < 8; i++) p.algo[i] = result.algo[i];
+    p.usable = true;
+  }
+  return p;
+}
+
+bool CublasLt::matmul(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k, void* workspace,
+                      size_t workspaceBytes, cudaStream_t stream) {
+  if (!ready() || m == 0) return m == 0;
+  Plan& p = plan(m, n, k, outType, workspaceBytes);
+  if (!p.usable) return false;
+  const float alpha = 1.f;
+  const float beta = 0.f;
+  checkLt(api_->matmul(handle_, p.desc, &alpha, w, p.layoutA, x, p.layoutB, &beta, out, p.layoutC, out, p.layoutC,
+                       p.algo, workspace, workspaceBytes, stream),
+          "cublasLtMatmul");
+  return true;
+}
+
+}  // namespace sluice

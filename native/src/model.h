@@ -1,0 +1,166 @@
+// The model on one CUDA device: BF16 weights, the paged KV cache, activation buffers, the compiled
+// op list of src/model/graph.ts, CUDA graphs of decode steps per batch-size bucket, and sampling.
+// Not thread-safe by itself: the addon serializes calls (one step at a time, off the JS thread).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cublaslt.h"
+#include "kernels.h"
+
+namespace sluice {
+
+enum class OpKind : int {
+  Embedding = 0,
+  Rmsnorm = 1,
+  AddRmsnorm = 2,
+  Linear = 3,
+  Rope = 4,
+  Attention = 5,
+  SiluMul = 6,
+  Add = 7,
+  GatherLast = 8,
+  Sample = 9,
+};
+
+/** One graph op; operand meaning per kind is documented in backends/cuda/compile.ts. */
+struct Op {
+  OpKind kind;
+  int a, b, c, d, layer;
+};
+
+struct ActivationSpec {
+  bool perToken;
+  int cols;
+  DType dtype;
+};
+
+struct WeightSpec {
+  int rows;
+  int cols;  // 1-D tensors: rows = length, cols = 1
+};
+
+struct ModelConfig {
+  int hiddenSize, intermediateSize, numLayers, numHeads, numKvHeads, headDim, vocabSize;
+  float rmsNormEps;
+  std::vector<double> invFreq;
+};
+
+struct StepInput {
+  std::vector<int> tokenIds, positions, queryStart, kvLens, pageTable, pageTableStart, slotMapping;
+  std::vector<float> temperature, topP, minP, random;
+  std::vector<int> topK, logprobs;
+  bool hasPenalties = false;
+  std::vector<float> repetition, frequency, presence;
+  std::vector<int> penaltyStart, penaltyIds, penaltyCounts;
+};
+
+struct StepResult {
+  std::vector<int> tokens;
+  bool hasLogprobs = false;
+  std::vector<float> logprobs;
+  int topK = 0;
+  std::vector<int> topIds;
+  std::vector<float> topLogprobs;
+};
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  void reserve(size_t want);  // grows (contents lost), never shrinks
+  void release();
+  ~DeviceBuffer() { release(); }
+};
+
+struct PinnedBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  void reserve(size_t want);
+  void release();
+  ~PinnedBuffer() { release(); }
+};
+
+class Model {
+ public:
+  Model(int device, bool graphCapture);
+  ~Model();
+
+  void configure(const ModelConfig& config, std::vector<ActivationSpec> activations, std::vector<Op> ops,
+                 std::vector<WeightSpec> weights);
+  void setWeight(int id, const void* bytes, size_t byteLength, DType sourceType);
+  void dummyWeight(int id, uint32_t key, double halfRange, double offset);
+  /** Copies a weight back as f32 (tests compare it with the host generator). */
+  std::vector<float> readWeight(int id);
+  void allocateKv(int numPages, int pageSize);
+  void memory(size_t& freeBytes, size_t& totalBytes);
+  StepResult forward(const StepInput& input);
+  std::string description() const;
+  int graphsCaptured() const { return int(graphs_.size()); }
+  std::mutex& lock() { return mutex_; }
+
+ private:
+  struct Layout;  // offsets of the step metadata inside one device buffer
+  void useDevice() const;
+  void ensureCapacity(int tokens, int seqs, int pageEntries, int maxTopK, int sortRows);
+  void allocateActivations();
+  void dropGraphs();
+  void validate(const StepInput& in) const;
+  int chooseSplits(int numTiles, int maxRange, int tokens, bool forGraph) const;
+  void runOps(int tokens, int seqs, int numTiles, int splits);
+  void gemm(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k);
+  int bucketFor(int seqs) const;
+
+  int device_;
+  bool graphCapture_;
+  cudaStream_t stream_ = nullptr;
+  int numSms_ = 0;
+  std::string deviceName_;
+  CublasLt lt_;
+  DeviceBuffer workspace_;
+
+  ModelConfig config_{};
+  std::vector<ActivationSpec> activationSpecs_;
+  std::vector<Op> ops_;
+  std::vector<WeightSpec> weightSpecs_;
+  std::vector<DeviceBuffer> weights_;
+  std::vector<DeviceBuffer> activations_;
+  int logitsBuffer_ = -1;
+  DeviceBuffer invFreq_;
+
+  DeviceBuffer kv_;
+  int numPages_ = 0;
+  int pageSize_ = 0;
+
+  // Capacities (rows) of the activation and metadata buffers; growing them drops captured graphs.
+  int capTokens_ = 0, capSeqs_ = 0, capPageEntries_ = 0, capTopK_ = 0, capSortRows_ = 0;
+  std::unique_ptr<Layout> layout_;
+  DeviceBuffer meta_;
+  PinnedBuffer metaHost_;
+  DeviceBuffer partialO_, partialML_;
+  int partialTokenSplits_ = 0;
+  DeviceBuffer sortedValues_, sortedIds_, iotaIds_, sortTemp_;
+  size_t sortTempBytes_ = 0;
+  DeviceBuffer penalties_;
+  DeviceBuffer outputs_;
+  PinnedBuffer outputsHost_;
+
+  std::map<int, cudaGraphExec_t> graphs_;
+  std::string failed_;
+  std::mutex mutex_;
+};
+
+/** cudaGetDeviceCount without throwing: count 0 and a reason when there is no usable device. */
+struct DeviceProbe {
+  int count = 0;
+  int errorCode = 0;
+  std::string message;
+};
+DeviceProbe probeDevices();
+
+}  // namespace sluice

@@ -1,0 +1,163 @@
+import { existsSync } from 'node:fs';
+import { Option, type Command } from 'commander';
+import { createBackend } from '../../backends/index.js';
+import type { BackendName, BackendOptions } from '../../backends/backend.js';
+import { LlmEngine } from '../engine/engine.js';
+import type { EngineOptions } from '../engine/options.js';
+import { UserError } from '../errors.js';
+import { loadModel, type LoadFormat } from '../model/load.js';
+import { defaultPreset, presets } from '../model/presets.js';
+import { defaultDrainTimeoutMs, startServer } from '../server/index.js';
+import { createLogger, logLevels, type Logger, type LogLevel } from '../server/logger.js';
+import { parseFloatOption, parseIntOption } from './options.js';
+
+interface ServeOptions {
+  modelPath?: string;
+  servedModelName?: string;
+  loadFormat: LoadFormat;
+  backend: BackendName | 'auto';
+  tpSize?: number;
+  tp?: number;
+  memFractionStatic?: number;
+  memFrac?: number;
+  maxTotalTokens?: number;
+  contextLength?: number;
+  chunkedPrefillSize?: number;
+  maxPrefillTokens?: number;
+  maxRunningRequests?: number;
+  maxQueuedRequests?: number;
+  schedulePolicy?: 'lpm' | 'fcfs';
+  disableRadixCache?: boolean;
+  enableTorchCompile?: boolean;
+  disableCudaGraph?: boolean;
+  pageSize?: number;
+  host: string;
+  port: number;
+  apiKey?: string;
+  logLevel: LogLevel;
+  disableLogRequests?: boolean;
+  seed?: number;
+  drainTimeout: number;
+}
+
+/** `sluice serve`: flags named as SGLang's launch_server names them, so its commands carry over. */
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description(
+      'serve a model over HTTP: OpenAI-compatible /v1 routes and SGLang-native /generate. ' +
+        'When a request gives no max_tokens: 16 for /v1/completions, the rest of the context for /v1/chat/completions, ' +
+        '128 for /generate. SIGTERM or SIGINT drains (a second one exits at once).',
+    )
+    .option('--model-path <path>', `a Hugging Face model folder or a preset name (default: the ${defaultPreset} preset, random weights)`)
+    .option('--served-model-name <name>', 'the model name /v1/models lists (default: the folder or preset name)')
+    .addOption(new Option('--load-format <format>', 'where weights come from').choices(['auto', 'safetensors', 'dummy']).default('auto'))
+    .addOption(new Option('--backend <name>', 'auto picks cuda, then cpu, then ref').choices(['auto', 'ref', 'cpu', 'webgpu', 'cuda']).default('auto'))
+    .option('--tp-size <n>', 'tensor-parallel ranks (only 1 is supported)', parseIntOption)
+    .option('--tp <n>', 'alias of --tp-size', parseIntOption)
+    .option('--mem-fraction-static <f>', 'fraction of device memory for weights and KV cache (GPU backends)', parseFloatOption)
+    .option('--mem-frac <f>', 'alias of --mem-fraction-static', parseFloatOption)
+    .option('--max-total-tokens <n>', 'KV cache size in tokens (overrides the memory fraction)', parseIntOption)
+    .option('--context-length <n>', "tokens of prompt plus completion a request may use (default: the model's)", parseIntOption)
+    .option('--chunked-prefill-size <n>', 'prompt tokens one request prefills per step; -1 disables chunking', parseIntOption)
+    .option('--max-prefill-tokens <n>', 'prefill tokens per step, all requests together', parseIntOption)
+    .option('--max-running-requests <n>', 'sequences decoding at once', parseIntOption)
+    .option('--max-queued-requests <n>', 'waiting requests at most; beyond it requests get 503', parseIntOption)
+    .addOption(new Option('--schedule-policy <policy>', 'lpm: longest cached prefix first; fcfs: arrival order').choices(['lpm', 'fcfs']))
+    .option('--disable-radix-cache', 'no prefix caching between requests')
+    .option('--enable-torch-compile', 'accepted for SGLang compatibility: turns on graph capture where the backend has it')
+    .option('--disable-cuda-graph', 'run decode steps without graph capture')
+    .option('--page-size <n>', 'token slots per KV page', parseIntOption)
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port to listen on', parseIntOption, 30000)
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every route but /health and /metrics')
+    .addOption(new Option('--log-level <level>', 'log verbosity').choices(logLevels).default('info'))
+    .option('--disable-log-requests', 'no log line per finished request')
+    .option('--seed <n>', 'seed of random (dummy) weights', parseIntOption)
+    .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT, how long in-flight requests may take before they are aborted', parseFloatOption, defaultDrainTimeoutMs / 1000)
+    .action(async (options: ServeOptions) => {
+      await serve(options);
+    });
+}
+
+async function serve(options: ServeOptions): Promise<void> {
+  const log = createLogger(options.logLevel);
+  log.info(describeWeights(options));
+  const tpSize = options.tpSize ?? options.tp ?? 1;
+  if (tpSize !== 1) throw new UserError(`--tp-size ${tpSize}: tensor parallelism is not supported by sluice's backends yet; use --tp-size 1`);
+  if (options.port < 0 || options.port > 65535) throw new UserError(`--port ${options.port} is not a port number (0-65535)`);
+  const model = loadModel({ modelPath: options.modelPath, loadFormat: options.loadFormat, seed: options.seed });
+  const backend = await createBackend(options.backend, backendOptions(options));
+  log.info(`backend: ${backend.description}`);
+  const engine = await LlmEngine.create(model, backend, engineOptions(options, log));
+  const stats = engine.stats();
+  log.info(`KV cache: ${stats.kvPagesTotal * stats.pageSize} tokens in pages of ${stats.pageSize}; context length ${engine.contextLength}`);
+  let server;
+  try {
+    server = await startServer({
+      engine,
+      model,
+      servedModelName: options.servedModelName,
+      host: options.host,
+      port: options.port,
+      apiKey: options.apiKey ?? null,
+      log,
+      logRequests: !options.disableLogRequests,
+    });
+  } catch (e) {
+    await engine.close();
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new UserError(`${options.host}:${options.port} is already in use (choose another --port)`);
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new UserError(`cannot listen on --host ${options.host}: ${(e as Error).message}`);
+    throw e;
+  }
+  log.info(`serving ${server.context.servedModelName} on ${server.url} (OpenAI API under /v1, SGLang's /generate)`);
+  const onSignal = (signal: NodeJS.Signals) => {
+    log.info(`${signal}: shutting down (no new requests; in-flight ones may finish)`);
+    server
+      .shutdown(options.drainTimeout * 1000)
+      .then(() => {
+        log.info('shut down cleanly');
+        process.exit(0);
+      })
+      .catch((e: Error) => {
+        log.error(`shutdown failed: ${e.message}`);
+        process.exit(1);
+      });
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+}
+
+/** The first log line: what is served, and loudly when its weights are random. */
+function describeWeights(options: ServeOptions): string {
+  const path = options.modelPath;
+  if (path === undefined) {
+    return `no --model-path: serving the ${defaultPreset} preset with RANDOM weights (output is meaningless text; give --model-path for a real model)`;
+  }
+  if (presets[path.toLowerCase()] && !existsSync(path)) return `serving the ${path} preset with RANDOM weights (output is meaningless text)`;
+  if (options.loadFormat === 'dummy') return `serving ${path} with RANDOM weights (--load-format dummy)`;
+  return `loading ${path}`;
+}
+
+function backendOptions(options: ServeOptions): BackendOptions {
+  if (options.disableCudaGraph) return { graphCapture: false };
+  if (options.enableTorchCompile) return { graphCapture: true };
+  return {};
+}
+
+function engineOptions(options: ServeOptions, log: Logger): Partial<EngineOptions> {
+  return {
+    pageSize: options.pageSize,
+    maxTotalTokens: options.maxTotalTokens,
+    memFractionStatic: options.memFractionStatic ?? options.memFrac,
+    chunkedPrefillSize: options.chunkedPrefillSize,
+    maxPrefillTokens: options.maxPrefillTokens,
+    maxRunningRequests: options.maxRunningRequests,
+    schedulePolicy: options.schedulePolicy,
+    disableRadixCache: options.disableRadixCache,
+    contextLength: options.contextLength,
+    maxQueuedRequests: options.maxQueuedRequests,
+    logger: log,
+  };
+}

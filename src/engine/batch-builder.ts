@@ -1,0 +1,122 @@
+import type { ForwardBatch, PenaltyBatch, SamplingBatch } from '../../backends/backend.js';
+import type { StepPlan } from './scheduler.js';
+import type { Sequence } from './sequence.js';
+
+/** True when this step computes the sequence's last pending token, so its output is a sampled token. */
+export function producesToken(seq: Sequence, numTokens: number): boolean {
+  return seq.kvLen + numTokens === seq.tokenIds.length;
+}
+
+/**
+ * Lays a step's plan out as the backend's flat arrays: tokens and positions, the page table,
+ * the KV slot of every new token, and the sampling settings (one random draw per sampled token).
+ * The integer arrays are views of buffers reused from step to step (a step is built only after
+ * the previous forward resolved), which keeps the garbage collector out of the decode loop.
+ */
+export class BatchBuilder {
+  private buffers = new Int32Array(0);
+
+  constructor(private readonly pageSize: number) {}
+
+  build(plan: StepPlan): ForwardBatch {
+    const pageSize = this.pageSize;
+    const { sequences, numTokens } = plan;
+    const numSeqs = sequences.length;
+    let totalTokens = 0;
+    let totalPages = 0;
+    for (let s = 0; s < numSeqs; s++) {
+      totalTokens += numTokens[s]!;
+      totalPages += Math.ceil((sequences[s]!.kvLen + numTokens[s]!) / pageSize);
+    }
+    const take = this.allocator(3 * totalTokens + 3 * (numSeqs + 1) + totalPages);
+    const tokenIds = take(totalTokens);
+    const positions = take(totalTokens);
+    const slotMapping = take(totalTokens);
+    const queryStart = take(numSeqs + 1);
+    const kvLens = take(numSeqs);
+    const pageTable = take(totalPages);
+    const pageTableStart = take(numSeqs + 1);
+    queryStart[0] = 0;
+    pageTableStart[0] = 0;
+    let t = 0;
+    let pageOffset = 0;
+    for (let s = 0; s < numSeqs; s++) {
+      const seq = sequences[s]!;
+      const start = seq.kvLen;
+      const end = start + numTokens[s]!;
+      const pages = seq.pages;
+      for (let p = start; p < end; p++, t++) {
+        tokenIds[t] = seq.tokenIds[p]!;
+        positions[t] = p;
+        slotMapping[t] = pages.get(Math.floor(p / pageSize)) * pageSize + (p % pageSize);
+      }
+      queryStart[s + 1] = t;
+      kvLens[s] = end;
+      const numPages = Math.ceil(end / pageSize);
+      pageTable.set(pages.view(numPages), pageOffset);
+      pageOffset += numPages;
+      pageTableStart[s + 1] = pageOffset;
+    }
+    return { tokenIds, positions, queryStart, kvLens, pageTable, pageTableStart, slotMapping, sampling: buildSampling(plan) };
+  }
+
+  /** Hands out consecutive views of one reused buffer of at least `total` ints. */
+  private allocator(total: number): (length: number) => Int32Array {
+    if (this.buffers.length < total) this.buffers = new Int32Array(Math.max(total, 2 * this.buffers.length));
+    let offset = 0;
+    return (length) => this.buffers.subarray(offset, (offset += length));
+  }
+}
+
+function buildSampling(plan: StepPlan): SamplingBatch {
+  const numSeqs = plan.sequences.length;
+  const sampling: SamplingBatch = {
+    temperature: new Float32Array(numSeqs),
+    topP: new Float32Array(numSeqs),
+    topK: new Int32Array(numSeqs),
+    minP: new Float32Array(numSeqs),
+    random: new Float32Array(numSeqs),
+    logprobs: new Int32Array(numSeqs),
+    penalties: null,
+  };
+  let penalized = false;
+  for (let s = 0; s < numSeqs; s++) {
+    const seq = plan.sequences[s]!;
+    const p = seq.request.params;
+    const sampled = producesToken(seq, plan.numTokens[s]!);
+    sampling.temperature[s] = p.temperature;
+    sampling.topP[s] = p.topP;
+    sampling.topK[s] = p.topK > 0 ? p.topK : 0;
+    sampling.minP[s] = p.minP;
+    sampling.random[s] = sampled ? seq.rng.next() : 0;
+    sampling.logprobs[s] = sampled && p.logprobs !== null ? p.logprobs : -1;
+    if (sampled && seq.penaltyCounts) penalized = true;
+  }
+  if (penalized) sampling.penalties = buildPenalties(plan);
+  return sampling;
+}
+
+function buildPenalties(plan: StepPlan): PenaltyBatch {
+  const numSeqs = plan.sequences.length;
+  const repetition = new Float32Array(numSeqs).fill(1);
+  const frequency = new Float32Array(numSeqs);
+  const presence = new Float32Array(numSeqs);
+  const tokenStart = new Int32Array(numSeqs + 1);
+  const ids: number[] = [];
+  const counts: number[] = [];
+  for (let s = 0; s < numSeqs; s++) {
+    const seq = plan.sequences[s]!;
+    if (seq.penaltyCounts && producesToken(seq, plan.numTokens[s]!)) {
+      const p = seq.request.params;
+      repetition[s] = p.repetitionPenalty;
+      frequency[s] = p.frequencyPenalty;
+      presence[s] = p.presencePenalty;
+      for (const [id, count] of seq.penaltyCounts) {
+        ids.push(id);
+        counts.push(count);
+      }
+    }
+    tokenStart[s + 1] = ids.length;
+  }
+  return { repetition, frequency, presence, tokenStart, tokenIds: Int32Array.from(ids), outputCounts: Int32Array.from(counts) };
+}

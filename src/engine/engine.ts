@@ -1,0 +1,233 @@
+import { randomUUID } from 'node:crypto';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import type { Backend, StepOutput } from '../../backends/backend.js';
+import type { LoadedModel } from '../model/load.js';
+import { BatchBuilder, producesToken } from './batch-builder.js';
+import { DeltaStream } from './delta-stream.js';
+import { EngineDeadError, EngineDrainingError, EngineOverloadedError, InvalidRequestError } from './errors.js';
+import { KvPool, kvPoolTokens } from './kv-pool.js';
+import { checkEngineOptions, defaultEngineOptions, type EngineLogger, type EngineOptions } from './options.js';
+import { resolveRequest } from './params.js';
+import { NoPrefixCache, RadixCache, type PrefixCache } from './prefix-cache.js';
+import { Scheduler, type StepPlan } from './scheduler.js';
+import { Request, Sequence } from './sequence.js';
+import type { Engine, EngineStats, GenerateDelta, GenerateRequest, TokenLogprob } from './types.js';
+
+/**
+ * The engine: requests in, streams of deltas out. Each step the scheduler plans a batch, the
+ * backend runs it (asynchronously: the event loop stays free), and the sampled tokens go through
+ * the stop rules to the request streams.
+ */
+export class LlmEngine implements Engine {
+  /** Prompt plus completion tokens a request may use: the model's (or --context-length), at most the KV pool. */
+  readonly contextLength: number;
+  private readonly pool: KvPool;
+  private readonly cache: PrefixCache;
+  private readonly scheduler: Scheduler;
+  private readonly batchBuilder: BatchBuilder;
+  private readonly requests = new Map<string, Request>();
+  private readonly loopDone: Promise<void>;
+  private wakeLoop: (() => void) | null = null;
+  private drainWaiters: (() => void)[] = [];
+  private accepting = true;
+  private closed = false;
+  private error: string | null = null;
+  private arrivals = 0;
+  private promptTokensTotal = 0;
+  private generatedTokensTotal = 0;
+  private lastStepAt = Date.now();
+
+  private constructor(
+    readonly model: LoadedModel,
+    private readonly backend: Backend,
+    private readonly options: EngineOptions,
+    poolTokens: number,
+  ) {
+    const log: EngineLogger = options.logger ?? console;
+    this.pool = new KvPool(Math.max(1, Math.floor(poolTokens / options.pageSize)), options.pageSize);
+    this.cache = options.disableRadixCache ? new NoPrefixCache() : new RadixCache(this.pool);
+    const poolSize = this.pool.numPages * options.pageSize;
+    const wanted = options.contextLength ?? model.config.maxPositionEmbeddings;
+    this.contextLength = Math.min(wanted, poolSize);
+    if (this.contextLength < wanted) log.warn(`context length clipped from ${wanted} to the KV pool size, ${poolSize} tokens`);
+    this.scheduler = new Scheduler(
+      this.pool,
+      this.cache,
+      {
+        pageSize: options.pageSize,
+        chunkedPrefillSize: options.chunkedPrefillSize > 0 ? options.chunkedPrefillSize : options.maxPrefillTokens,
+        maxPrefillTokens: options.maxPrefillTokens,
+        maxRunningRequests: options.maxRunningRequests ?? Math.min(Math.floor(poolSize / 2), 4096),
+        policy: options.disableRadixCache ? 'fcfs' : options.schedulePolicy,
+      },
+      (message) => log.warn(message),
+    );
+    this.batchBuilder = new BatchBuilder(options.pageSize);
+    this.loopDone = this.runLoop();
+  }
+
+  /** Loads the weights into `backend` (created, not loaded), sizes and allocates the KV pool, starts the loop. */
+  static async create(model: LoadedModel, backend: Backend, options: Partial<EngineOptions> = {}): Promise<LlmEngine> {
+    const resolved: EngineOptions = { ...defaultEngineOptions };
+    for (const [key, value] of Object.entries(options)) if (value !== undefined) (resolved as any)[key] = value;
+    checkEngineOptions(resolved);
+    await backend.load(model);
+    const tokens = kvPoolTokens(backend, resolved);
+    await backend.allocateKvCache({ numPages: Math.max(1, Math.floor(tokens / resolved.pageSize)), pageSize: resolved.pageSize });
+    return new LlmEngine(model, backend, resolved, tokens);
+  }
+
+  /**
+   * Validates and queues a request. Throws at once (no stream): InvalidRequestError,
+   * ContextLengthError, EngineOverloadedError, EngineDrainingError, EngineDeadError. The stream
+   * throws EngineDeadError if the backend fails later; leaving it early aborts the request.
+   */
+  generate(request: GenerateRequest): AsyncIterable<GenerateDelta> {
+    if (this.error !== null) throw new EngineDeadError(`the engine stopped after a backend error: ${this.error}`);
+    if (!this.accepting) throw new EngineDrainingError('the engine is shutting down and accepts no new requests');
+    const params = resolveRequest(request, this.model.config.vocabSize, this.contextLength);
+    if (this.scheduler.waiting.length >= this.options.maxQueuedRequests) {
+      throw new EngineOverloadedError(`too many requests waiting (${this.scheduler.waiting.length}); try again later`);
+    }
+    const id = request.id ?? randomUUID();
+    if (this.requests.has(id)) throw new InvalidRequestError(`request id ${id} is already in use`, 'id');
+    const stopTokenIds = new Set(params.ignoreEos ? params.stopTokenIds : [...this.model.stopTokenIds, ...params.stopTokenIds]);
+    const stream = new DeltaStream(() => this.abort(id));
+    const req = new Request(id, request.promptTokenIds.slice(), params, stopTokenIds, stream, ++this.arrivals);
+    for (let i = 0; i < params.n; i++) {
+      req.sequences.push(new Sequence(req, i, this.model.tokenizer.newDetokenizer(params.skipSpecialTokens)));
+    }
+    this.requests.set(id, req);
+    this.promptTokensTotal += req.promptIds.length;
+    this.scheduler.enqueue(req.sequences[0]!);
+    this.wake();
+    return stream;
+  }
+
+  abort(requestId: string): void {
+    const req = this.requests.get(requestId);
+    if (!req) return;
+    for (const seq of req.sequences) {
+      if (seq.status === 'finished') continue;
+      this.scheduler.abort(seq);
+      req.stream.push(seq.abortDelta());
+    }
+    this.endRequest(req);
+  }
+
+  stats(): EngineStats {
+    const held = [...this.requests.values()].reduce((n, r) => n + (r.samplesStarted ? 0 : r.params.n - 1), 0);
+    return {
+      runningRequests: this.scheduler.running.length,
+      waitingRequests: this.scheduler.waiting.length + held,
+      kvPagesTotal: this.pool.numPages,
+      kvPagesUsed: this.pool.numPages - this.pool.freePages,
+      kvPagesFree: this.pool.freePages,
+      pageSize: this.pool.pageSize,
+      prefixCacheTokens: this.cache.evictableTokens,
+      prefixCacheHitTokens: this.scheduler.prefixHitTokens,
+      promptTokensTotal: this.promptTokensTotal,
+      generatedTokensTotal: this.generatedTokensTotal,
+      retractions: this.scheduler.retractions,
+      lastStepAt: this.lastStepAt,
+      error: this.error,
+    };
+  }
+
+  flushCache(): boolean {
+    if (this.scheduler.running.length > 0) return false;
+    this.cache.clear();
+    return true;
+  }
+
+  drain(): Promise<void> {
+    this.accepting = false;
+    if (this.requests.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  async close(): Promise<void> {
+    this.accepting = false;
+    for (const id of [...this.requests.keys()]) this.abort(id);
+    this.closed = true;
+    this.wake();
+    await this.loopDone;
+    await this.backend.close();
+  }
+
+  private async runLoop(): Promise<void> {
+    while (!this.closed && this.error === null) {
+      try {
+        const plan = this.scheduler.schedule();
+        if (!plan) {
+          await new Promise<void>((resolve) => (this.wakeLoop = resolve));
+          continue;
+        }
+        const output = await this.backend.forward(this.batchBuilder.build(plan));
+        this.processOutput(plan, output);
+        this.lastStepAt = Date.now();
+      } catch (e) {
+        this.die(e);
+        return;
+      }
+      await yieldToEventLoop();
+    }
+  }
+
+  private processOutput(plan: StepPlan, output: StepOutput): void {
+    for (let s = 0; s < plan.sequences.length; s++) {
+      const seq = plan.sequences[s]!;
+      if (seq.status !== 'running') continue; // aborted while the backend computed
+      const sampled = producesToken(seq, plan.numTokens[s]!);
+      seq.kvLen += plan.numTokens[s]!;
+      if (!sampled) continue;
+      const req = seq.request;
+      if (!req.samplesStarted) {
+        req.samplesStarted = true;
+        for (const sibling of req.sequences) if (sibling.status === 'held') this.scheduler.enqueue(sibling);
+      }
+      const delta = seq.append(output.tokens[s]!, tokenLogprob(output, s, req.params.logprobs));
+      this.generatedTokensTotal++;
+      req.stream.push(delta);
+      if (delta.finishReason !== null) {
+        this.scheduler.finish(seq);
+        if (--req.unfinished === 0) this.endRequest(req);
+      }
+    }
+  }
+
+  private endRequest(req: Request): void {
+    this.requests.delete(req.id);
+    req.stream.end();
+    if (this.requests.size === 0 && !this.accepting) {
+      for (const resolve of this.drainWaiters.splice(0)) resolve();
+    }
+  }
+
+  private die(e: unknown): void {
+    this.error = e instanceof Error ? e.message : String(e);
+    this.accepting = false;
+    (this.options.logger ?? console).warn(`engine stopped: ${this.error}`);
+    for (const req of this.requests.values()) req.stream.fail(new EngineDeadError(`the backend failed: ${this.error}`));
+    this.requests.clear();
+    for (const resolve of this.drainWaiters.splice(0)) resolve();
+  }
+
+  private wake(): void {
+    const wake = this.wakeLoop;
+    this.wakeLoop = null;
+    wake?.();
+  }
+}
+
+function tokenLogprob(output: StepOutput, s: number, want: number | null): TokenLogprob | null {
+  if (want === null) return null;
+  const top: TokenLogprob['top'] = [];
+  const table = output.topLogprobs;
+  if (table) {
+    for (let i = 0; i < Math.min(want, table.k); i++) {
+      top.push({ tokenId: table.ids[s * table.k + i]!, logprob: table.logprobs[s * table.k + i]! });
+    }
+  }
+  return { tokenId: output.tokens[s]!, logprob: output.logprobs?.[s] ?? NaN, top };
+}

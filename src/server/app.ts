@@ -1,0 +1,42 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { ServerContext } from './context.js';
+import { ApiError, toApiError } from './errors.js';
+import { registerAuth } from './auth.js';
+import { registerChat } from './routes/chat.js';
+import { registerCompletions } from './routes/completions.js';
+import { registerGenerate } from './routes/generate.js';
+import { registerInfo } from './routes/info.js';
+import { registerTokenize } from './routes/tokenize.js';
+import { validatorCompiler } from './validator.js';
+
+/** Request bodies up to this size (a long prompt as token ids is a few MB). */
+const bodyLimit = 64 * 1024 * 1024;
+
+/** The fastify app with every route; listening is up to the caller. */
+export function buildApp(ctx: ServerContext, options: { apiKey: string | null; version: string }): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit, forceCloseConnections: 'idle', return503OnClosing: false });
+  app.setValidatorCompiler(validatorCompiler);
+  // Any content type is read as JSON, so `curl -d '{...}'` works without a content-type header.
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser('*', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'ignore'));
+  app.setErrorHandler((error, _request, reply) => {
+    const apiError = toApiError(error);
+    if (apiError.status >= 500 && apiError.code === null) ctx.log.error(`${apiError.message}\n${(error as Error).stack ?? ''}`);
+    return sendError(reply, apiError);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, new ApiError(404, `Unknown route: ${request.method} ${request.url.split('?')[0]}`, 'invalid_request_error', null, 'not_found')),
+  );
+  registerAuth(app, options.apiKey);
+  registerCompletions(app, ctx);
+  registerChat(app, ctx);
+  registerGenerate(app, ctx);
+  registerTokenize(app, ctx);
+  registerInfo(app, ctx, options.version);
+  return app;
+}
+
+function sendError(reply: import('fastify').FastifyReply, error: ApiError) {
+  if (reply.sent || reply.raw.headersSent) return;
+  return reply.code(error.status).headers(error.headers).send(error.body());
+}

@@ -1,0 +1,106 @@
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import type { LoadedModel } from '../model/load.js';
+import { buildApp } from './app.js';
+import type { ServedEngine, ServerContext } from './context.js';
+import { createLogger, type Logger } from './logger.js';
+import { ServerMetrics } from './metrics.js';
+import { defaultWedgeTimeoutMs } from './routes/info.js';
+import { TokenText } from './token-text.js';
+
+export type { ServedEngine } from './context.js';
+
+export interface ServerOptions {
+  engine: ServedEngine;
+  model: LoadedModel;
+  /** The name /v1/models lists and requests may use; the model's name by default. */
+  servedModelName?: string;
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  apiKey?: string | null;
+  log?: Logger;
+  /** One log line per finished request. */
+  logRequests?: boolean;
+  wedgeTimeoutMs?: number;
+}
+
+export interface RunningServer {
+  readonly url: string;
+  readonly port: number;
+  readonly app: FastifyInstance;
+  readonly context: ServerContext;
+  /**
+   * Stops accepting requests, lets in-flight ones finish (aborting them after `timeoutMs`), then
+   * closes the engine. Resolves when everything is down.
+   */
+  shutdown(timeoutMs?: number): Promise<void>;
+}
+
+export const defaultDrainTimeoutMs = 30_000;
+
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const engine = options.engine;
+  const log = options.log ?? createLogger('info');
+  const ctx: ServerContext = {
+    engine,
+    model: options.model,
+    servedModelName: options.servedModelName ?? options.model.name,
+    contextLength: engine.contextLength,
+    metrics: new ServerMetrics(() => engine.stats()),
+    log,
+    logRequests: options.logRequests ?? true,
+    tokenText: new TokenText(options.model.tokenizer),
+    inFlight: new Set(),
+    busySince: Date.now(),
+    wedgeTimeoutMs: options.wedgeTimeoutMs ?? defaultWedgeTimeoutMs,
+    draining: false,
+  };
+  const app = buildApp(ctx, { apiKey: options.apiKey ?? null, version: packageVersion() });
+  const host = options.host ?? '127.0.0.1';
+  await app.listen({ host, port: options.port ?? 30000 });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : (options.port ?? 30000);
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  let shuttingDown: Promise<void> | null = null;
+  return {
+    url,
+    port,
+    app,
+    context: ctx,
+    shutdown(timeoutMs = defaultDrainTimeoutMs) {
+      shuttingDown ??= shutdown(ctx, app, timeoutMs);
+      return shuttingDown;
+    },
+  };
+}
+
+async function shutdown(ctx: ServerContext, app: FastifyInstance, timeoutMs: number): Promise<void> {
+  ctx.draining = true;
+  const pending = ctx.inFlight.size;
+  if (pending > 0) ctx.log.info(`draining: waiting up to ${(timeoutMs / 1000).toFixed(0)} s for ${pending} requests in flight`);
+  const closed = app.close();
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = await Promise.race([
+    closed.then(() => false),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs))),
+  ]);
+  clearTimeout(timer);
+  if (timedOut) {
+    ctx.log.warn(`drain timeout: aborting ${ctx.inFlight.size} requests still in flight`);
+    for (const group of ctx.inFlight) group.abort();
+    const grace = setTimeout(() => app.server.closeAllConnections(), 2000);
+    await closed;
+    clearTimeout(grace);
+  }
+  await ctx.engine.drain();
+  await ctx.engine.close();
+}
+
+function packageVersion(): string {
+  try {
+    return JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}

@@ -1,0 +1,66 @@
+import { Type, type Static } from '@fastify/type-provider-typebox';
+import { Maybe, openObject, StopSchema, TokenIds } from './schema.js';
+
+/** SGLang's sampling_params object (its names and defaults). */
+export const SglangSamplingParams = Type.Object(
+  {
+    max_new_tokens: Maybe(Type.Integer({ minimum: 1 })),
+    temperature: Maybe(Type.Number({ minimum: 0 })),
+    top_p: Maybe(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
+    top_k: Maybe(Type.Integer({ minimum: -1 })),
+    min_p: Maybe(Type.Number({ minimum: 0, maximum: 1 })),
+    frequency_penalty: Maybe(Type.Number({ minimum: -2, maximum: 2 })),
+    presence_penalty: Maybe(Type.Number({ minimum: -2, maximum: 2 })),
+    repetition_penalty: Maybe(Type.Number({ exclusiveMinimum: 0 })),
+    stop: Maybe(StopSchema),
+    stop_token_ids: Maybe(TokenIds),
+    ignore_eos: Maybe(Type.Boolean()),
+    skip_special_tokens: Maybe(Type.Boolean()),
+    n: Maybe(Type.Integer({ minimum: 1, maximum: 128 })),
+    seed: Maybe(Type.Integer()),
+    sampling_seed: Maybe(Type.Integer()),
+  },
+  openObject,
+);
+export type SglangSamplingParams = Static<typeof SglangSamplingParams>;
+
+/** POST /generate: SGLang's native request (one prompt or a batch). */
+export const GenerateRequestBody = Type.Object(
+  {
+    text: Maybe(Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1 })], { description: 'a string or a list of strings' })),
+    input_ids: Maybe(
+      Type.Union([Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 }), Type.Array(TokenIds, { minItems: 1 })], {
+        description: 'a list of token ids or a list of token-id lists',
+      }),
+    ),
+    sampling_params: Maybe(SglangSamplingParams),
+    stream: Maybe(Type.Boolean()),
+    return_logprob: Maybe(Type.Boolean()),
+    top_logprobs_num: Maybe(Type.Integer({ minimum: 0, maximum: 20 })),
+    rid: Maybe(Type.Union([Type.String(), Type.Array(Type.String())])),
+  },
+  openObject,
+);
+export type GenerateRequestBody = Static<typeof GenerateRequestBody>;
+
+export type SglangFinishReason = { type: 'stop'; matched: string | number | null } | { type: 'length'; length: number } | { type: 'abort'; message?: string } | null;
+
+export interface SglangMetaInfo {
+  id: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cached_tokens: number;
+  finish_reason: SglangFinishReason;
+  e2e_latency: number;
+  /** [logprob, token id, token text] per generated token, when return_logprob. */
+  output_token_logprobs?: [number, number, string][];
+  output_top_logprobs?: [number, number, string][][];
+}
+
+export interface SglangGenerateResponse {
+  text: string;
+  output_ids: number[];
+  meta_info: SglangMetaInfo;
+  /** Position in a batch (prompts times samples), in streamed chunks. */
+  index?: number;
+}

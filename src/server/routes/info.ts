@@ -1,0 +1,66 @@
+import type { FastifyInstance } from 'fastify';
+import type { ServerContext } from '../context.js';
+import { ApiError, unknownModel } from '../errors.js';
+import { unixSeconds } from '../request-common.js';
+
+const startedAt = unixSeconds();
+
+export function registerInfo(app: FastifyInstance, ctx: ServerContext, version: string): void {
+  const modelCard = () => ({
+    id: ctx.servedModelName,
+    object: 'model',
+    created: startedAt,
+    owned_by: 'sluice',
+    root: ctx.model.path,
+    parent: null,
+    max_model_len: ctx.contextLength,
+  });
+  app.get('/v1/models', async () => ({ object: 'list', data: [modelCard()] }));
+  app.get<{ Params: { model: string } }>('/v1/models/*', async (request) => {
+    const name = (request.params as Record<string, string>)['*']!;
+    if (name !== ctx.servedModelName) throw unknownModel(name, ctx.servedModelName);
+    return modelCard();
+  });
+  app.get('/get_model_info', async () => ({
+    model_path: ctx.model.path,
+    tokenizer_path: ctx.model.path,
+    served_model_name: ctx.servedModelName,
+    is_generation: true,
+    context_length: ctx.contextLength,
+  }));
+  app.get('/version', async () => ({ version }));
+  app.get('/health', async (_request, reply) => {
+    const problem = healthProblem(ctx);
+    if (problem) throw new ApiError(503, problem, 'server_error', null, 'engine_unhealthy');
+    return reply.code(200).send();
+  });
+  const flush = async (_request: unknown, reply: import('fastify').FastifyReply) => {
+    if (ctx.engine.flushCache()) {
+      ctx.log.info('prefix cache flushed');
+      return reply.type('text/plain').send('Cache flushed.\n');
+    }
+    return reply.code(400).type('text/plain').send('Cache not flushed: there are running or waiting requests.\n');
+  };
+  app.post('/flush_cache', flush);
+  app.get('/flush_cache', flush);
+  app.get('/metrics', async (_request, reply) => {
+    const text = await ctx.metrics.registry.metrics();
+    return reply.type(ctx.metrics.registry.contentType).send(text);
+  });
+}
+
+/** Seconds without a step, while requests are pending, after which the engine counts as wedged. */
+export const defaultWedgeTimeoutMs = 120_000;
+
+/** Why the engine cannot serve (dead, or no step for too long while busy), or null when healthy. */
+export function healthProblem(ctx: ServerContext, wedgeTimeoutMs = ctx.wedgeTimeoutMs): string | null {
+  const stats = ctx.engine.stats();
+  if (stats.error !== null) return `The engine has failed: ${stats.error}`;
+  const pending = stats.runningRequests + stats.waitingRequests;
+  if (pending > 0) {
+    const since = Math.max(stats.lastStepAt, ctx.busySince);
+    const idleMs = Date.now() - since;
+    if (idleMs > wedgeTimeoutMs) return `The engine is wedged: ${pending} requests pending and no step for ${(idleMs / 1000).toFixed(0)} s.`;
+  }
+  return null;
+}
