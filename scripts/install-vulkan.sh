@@ -103,5 +103,6 @@ if usable_driver_present; then
   log "installed mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers)"
 else
   log "mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || echo '?') is older than $min_mesa_major: Dawn will reject it"
-  exit 1
+  # In CI the WebGPU tests must run, so this is an error there; elsewhere they skip with a message.
+  if [ "${CI:-}" = true ]; then exit 1; fi
 fi

@@ -39,6 +39,7 @@ export class CpuBackend implements Backend {
   private sessions: { segment: Segment; session: Ort.InferenceSession }[] = [];
   private embedding!: { table: Uint8Array; dtype: WeightDType };
   private invFreq!: Float64Array;
+  private readonly buffers = new ReusedBuffers();
   private kCache: Float32Array[] = [];
   private vCache: Float32Array[] = [];
   private pageSize = 0;
@@ -98,8 +99,8 @@ export class CpuBackend implements Backend {
     const numSeqs = batch.kvLens.length;
     const kvCols = c.numKvHeads * c.headDim;
     const plan = planAttention(batch, this.pageSize, c.numHeads / c.numKvHeads);
-    const [cos, sin] = this.rotaryTables(batch.positions);
     const half = c.headDim / 2;
+    const [cos, sin] = this.rotaryTables(batch.positions);
     const shared: Record<string, Ort.Tensor> = {
       [stepInputs.cos]: new Tensor('float32', cos, [numTokens, half]),
       [stepInputs.sin]: new Tensor('float32', sin, [numTokens, half]),
@@ -114,24 +115,46 @@ export class CpuBackend implements Backend {
       shared[names.pastIndex] = new Tensor('int32', g.pastIndex, [g.numSeqs, g.pastLen]);
       shared[names.mask] = new Tensor('float32', g.mask, [g.numSeqs, 1, g.mask.length / (g.numSeqs * keys), keys]);
     }
-    let x = this.embed(batch.tokenIds);
-    let logits: Float32Array | null = null;
-    for (const { segment, session } of this.sessions) {
+    // Outputs land in buffers kept across steps: fresh memory is costly here (page faults), and
+    // a greedy step without log-probs fetches only the in-graph argmax, not [S, vocab] logits.
+    const wantLogits = needsLogits(batch);
+    let x = this.embed(batch.tokenIds, this.buffers.f32('x0', numTokens * c.hiddenSize));
+    let result: StepOutput | null = null;
+    for (const [i, { segment, session }] of this.sessions.entries()) {
       const feeds: Record<string, Ort.Tensor> = { ...shared, [stepInputs.x]: new Tensor('float32', x, [numTokens, c.hiddenSize]) };
+      const fetches: Record<string, Ort.Tensor> = {};
+      const kNew: Float32Array[] = [];
+      const vNew: Float32Array[] = [];
       for (let l = segment.firstLayer; l < segment.endLayer; l++) {
         feeds[stepInputs.kCache(l)] = new Tensor('float32', this.kCache[l]!, [this.numSlots, kvCols]);
         feeds[stepInputs.vCache(l)] = new Tensor('float32', this.vCache[l]!, [this.numSlots, kvCols]);
+        kNew.push(this.buffers.f32(`k${l}`, numTokens * kvCols));
+        vNew.push(this.buffers.f32(`v${l}`, numTokens * kvCols));
+        fetches[stepOutputs.k(l)] = new Tensor('float32', kNew.at(-1)!, [numTokens, kvCols]);
+        fetches[stepOutputs.v(l)] = new Tensor('float32', vNew.at(-1)!, [numTokens, kvCols]);
+      }
+      let logits: Float32Array | null = null;
+      let greedy: BigInt64Array | null = null;
+      if (!segment.withHead) {
+        x = this.buffers.f32(i % 2 ? 'x0' : 'x1', numTokens * c.hiddenSize);
+        fetches[stepOutputs.x] = new Tensor('float32', x, [numTokens, c.hiddenSize]);
+      } else if (wantLogits) {
+        logits = this.buffers.f32('logits', numSeqs * c.vocabSize);
+        fetches[stepOutputs.logits] = new Tensor('float32', logits, [numSeqs, c.vocabSize]);
+      } else {
+        greedy = new BigInt64Array(numSeqs);
+        fetches[stepOutputs.greedy] = new Tensor('int64', greedy, [numSeqs]);
       }
       const used = Object.fromEntries(session.inputNames.map((n) => [n, feeds[n]!]));
-      const results = await session.run(used);
+      await session.run(used, fetches);
       for (let l = segment.firstLayer; l < segment.endLayer; l++) {
-        this.writeKv(this.kCache[l]!, results[stepOutputs.k(l)]!.data as Float32Array, batch.slotMapping, kvCols);
-        this.writeKv(this.vCache[l]!, results[stepOutputs.v(l)]!.data as Float32Array, batch.slotMapping, kvCols);
+        this.writeKv(this.kCache[l]!, kNew[l - segment.firstLayer]!, batch.slotMapping, kvCols);
+        this.writeKv(this.vCache[l]!, vNew[l - segment.firstLayer]!, batch.slotMapping, kvCols);
       }
-      if (segment.withHead) logits = results[stepOutputs.logits]!.data as Float32Array;
-      else x = results[stepOutputs.x]!.data as Float32Array;
+      if (logits) result = sampleLogits(logits, c.vocabSize, batch.sampling);
+      if (greedy) result = { tokens: Int32Array.from(greedy, Number), logprobs: null, topLogprobs: null };
     }
-    return sampleLogits(logits!, c.vocabSize, batch.sampling);
+    return result!;
   }
 
   async close(): Promise<void> {
@@ -153,11 +176,10 @@ export class CpuBackend implements Backend {
     }
   }
 
-  private embed(tokenIds: Int32Array): Float32Array {
+  private embed(tokenIds: Int32Array, out: Float32Array): Float32Array {
     const h = this.config.hiddenSize;
     const { table, dtype } = this.embedding;
     const rowBytes = h * bytesPerElement[dtype];
-    const out = new Float32Array(tokenIds.length * h);
     tokenIds.forEach((id, t) => out.set(toFloat32(table.subarray(id * rowBytes, (id + 1) * rowBytes), dtype), t * h));
     return out;
   }
@@ -179,6 +201,26 @@ export class CpuBackend implements Backend {
 
   private writeKv(cache: Float32Array, rows: Float32Array, slotMapping: Int32Array, cols: number): void {
     slotMapping.forEach((slot, t) => cache.set(rows.subarray(t * cols, (t + 1) * cols), slot * cols));
+  }
+}
+
+/** Greedy steps without log-probs or penalties can take the in-graph argmax instead of the logits. */
+function needsLogits(batch: ForwardBatch): boolean {
+  const s = batch.sampling;
+  return s.penalties !== null || s.temperature.some((t) => t > 0) || s.logprobs.some((k) => k >= 0);
+}
+
+/** Named Float32Arrays that grow but are never reallocated per step; each call returns a view of the asked length. */
+class ReusedBuffers {
+  private readonly arrays = new Map<string, Float32Array>();
+
+  f32(name: string, length: number): Float32Array {
+    let array = this.arrays.get(name);
+    if (!array || array.length < length) {
+      array = new Float32Array(Math.max(length, Math.ceil((array?.length ?? 0) * 1.5)));
+      this.arrays.set(name, array);
+    }
+    return array.subarray(0, length);
   }
 }
 

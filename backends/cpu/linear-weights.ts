@@ -47,19 +47,27 @@ export function quantizeQ8(m: RawMatrix): { blocks: Uint8Array; scales: Float32A
   const blocks = new Uint8Array(m.rows * blocksPerRow * q8BlockSize).fill(128);
   const scales = new Float32Array(m.rows * blocksPerRow);
   const rowBytes = m.cols * bytesPerElement[m.dtype];
+  const row = new Float32Array(m.cols);
+  const rowBits = new Uint32Array(row.buffer);
+  // bf16 rows are widened in place (a shift), the other dtypes through the shared decoder.
+  const bf16 = m.dtype === 'bf16' ? new Uint16Array(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength / 2) : null;
   for (let r = 0; r < m.rows; r++) {
-    const row = toFloat32(m.bytes.subarray(r * rowBytes, (r + 1) * rowBytes), m.dtype);
+    if (bf16) for (let i = 0, o = r * m.cols; i < m.cols; i++) rowBits[i] = bf16[o + i]! << 16;
+    else row.set(toFloat32(m.bytes.subarray(r * rowBytes, (r + 1) * rowBytes), m.dtype));
     for (let b = 0; b < blocksPerRow; b++) {
       const start = b * q8BlockSize;
       const end = Math.min(start + q8BlockSize, m.cols);
       let maxAbs = 0;
-      for (let i = start; i < end; i++) maxAbs = Math.max(maxAbs, Math.abs(row[i]!));
+      for (let i = start; i < end; i++) {
+        const a = row[i]! < 0 ? -row[i]! : row[i]!;
+        if (a > maxAbs) maxAbs = a;
+      }
       const scale = maxAbs / 127;
       scales[r * blocksPerRow + b] = scale;
       if (scale === 0) continue;
       const inverse = 1 / scale;
-      const out = (r * blocksPerRow + b) * q8BlockSize;
-      for (let i = start; i < end; i++) blocks[out + i - start] = Math.round(row[i]! * inverse) + 128;
+      const out = (r * blocksPerRow + b) * q8BlockSize - start;
+      for (let i = start; i < end; i++) blocks[out + i] = Math.round(row[i]! * inverse) + 128;
     }
   }
   return { blocks, scales };

@@ -30,6 +30,8 @@ export const stepInputs = {
 export const stepOutputs = {
   x: 'x_out',
   logits: 'logits',
+  /** Argmax of each logits row (lowest id on ties): all a greedy step without log-probs needs. */
+  greedy: 'greedy_tokens',
   k: (layer: number) => `k_new_${layer}`,
   v: (layer: number) => `v_new_${layer}`,
 } as const;
@@ -156,6 +158,8 @@ export async function buildSegmentModel(
     const logits = addLinear(b, normed, await matrix(lmHead), format, 'lm_head');
     b.node('Identity', [logits], {}, [stepOutputs.logits]);
     b.output(stepOutputs.logits, DataType.FLOAT, ['S', config.vocabSize]);
+    b.node('ArgMax', [logits], { axis: 1, keepdims: 0, select_last_index: 0 }, [stepOutputs.greedy]);
+    b.output(stepOutputs.greedy, DataType.INT64, ['S']);
   } else {
     b.node('Identity', [x], {}, [stepOutputs.x]);
     b.output(stepOutputs.x, DataType.FLOAT, ['T', h]);

@@ -72,17 +72,21 @@ export class GpuContext {
     const wanted: GPUFeatureName[] = ['shader-f16', 'timestamp-query'];
     const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
     const l = adapter.limits;
-    const device = await adapter.requestDevice({
-      requiredFeatures,
-      requiredLimits: {
-        maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
-        maxBufferSize: l.maxBufferSize,
-        maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
-        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
-        maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
-      },
-    });
+    const device = await adapter
+      .requestDevice({
+        requiredFeatures,
+        requiredLimits: {
+          maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+          maxBufferSize: l.maxBufferSize,
+          maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+          maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+          maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+          maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+        },
+      })
+      .catch((e: Error) => {
+        throw new BackendUnavailableError(`webgpu backend: the adapter refused a device: ${e.message.split('\n')[0]}`);
+      });
     device.addEventListener('uncapturederror', (event) => {
       console.error(`webgpu: ${(event as GPUUncapturedErrorEvent).error.message}`);
     });

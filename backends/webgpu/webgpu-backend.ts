@@ -69,7 +69,7 @@ export class WebGpuBackend implements Backend {
       }
     }
     this.invFreq = uploadVector(this.ctx, 'rope inverse frequencies', Float32Array.from(ropeInverseFrequencies(c)));
-    if (this.tuning.profile) this.profiler = StepProfiler.create(this.ctx);
+    if (this.tuning.profile) this.setProfiling(true);
     await this.ctx.device.queue.onSubmittedWorkDone();
   }
 
@@ -109,6 +109,25 @@ export class WebGpuBackend implements Backend {
     const run = this.queue.then(() => this.runStep(batch));
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  /** How many storage bindings a weight matrix was split into (1 when it fits in one). */
+  weightBindings(name: string): number {
+    return this.matrices.get(name)?.chunks.length ?? 0;
+  }
+
+  /**
+   * Per-op GPU timing with timestamp queries (one compute pass per dispatch, so steps get a
+   * little slower). Returns false when the adapter has no timestamp queries.
+   */
+  setProfiling(on: boolean): boolean {
+    if (!on) {
+      this.profiler?.destroy();
+      this.profiler = null;
+      return true;
+    }
+    this.profiler ??= StepProfiler.create(this.ctx);
+    return this.profiler !== null;
   }
 
   /** Per-op GPU time of the last step (with tuning.profile on an adapter with timestamp queries). */

@@ -110,6 +110,8 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
                            InstanceMethod("dummyWeight", &CudaModel::DummyWeight),
                            InstanceMethod("readWeight", &CudaModel::ReadWeight),
                            InstanceMethod("allocateKv", &CudaModel::AllocateKv),
+                           InstanceMethod("readActivation", &CudaModel::ReadActivation),
+                           InstanceMethod("writeActivation", &CudaModel::WriteActivation),
                            InstanceMethod("memory", &CudaModel::Memory),
                            InstanceMethod("forward", &CudaModel::Forward),
                            InstanceMethod("description", &CudaModel::Description),
@@ -204,6 +206,27 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     Napi::Float32Array out = Napi::Float32Array::New(info.Env(), values.size());
     std::copy(values.begin(), values.end(), out.Data());
     return out;
+  }
+
+  Napi::Value ReadActivation(const Napi::CallbackInfo& info) {
+    const int id = info[0].As<Napi::Number>().Int32Value();
+    const int rows = info[1].As<Napi::Number>().Int32Value();
+    std::vector<float> values = guarded(info, [&](Model& m) { return m.readActivation(id, rows); });
+    Napi::Float32Array out = Napi::Float32Array::New(info.Env(), values.size());
+    std::copy(values.begin(), values.end(), out.Data());
+    return out;
+  }
+
+  void WriteActivation(const Napi::CallbackInfo& info) {
+    const int id = info[0].As<Napi::Number>().Int32Value();
+    if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw Napi::TypeError::New(info.Env(), "writeActivation: values must be a Float32Array");
+    const Napi::Float32Array arr = info[1].As<Napi::Float32Array>();
+    std::vector<float> values(arr.Data(), arr.Data() + arr.ElementLength());
+    guarded(info, [&](Model& m) {
+      m.writeActivation(id, values);
+      return 0;
+    });
   }
 
   void AllocateKv(const Napi::CallbackInfo& info) {

@@ -248,6 +248,44 @@ std::vector<float> Model::readWeight(int id) {
   return out;
 }
 
+std::vector<float> Model::readActivation(int id, int rows) {
+  useDevice();
+  if (id < 0 || id >= int(activationSpecs_.size())) throw CudaError("readActivation: bad buffer id");
+  const ActivationSpec& a = activationSpecs_[id];
+  if (rows < 0 || rows > (a.perToken ? capTokens_ : capSeqs_)) throw CudaError("readActivation: more rows than the buffer holds");
+  const size_t n = size_t(rows) * a.cols;
+  std::vector<float> out(n);
+  if (a.dtype == DType::F32) {
+    CUDA_CHECK(cudaMemcpyAsync(out.data(), activations_[id].ptr, n * 4, cudaMemcpyDeviceToHost, stream_));
+  } else {
+    DeviceBuffer f32;
+    f32.reserve(std::max<size_t>(n, 1) * 4);
+    launchBf16ToF32(static_cast<const bf16*>(activations_[id].ptr), static_cast<float*>(f32.ptr), n, stream_);
+    CUDA_CHECK(cudaMemcpyAsync(out.data(), f32.ptr, n * 4, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+void Model::writeActivation(int id, const std::vector<float>& values) {
+  useDevice();
+  if (id < 0 || id >= int(activationSpecs_.size())) throw CudaError("writeActivation: bad buffer id");
+  const ActivationSpec& a = activationSpecs_[id];
+  if (values.size() % a.cols) throw CudaError("writeActivation: length is not a multiple of the buffer's columns");
+  const int rows = int(values.size() / a.cols);
+  ensureCapacity(a.perToken ? rows : 1, a.perToken ? 1 : rows, 1, 0, 0);
+  if (a.dtype == DType::F32) {
+    CUDA_CHECK(cudaMemcpy(activations_[id].ptr, values.data(), values.size() * 4, cudaMemcpyHostToDevice));
+    return;
+  }
+  DeviceBuffer staging;
+  staging.reserve(std::max<size_t>(values.size(), 1) * 4);
+  CUDA_CHECK(cudaMemcpy(staging.ptr, values.data(), values.size() * 4, cudaMemcpyHostToDevice));
+  launchConvertToBf16(staging.ptr, DType::F32, static_cast<bf16*>(activations_[id].ptr), values.size(), stream_);
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
 void Model::allocateKv(int numPages, int pageSize) {
   useDevice();
   if (numPages <= 0 || pageSize <= 0) throw CudaError("allocateKv: numPages and pageSize must be positive");

@@ -97,6 +97,9 @@ class Model {
   void dummyWeight(int id, uint32_t key, double halfRange, double offset);
   /** Copies a weight back as f32 (tests compare it with the host generator). */
   std::vector<float> readWeight(int id);
+  /** Test access to activation buffers: the first `rows` rows, as f32 (bf16 buffers converted). */
+  std::vector<float> readActivation(int id, int rows);
+  void writeActivation(int id, const std::vector<float>& values);
   void allocateKv(int numPages, int pageSize);
   void memory(size_t& freeBytes, size_t& totalBytes);
   StepResult forward(const StepInput& input);

@@ -1,10 +1,11 @@
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
 import { UserError } from '../errors.js';
 import type { ClientBackend } from './client-backends.js';
 import { loadBenchRequests, type DatasetName } from './datasets.js';
 import { formatFailures, formatResultTable, jsonlRecord } from './report.js';
 import { runBenchmark, type BenchmarkRun } from './runner.js';
 import { fetchServedModel, resolveBaseUrl } from './server-info.js';
+import { shareGptMissingMessage } from './sharegpt.js';
 import { resolveTokenizer } from './tokenizer.js';
 
 /** The options of `sluice bench`, named as bench_serving's flags. */
@@ -42,6 +43,9 @@ export async function benchCommand(options: BenchOptions, out: (text: string) =>
   const log = (line: string) => out(`${line}\n`);
   log(`${describeArgs(options)}\n`);
   const extraBody = parseExtraBody(options.extraRequestBody);
+  if (options.datasetName === 'sharegpt' && (options.datasetPath === undefined || !existsSync(options.datasetPath))) {
+    throw new UserError(shareGptMissingMessage(options.datasetPath));
+  }
   const apiKey = process.env.OPENAI_API_KEY || undefined;
   const baseUrl = resolveBaseUrl(options);
   const model = options.model ?? (await fetchServedModel(baseUrl, apiKey));

@@ -3,11 +3,12 @@ import { Option, type Command } from 'commander';
 import { createBackend } from '../../backends/index.js';
 import type { BackendName, BackendOptions } from '../../backends/backend.js';
 import { LlmEngine } from '../engine/engine.js';
-import type { EngineOptions } from '../engine/options.js';
+import { checkEngineOptions, defaultEngineOptions, type EngineOptions } from '../engine/options.js';
 import { UserError } from '../errors.js';
 import { loadModel, type LoadFormat } from '../model/load.js';
 import { defaultPreset, presets } from '../model/presets.js';
 import { defaultDrainTimeoutMs, startServer } from '../server/index.js';
+import { defaultWedgeTimeoutMs } from '../server/health.js';
 import { createLogger, logLevels, type Logger, type LogLevel } from '../server/logger.js';
 import { parseFloatOption, parseIntOption } from './options.js';
 
@@ -38,6 +39,7 @@ interface ServeOptions {
   disableLogRequests?: boolean;
   seed?: number;
   drainTimeout: number;
+  watchdogTimeout: number;
 }
 
 /** `sluice serve`: flags named as SGLang's launch_server names them, so its commands carry over. */
@@ -74,6 +76,7 @@ export function register(program: Command): void {
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(logLevels).default('info'))
     .option('--disable-log-requests', 'no log line per finished request')
     .option('--seed <n>', 'seed of random (dummy) weights', parseIntOption)
+    .option('--watchdog-timeout <seconds>', 'no engine step for this long while requests wait makes /health answer 503', parseFloatOption, defaultWedgeTimeoutMs / 1000)
     .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT, how long in-flight requests may take before they are aborted', parseFloatOption, defaultDrainTimeoutMs / 1000)
     .action(async (options: ServeOptions) => {
       await serve(options);
@@ -85,11 +88,22 @@ async function serve(options: ServeOptions): Promise<void> {
   log.info(describeWeights(options));
   const tpSize = options.tpSize ?? options.tp ?? 1;
   if (tpSize !== 1) throw new UserError(`--tp-size ${tpSize}: tensor parallelism is not supported by sluice's backends yet; use --tp-size 1`);
+  if (!(options.drainTimeout >= 0)) throw new UserError(`--drain-timeout ${options.drainTimeout}: give seconds, 0 or more`);
+  if (!(options.watchdogTimeout > 0)) throw new UserError(`--watchdog-timeout ${options.watchdogTimeout}: give seconds, more than 0`);
   if (options.port < 0 || options.port > 65535) throw new UserError(`--port ${options.port} is not a port number (0-65535)`);
+  const engineSettings = engineOptions(options, log);
+  // Bad flag values fail before the (slow) model load.
+  checkEngineOptions({ ...defaultEngineOptions, ...definedOnly(engineSettings) });
   const model = loadModel({ modelPath: options.modelPath, loadFormat: options.loadFormat, seed: options.seed });
   const backend = await createBackend(options.backend, backendOptions(options));
-  log.info(`backend: ${backend.description}`);
-  const engine = await LlmEngine.create(model, backend, engineOptions(options, log));
+  log.info(`backend: ${backend.description}; loading the weights`);
+  let engine: LlmEngine;
+  try {
+    engine = await LlmEngine.create(model, backend, engineSettings);
+  } catch (e) {
+    await backend.close().catch(() => {});
+    throw e;
+  }
   const stats = engine.stats();
   log.info(`KV cache: ${stats.kvPagesTotal * stats.pageSize} tokens in pages of ${stats.pageSize}; context length ${engine.contextLength}`);
   let server;
@@ -103,6 +117,7 @@ async function serve(options: ServeOptions): Promise<void> {
       apiKey: options.apiKey ?? null,
       log,
       logRequests: !options.disableLogRequests,
+      wedgeTimeoutMs: options.watchdogTimeout * 1000,
     });
   } catch (e) {
     await engine.close();
@@ -160,4 +175,8 @@ function engineOptions(options: ServeOptions, log: Logger): Partial<EngineOption
     maxQueuedRequests: options.maxQueuedRequests,
     logger: log,
   };
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

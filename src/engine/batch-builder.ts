@@ -14,7 +14,8 @@ export function producesToken(seq: Sequence, numTokens: number): boolean {
  * the previous forward resolved), which keeps the garbage collector out of the decode loop.
  */
 export class BatchBuilder {
-  private buffers = new Int32Array(0);
+  private ints = new Int32Array(0);
+  private floats = new Float32Array(0);
 
   constructor(private readonly pageSize: number) {}
 
@@ -28,7 +29,7 @@ export class BatchBuilder {
       totalTokens += numTokens[s]!;
       totalPages += Math.ceil((sequences[s]!.kvLen + numTokens[s]!) / pageSize);
     }
-    const take = this.allocator(3 * totalTokens + 3 * (numSeqs + 1) + totalPages);
+    const take = this.intAllocator(3 * totalTokens + 5 * numSeqs + 2 + totalPages);
     const tokenIds = take(totalTokens);
     const positions = take(totalTokens);
     const slotMapping = take(totalTokens);
@@ -57,43 +58,38 @@ export class BatchBuilder {
       pageOffset += numPages;
       pageTableStart[s + 1] = pageOffset;
     }
-    return { tokenIds, positions, queryStart, kvLens, pageTable, pageTableStart, slotMapping, sampling: buildSampling(plan) };
+    const sampling = this.buildSampling(plan, take(numSeqs), take(numSeqs));
+    return { tokenIds, positions, queryStart, kvLens, pageTable, pageTableStart, slotMapping, sampling };
+  }
+
+  private buildSampling(plan: StepPlan, topK: Int32Array, logprobs: Int32Array): SamplingBatch {
+    const numSeqs = plan.sequences.length;
+    if (this.floats.length < 4 * numSeqs) this.floats = new Float32Array(8 * numSeqs);
+    const take = (i: number) => this.floats.subarray(i * numSeqs, (i + 1) * numSeqs);
+    const sampling: SamplingBatch = { temperature: take(0), topP: take(1), topK, minP: take(2), random: take(3), logprobs, penalties: null };
+    let penalized = false;
+    for (let s = 0; s < numSeqs; s++) {
+      const seq = plan.sequences[s]!;
+      const p = seq.request.params;
+      const sampled = producesToken(seq, plan.numTokens[s]!);
+      sampling.temperature[s] = p.temperature;
+      sampling.topP[s] = p.topP;
+      sampling.topK[s] = p.topK > 0 ? p.topK : 0;
+      sampling.minP[s] = p.minP;
+      sampling.random[s] = sampled ? seq.rng.next() : 0;
+      sampling.logprobs[s] = sampled && p.logprobs !== null ? p.logprobs : -1;
+      if (sampled && seq.penaltyCounts) penalized = true;
+    }
+    if (penalized) sampling.penalties = buildPenalties(plan);
+    return sampling;
   }
 
   /** Hands out consecutive views of one reused buffer of at least `total` ints. */
-  private allocator(total: number): (length: number) => Int32Array {
-    if (this.buffers.length < total) this.buffers = new Int32Array(Math.max(total, 2 * this.buffers.length));
+  private intAllocator(total: number): (length: number) => Int32Array {
+    if (this.ints.length < total) this.ints = new Int32Array(Math.max(total, 2 * this.ints.length));
     let offset = 0;
-    return (length) => this.buffers.subarray(offset, (offset += length));
+    return (length) => this.ints.subarray(offset, (offset += length));
   }
-}
-
-function buildSampling(plan: StepPlan): SamplingBatch {
-  const numSeqs = plan.sequences.length;
-  const sampling: SamplingBatch = {
-    temperature: new Float32Array(numSeqs),
-    topP: new Float32Array(numSeqs),
-    topK: new Int32Array(numSeqs),
-    minP: new Float32Array(numSeqs),
-    random: new Float32Array(numSeqs),
-    logprobs: new Int32Array(numSeqs),
-    penalties: null,
-  };
-  let penalized = false;
-  for (let s = 0; s < numSeqs; s++) {
-    const seq = plan.sequences[s]!;
-    const p = seq.request.params;
-    const sampled = producesToken(seq, plan.numTokens[s]!);
-    sampling.temperature[s] = p.temperature;
-    sampling.topP[s] = p.topP;
-    sampling.topK[s] = p.topK > 0 ? p.topK : 0;
-    sampling.minP[s] = p.minP;
-    sampling.random[s] = sampled ? seq.rng.next() : 0;
-    sampling.logprobs[s] = sampled && p.logprobs !== null ? p.logprobs : -1;
-    if (sampled && seq.penaltyCounts) penalized = true;
-  }
-  if (penalized) sampling.penalties = buildPenalties(plan);
-  return sampling;
 }
 
 function buildPenalties(plan: StepPlan): PenaltyBatch {

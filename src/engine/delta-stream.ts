@@ -2,50 +2,70 @@ import type { GenerateDelta } from './types.js';
 
 /**
  * The async stream of one request's deltas. The engine pushes; the consumer iterates. A consumer
- * that stops early (break, return) calls `onCancel`, which aborts the request.
+ * that stops early (break, return) calls `onCancel`, which aborts the request. Written as a plain
+ * iterator rather than an async generator: it is on the per-token path of every request.
  */
-export class DeltaStream implements AsyncIterable<GenerateDelta> {
+export class DeltaStream implements AsyncIterable<GenerateDelta>, AsyncIterator<GenerateDelta> {
   private readonly queue: GenerateDelta[] = [];
+  private head = 0;
   private ended = false;
   private error: Error | null = null;
-  private wake: (() => void) | null = null;
+  private waiter: { resolve: (r: IteratorResult<GenerateDelta>) => void; reject: (e: Error) => void } | null = null;
 
   constructor(private readonly onCancel: () => void) {}
 
   push(delta: GenerateDelta): void {
-    this.queue.push(delta);
-    this.notify();
+    if (this.waiter) {
+      const { resolve } = this.waiter;
+      this.waiter = null;
+      resolve({ value: delta, done: false });
+    } else {
+      this.queue.push(delta);
+    }
   }
 
   end(): void {
     this.ended = true;
-    this.notify();
+    this.settleWaiter();
   }
 
   fail(error: Error): void {
     this.error = error;
     this.ended = true;
-    this.notify();
+    this.settleWaiter();
   }
 
-  private notify(): void {
-    const wake = this.wake;
-    this.wake = null;
-    wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<GenerateDelta> {
-    let finished = false;
-    try {
-      for (;;) {
-        while (this.queue.length > 0) yield this.queue.shift()!;
-        if (this.error) throw this.error;
-        if (this.ended) break;
-        await new Promise<void>((resolve) => (this.wake = resolve));
+  next(): Promise<IteratorResult<GenerateDelta>> {
+    if (this.head < this.queue.length) {
+      const value = this.queue[this.head++]!;
+      if (this.head === this.queue.length) {
+        this.queue.length = 0;
+        this.head = 0;
       }
-      finished = true;
-    } finally {
-      if (!finished && !this.ended) this.onCancel();
+      return Promise.resolve({ value, done: false });
     }
+    if (this.error) return Promise.reject(this.error);
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  /** The consumer left early: abort the request. */
+  return(): Promise<IteratorResult<GenerateDelta>> {
+    if (!this.ended) this.onCancel();
+    this.ended = true;
+    this.queue.length = 0;
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<GenerateDelta> {
+    return this;
+  }
+
+  private settleWaiter(): void {
+    const waiter = this.waiter;
+    if (!waiter) return;
+    this.waiter = null;
+    if (this.error) waiter.reject(this.error);
+    else waiter.resolve({ value: undefined, done: true });
   }
 }

@@ -163,8 +163,9 @@ export class LlmEngine implements Engine {
           await new Promise<void>((resolve) => (this.wakeLoop = resolve));
           continue;
         }
-        const output = await this.backend.forward(this.batchBuilder.build(plan));
-        this.processOutput(plan, output);
+        const step = this.backend.forward(this.batchBuilder.build(plan));
+        this.scheduler.sortWaiting(); // host work for the next step while the backend computes
+        this.processOutput(plan, await step);
         this.lastStepAt = Date.now();
       } catch (e) {
         this.die(e);

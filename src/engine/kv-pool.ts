@@ -58,16 +58,19 @@ export class KvPool {
 
 /** KV budget of host backends (ref, cpu) when --max-total-tokens is not given. */
 export const hostKvBudgetBytes = Math.min(1 << 30, totalmem() / 16);
+/** At most this many tokens in a host pool whatever the budget (the page bookkeeping is host memory too). */
+export const hostKvMaxTokens = 1 << 20;
 
 /**
  * Tokens the KV pool holds: --max-total-tokens when given; on a GPU backend what
- * --mem-fraction-static leaves after the weights (as SGLang); else hostKvBudgetBytes worth.
+ * --mem-fraction-static leaves after the weights (as SGLang); else hostKvBudgetBytes worth,
+ * at most hostKvMaxTokens.
  */
 export function kvPoolTokens(backend: Backend, options: EngineOptions): number {
   if (options.maxTotalTokens !== null) return options.maxTotalTokens;
   const bytesPerToken = backend.kvBytesPerToken();
   const memory = backend.memory();
-  if (!memory) return Math.floor(hostKvBudgetBytes / bytesPerToken);
+  if (!memory) return Math.min(hostKvMaxTokens, Math.floor(hostKvBudgetBytes / bytesPerToken));
   const bytes = memory.freeBytes - memory.totalBytes * (1 - options.memFractionStatic);
   const tokens = Math.floor(bytes / bytesPerToken);
   if (tokens < options.pageSize) {

@@ -6,7 +6,8 @@ export interface EngineOptions {
   pageSize: number;
   /**
    * KV pool size in tokens. null: on a GPU backend, what --mem-fraction-static leaves after the
-   * weights; on a host backend (ref, cpu), min(1 GiB, 1/16 of system memory) worth of KV.
+   * weights; on a host backend (ref, cpu), min(1 GiB, 1/16 of system memory) worth of KV, at
+   * most 2^20 tokens.
    */
   maxTotalTokens: number | null;
   /** Fraction of device memory for weights and KV (GPU backends). */

@@ -37,6 +37,7 @@ export class Scheduler {
   prefixHitTokens = 0;
   private admissions = 0;
   private newTokenRatio = initNewTokenRatio;
+  private waitingSorted = true;
 
   constructor(
     private readonly pool: KvPool,
@@ -48,6 +49,7 @@ export class Scheduler {
   enqueue(seq: Sequence): void {
     seq.status = 'waiting';
     this.waiting.push(seq);
+    this.waitingSorted = false;
   }
 
   schedule(): StepPlan | null {
@@ -82,8 +84,8 @@ export class Scheduler {
   }
 
   private admit(plan: StepPlan, budget: number): void {
-    if (this.waiting.length === 0) return;
-    this.sortWaiting();
+    if (this.waiting.length === 0 || budget <= 0 || this.running.length >= this.config.maxRunningRequests) return;
+    if (!this.waitingSorted) this.sortWaiting();
     const pageSize = this.config.pageSize;
     let reserved = 0;
     for (const seq of this.running) reserved += this.futureTokens(seq);
@@ -145,7 +147,12 @@ export class Scheduler {
     }
   }
 
-  private sortWaiting(): void {
+  /**
+   * Orders the queue by policy. The engine calls it while the backend computes a step, so the
+   * next step's admission usually finds the queue already sorted.
+   */
+  sortWaiting(): void {
+    this.waitingSorted = true;
     const byArrival = (a: Sequence, b: Sequence) => a.request.arrival - b.request.arrival || a.index - b.index;
     if (this.config.policy === 'fcfs' || this.waiting.length > lpmMaxWaiting) {
       this.waiting.sort(byArrival);

@@ -23,9 +23,9 @@ export class GenerationGroup {
   private readonly unfinished = new Set<number>();
   private readonly started: Promise<void>;
   private aborted = false;
+  private disconnected = false;
   private firstTokenSeen = false;
   private readonly lastTokenAt = new Map<string, number>();
-  completionTokens = 0;
 
   constructor(
     private readonly ctx: ServerContext,
@@ -42,7 +42,7 @@ export class GenerationGroup {
     });
     this.started = Promise.all(readies).then(() => undefined);
     this.started.catch(() => {});
-    if (response.destroyed || response.socket?.destroyed) this.abort();
+    if (response.destroyed || response.socket?.destroyed) this.onClose();
     else response.on('close', this.onClose);
   }
 
@@ -51,8 +51,9 @@ export class GenerationGroup {
     return this.started;
   }
 
+  /** The client closed the connection before its answer was complete. */
   get clientGone(): boolean {
-    return this.aborted;
+    return this.disconnected;
   }
 
   async *deltas(): AsyncGenerator<TaggedDelta> {
@@ -73,7 +74,9 @@ export class GenerationGroup {
   }
 
   private readonly onClose = () => {
-    if (!this.response.writableFinished) this.abort();
+    if (this.response.writableFinished) return;
+    this.disconnected = true;
+    this.abort();
   };
 
   private pump(i: number, request: GenerateRequest & { id: string }): Promise<void> {
@@ -109,7 +112,6 @@ export class GenerationGroup {
     const now = performance.now();
     const metrics = this.ctx.metrics;
     if (delta.tokenIds.length > 0) {
-      this.completionTokens += delta.tokenIds.length;
       if (!this.firstTokenSeen) {
         this.firstTokenSeen = true;
         metrics.timeToFirstToken.observe((now - this.arrival) / 1000);

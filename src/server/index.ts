@@ -5,7 +5,7 @@ import { buildApp } from './app.js';
 import type { ServedEngine, ServerContext } from './context.js';
 import { createLogger, type Logger } from './logger.js';
 import { ServerMetrics } from './metrics.js';
-import { defaultWedgeTimeoutMs } from './routes/info.js';
+import { defaultWedgeTimeoutMs } from './health.js';
 import { TokenText } from './token-text.js';
 
 export type { ServedEngine } from './context.js';

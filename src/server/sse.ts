@@ -58,6 +58,7 @@ export async function streamEvents(
 ): Promise<void> {
   reply.hijack();
   const sse = new SseWriter(reply.raw);
+  if (sse.closed) return;
   sse.open();
   try {
     await produce(sse);

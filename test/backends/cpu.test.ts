@@ -116,11 +116,17 @@ async function compareMixed(cpu: Backend, ref: Backend, prompts: number[][], ste
   const schedule = new MixedSchedule(prompts, pageSize, numPages);
   let maxLogprobDiff = 0;
   let compared = 0;
-  for (const counts of steps) {
-    const { batch, seqs } = schedule.batch(counts, 3);
+  for (const [step, counts] of steps.entries()) {
+    // Every third step asks for no log-probs: the backend then takes its in-graph argmax.
+    const { batch, seqs } = schedule.batch(counts, step % 3 === 2 ? -1 : 3);
     const expected = await ref.forward(batch);
     const actual = await cpu.forward(batch);
     expect(Array.from(actual.tokens)).toEqual(Array.from(expected.tokens));
+    if (step % 3 === 2) {
+      expect(actual.logprobs).toBeNull();
+      schedule.advance(seqs, expected);
+      continue;
+    }
     expect(actual.topLogprobs!.k).toBe(3);
     expect(Array.from(actual.topLogprobs!.ids)).toEqual(Array.from(expected.topLogprobs!.ids));
     for (let i = 0; i < seqs.length; i++) {
@@ -188,7 +194,7 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
     it('matches on mixed prefill and decode batches over a paged cache (page size 4)', async () => {
       const prompts = [9, 6, 20, 12].map((n, s) => promptOf(n, s + 1, 128000));
       const { maxLogprobDiff, compared } = await compareMixed(cpu, ref, prompts, mixedSteps, 4, 64);
-      expect(compared).toBeGreaterThan(20);
+      expect(compared).toBeGreaterThan(15);
       expect(maxLogprobDiff).toBeLessThan(1e-3);
     });
   });

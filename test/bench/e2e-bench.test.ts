@@ -1,9 +1,12 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { benchCommand, type BenchOptions } from '../../src/bench/bench-command.js';
 import { jsonlFields } from '../../src/bench/report.js';
+import { synthesizeShareGpt } from '../../src/bench/synth-sharegpt.js';
+import { UserError } from '../../src/errors.js';
+import { Tokenizer } from '../../src/model/tokenizer.js';
 import { runSluice, startSluiceServer, type RunningServer } from './sluice-process.js';
 
 // End to end: `sluice serve` (tiny preset, reference backend) and `sluice bench` against it.
@@ -13,12 +16,9 @@ describe('sluice bench against sluice serve', () => {
   const dataset = join(dir, 'sharegpt-synth.json');
 
   beforeAll(async () => {
-    const [started, synth] = await Promise.all([
-      startSluiceServer(),
-      runSluice(['dataset', 'synth-sharegpt', '--num-conversations', '40', '--seed', '2', '-o', dataset]),
-    ]);
-    server = started;
-    expect(synth.code, synth.stderr).toBe(0);
+    const starting = startSluiceServer();
+    writeFileSync(dataset, JSON.stringify(synthesizeShareGpt(Tokenizer.llama3(), { numConversations: 40, seed: 2 })));
+    server = await starting;
   });
   afterAll(async () => {
     await server?.stop();
@@ -96,11 +96,11 @@ describe('sluice bench against sluice serve', () => {
     expect(perRequest.every((r) => r.success && r.itl_ms.length === 3)).toBe(true);
   });
 
-  it('--dataset-name sharegpt without a file says where to get ShareGPT', async () => {
-    const { code, stderr } = await runSluice(['bench', '--base-url', server.url, '--model', 'tiny', '--dataset-name', 'sharegpt']);
-    expect(code).toBe(1);
-    expect(stderr).toContain('ShareGPT_V3_unfiltered_cleaned_split.json');
-    expect(stderr).toContain('anon8231489123/ShareGPT_Vicuna_unfiltered');
-    expect(stderr).toContain('sluice dataset synth-sharegpt');
+  it('--dataset-name sharegpt without a usable file says where to get ShareGPT', async () => {
+    for (const datasetPath of [undefined, join(dir, 'missing.json')]) {
+      const run = benchCommand(options({ datasetName: 'sharegpt', datasetPath }), () => {});
+      await expect(run).rejects.toThrow(UserError);
+      await expect(run).rejects.toThrow(/ShareGPT_V3_unfiltered_cleaned_split\.json.*anon8231489123\/ShareGPT_Vicuna_unfiltered.*sluice dataset synth-sharegpt/);
+    }
   });
 });

@@ -78,7 +78,15 @@ async function llamaCppGreedy(file: string, promptIds: number[][], count: number
   try {
     const runs: GreedyRun[] = [];
     for (const prompt of promptIds) {
-      const context = await model.createContext({ contextSize: 512, threads: 2, sequences: 1 });
+      // One thread: on a busy 2-core machine llama.cpp's spinning worker threads made a second
+      // thread ten times slower, not faster. An f32 KV cache keeps its numerics close to the ref's.
+      const context = await model.createContext({
+        contextSize: 512,
+        threads: 1,
+        sequences: 1,
+        experimentalKvCacheKeyType: 'F32',
+        experimentalKvCacheValueType: 'F32',
+      });
       const run: GreedyRun = { tokens: [], logprobs: [] };
       for await (const out of context.getSequence().evaluateWithMetadata(prompt, { confidence: true }, { temperature: 0 })) {
         run.tokens.push(out.token);

@@ -1,8 +1,10 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { UserError } from '../../errors.js';
 import { join, resolve } from 'node:path';
 import type { ClientBackend } from '../client-backends.js';
 import type { DatasetName } from '../datasets.js';
 import { formatFailures, formatResultTable } from '../report.js';
+import { shareGptMissingMessage } from '../sharegpt.js';
 import { resolveTokenizer } from '../tokenizer.js';
 import { parseEngines } from './engines.js';
 import { renderHtmlReport } from './html-report.js';
@@ -34,6 +36,9 @@ export interface CompareOptions {
 export async function compareCommand(options: CompareOptions, out: (text: string) => void = (t) => process.stdout.write(t)): Promise<SuiteResults> {
   const log = (line: string) => out(`${line}\n`);
   const engines = parseEngines(options.engine, options.launch);
+  if (options.datasetName === 'sharegpt' && (options.datasetPath === undefined || !existsSync(options.datasetPath))) {
+    throw new UserError(shareGptMissingMessage(options.datasetPath));
+  }
   const tokenizer = resolveTokenizer(options.tokenizer, log);
   const results = await runSuite(
     engines,

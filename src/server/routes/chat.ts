@@ -91,7 +91,8 @@ async function chatCompletions(ctx: ServerContext, request: FastifyRequest<{ Bod
         }
       }
       const response: ChatCompletionResponse = { ...head, object: 'chat.completion', choices, usage: usage.info() };
-      if (!group.clientGone) await reply.send(response);
+      if (group.clientGone) reply.hijack();
+      else await reply.send(response);
     }
     logRequest(ctx, 'chat', id, usage.promptTokens, usage.completionTokens, group.elapsedMs(), group.clientGone ? 'client gone' : 'done');
   } finally {

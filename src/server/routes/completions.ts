@@ -85,7 +85,8 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
         }
       }
       const response: CompletionResponse = { ...head, choices, usage: usage.info() };
-      if (!group.clientGone) await reply.send(response);
+      if (group.clientGone) reply.hijack();
+      else await reply.send(response);
     }
     logRequest(ctx, 'completions', id, usage.promptTokens, usage.completionTokens, group.elapsedMs(), group.clientGone ? 'client gone' : 'done');
   } finally {

@@ -82,7 +82,8 @@ async function generate(ctx: ServerContext, request: FastifyRequest<{ Body: Gene
     } else {
       for await (const { prompt, delta } of group.deltas()) apply(prompt, delta);
       const single = body.text == null ? !Array.isArray(body.input_ids?.[0]) : typeof body.text === 'string';
-      if (!group.clientGone) await reply.send(single && n === 1 ? outputs[0] : outputs);
+      if (group.clientGone) reply.hijack();
+      else await reply.send(single && n === 1 ? outputs[0] : outputs);
     }
     const completion = outputs.reduce((sum, o) => sum + o.output_ids.length, 0);
     const promptTokens = prompts.reduce((sum, p) => sum + p.length, 0);

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ServerContext } from '../context.js';
 import { ApiError, unknownModel } from '../errors.js';
+import { healthProblem } from '../health.js';
 import { unixSeconds } from '../request-common.js';
 
 const startedAt = unixSeconds();
@@ -47,20 +48,4 @@ export function registerInfo(app: FastifyInstance, ctx: ServerContext, version: 
     const text = await ctx.metrics.registry.metrics();
     return reply.type(ctx.metrics.registry.contentType).send(text);
   });
-}
-
-/** Seconds without a step, while requests are pending, after which the engine counts as wedged. */
-export const defaultWedgeTimeoutMs = 120_000;
-
-/** Why the engine cannot serve (dead, or no step for too long while busy), or null when healthy. */
-export function healthProblem(ctx: ServerContext, wedgeTimeoutMs = ctx.wedgeTimeoutMs): string | null {
-  const stats = ctx.engine.stats();
-  if (stats.error !== null) return `The engine has failed: ${stats.error}`;
-  const pending = stats.runningRequests + stats.waitingRequests;
-  if (pending > 0) {
-    const since = Math.max(stats.lastStepAt, ctx.busySince);
-    const idleMs = Date.now() - since;
-    if (idleMs > wedgeTimeoutMs) return `The engine is wedged: ${pending} requests pending and no step for ${(idleMs / 1000).toFixed(0)} s.`;
-  }
-  return null;
 }

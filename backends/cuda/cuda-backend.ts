@@ -1,0 +1,96 @@
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import type { Backend, BackendOptions, ForwardBatch, KvCacheSpec, MemoryInfo, ModelSpec, StepOutput } from '../backend.js';
+import type { LlamaConfig } from '../../src/model/config.js';
+import { DummyWeights } from '../../src/model/dummy-weights.js';
+import { ropeInverseFrequencies } from '../../src/model/rope.js';
+import { compileGraph, nativeConfig, weightShapeOf, type CompiledGraph } from './compile.js';
+import type { CudaAddon, NativeModel } from './native.js';
+
+const dtypeCode = { f32: 0, bf16: 1, f16: 2 } as const;
+
+/**
+ * The CUDA backend: the graph compiled into the addon's kernel sequence, BF16 weights and KV cache
+ * on the device, decode steps replayed as CUDA graphs, sampling on the device. Each forward runs
+ * on a worker thread of the addon, so the event loop stays free.
+ */
+export class CudaBackend implements Backend {
+  readonly name = 'cuda' as const;
+  private model: NativeModel;
+  private config: LlamaConfig | null = null;
+  private compiled: CompiledGraph | null = null;
+
+  constructor(
+    addon: CudaAddon,
+    private readonly options: BackendOptions,
+  ) {
+    this.model = new addon.CudaModel(options.device ?? 0, options.graphCapture ?? true);
+  }
+
+  get description(): string {
+    return this.model.description();
+  }
+
+  /** The native model, for tests that drive single ops through custom graphs. */
+  get native(): NativeModel {
+    return this.model;
+  }
+
+  get compiledGraph(): CompiledGraph | null {
+    return this.compiled;
+  }
+
+  async load(spec: ModelSpec): Promise<void> {
+    const compiled = compileGraph(spec.graph, weightShapeOf(spec.weights));
+    this.model.configure(nativeConfig(spec.config, compiled, ropeInverseFrequencies(spec.config)));
+    // Dummy weights are generated on the device by the same hash as the host generator: the 8B
+    // preset loads in seconds instead of hashing 8e9 elements in JavaScript.
+    const dummy = spec.weights instanceof DummyWeights ? spec.weights : null;
+    for (let id = 0; id < compiled.weights.length; id++) {
+      const name = compiled.weights[id]!.name;
+      if (dummy) {
+        const d = dummy.distribution(name);
+        this.model.dummyWeight(id, d.key, d.halfRange, d.offset);
+      } else {
+        const info = spec.weights.info(name)!;
+        this.model.setWeight(id, await spec.weights.read(name), dtypeCode[info.dtype]);
+        await yieldToEventLoop();
+      }
+    }
+    this.config = spec.config;
+    this.compiled = compiled;
+  }
+
+  memory(): MemoryInfo {
+    return this.model.memory();
+  }
+
+  kvBytesPerToken(): number {
+    const c = this.requireConfig();
+    return 2 * c.numLayers * c.numKvHeads * c.headDim * 2;
+  }
+
+  async allocateKvCache(spec: KvCacheSpec): Promise<void> {
+    this.requireConfig();
+    this.model.allocateKv(spec.numPages, spec.pageSize);
+  }
+
+  async forward(batch: ForwardBatch): Promise<StepOutput> {
+    this.requireConfig();
+    const out = await this.model.forward(batch);
+    return {
+      tokens: out.tokens,
+      logprobs: out.logprobs,
+      topLogprobs: out.topK > 0 ? { k: out.topK, ids: out.topIds!, logprobs: out.topLogprobs! } : null,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.model.close();
+    this.config = null;
+  }
+
+  private requireConfig(): LlamaConfig {
+    if (!this.config) throw new Error('cuda backend: load() a model first');
+    return this.config;
+  }
+}

@@ -1,0 +1,87 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** What the addon in native/ exports (see native/src/addon.cc). */
+export interface CudaAddon {
+  probe(): DeviceProbe;
+  CudaModel: new (device: number, graphCapture: boolean) => NativeModel;
+}
+
+export interface DeviceProbe {
+  count: number;
+  /** The cudaError_t of cudaGetDeviceCount: 35 no driver, 100 no device, 0 fine. */
+  errorCode: number;
+  /** Empty when devices exist; otherwise "no CUDA device (...)". */
+  message: string;
+  devices: { name: string; totalBytes: number; computeCapability: number; multiProcessors: number }[];
+}
+
+export interface NativeConfig {
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  rmsNormEps: number;
+  invFreq: Float64Array;
+  /** Per activation: perToken (0/1), cols, dtype (0 f32, 1 bf16). */
+  activations: Int32Array;
+  /** Per op: kind, a, b, c, d, layer (see compile.ts). */
+  ops: Int32Array;
+  /** Per weight: rows, cols. */
+  weights: Int32Array;
+}
+
+export interface NativeStepOutput {
+  tokens: Int32Array;
+  logprobs: Float32Array | null;
+  topK: number;
+  topIds?: Int32Array;
+  topLogprobs?: Float32Array;
+}
+
+export interface NativeModel {
+  configure(config: NativeConfig): void;
+  /** dtype: 0 f32, 1 bf16, 2 f16 (converted to bf16 on the device). */
+  setWeight(id: number, bytes: Uint8Array, dtype: number): void;
+  dummyWeight(id: number, key: number, halfRange: number, offset: number): void;
+  readWeight(id: number): Float32Array;
+  readActivation(id: number, rows: number): Float32Array;
+  writeActivation(id: number, values: Float32Array): void;
+  allocateKv(numPages: number, pageSize: number): void;
+  memory(): { freeBytes: number; totalBytes: number };
+  forward(batch: object): Promise<NativeStepOutput>;
+  description(): string;
+  graphsCaptured(): number;
+  close(): void;
+}
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Where the built addon is looked for: $SLUICE_CUDA_ADDON, else cmake-js's output folder. */
+export function addonPath(): string {
+  return process.env.SLUICE_CUDA_ADDON ?? join(repoRoot, 'native', 'build', 'Release', 'sluice_cuda.node');
+}
+
+const loaded = new Map<string, { addon: CudaAddon | null; error: string | null }>();
+
+/** Loads the addon (once per path); returns why not when it is missing or fails to load. */
+export function loadAddon(path = addonPath()): { addon: CudaAddon | null; error: string | null } {
+  let result = loaded.get(path);
+  if (result) return result;
+  if (!existsSync(path)) {
+    result = { addon: null, error: `the CUDA addon is not built (${path} is missing; it is built at install when nvcc is found: node scripts/build-native.mjs)` };
+  } else {
+    try {
+      result = { addon: createRequire(import.meta.url)(path) as CudaAddon, error: null };
+    } catch (e) {
+      result = { addon: null, error: `the CUDA addon at ${path} failed to load: ${(e as Error).message}` };
+    }
+  }
+  loaded.set(path, result);
+  return result;
+}

@@ -1,0 +1,153 @@
+/**
+ * The webgpu backend's speed on a preset with dummy weights: prefill tok/s (one prompt in one
+ * step), decode tok/s (one token per step for `--batch` sequences), and where GPU time goes per
+ * op (timestamp queries, when the adapter has them), with the adapter's description.
+ *
+ *   npm run bench:webgpu [-- --preset small] [-- --prompt 64] [-- --decode 16] [-- --batch 1] [-- --json]
+ */
+import { performance } from 'node:perf_hooks';
+import type { ForwardBatch } from '../backends/backend.js';
+import { createWebGpuBackend } from '../backends/webgpu/index.js';
+import type { OpTiming } from '../backends/webgpu/profiler.js';
+import { DummyWeights } from '../src/model/dummy-weights.js';
+import { buildLlamaGraph } from '../src/model/graph.js';
+import { presets } from '../src/model/presets.js';
+
+const args = process.argv.slice(2);
+const option = (name: string, fallback: string) => {
+  const at = args.indexOf(`--${name}`);
+  return at >= 0 && args[at + 1] !== undefined ? args[at + 1]! : fallback;
+};
+const json = args.includes('--json');
+const presetName = option('preset', 'small');
+const promptTokens = Number(option('prompt', '64'));
+const decodeSteps = Number(option('decode', '16'));
+const batchSize = Number(option('batch', '1'));
+const config = presets[presetName];
+if (!config) throw new Error(`unknown preset ${presetName} (${Object.keys(presets).join(', ')})`);
+for (const [name, value] of [['prompt', promptTokens], ['decode', decodeSteps], ['batch', batchSize]] as const) {
+  if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} must be a positive integer, got ${value}`);
+}
+
+const pageSize = 16;
+const pagesPerSeq = Math.ceil((promptTokens + decodeSteps + 2) / pageSize);
+const loadStart = performance.now();
+const backend = await createWebGpuBackend();
+await backend.load({ config, graph: buildLlamaGraph(config), weights: new DummyWeights(config, 0) });
+await backend.allocateKvCache({ numPages: pagesPerSeq * batchSize, pageSize });
+const loadSeconds = (performance.now() - loadStart) / 1000;
+
+/** A step feeding `counts[i]` tokens to sequence seqs[i], which already holds `cached[i]` positions in its own pages. */
+function step(seqs: number[], cached: number[], counts: number[]): ForwardBatch {
+  const numSeqs = seqs.length;
+  const tokenIds: number[] = [];
+  const positions: number[] = [];
+  const slotMapping: number[] = [];
+  const queryStart = [0];
+  const pageTable: number[] = [];
+  const pageTableStart = [0];
+  const kvLens: number[] = [];
+  seqs.forEach((s, i) => {
+    const kvLen = cached[i]! + counts[i]!;
+    const pages = Array.from({ length: Math.ceil(kvLen / pageSize) }, (_, p) => s * pagesPerSeq + p);
+    for (let p = cached[i]!; p < kvLen; p++) {
+      tokenIds.push((p * 7919 + s * 104729) % config!.vocabSize);
+      positions.push(p);
+      slotMapping.push(pages[Math.floor(p / pageSize)]! * pageSize + (p % pageSize));
+    }
+    queryStart.push(tokenIds.length);
+    kvLens.push(kvLen);
+    pageTable.push(...pages);
+    pageTableStart.push(pageTable.length);
+  });
+  return {
+    tokenIds: Int32Array.from(tokenIds),
+    positions: Int32Array.from(positions),
+    queryStart: Int32Array.from(queryStart),
+    kvLens: Int32Array.from(kvLens),
+    pageTable: Int32Array.from(pageTable),
+    pageTableStart: Int32Array.from(pageTableStart),
+    slotMapping: Int32Array.from(slotMapping),
+    sampling: {
+      temperature: new Float32Array(numSeqs),
+      topP: new Float32Array(numSeqs).fill(1),
+      topK: new Int32Array(numSeqs),
+      minP: new Float32Array(numSeqs),
+      random: new Float32Array(numSeqs),
+      logprobs: new Int32Array(numSeqs).fill(-1),
+      penalties: null,
+    },
+  };
+}
+
+const prompt = (s: number) => step([s], [0], [promptTokens]);
+const allSeqs = Array.from({ length: batchSize }, (_, s) => s);
+
+// Warm-up compiles every pipeline (prefill and decode shapes) outside the timed runs.
+await backend.forward(step([0], [0], [Math.min(promptTokens, 16)]));
+await backend.forward(step([0], [16], [1]));
+
+const prefillStart = performance.now();
+for (const s of allSeqs) await backend.forward(prompt(s));
+const prefillSeconds = (performance.now() - prefillStart) / 1000;
+
+const cached = Array(batchSize).fill(promptTokens);
+const decodeStart = performance.now();
+for (let i = 0; i < decodeSteps; i++) {
+  await backend.forward(step(allSeqs, cached, Array(batchSize).fill(1)));
+  for (let s = 0; s < batchSize; s++) cached[s]++;
+}
+const decodeSeconds = (performance.now() - decodeStart) / 1000;
+
+let decodeOps: OpTiming[] | null = null;
+let prefillOps: OpTiming[] | null = null;
+if (backend.setProfiling(true)) {
+  await backend.forward(step(allSeqs, cached, Array(batchSize).fill(1)));
+  decodeOps = backend.lastProfile();
+  await backend.forward(prompt(0));
+  prefillOps = backend.lastProfile();
+}
+
+const result = {
+  adapter: backend.description,
+  preset: presetName,
+  date: new Date().toISOString(),
+  loadSeconds: round(loadSeconds),
+  promptTokens,
+  batchSize,
+  decodeSteps,
+  prefillTokensPerSecond: round((promptTokens * batchSize) / prefillSeconds),
+  decodeTokensPerSecond: round((decodeSteps * batchSize) / decodeSeconds),
+  decodeStepMs: round((decodeSeconds * 1000) / decodeSteps),
+  opsDecodeStep: decodeOps && withShares(decodeOps),
+  opsPrefillStep: prefillOps && withShares(prefillOps),
+};
+await backend.close();
+
+if (json) {
+  console.log(JSON.stringify(result));
+} else {
+  console.log(`adapter: ${result.adapter}`);
+  console.log(`preset ${presetName}, dummy weights, load ${result.loadSeconds} s`);
+  console.table([
+    { phase: `prefill (${promptTokens}-token prompt${batchSize > 1 ? ` x ${batchSize}` : ''})`, 'tok/s': result.prefillTokensPerSecond },
+    { phase: `decode (batch ${batchSize}, ${decodeSteps} steps, ${result.decodeStepMs} ms/step)`, 'tok/s': result.decodeTokensPerSecond },
+  ]);
+  if (!decodeOps) console.log('per-op breakdown: the adapter has no timestamp queries');
+  for (const [name, ops] of [['decode step', result.opsDecodeStep], [`prefill step (${promptTokens} tokens)`, result.opsPrefillStep]] as const) {
+    if (!ops) continue;
+    console.log(`GPU time per op, one ${name}:`);
+    console.table(ops.map((o) => ({ op: o.op, dispatches: o.dispatches, ms: o.ms, '%': o.share })));
+  }
+}
+
+function withShares(ops: OpTiming[]) {
+  const total = ops.reduce((sum, o) => sum + o.ms, 0);
+  return ops
+    .map((o) => ({ op: o.op, dispatches: o.dispatches, ms: round(o.ms), share: round((100 * o.ms) / total) }))
+    .sort((a, b) => b.ms - a.ms);
+}
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}

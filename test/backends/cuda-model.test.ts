@@ -1,0 +1,170 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Backend, ForwardBatch } from '../../backends/backend.js';
+import { CudaBackend } from '../../backends/cuda/cuda-backend.js';
+import { RefBackend } from '../../backends/ref/ref-backend.js';
+import { toFloat32 } from '../../src/model/dtype.js';
+import { DummyWeights } from '../../src/model/dummy-weights.js';
+import { buildLlamaGraph } from '../../src/model/graph.js';
+import { presets } from '../../src/model/presets.js';
+import { SingleSequence } from '../../src/model/single-sequence.js';
+import { cudaForTests, greedySampling, rng } from './cuda-harness.js';
+
+const { addon, gpu, skipReason } = cudaForTests();
+const seed = Number(process.env.SLUICE_TEST_SEED ?? Date.now() % 1_000_000);
+const open: Backend[] = [];
+afterAll(async () => {
+  for (const b of open) await b.close();
+});
+
+/** A preset with bf16 dummy weights: the values the device generates, so both backends see the same model. */
+function spec(preset: string) {
+  const config = presets[preset]!;
+  return { config, graph: buildLlamaGraph(config), weights: new DummyWeights(config, 0, 'bf16') };
+}
+
+async function cuda(preset: string, graphCapture = true) {
+  const b = new CudaBackend(addon!, { graphCapture });
+  open.push(b);
+  await b.load(spec(preset));
+  return b;
+}
+
+async function reference(preset: string) {
+  const b = new RefBackend();
+  open.push(b);
+  await b.load(spec(preset));
+  return b;
+}
+
+describe.skipIf(!gpu)(`cuda backend, whole model (seed ${seed}) ${gpu ? `on ${gpu}` : skipReason}`, () => {
+  const r = rng(seed);
+
+  it('generates dummy weights on the device bit-identical to the host generator', async () => {
+    for (const preset of ['tiny', 'small']) {
+      const b = await cuda(preset);
+      const host = new DummyWeights(presets[preset]!, 0, 'bf16');
+      const compiled = b.compiledGraph!;
+      for (const name of ['model.embed_tokens.weight', 'model.layers.1.input_layernorm.weight', 'model.layers.0.mlp.down_proj.weight']) {
+        const id = compiled.weights.findIndex((w) => w.name === name);
+        const got = b.native.readWeight(id);
+        const want = toFloat32(await host.read(name), 'bf16');
+        expect(got.length).toBe(want.length);
+        let mismatches = 0;
+        for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) mismatches++;
+        expect(mismatches, `${preset} ${name}`).toBe(0);
+      }
+    }
+  });
+
+  for (const preset of ['tiny', 'small']) {
+    it(`greedy decoding agrees with ref on ${preset} (teacher-forced, every step)`, async () => {
+      const [gpuBackend, refBackend] = [await cuda(preset), await reference(preset)];
+      await gpuBackend.allocateKvCache({ numPages: 256, pageSize: 1 });
+      await refBackend.allocateKvCache({ numPages: 256, pageSize: 1 });
+      const a = new SingleSequence(gpuBackend, 5);
+      const b = new SingleSequence(refBackend, 5);
+      const prompt = Array.from({ length: r.int(5, 60) }, () => r.int(0, 127999));
+      let [x, y] = [await a.step(prompt), await b.step(prompt)];
+      let exact = 0;
+      const steps = 24;
+      for (let i = 0; i < steps; i++) {
+        const mine = x.tokens[0]!;
+        const best = y.tokens[0]!;
+        if (mine === best) exact++;
+        else {
+          // Only a near-tie may flip under bf16: the reference must rank our token within 0.05 of its best.
+          const rank = Array.from(y.topLogprobs!.ids).indexOf(mine);
+          expect(rank, `step ${i}: token ${mine} is not in ref's top 5`).toBeGreaterThanOrEqual(0);
+          expect(y.topLogprobs!.logprobs[0]! - y.topLogprobs!.logprobs[rank]!).toBeLessThan(0.05);
+        }
+        expect(Math.abs(x.logprobs![0]! - (mine === best ? y.logprobs![0]! : x.logprobs![0]!))).toBeLessThan(0.05);
+        [x, y] = [await a.step([best]), await b.step([best])];
+      }
+      expect(exact).toBeGreaterThanOrEqual(steps - 2);
+    });
+  }
+
+  it('batched paged steps (prefill chunks, prefix reuse, decode in CUDA graphs) match ref', async () => {
+    const preset = 'tiny';
+    const pageSize = 4;
+    const numPages = 200;
+    const backends = [await cuda(preset, true), await cuda(preset, false), await reference(preset)];
+    for (const b of backends) await b.allocateKvCache({ numPages, pageSize });
+    // Three sequences; the third shares the first's first 8 tokens (two pages) as a prefix-cache hit.
+    const prompts = [Array.from({ length: 13 }, () => r.int(0, 127999)), Array.from({ length: 6 }, () => r.int(0, 127999))];
+    prompts.push([...prompts[0]!.slice(0, 8), ...Array.from({ length: 5 }, () => r.int(0, 127999))]);
+    const pages = [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13], [0, 1, 20, 21, 22, 23, 24, 25]];
+    const lengths = [0, 0, 8]; // the shared prefix is in the cache once sequence 0 is prefilled
+    const tokens = prompts.map((p) => p.slice());
+    const run = async (chunks: number[][]) => {
+      const batch = buildBatch(chunks, lengths, pages, pageSize);
+      const outs = await Promise.all(backends.map((b) => b.forward(batch)));
+      chunks.forEach((c, s) => (lengths[s]! += c.length));
+      return outs;
+    };
+    // Step 1: sequence 0 whole, sequence 1 in part; sequence 2 waits for its prefix.
+    const first = await run([prompts[0]!, prompts[1]!.slice(0, 3)]);
+    const next0 = first[2]!.tokens[0]!;
+    tokens[0]!.push(next0);
+    // Step 2: sequence 0 decodes, sequence 1 prefills its rest, sequence 2 its tokens beyond the shared prefix.
+    let outs = await run([[next0], prompts[1]!.slice(3), prompts[2]!.slice(8)]);
+    for (let step = 0; step < 10; step++) {
+      const [graphs, eager, want] = outs as [Awaited<ReturnType<Backend['forward']>>, Awaited<ReturnType<Backend['forward']>>, Awaited<ReturnType<Backend['forward']>>];
+      for (let s = 0; s < 3; s++) {
+        const ranks = Array.from(want.topLogprobs!.ids.subarray(s * 5, s * 5 + 5));
+        for (const got of [graphs, eager]) {
+          const rank = ranks.indexOf(got.tokens[s]!);
+          expect(rank, `step ${step} seq ${s}`).toBeGreaterThanOrEqual(0);
+          expect(want.topLogprobs!.logprobs[s * 5]! - want.topLogprobs!.logprobs[s * 5 + rank]!).toBeLessThan(0.05);
+        }
+      }
+      const next = [0, 1, 2].map((s) => [want.tokens[s]!]);
+      next.forEach((t, s) => tokens[s]!.push(t[0]!));
+      outs = await run(next);
+    }
+    expect((backends[0] as CudaBackend).native.graphsCaptured()).toBeGreaterThan(0);
+
+    function buildBatch(chunks: number[][], done: number[], table: number[][], size: number): ForwardBatch {
+      const active = chunks.map((c, s) => ({ c, s })).filter(({ c }) => c.length > 0);
+      const flat = active.flatMap(({ c }) => c);
+      const positions: number[] = [];
+      const slots: number[] = [];
+      const queryStart = [0];
+      const kvLens: number[] = [];
+      const pageTable: number[] = [];
+      const pageTableStart = [0];
+      for (const { c, s } of active) {
+        for (let i = 0; i < c.length; i++) {
+          const p = done[s]! + i;
+          positions.push(p);
+          slots.push(table[s]![Math.floor(p / size)]! * size + (p % size));
+        }
+        queryStart.push(queryStart.at(-1)! + c.length);
+        kvLens.push(done[s]! + c.length);
+        pageTable.push(...table[s]!);
+        pageTableStart.push(pageTable.length);
+      }
+      return {
+        tokenIds: Int32Array.from(flat),
+        positions: Int32Array.from(positions),
+        queryStart: Int32Array.from(queryStart),
+        kvLens: Int32Array.from(kvLens),
+        pageTable: Int32Array.from(pageTable),
+        pageTableStart: Int32Array.from(pageTableStart),
+        slotMapping: Int32Array.from(slots),
+        sampling: greedySampling(active.length, 5),
+      };
+    }
+  });
+
+  it('reports device memory for --mem-fraction-static and the KV bytes per token', async () => {
+    const b = await cuda('small');
+    const m = b.memory();
+    expect(m.totalBytes).toBeGreaterThan(m.freeBytes);
+    expect(m.freeBytes).toBeGreaterThan(0);
+    const c = presets.small!;
+    expect(b.kvBytesPerToken()).toBe(2 * c.numLayers * c.numKvHeads * c.headDim * 2);
+    await b.allocateKvCache({ numPages: 1000, pageSize: 16 });
+    expect(b.memory().freeBytes).toBeLessThan(m.freeBytes);
+  });
+});

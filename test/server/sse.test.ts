@@ -1,0 +1,43 @@
+import { once } from 'node:events';
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { SseWriter } from '../../src/server/sse.js';
+
+describe('SseWriter', () => {
+  it('waits for a slow client to drain instead of buffering without bound', async () => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    const serverSide = once(server, 'request') as Promise<[IncomingMessage, ServerResponse]>;
+    const clientSide = new Promise<IncomingMessage>((resolve) => httpRequest({ port, host: '127.0.0.1', path: '/' }, resolve).end());
+    const [, response] = await serverSide;
+    const sse = new SseWriter(response);
+    sse.open();
+    const client = await clientSide;
+    client.pause();
+    // The client reads nothing: some send has to wait long before 64 MB are queued.
+    const payload = 'x'.repeat(64 * 1024);
+    let blocked: Promise<void> | null = null;
+    let sent = 0;
+    for (; sent < 1000 && blocked === null; sent++) {
+      const pending = sse.send(payload);
+      const settled = await Promise.race([pending.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 50))]);
+      if (!settled) blocked = pending;
+    }
+    expect(blocked).not.toBeNull();
+    expect(sent).toBeLessThan(1000);
+    // Once the client reads, the waiting send completes and the stream ends with [DONE].
+    let body = '';
+    client.setEncoding('utf8');
+    client.on('data', (chunk: string) => (body += chunk));
+    client.resume();
+    await blocked;
+    await sse.done();
+    await once(client, 'end');
+    expect(body.endsWith('data: [DONE]\n\n')).toBe(true);
+    expect(body.split('\n\n').length - 1).toBe(sent + 1);
+    server.close();
+  });
+});
