@@ -3,12 +3,15 @@
 // Tokens are ordered by a 64-bit key: high word the logit's order-preserving bits, low word
 // (vocab - 1 - id), so a larger key comes first in the rule's order (descending probability,
 // lower id first on ties). Top-k, top-p and the inverse-CDF draw each find a cut-off key by
-// building it bit by bit from the most significant end, every probe being one reduction over
-// the vocabulary: no sort is needed and the result matches the sorted-order definition exactly.
+// radix descent, 4 bits per pass from the most significant end, each pass one reduction of 16
+// bins over the vocabulary: no sort is needed and the result matches the sorted-order
+// definition exactly.
 //
 // out (u32): tokens[S] | logprobs[S] (f32 bits) | topIds[S * K] | topLogprobs[S * K] (f32 bits),
 // K = step.topLogprobs.
-const WG: u32 = 256u;
+const WG: u32 = 128u;
+const RADIX_BITS: u32 = 4u;
+const BINS: u32 = 16u;
 struct Params { vocab: u32, idBits: u32, pad0: u32, pad1: u32 }
 struct SeqSampling { temperature: f32, topP: f32, topK: i32, minP: f32, random: f32, logprobs: i32, pad0: u32, pad1: u32 }
 @group(0) @binding(1) var<uniform> params: Params;
@@ -22,6 +25,9 @@ var<workgroup> keysLo: array<u32, WG>;
 var<workgroup> resultHi: u32;
 var<workgroup> resultLo: u32;
 var<workgroup> resultSum: f32;
+var<workgroup> binSums: array<array<f32, BINS>, WG>;
+var<workgroup> resultDigit: u32;
+var<workgroup> resultAbove: f32;
 
 struct Key { hi: u32, lo: u32 }
 
@@ -92,21 +98,86 @@ fn sumFrom(rowBase: u32, lid: u32, at: Key, f: Filter) -> f32 {
   return workgroupUniformLoad(&resultSum);
 }
 
-// The largest key whose sumFrom exceeds (strict) or reaches `goal`: the cut-off token of a
-// prefix in sampling order.
+// Bits of `word` above position `shift + RADIX_BITS` (the digits already fixed).
+fn fixedBits(word: u32, shift: u32) -> u32 {
+  if (shift + RADIX_BITS >= 32u) { return 0u; }
+  return word & (0xffffffffu << (shift + RADIX_BITS));
+}
+
+// The largest key t whose sumFrom(t) exceeds (strict) or reaches `goal`: the cut-off token of a
+// prefix in sampling order. Each pass fixes one digit of t: the bins hold the weight of tokens
+// sharing the digits fixed so far, by their next digit; `above` is the weight of tokens whose
+// keys lie above every key with that prefix.
 fn largestKeyReaching(rowBase: u32, lid: u32, goal: f32, strict: bool, f: Filter) -> Key {
-  var answer = Key(0u, 0u);
-  for (var bit = 31i; bit >= 0i; bit--) {
-    let candidate = Key(answer.hi | (1u << u32(bit)), 0u);
-    let sum = sumFrom(rowBase, lid, candidate, f);
-    if (sum > goal || (!strict && sum == goal)) { answer = candidate; }
+  var prefix = Key(0u, 0u);
+  var above = 0.0;
+  let loDigits = (params.idBits + RADIX_BITS - 1u) / RADIX_BITS;
+  let levels = 32u / RADIX_BITS + loDigits;
+  for (var level = 0u; level < levels; level++) {
+    let inHi = level < 32u / RADIX_BITS;
+    let shift = select((levels - 1u - level) * RADIX_BITS, (32u / RADIX_BITS - 1u - level) * RADIX_BITS, inHi);
+    var bins: array<f32, BINS>;
+    for (var id = lid; id < params.vocab; id += WG) {
+      let k = keyOf(rowBase, id);
+      if (!atLeast(k, f.cutoff)) { continue; }
+      let p = exp((logits[rowBase + id] - f.maxLogit) * f.invTemperature);
+      if (p < f.minP) { continue; }
+      var digit: u32;
+      var sharesPrefix: bool;
+      if (inHi) {
+        sharesPrefix = fixedBits(k.hi, shift) == fixedBits(prefix.hi, shift);
+        digit = (k.hi >> shift) & (BINS - 1u);
+      } else {
+        sharesPrefix = k.hi == prefix.hi && fixedBits(k.lo, shift) == fixedBits(prefix.lo, shift);
+        digit = (k.lo >> shift) & (BINS - 1u);
+      }
+      if (sharesPrefix) { bins[digit] += select(1.0, p, f.weighted); }
+    }
+    binSums[lid] = bins;
+    workgroupBarrier();
+    for (var width = WG / 2u; width > 0u; width >>= 1u) {
+      if (lid < width) {
+        for (var d = 0u; d < BINS; d++) { binSums[lid][d] += binSums[lid + width][d]; }
+      }
+      workgroupBarrier();
+    }
+    if (lid == 0u) {
+      // The highest digit whose tokens, with everything above them, reach the goal. Rounding
+      // can leave none (the goal is the whole kept mass): then the last token with weight.
+      var chosen = BINS;
+      var acc = above;
+      var accAtChosen = above;
+      var lastWeighted = 0u;
+      var accAtLastWeighted = above;
+      for (var v = i32(BINS) - 1i; v >= 0i; v--) {
+        let bin = binSums[0][u32(v)];
+        let sum = acc + bin;
+        if (bin > 0.0) {
+          lastWeighted = u32(v);
+          accAtLastWeighted = acc;
+        }
+        if (chosen == BINS && (sum > goal || (!strict && sum == goal))) {
+          chosen = u32(v);
+          accAtChosen = acc;
+        }
+        acc = sum;
+      }
+      if (chosen == BINS) {
+        chosen = lastWeighted;
+        accAtChosen = accAtLastWeighted;
+      }
+      resultDigit = chosen;
+      resultAbove = accAtChosen;
+    }
+    let digit = workgroupUniformLoad(&resultDigit);
+    above = workgroupUniformLoad(&resultAbove);
+    if (inHi) {
+      prefix.hi |= digit << shift;
+    } else {
+      prefix.lo |= digit << shift;
+    }
   }
-  for (var bit = i32(params.idBits) - 1i; bit >= 0i; bit--) {
-    let candidate = Key(answer.hi, answer.lo | (1u << u32(bit)));
-    let sum = sumFrom(rowBase, lid, candidate, f);
-    if (sum > goal || (!strict && sum == goal)) { answer = candidate; }
-  }
-  return answer;
+  return prefix;
 }
 
 fn idOf(k: Key) -> u32 {

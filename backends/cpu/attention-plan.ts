@@ -9,8 +9,9 @@ const masked = -1e30;
  * positions. Keys of sequence i are its P past cache slots followed by its Q new tokens.
  * - queryIndex [S, Q]: the flat token index of each new token (padding repeats the last one);
  * - pastIndex [S, P]: the KV slot of each past position (padding points at slot 0);
- * - mask [S, 1, G*Q, P+Q]: 0 where query j may attend to the key, else a large negative; it is
- *   repeated for the G query heads that share a KV head.
+ * - mask [1, S, G*Q, P+Q]: 0 where query j may attend to the key, else a large negative; it is
+ *   repeated for the G query heads that share a KV head;
+ * - keySplit [P, Q]: where the past keys end in a score row.
  */
 export interface GroupPlan {
   numSeqs: number;
@@ -19,6 +20,7 @@ export interface GroupPlan {
   queryIndex: Int32Array;
   pastIndex: Int32Array;
   mask: Float32Array;
+  keySplit: BigInt64Array;
 }
 
 export interface AttentionPlan {
@@ -82,5 +84,5 @@ function planGroup(batch: ForwardBatch, seqs: number[], pageSize: number, g: num
     const base = i * g * block;
     for (let head = 1; head < g; head++) mask.copyWithin(base + head * block, base, base + block);
   });
-  return { numSeqs, queryLen, pastLen, queryIndex, pastIndex, mask };
+  return { numSeqs, queryLen, pastLen, queryIndex, pastIndex, mask, keySplit: BigInt64Array.of(BigInt(pastLen), BigInt(queryLen)) };
 }

@@ -26,9 +26,10 @@ const defaultSegmentBytes = 1.25 * 2 ** 30;
  * into a few ORT sessions ("segments": a 1B model is one or two), so a step is a handful of
  * async session runs: projections and the lm-head as prepacked GEMMs, norms and rotary as
  * fused element-wise ops, attention as batched MatMul/Softmax over K and V gathered from the
- * paged cache inside the graph. The cache lives in host memory (f32, one [slots, kvHeads *
- * headDim] array per layer for K and for V) and is handed to ORT without copying; each run
- * returns its layers' new K and V, which are written to their slots before the next step.
+ * paged cache inside the graph. The cache lives in host memory (f32, one [kvHeads, slots,
+ * headDim] array per layer for K and for V, so gathered keys need no transpose) and is handed
+ * to ORT without copying; each run returns its layers' new K and V, which are written to their
+ * slots before the next step.
  */
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
@@ -113,7 +114,8 @@ export class CpuBackend implements Backend {
       const keys = g.pastLen + g.queryLen;
       shared[names.queryIndex] = new Tensor('int32', g.queryIndex, [g.numSeqs, g.queryLen]);
       shared[names.pastIndex] = new Tensor('int32', g.pastIndex, [g.numSeqs, g.pastLen]);
-      shared[names.mask] = new Tensor('float32', g.mask, [g.numSeqs, 1, g.mask.length / (g.numSeqs * keys), keys]);
+      shared[names.mask] = new Tensor('float32', g.mask, [1, g.numSeqs, g.mask.length / (g.numSeqs * keys), keys]);
+      shared[names.keySplit] = new Tensor('int64', g.keySplit, [2]);
     }
     // Outputs land in buffers kept across steps: fresh memory is costly here (page faults), and
     // a greedy step without log-probs fetches only the in-graph argmax, not [S, vocab] logits.
@@ -126,8 +128,8 @@ export class CpuBackend implements Backend {
       const kNew: Float32Array[] = [];
       const vNew: Float32Array[] = [];
       for (let l = segment.firstLayer; l < segment.endLayer; l++) {
-        feeds[stepInputs.kCache(l)] = new Tensor('float32', this.kCache[l]!, [this.numSlots, kvCols]);
-        feeds[stepInputs.vCache(l)] = new Tensor('float32', this.vCache[l]!, [this.numSlots, kvCols]);
+        feeds[stepInputs.kCache(l)] = new Tensor('float32', this.kCache[l]!, [c.numKvHeads, this.numSlots, c.headDim]);
+        feeds[stepInputs.vCache(l)] = new Tensor('float32', this.vCache[l]!, [c.numKvHeads, this.numSlots, c.headDim]);
         kNew.push(this.buffers.f32(`k${l}`, numTokens * kvCols));
         vNew.push(this.buffers.f32(`v${l}`, numTokens * kvCols));
         fetches[stepOutputs.k(l)] = new Tensor('float32', kNew.at(-1)!, [numTokens, kvCols]);
@@ -148,8 +150,8 @@ export class CpuBackend implements Backend {
       const used = Object.fromEntries(session.inputNames.map((n) => [n, feeds[n]!]));
       await session.run(used, fetches);
       for (let l = segment.firstLayer; l < segment.endLayer; l++) {
-        this.writeKv(this.kCache[l]!, kNew[l - segment.firstLayer]!, batch.slotMapping, kvCols);
-        this.writeKv(this.vCache[l]!, vNew[l - segment.firstLayer]!, batch.slotMapping, kvCols);
+        this.writeKv(this.kCache[l]!, kNew[l - segment.firstLayer]!, batch.slotMapping);
+        this.writeKv(this.vCache[l]!, vNew[l - segment.firstLayer]!, batch.slotMapping);
       }
       if (logits) result = sampleLogits(logits, c.vocabSize, batch.sampling);
       if (greedy) result = { tokens: Int32Array.from(greedy, Number), logprobs: null, topLogprobs: null };
@@ -199,8 +201,15 @@ export class CpuBackend implements Backend {
     return [cos, sin];
   }
 
-  private writeKv(cache: Float32Array, rows: Float32Array, slotMapping: Int32Array, cols: number): void {
-    slotMapping.forEach((slot, t) => cache.set(rows.subarray(t * cols, (t + 1) * cols), slot * cols));
+  /** rows [T, kvHeads * headDim] into the cache's [kvHeads, slots, headDim] layout. */
+  private writeKv(cache: Float32Array, rows: Float32Array, slotMapping: Int32Array): void {
+    const { numKvHeads, headDim } = this.config;
+    slotMapping.forEach((slot, t) => {
+      for (let h = 0; h < numKvHeads; h++) {
+        const from = (t * numKvHeads + h) * headDim;
+        cache.set(rows.subarray(from, from + headDim), (h * this.numSlots + slot) * headDim);
+      }
+    });
   }
 }
 

@@ -22,7 +22,12 @@ export const stepInputs = {
   sin: 'rope_sin',
   outIndex: 'attn_out_index',
   lastIndex: 'last_index',
-  group: (g: AttentionGroupName) => ({ queryIndex: `${g}_query_index`, pastIndex: `${g}_past_index`, mask: `${g}_mask` }),
+  group: (g: AttentionGroupName) => ({
+    queryIndex: `${g}_query_index`,
+    pastIndex: `${g}_past_index`,
+    mask: `${g}_mask`,
+    keySplit: `${g}_key_split`,
+  }),
   kCache: (layer: number) => `k_cache_${layer}`,
   vCache: (layer: number) => `v_cache_${layer}`,
 } as const;
@@ -76,7 +81,8 @@ export async function buildSegmentModel(
     return {
       queryIndex: b.input(names.queryIndex, DataType.INT32, [`S${g}`, `Q${g}`]),
       pastIndex: b.input(names.pastIndex, DataType.INT32, [`S${g}`, `P${g}`]),
-      mask: b.input(names.mask, DataType.FLOAT, [`S${g}`, 1, `GQ${g}`, `L${g}`]),
+      mask: b.input(names.mask, DataType.FLOAT, [1, `S${g}`, `GQ${g}`, `L${g}`]),
+      keySplit: b.input(names.keySplit, DataType.INT64, [2]),
     };
   });
   const cosUnsqueezed = b.op('Unsqueeze', [cos, b.int64s([1])]);
@@ -91,25 +97,25 @@ export async function buildSegmentModel(
   };
 
   const group = numHeads / numKvHeads;
-  const scale = b.scalar(1 / Math.sqrt(hd));
-  const attentionInGroup = (g: (typeof groups)[number], q: string, k: string, v: string, kCache: string, vCache: string) => {
+  const scale = 1 / Math.sqrt(hd);
+  /** [T, kvH*hd] -> [kvH, T, hd]: the layout of the cache, so keys need no transpose after gathering. */
+  const headMajor = (t: string) => b.op('Transpose', [b.op('Reshape', [t, b.int64s([0, numKvHeads, hd])])], { perm: [1, 0, 2] });
+  const attentionInGroup = (g: (typeof groups)[number], q: string, kHeads: string, vHeads: string, kCache: string, vCache: string) => {
     let qg = b.op('Gather', [q, g.queryIndex], { axis: 0 }); // [S, Q, H*hd]
     qg = b.op('Reshape', [qg, b.int64s([0, 0, numKvHeads, group, hd])]);
-    qg = b.op('Transpose', [qg], { perm: [0, 2, 3, 1, 4] }); // [S, kvH, G, Q, hd]
-    qg = b.op('Reshape', [qg, b.int64s([0, 0, -1, hd])]); // [S, kvH, G*Q, hd]
-    const keysOf = (cache: string, fresh: string) => {
-      const past = b.op('Gather', [cache, g.pastIndex], { axis: 0 }); // [S, P, kvH*hd]
-      const current = b.op('Gather', [fresh, g.queryIndex], { axis: 0 }); // [S, Q, kvH*hd]
-      const all = b.op('Concat', [past, current], { axis: 1 });
-      return b.op('Reshape', [all, b.int64s([0, 0, numKvHeads, hd])]); // [S, L, kvH, hd]
-    };
-    const kT = b.op('Transpose', [keysOf(kCache, k)], { perm: [0, 2, 3, 1] }); // [S, kvH, hd, L]
-    const vT = b.op('Transpose', [keysOf(vCache, v)], { perm: [0, 2, 1, 3] }); // [S, kvH, L, hd]
-    const scores = b.op('Add', [b.op('MatMul', [qg, kT]), g.mask]);
-    const probs = b.op('Softmax', [scores], { axis: -1 });
-    let o = b.op('MatMul', [probs, vT]); // [S, kvH, G*Q, hd]
+    qg = b.op('Transpose', [qg], { perm: [2, 0, 3, 1, 4] }); // [kvH, S, G, Q, hd]
+    qg = b.op('Reshape', [qg, b.int64s([0, 0, -1, hd])]); // [kvH, S, G*Q, hd]
+    const kPast = b.op('Gather', [kCache, g.pastIndex], { axis: 1 }); // [kvH, S, P, hd]
+    const vPast = b.op('Gather', [vCache, g.pastIndex], { axis: 1 });
+    const kNew = b.op('Gather', [kHeads, g.queryIndex], { axis: 1 }); // [kvH, S, Q, hd]
+    const vNew = b.op('Gather', [vHeads, g.queryIndex], { axis: 1 });
+    // Scores against past and new keys side by side (small), rather than concatenating the keys (large).
+    const scoresOf = (keys: string) => b.op('FusedMatMul', [qg, keys], { transB: 1, alpha: { float: scale } }, 'com.microsoft');
+    const scores = b.op('Add', [b.op('Concat', [scoresOf(kPast), scoresOf(kNew)], { axis: 3 }), g.mask]); // [kvH, S, G*Q, P+Q]
+    const [pPast, pNew] = b.node('Split', [b.op('Softmax', [scores], { axis: -1 }), g.keySplit], { axis: 3 }, 2);
+    let o = b.op('Add', [b.op('MatMul', [pPast!, vPast]), b.op('MatMul', [pNew!, vNew])]); // [kvH, S, G*Q, hd]
     o = b.op('Reshape', [o, b.int64s([0, 0, group, -1, hd])]);
-    o = b.op('Transpose', [o], { perm: [0, 3, 1, 2, 4] }); // [S, Q, kvH, G, hd]
+    o = b.op('Transpose', [o], { perm: [1, 3, 0, 2, 4] }); // [S, Q, kvH, G, hd]
     return b.op('Reshape', [o, b.int64s([-1, numHeads * hd])]);
   };
 
@@ -128,15 +134,17 @@ export async function buildSegmentModel(
     ]);
     const qkv = addLinear(b, normed, qkvMatrix, format, `${p}.qkv`);
     const [qRaw, kRaw, v] = b.node('Split', [qkv, b.int64s([numHeads * hd, kvCols, kvCols])], { axis: 1 }, 3);
-    const q = b.op('Mul', [rope(qRaw!, numHeads), scale]);
+    const q = rope(qRaw!, numHeads);
     const k = rope(kRaw!, numKvHeads);
     b.node('Identity', [k], {}, [stepOutputs.k(layer)]);
     b.node('Identity', [v!], {}, [stepOutputs.v(layer)]);
     b.output(stepOutputs.k(layer), DataType.FLOAT, ['T', kvCols]);
     b.output(stepOutputs.v(layer), DataType.FLOAT, ['T', kvCols]);
-    const kCache = b.input(stepInputs.kCache(layer), DataType.FLOAT, ['N', kvCols]);
-    const vCache = b.input(stepInputs.vCache(layer), DataType.FLOAT, ['N', kvCols]);
-    const perGroup = groups.map((g) => attentionInGroup(g, q, k, v!, kCache, vCache));
+    const kCache = b.input(stepInputs.kCache(layer), DataType.FLOAT, [numKvHeads, 'N', hd]);
+    const vCache = b.input(stepInputs.vCache(layer), DataType.FLOAT, [numKvHeads, 'N', hd]);
+    const kHeads = headMajor(k);
+    const vHeads = headMajor(v!);
+    const perGroup = groups.map((g) => attentionInGroup(g, q, kHeads, vHeads, kCache, vCache));
     const attn = b.op('Gather', [b.op('Concat', perGroup, { axis: 0 }), outIndex], { axis: 0 });
 
     const o = addLinear(b, attn, await matrix(`${p}.self_attn.o_proj.weight`), format, `${p}.o_proj`);

@@ -1,5 +1,5 @@
 import type { WeightDType } from '../../src/model/config.js';
-import { f32ToF16, toFloat32 } from '../../src/model/dtype.js';
+import { bf16ToF32, f32ToF16, toFloat32 } from '../../src/model/dtype.js';
 import { type GpuContext } from './gpu.js';
 
 /** A contiguous run of a matrix's rows in one buffer: one storage binding. */
@@ -37,17 +37,13 @@ export function uploadMatrix(
   const elementBytes = ctx.f16Weights ? 2 : 4;
   const perChunk = rowsPerChunk(cols, elementBytes, maxChunkBytes);
   const chunks: WeightChunk[] = [];
-  const values = ctx.f16Weights && dtype === 'f16' ? null : toFloat32(bytes, dtype);
+  const sourceBytes = dtype === 'f32' ? 4 : 2;
   for (let rowStart = 0; rowStart < rows; rowStart += perChunk) {
     const rowCount = Math.min(perChunk, rows - rowStart);
     const buffer = ctx.storage(`${label}[${rowStart}..]`, rowCount * cols * elementBytes);
-    const begin = rowStart * cols;
-    const end = begin + rowCount * cols;
-    let data: ArrayBufferView;
-    if (values === null) data = new Uint16Array(bytes.buffer.slice(bytes.byteOffset + begin * 2, bytes.byteOffset + end * 2));
-    else if (ctx.f16Weights) data = toF16(values.subarray(begin, end));
-    else data = values.subarray(begin, end);
-    writePadded(ctx, buffer, data);
+    const from = rowStart * cols * sourceBytes;
+    const part = bytes.subarray(from, from + rowCount * cols * sourceBytes);
+    writePadded(ctx, buffer, ctx.f16Weights ? toF16Bits(part, dtype) : toFloat32(part, dtype));
     chunks.push({ buffer, rowStart, rowCount });
   }
   return { rows, cols, chunks, bytes: rows * cols * elementBytes };
@@ -60,10 +56,29 @@ export function uploadVector(ctx: GpuContext, label: string, values: Float32Arra
   return buffer;
 }
 
-function toF16(values: Float32Array): Uint16Array {
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = f32ToF16(values[i]!);
+/** Raw tensor bytes to f16 bits: f16 copied, bf16 re-biased bit by bit, f32 rounded. */
+function toF16Bits(bytes: Uint8Array, dtype: WeightDType): Uint16Array {
+  if (dtype === 'f16') return new Uint16Array(bytes.slice().buffer);
+  if (dtype === 'f32') {
+    const values = toFloat32(bytes, 'f32');
+    const out = new Uint16Array(values.length);
+    for (let i = 0; i < values.length; i++) out[i] = f32ToF16(values[i]!);
+    return out;
+  }
+  const source = new Uint16Array(bytes.slice().buffer);
+  const out = new Uint16Array(source.length);
+  for (let i = 0; i < source.length; i++) out[i] = bf16ToF16(source[i]!);
   return out;
+}
+
+/** bf16 bits to f16 bits: exact for normal f16 values (bf16 has only 7 mantissa bits). */
+export function bf16ToF16(h: number): number {
+  const sign = h & 0x8000;
+  const exponent = ((h >>> 7) & 0xff) - 127 + 15;
+  const mantissa = h & 0x7f;
+  if (exponent > 0 && exponent < 31) return sign | (exponent << 10) | (mantissa << 3);
+  if (((h >>> 7) & 0xff) === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
+  return f32ToF16(bf16ToF32(h)); // overflow to infinity, subnormals and zero: the general path
 }
 
 /** queue.writeBuffer needs a multiple of 4 bytes. */

@@ -5,9 +5,9 @@ import type { BackendName, BackendOptions } from '../../backends/backend.js';
 import { LlmEngine } from '../engine/engine.js';
 import { checkEngineOptions, defaultEngineOptions, type EngineOptions } from '../engine/options.js';
 import { UserError } from '../errors.js';
-import { loadModel, type LoadFormat } from '../model/load.js';
+import { loadModel, type LoadedModel, type LoadFormat } from '../model/load.js';
 import { defaultPreset, presets } from '../model/presets.js';
-import { defaultDrainTimeoutMs, startServer } from '../server/index.js';
+import { defaultDrainTimeoutMs, startServer, type RunningServer } from '../server/index.js';
 import { defaultWedgeTimeoutMs } from '../server/health.js';
 import { createLogger, logLevels, type Logger, type LogLevel } from '../server/logger.js';
 import { parseFloatOption, parseIntOption } from './options.js';
@@ -86,29 +86,44 @@ export function register(program: Command): void {
 async function serve(options: ServeOptions): Promise<void> {
   const log = createLogger(options.logLevel);
   log.info(describeWeights(options));
+  const engineSettings = checkFlags(options, log);
+  const model = loadModel({ modelPath: options.modelPath, loadFormat: options.loadFormat, seed: options.seed });
+  const engine = await startEngine(model, options, engineSettings, log);
+  const server = await listen(engine, model, options, log);
+  log.info(`serving ${server.context.servedModelName} on ${server.url} (OpenAI API under /v1, SGLang's /generate)`);
+  drainOnSignals(server, options.drainTimeout * 1000, log);
+}
+
+/** Bad flag values fail before the (slow) model load. Returns the engine's options. */
+function checkFlags(options: ServeOptions, log: Logger): Partial<EngineOptions> {
   const tpSize = options.tpSize ?? options.tp ?? 1;
   if (tpSize !== 1) throw new UserError(`--tp-size ${tpSize}: tensor parallelism is not supported by sluice's backends yet; use --tp-size 1`);
   if (!(options.drainTimeout >= 0)) throw new UserError(`--drain-timeout ${options.drainTimeout}: give seconds, 0 or more`);
   if (!(options.watchdogTimeout > 0)) throw new UserError(`--watchdog-timeout ${options.watchdogTimeout}: give seconds, more than 0`);
   if (options.port < 0 || options.port > 65535) throw new UserError(`--port ${options.port} is not a port number (0-65535)`);
-  const engineSettings = engineOptions(options, log);
-  // Bad flag values fail before the (slow) model load.
-  checkEngineOptions({ ...defaultEngineOptions, ...definedOnly(engineSettings) });
-  const model = loadModel({ modelPath: options.modelPath, loadFormat: options.loadFormat, seed: options.seed });
+  const settings = engineOptions(options, log);
+  checkEngineOptions({ ...defaultEngineOptions, ...definedOnly(settings) });
+  return settings;
+}
+
+async function startEngine(model: LoadedModel, options: ServeOptions, settings: Partial<EngineOptions>, log: Logger): Promise<LlmEngine> {
   const backend = await createBackend(options.backend, backendOptions(options));
   log.info(`backend: ${backend.description}; loading the weights`);
   let engine: LlmEngine;
   try {
-    engine = await LlmEngine.create(model, backend, engineSettings);
+    engine = await LlmEngine.create(model, backend, settings);
   } catch (e) {
     await backend.close().catch(() => {});
     throw e;
   }
   const stats = engine.stats();
   log.info(`KV cache: ${stats.kvPagesTotal * stats.pageSize} tokens in pages of ${stats.pageSize}; context length ${engine.contextLength}`);
-  let server;
+  return engine;
+}
+
+async function listen(engine: LlmEngine, model: LoadedModel, options: ServeOptions, log: Logger): Promise<RunningServer> {
   try {
-    server = await startServer({
+    return await startServer({
       engine,
       model,
       servedModelName: options.servedModelName,
@@ -126,11 +141,17 @@ async function serve(options: ServeOptions): Promise<void> {
     if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new UserError(`cannot listen on --host ${options.host}: ${(e as Error).message}`);
     throw e;
   }
-  log.info(`serving ${server.context.servedModelName} on ${server.url} (OpenAI API under /v1, SGLang's /generate)`);
+}
+
+/** SIGTERM or SIGINT: stop accepting, let in-flight requests finish (up to the timeout), exit 0. A second signal kills at once. */
+function drainOnSignals(server: RunningServer, timeoutMs: number, log: Logger): void {
   const onSignal = (signal: NodeJS.Signals) => {
-    log.info(`${signal}: shutting down (no new requests; in-flight ones may finish)`);
+    // From now on either signal has its default effect: the process ends at once.
+    process.removeListener('SIGTERM', onSignal);
+    process.removeListener('SIGINT', onSignal);
+    log.info(`${signal}: shutting down (no new requests; in-flight ones may finish; signal again to quit now)`);
     server
-      .shutdown(options.drainTimeout * 1000)
+      .shutdown(timeoutMs)
       .then(() => {
         log.info('shut down cleanly');
         process.exit(0);

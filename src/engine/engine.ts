@@ -164,7 +164,7 @@ export class LlmEngine implements Engine {
           continue;
         }
         const step = this.backend.forward(this.batchBuilder.build(plan));
-        this.scheduler.sortWaiting(); // host work for the next step while the backend computes
+        this.scheduler.prepareAdmission(); // host work for the next step while the backend computes
         this.processOutput(plan, await step);
         this.lastStepAt = Date.now();
       } catch (e) {

@@ -35,7 +35,6 @@ export class Scheduler {
   readonly running: Sequence[] = [];
   retractions = 0;
   prefixHitTokens = 0;
-  private admissions = 0;
   private newTokenRatio = initNewTokenRatio;
   private waitingSorted = true;
 
@@ -64,8 +63,8 @@ export class Scheduler {
       plan.numTokens.push(n);
       budget -= n;
     }
-    // Admitting right after a retraction would only take back the pages just freed.
-    if (this.retractions === retractionsBefore) this.admit(plan, budget);
+    // Admitting right after a retraction would only take back the pages just freed (unless nothing else runs).
+    if (this.retractions === retractionsBefore || plan.sequences.length === 0) this.admit(plan, budget);
     this.newTokenRatio = Math.max(minNewTokenRatio, this.newTokenRatio - newTokenRatioDecay);
     return plan.sequences.length > 0 ? plan : null;
   }
@@ -102,8 +101,7 @@ export class Scheduler {
       }
       this.waiting.shift();
       seq.status = 'running';
-      seq.admittedAt = ++this.admissions;
-      this.running.push(seq);
+      this.running.push(seq); // in admission order: the last is the newest
       plan.sequences.push(seq);
       plan.numTokens.push(n);
       budget -= n;
@@ -148,10 +146,15 @@ export class Scheduler {
   }
 
   /**
-   * Orders the queue by policy. The engine calls it while the backend computes a step, so the
-   * next step's admission usually finds the queue already sorted.
+   * Orders the queue by policy for the next admission. The engine calls it while the backend
+   * computes a step, so admission usually finds the queue already in order.
    */
-  sortWaiting(): void {
+  prepareAdmission(): void {
+    // lpm priorities change as the cache does, so lpm re-sorts every step.
+    if (!this.waitingSorted || (this.config.policy === 'lpm' && this.waiting.length > 1)) this.sortWaiting();
+  }
+
+  private sortWaiting(): void {
     this.waitingSorted = true;
     const byArrival = (a: Sequence, b: Sequence) => a.request.arrival - b.request.arrival || a.index - b.index;
     if (this.config.policy === 'fcfs' || this.waiting.length > lpmMaxWaiting) {

@@ -42,8 +42,6 @@ export class Sequence {
   cacheNode: CacheNode | null = null;
   /** Prompt tokens whose KV came from the prefix cache or a sibling sample at first admission. */
   cachedTokens = -1;
-  /** Order of (re)admission: the largest is the newest running sequence. */
-  admittedAt = 0;
   /** Distinct tokens seen with their output counts, when a penalty is on. */
   readonly penaltyCounts: Map<number, number> | null;
   readonly rng: Rng;

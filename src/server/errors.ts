@@ -1,4 +1,5 @@
 import type { FastifyError } from 'fastify';
+import { ContextLengthError, EngineDeadError, EngineDrainingError, EngineOverloadedError, InvalidRequestError } from '../engine/errors.js';
 
 export type ErrorType = 'invalid_request_error' | 'server_error';
 
@@ -56,26 +57,17 @@ export function engineUnavailable(message: string): ApiError {
 
 /**
  * Maps anything thrown while handling a request to an ApiError: our own, the engine's named
- * errors (matched by name so the server does not depend on the engine's module layout), and
- * fastify's (validation, malformed JSON, body too large).
+ * errors, and fastify's (validation, malformed JSON, body too large).
  */
 export function toApiError(e: unknown): ApiError {
   if (e instanceof ApiError) return e;
-  const err = e as FastifyError & { param?: string; contextLength?: number };
-  switch (err?.name) {
-    case 'ContextLengthError':
-      return invalidParam(err.param ?? 'prompt', err.message, 'context_length_exceeded');
-    case 'InvalidRequestError':
-      return invalidParam(err.param ?? null, err.message);
-    case 'EngineOverloadedError':
-      return overloaded(err.message);
-    case 'EngineDrainingError':
-      return engineUnavailable(err.message);
-    case 'EngineDeadError':
-      return engineUnavailable(err.message);
-  }
+  if (e instanceof ContextLengthError) return invalidParam(e.param, e.message, 'context_length_exceeded');
+  if (e instanceof InvalidRequestError) return invalidParam(e.param, e.message);
+  if (e instanceof EngineDrainingError || e instanceof EngineDeadError) return engineUnavailable(e.message);
+  if (e instanceof EngineOverloadedError) return overloaded(e.message);
+  const err = e as FastifyError;
   if (err?.validation) return validationError(err);
-  if (err?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError) {
+  if (err?.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
     return invalidParam(null, 'The request body is not valid JSON.', 'invalid_json');
   }
   if (err?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return invalidParam(null, 'The request body is empty; send a JSON object.', 'invalid_json');

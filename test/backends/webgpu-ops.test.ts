@@ -1,9 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as ops from '../../backends/ref/ops.js';
 import * as k from '../../backends/webgpu/kernels.js';
-import { uploadMatrix, uploadVector } from '../../backends/webgpu/weights.js';
+import { bf16ToF16, uploadMatrix, uploadVector } from '../../backends/webgpu/weights.js';
 import type { PenaltyBatch, SamplingBatch } from '../../backends/backend.js';
-import { f16ToF32, f32ToF16 } from '../../src/model/dtype.js';
+import { bf16ToF32, f16ToF32, f32ToF16 } from '../../src/model/dtype.js';
 import { presets } from '../../src/model/presets.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../../src/model/sampling.js';
@@ -11,6 +11,18 @@ import { packStep } from '../../backends/webgpu/step-inputs.js';
 import { KernelHarness, maxRelativeError, openGpuForTests, randomArray, seededRandom } from './webgpu-harness.js';
 
 const ctx = await openGpuForTests();
+
+describe('webgpu weight conversion', () => {
+  it('converts every bf16 bit pattern to the f16 that rounding its value gives', () => {
+    const mismatches: number[] = [];
+    for (let h = 0; h < 0x10000; h++) {
+      const want = f32ToF16(bf16ToF32(h));
+      const got = bf16ToF16(h);
+      if (got !== want && !(Number.isNaN(f16ToF32(got)) && Number.isNaN(f16ToF32(want)))) mismatches.push(h);
+    }
+    expect(mismatches).toEqual([]);
+  });
+});
 
 describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () => {
   const gpu = ctx!;

@@ -17,6 +17,8 @@ export interface FakeServerOptions {
   tokenDelayMs?: number;
   /** Text of each streamed token. */
   tokenText?: string;
+  /** Misbehaves on the n-th (1-based) generation request as a marker in its prompt would. */
+  sabotage?: (n: number) => 'error' | 'stall' | 'drop' | null;
   /** Holds generation requests from the `from`-th (1-based) on until `until` of them have arrived. */
   barrier?: { from: number; until: number };
 }
@@ -64,7 +66,9 @@ export async function startFakeServer(options: FakeServerOptions = {}): Promise<
       if (req.method === 'GET' && req.url === '/health') return json(res, 200, { status: 'ok' });
       const kind = req.url === '/v1/completions' ? 'completion' : req.url === '/v1/chat/completions' ? 'chat' : req.url === '/generate' ? 'generate' : null;
       if (req.method !== 'POST' || kind === null) return json(res, 404, { error: { message: 'not found', type: 'not_found', param: null, code: 404 } });
-      const prompt: string = kind === 'chat' ? body.messages[0].content : kind === 'generate' ? body.text : body.prompt;
+      let prompt: string = kind === 'chat' ? body.messages[0].content : kind === 'generate' ? body.text : body.prompt;
+      const sabotage = options.sabotage?.(generationRequests + 1);
+      if (sabotage) prompt += ` [[${sabotage}]]`;
       const maxTokens: number = kind === 'generate' ? body.sampling_params.max_new_tokens : body.max_tokens;
       if (prompt.includes('[[hang]]')) return;
       const number = ++generationRequests;

@@ -47,7 +47,7 @@ describe('LlmEngine on the ref backend (tiny)', () => {
 
   for (const pageSize of [1, 4]) {
     it(`completes every request when the KV pool cannot hold them all (page size ${pageSize})`, async () => {
-      const prompts = ['Hi', 'The sky is', 'Numbers: 1, 2,', 'Dear Sir,'].map(prompt);
+      const prompts = ['Hi', 'The sky is', 'Numbers: 1, 2,'].map(prompt);
       const warnings: string[] = [];
       const logger = { warn: (message: string) => warnings.push(message) };
       const engine = await createEngine({ maxTotalTokens: 64, pageSize, disableRadixCache: true, logger });

@@ -103,6 +103,23 @@ describe('SGLang-native /generate', () => {
   });
 });
 
+describe('/v1/completions extras', () => {
+  it('takes a list of prompts: n choices per prompt, indexed prompt-major', async () => {
+    const answer = await json(post('/v1/completions', { prompt: ['first prompt', 'second prompt'], n: 2, max_tokens: 2, temperature: 0, ignore_eos: true }));
+    expect(answer.choices.map((c: { index: number }) => c.index)).toEqual([0, 1, 2, 3]);
+    const single = await json(post('/v1/completions', { prompt: 'second prompt', max_tokens: 2, temperature: 0, ignore_eos: true }));
+    expect(answer.choices[2].text).toBe(single.choices[0].text);
+    expect(answer.usage.completion_tokens).toBe(8);
+    expect(answer.usage.prompt_tokens).toBe(2 * single.usage.prompt_tokens);
+  });
+
+  it('echoes the prompt when asked', async () => {
+    const plain = await json(post('/v1/completions', { prompt: 'Echo this', max_tokens: 2, temperature: 0 }));
+    const echoed = await json(post('/v1/completions', { prompt: 'Echo this', max_tokens: 2, temperature: 0, echo: true }));
+    expect(echoed.choices[0].text).toBe(`Echo this${plain.choices[0].text}`);
+  });
+});
+
 describe('other routes', () => {
   it('/tokenize and /detokenize round-trip (vLLM shapes)', async () => {
     const tokenized = await json(post('/tokenize', { prompt: 'Hello world', add_special_tokens: false }));

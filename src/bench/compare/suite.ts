@@ -89,8 +89,10 @@ export async function runSuite(engines: EngineSpec[], settings: SuiteSettings, c
     const engine: EngineResult = { ...spec, runs: [] };
     results.engines.push(engine);
     const launched = spec.launch ? launchEngine(spec.launch) : null;
+    // Ctrl-C must not leave a launched engine running.
     const stopOnInterrupt = () => {
-      void launched?.stop().finally(() => process.exit(130));
+      if (launched) void launched.stop().finally(() => process.exit(130));
+      else process.exit(130);
     };
     process.once('SIGINT', stopOnInterrupt);
     try {

@@ -35,7 +35,7 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
   );
   try {
     await group.ready();
-    const echo = body.echo ? prompts.map((p) => ctx.model.tokenizer.decode(p, false)) : null;
+    const echo = body.echo ? echoTexts(ctx, body.prompt, prompts) : null;
     const head = { id, object: 'text_completion' as const, created, model: ctx.servedModelName };
     const usage = new UsageTally(prompts.map((p) => p.length));
     if (body.stream) {
@@ -103,4 +103,11 @@ function tokenizePrompts(ctx: ServerContext, prompt: CompletionRequest['prompt']
   else prompts = prompt as number[][];
   prompts.forEach((ids, i) => checkTokenIds(ctx, ids, prompts.length === 1 ? 'prompt' : `prompt[${i}]`));
   return prompts;
+}
+
+/** The prompt as the client gave it: its strings, or its token ids decoded. */
+function echoTexts(ctx: ServerContext, prompt: CompletionRequest['prompt'], prompts: number[][]): string[] {
+  if (typeof prompt === 'string') return [prompt];
+  if (prompt.every((p) => typeof p === 'string')) return prompt as string[];
+  return prompts.map((ids) => ctx.model.tokenizer.decode(ids, false));
 }
