@@ -4,12 +4,13 @@
  *
  * Measures (a) single-stream decode tok/s, (b) total output tok/s with 8 and 32 concurrent
  * streams, (c) prompt processing tok/s for a 512-token prompt. llama.cpp gets the weights as a
- * GGUF F16 file written once to a cache folder. sluice's streams are driven as continuous
- * batching does it: every stream's prompt in one mixed step, then one decode step for all.
+ * GGUF F16 file written once to a cache folder. sluice runs as the engine (src/engine: continuous
+ * batching, paged KV) over the CPU backend; --direct drives the backend's forward() itself
+ * instead (every stream's prompt in one mixed step, then one decode step for all).
  *
  * Options: --json, --model NAME (a preset, default llama-3.2-1b), --threads N (default 2),
  * --decode-tokens N (32), --stream-prompt N (32), --stream-tokens N (16), --prefill N (512),
- * --streams 8,32, --cache-dir DIR, --skip-llama-cpp, --weight-format f32|q8.
+ * --streams 8,32, --cache-dir DIR, --skip-llama-cpp, --weight-format f32|q8, --direct.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -18,6 +19,7 @@ import { parseArgs } from 'node:util';
 import type { Backend, ForwardBatch } from '../backends/backend.js';
 import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
+import { LlmEngine } from '../src/engine/engine.js';
 import { writeGguf } from '../src/model/gguf.js';
 import { loadModel, type LoadedModel } from '../src/model/load.js';
 
@@ -34,6 +36,7 @@ const { values: args } = parseArgs({
     'cache-dir': { type: 'string', default: join(tmpdir(), 'sluice-bench') },
     'skip-llama-cpp': { type: 'boolean', default: false },
     'weight-format': { type: 'string' },
+    direct: { type: 'boolean', default: false },
   },
 });
 
@@ -122,34 +125,59 @@ async function runStreams(backend: Backend, prompts: number[][], newTokens: numb
   return { seconds: (performance.now() - start) / 1000, firstStepSeconds };
 }
 
+/** Greedy request through the engine: wall seconds, and seconds to the first token. */
+async function timedRequest(engine: LlmEngine, prompt: number[], maxNewTokens: number) {
+  const start = performance.now();
+  let first = 0;
+  let tokens = 0;
+  const request = { promptTokenIds: prompt, params: { maxNewTokens, temperature: 0, ignoreEos: true } };
+  for await (const delta of engine.generate(request)) {
+    if (tokens === 0 && delta.tokenIds.length > 0) first = performance.now();
+    tokens += delta.tokenIds.length;
+  }
+  return { seconds: (performance.now() - start) / 1000, firstSeconds: (first - start) / 1000, tokens };
+}
+
 async function benchSluice(model: LoadedModel): Promise<Figures> {
   const pageSize = 16;
   const started = performance.now();
   const backend = await createCpuBackend({ threads: settings.threads, weightFormat: args['weight-format'] as WeightFormat | undefined });
-  await backend.load({ config: model.config, graph: model.graph, weights: model.weights });
   const longest = Math.max(settings.prefill, decodePrompt + settings.decodeTokens, settings.streamPrompt + settings.streamTokens);
   const maxStreams = Math.max(1, ...settings.streams);
-  await backend.allocateKvCache({ numPages: maxStreams * Math.ceil((longest + 1) / pageSize), pageSize });
+  const maxTotalTokens = maxStreams * pageSize * Math.ceil((longest + 1) / pageSize);
+  if (args.direct) {
+    await backend.load(model);
+    await backend.allocateKvCache({ numPages: maxTotalTokens / pageSize, pageSize });
+  }
+  const engine = args.direct ? null : await LlmEngine.create(model, backend, { pageSize, maxTotalTokens, disableRadixCache: true });
   const loadSeconds = (performance.now() - started) / 1000;
-  log(`sluice: ${backend.description}; loaded in ${loadSeconds.toFixed(1)} s`);
+  log(`sluice: ${backend.description}; loaded in ${loadSeconds.toFixed(1)} s; ${engine ? 'through the engine' : 'driving forward() directly'}`);
+  // Both drivers answer: wall seconds and seconds to the first token, for n greedy streams.
+  const run = async (prompts: number[][], newTokens: number) => {
+    if (!engine) return runStreams(backend, prompts, newTokens, pageSize);
+    const start = performance.now();
+    const results = await Promise.all(prompts.map((p) => timedRequest(engine, p, newTokens)));
+    return { seconds: (performance.now() - start) / 1000, firstStepSeconds: Math.max(...results.map((r) => r.firstSeconds)) };
+  };
   try {
-    await runStreams(backend, [promptTokens(8, 99)], 2, pageSize); // warm-up
-    const prefill = await runStreams(backend, [promptTokens(settings.prefill, 1)], 1, pageSize);
+    await run([promptTokens(8, 99)], 2); // warm-up
+    const prefill = await run([promptTokens(settings.prefill, 1)], 1);
     const prefill_512 = settings.prefill / prefill.seconds;
     log(`sluice: prefill ${settings.prefill} tokens: ${prefill_512.toFixed(2)} tok/s`);
-    const single = await runStreams(backend, [promptTokens(decodePrompt, 2)], settings.decodeTokens + 1, pageSize);
+    const single = await run([promptTokens(decodePrompt, 2)], settings.decodeTokens + 1);
     const decode_1 = settings.decodeTokens / (single.seconds - single.firstStepSeconds);
     log(`sluice: decode 1 stream: ${decode_1.toFixed(2)} tok/s`);
     const streams: Record<string, number> = {};
     for (const n of settings.streams) {
       const prompts = Array.from({ length: n }, (_, s) => promptTokens(settings.streamPrompt, 100 + s));
-      const run = await runStreams(backend, prompts, settings.streamTokens, pageSize);
-      streams[n] = (n * settings.streamTokens) / run.seconds;
+      const { seconds } = await run(prompts, settings.streamTokens);
+      streams[n] = (n * settings.streamTokens) / seconds;
       log(`sluice: ${n} streams: ${streams[n]!.toFixed(2)} tok/s in total`);
     }
     return { decode_1, prefill_512, streams, loadSeconds };
   } finally {
-    await backend.close();
+    if (engine) await engine.close();
+    else await backend.close();
   }
 }
 
@@ -205,7 +233,8 @@ async function benchLlamaCpp(model: LoadedModel): Promise<Figures> {
     }
     for (const n of settings.streams) {
       const perSeq = settings.streamPrompt + settings.streamTokens + 16;
-      const context = await llamaModel.createContext({ contextSize: n * perSeq, batchSize: Math.max(512, n * settings.streamPrompt), threads: settings.threads, sequences: n });
+      // contextSize is per sequence: llama.cpp's unified KV cache holds n * perSeq cells.
+      const context = await llamaModel.createContext({ contextSize: perSeq, batchSize: Math.max(512, n * settings.streamPrompt), threads: settings.threads, sequences: n });
       const start = performance.now();
       await Promise.all(
         Array.from({ length: n }, (_, s) => greedy(context.getSequence(), promptTokens(settings.streamPrompt, 100 + s), settings.streamTokens)),
@@ -259,7 +288,7 @@ async function main(): Promise<void> {
     loadAverage: { before: loadBefore, after: loadAfter },
     model: settings.model,
     settings,
-    sluice: { backend: 'cpu', ...sluice },
+    sluice: { backend: 'cpu', driver: args.direct ? 'forward() directly' : 'LlmEngine', ...sluice },
     llamaCpp: llamaCpp && { version: 'node-llama-cpp 3.21.1 (CPU build), GGUF F16', ...llamaCpp },
     ratios,
   };

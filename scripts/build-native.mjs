@@ -9,10 +9,14 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-function findNvcc() {
+/** nvcc on PATH, else in $CUDA_HOME / $CUDA_PATH, else (when neither is set) in /usr/local/cuda. */
+function findTool(name, cudaBin) {
   const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
-  for (const home of [process.env.CUDA_HOME, process.env.CUDA_PATH, '/usr/local/cuda']) if (home) dirs.push(join(home, 'bin'));
-  for (const dir of dirs) if (existsSync(join(dir, 'nvcc'))) return join(dir, 'nvcc');
+  if (cudaBin) {
+    const homes = [process.env.CUDA_HOME, process.env.CUDA_PATH].filter(Boolean);
+    for (const home of homes.length ? homes : ['/usr/local/cuda']) dirs.push(join(home, 'bin'));
+  }
+  for (const dir of dirs) if (existsSync(join(dir, name))) return join(dir, name);
   return null;
 }
 
@@ -20,9 +24,13 @@ if (process.env.SLUICE_SKIP_NATIVE) {
   console.log('sluice: SLUICE_SKIP_NATIVE is set, not building the CUDA addon');
   process.exit(0);
 }
-const nvcc = findNvcc();
+const nvcc = findTool('nvcc', true);
 if (!nvcc) {
   console.log('sluice: nvcc not found, skipping the CUDA addon (the cuda backend will be unavailable)');
+  process.exit(0);
+}
+if (!findTool('cmake', false)) {
+  console.log(`sluice: nvcc is at ${nvcc} but cmake is not installed, skipping the CUDA addon (the cuda backend will be unavailable)`);
   process.exit(0);
 }
 const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');

@@ -50,15 +50,21 @@ while (queue.length) {
   for (const dep of Object.keys(pkg.peerDependencies ?? {})) queue.push({ name: dep, from: dir, optional: true });
 }
 
-rmSync(out, { recursive: true, force: true });
+// Compressing node takes minutes on a small machine: keep the last one when the version matches.
+const nodeXz = join(out, 'node.xz');
+const nodeVersionFile = join(out, 'node-version.txt');
+const keepNode = existsSync(nodeXz) && existsSync(nodeVersionFile) && readFileSync(nodeVersionFile, 'utf8').trim() === process.version;
+for (const f of ['modules.tar', 'modules.tar.xz', 'modules.txt', 'sluice_cuda.node', ...(keepNode ? [] : ['node.xz', 'node-version.txt'])]) rmSync(join(out, f), { force: true });
 mkdirSync(out, { recursive: true });
 const paths = [...included].map((d) => relative(root, d)).sort();
 writeFileSync(join(out, 'modules.txt'), paths.join('\n') + '\n');
 const excludes = prunedPaths.flatMap((p) => ['--exclude', `node_modules/${p}`]);
 execFileSync('tar', ['-C', root, ...excludes, '--exclude', '*.map', '--exclude', '*.md', '-cf', join(out, 'modules.tar'), ...paths], { stdio: 'inherit' });
 execFileSync('xz', ['-T0', '-6', join(out, 'modules.tar')], { stdio: 'inherit' });
-execFileSync('sh', ['-c', `xz -T0 -6 -c "${process.execPath}" > "${join(out, 'node.xz')}"`], { stdio: 'inherit' });
-writeFileSync(join(out, 'node-version.txt'), process.version + '\n');
+if (!keepNode) {
+  execFileSync('sh', ['-c', `xz -T0 -6 -c "${process.execPath}" > "${nodeXz}"`], { stdio: 'inherit' });
+  writeFileSync(nodeVersionFile, process.version + '\n');
+}
 
 const addon = join(root, 'native', 'build', 'Release', 'sluice_cuda.node');
 if (existsSync(addon)) copyFileSync(addon, join(out, 'sluice_cuda.node'));

@@ -112,18 +112,17 @@ fn largestKeyReaching(rowBase: u32, lid: u32, goal: f32, strict: bool, f: Filter
   var prefix = Key(0u, 0u);
   var above = 0.0;
   let loDigits = (params.idBits + RADIX_BITS - 1u) / RADIX_BITS;
-  let levels = 32u / RADIX_BITS + loDigits;
+  let levels = min(32u / RADIX_BITS + loDigits, 1u);
   for (var level = 0u; level < levels; level++) {
     let inHi = level < 32u / RADIX_BITS;
     let shift = select((levels - 1u - level) * RADIX_BITS, (32u / RADIX_BITS - 1u - level) * RADIX_BITS, inHi);
-    var bins: array<f32, BINS>;
+    // Each thread accumulates into its own row of binSums.
+    for (var d = 0u; d < BINS; d++) { binSums[lid][d] = 0.0; }
     for (var id = lid; id < params.vocab; id += WG) {
       let k = keyOf(rowBase, id);
-      if (!atLeast(k, f.cutoff)) { continue; }
       let p = exp((logits[rowBase + id] - f.maxLogit) * f.invTemperature);
-      if (p < f.minP) { continue; }
-      var digit: u32;
       var sharesPrefix: bool;
+      var digit: u32;
       if (inHi) {
         sharesPrefix = fixedBits(k.hi, shift) == fixedBits(prefix.hi, shift);
         digit = (k.hi >> shift) & (BINS - 1u);
@@ -131,9 +130,10 @@ fn largestKeyReaching(rowBase: u32, lid: u32, goal: f32, strict: bool, f: Filter
         sharesPrefix = k.hi == prefix.hi && fixedBits(k.lo, shift) == fixedBits(prefix.lo, shift);
         digit = (k.lo >> shift) & (BINS - 1u);
       }
-      if (sharesPrefix) { bins[digit] += select(1.0, p, f.weighted); }
+      if (sharesPrefix && atLeast(k, f.cutoff) && p >= f.minP) {
+        binSums[lid][digit] += select(1.0, p, f.weighted);
+      }
     }
-    binSums[lid] = bins;
     workgroupBarrier();
     for (var width = WG / 2u; width > 0u; width >>= 1u) {
       if (lid < width) {

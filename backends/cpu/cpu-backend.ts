@@ -5,6 +5,7 @@ import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../../src/model/sampling.js';
+import type { WeightSource } from '../../src/model/weights.js';
 import { UserError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { storedBytes, type WeightFormat } from './linear-weights.js';
@@ -44,6 +45,7 @@ export class CpuBackend implements Backend {
   private kCache: Float32Array[] = [];
   private vCache: Float32Array[] = [];
   private pageSize = 0;
+  private stepInFlight = false;
   private numSlots = 0;
 
   constructor(
@@ -70,8 +72,16 @@ export class CpuBackend implements Backend {
       enableMemPattern: false,
       logSeverityLevel: 3,
     };
+    // A tied lm-head reads the embedding table again: hand it the bytes already held.
+    const source: WeightSource = {
+      description: weights.description,
+      random: weights.random,
+      info: (name) => weights.info(name),
+      read: (name) => (name === 'model.embed_tokens.weight' ? Promise.resolve(this.embedding.table) : weights.read(name)),
+      close: () => weights.close(),
+    };
     for (const segment of planSegments(config, this.format, this.options.segmentBytes ?? defaultSegmentBytes)) {
-      const bytes = await buildSegmentModel(config, weights, segment, this.format, model.graph.lmHead);
+      const bytes = await buildSegmentModel(config, source, segment, this.format, model.graph.lmHead);
       this.sessions.push({ segment, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
     }
   }
@@ -94,6 +104,17 @@ export class CpuBackend implements Backend {
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {
     this.validate(batch);
+    // Steps share the reused output buffers, so they must not overlap.
+    if (this.stepInFlight) throw new Error('cpu backend: forward() called while another step is running');
+    this.stepInFlight = true;
+    try {
+      return await this.step(batch);
+    } finally {
+      this.stepInFlight = false;
+    }
+  }
+
+  private async step(batch: ForwardBatch): Promise<StepOutput> {
     const { Tensor } = this.ort;
     const c = this.config;
     const numTokens = batch.tokenIds.length;

@@ -199,7 +199,11 @@ CublasLt::Plan& CublasLt::plan(int m, int n, int k, DType outType, size_t worksp
   lt::Preference pref = nullptr;
   checkLt(api_->prefCreate(&pref), "cublasLtMatmulPreferenceCreate");
   const uint64_t maxWorkspace = workspaceBytes;
-  api_->prefSetAttribute(pref, lt::kPrefMaxWorkspace, &maxWorkspace, sizeof(maxWorkspace));
+  const lt::Status prefStatus = api_->prefSetAttribute(pref, lt::kPrefMaxWorkspace, &maxWorkspace, sizeof(maxWorkspace));
+  if (prefStatus != 0) {
+    api_->prefDestroy(pref);
+    checkLt(prefStatus, "set MAX_WORKSPACE_BYTES");
+  }
   lt::HeuristicResult result{};
   int count = 0;
   const lt::Status status =

@@ -192,7 +192,7 @@ __global__ void __launch_bounds__(kThreads) finishKernel(SamplingArgs a) {
   if (threadIdx.x == 0) a.logprobs[s] = a.logits[rowBase + token] - lse;
   if (a.maxTopK <= 0) return;
   for (int i = threadIdx.x; i < a.maxTopK; i += kThreads) {
-    const bool have = i < want && a.needSort;
+    const bool have = i < want && i < a.vocab && a.needSort;
     a.topIds[size_t(s) * a.maxTopK + i] = have ? a.sortedIds[rowBase + i] : 0;
     a.topLogprobs[size_t(s) * a.maxTopK + i] = have ? a.sortedValues[rowBase + i] - lse : 0.f;
   }

@@ -18,7 +18,10 @@ export class InvalidRequestError extends UserError {
   }
 }
 
-/** Prompt plus requested completion longer than the context (OpenAI's wording). */
+/**
+ * Prompt plus requested completion longer than the context (OpenAI's wording). `param` is null:
+ * the engine does not know whether the prompt came as `prompt` or as chat `messages`.
+ */
 export class ContextLengthError extends InvalidRequestError {
   override name = 'ContextLengthError';
   constructor(
@@ -30,7 +33,7 @@ export class ContextLengthError extends InvalidRequestError {
       `This model's maximum context length is ${contextLength} tokens. However, you requested ` +
         `${promptTokens + completionTokens} tokens (${promptTokens} in the messages, ${completionTokens} in the completion). ` +
         'Please reduce the length of the messages or completion.',
-      'messages',
+      null,
     );
   }
 }

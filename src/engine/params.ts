@@ -10,7 +10,8 @@ export const maxSamples = 128;
  */
 export function resolveRequest(request: GenerateRequest, vocabSize: number, contextLength: number): SamplingParams {
   const ids = request.promptTokenIds;
-  if (!Array.isArray(ids) || ids.length === 0) throw new InvalidRequestError('the prompt is empty', 'prompt');
+  if (!Array.isArray(ids)) throw new InvalidRequestError('the prompt must be a list of token ids', 'prompt');
+  if (ids.length === 0) throw new InvalidRequestError('the prompt is empty', 'prompt');
   for (const id of ids) {
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
       throw new InvalidRequestError(`prompt token id ${id} is not an integer in [0, ${vocabSize})`, 'prompt');

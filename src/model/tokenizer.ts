@@ -80,6 +80,8 @@ export class Tokenizer {
   }
 
   decode(ids: ArrayLike<number>, skipSpecialTokens = true): string {
+    // The library rejects an empty list; the window detokenizer asks for one on its first token.
+    if (ids.length === 0) return '';
     return this.hf.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens });
   }
 

@@ -89,7 +89,8 @@ export class GenerationGroup {
     void (async () => {
       let first = true;
       try {
-        for await (const delta of this.ctx.engine.generate(request)) {
+        const deltas = request.params.maxNewTokens === 0 ? promptOnly(request) : this.ctx.engine.generate(request);
+        for await (const delta of deltas) {
           this.observe(delta);
           this.queue.push({ prompt: i, delta });
           if (first) signalReady();
@@ -136,4 +137,22 @@ export class GenerationGroup {
   elapsedMs(): number {
     return performance.now() - this.arrival;
   }
+}
+
+/**
+ * max_tokens 0 (SGLang accepts it; its benchmark's random dataset asks for it): every sample
+ * finishes at once with no tokens, without troubling the engine.
+ */
+function promptOnly(request: GenerateRequest & { id: string }): GenerateDelta[] {
+  const n = request.params.n ?? 1;
+  return Array.from({ length: n }, (_, index) => ({
+    requestId: request.id,
+    index,
+    text: '',
+    tokenIds: [],
+    logprobs: request.params.logprobs != null ? [] : null,
+    finishReason: 'length' as const,
+    matchedStop: null,
+    usage: { promptTokens: request.promptTokenIds.length, completionTokens: 0, cachedTokens: 0 },
+  }));
 }

@@ -1,12 +1,15 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createBackend, pickAutoBackend } from '../../backends/index.js';
 import { addonPath, loadAddon } from '../../backends/cuda/native.js';
 import { BackendUnavailableError } from '../../src/errors.js';
-import { findNvcc } from './cuda-harness.js';
+import { findTool } from './cuda-harness.js';
 
-const nvcc = findNvcc();
+// The install builds the addon when nvcc and cmake are both there.
+const nvcc = findTool('cmake') ? findTool('nvcc') : null;
 const built = existsSync(addonPath());
 
 describe('cuda addon (no GPU needed)', () => {
@@ -49,6 +52,15 @@ describe('cuda addon (no GPU needed)', () => {
       expect(auto.name).not.toBe('cuda');
       await auto.close();
     });
+  });
+
+  it('install step: without nvcc it prints one line and succeeds', () => {
+    const run = spawnSync(process.execPath, ['scripts/build-native.mjs'], {
+      env: { PATH: dirname(process.execPath), CUDA_HOME: '/nonexistent-cuda', HOME: process.env.HOME ?? '/tmp' },
+      encoding: 'utf8',
+    });
+    expect(run.status).toBe(0);
+    expect(run.stdout.trim().split('\n')).toEqual(['sluice: nvcc not found, skipping the CUDA addon (the cuda backend will be unavailable)']);
   });
 
   it('reports a missing or broken addon file by name instead of throwing', () => {

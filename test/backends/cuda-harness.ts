@@ -8,10 +8,14 @@ import { bf16ToF32, f32ToBf16, fromFloat32 } from '../../src/model/dtype.js';
 import type { Activation, GraphOp } from '../../src/model/graph.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 
-export function findNvcc(): string | null {
+/** Where scripts/build-native.mjs finds a tool: PATH, then (for nvcc) $CUDA_HOME, $CUDA_PATH or /usr/local/cuda. */
+export function findTool(name: 'nvcc' | 'cmake'): string | null {
   const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
-  for (const home of [process.env.CUDA_HOME, process.env.CUDA_PATH, '/usr/local/cuda']) if (home) dirs.push(join(home, 'bin'));
-  for (const dir of dirs) if (existsSync(join(dir, 'nvcc'))) return join(dir, 'nvcc');
+  if (name === 'nvcc') {
+    const homes = [process.env.CUDA_HOME, process.env.CUDA_PATH].filter((h): h is string => !!h);
+    for (const home of homes.length ? homes : ['/usr/local/cuda']) dirs.push(join(home, 'bin'));
+  }
+  for (const dir of dirs) if (existsSync(join(dir, name))) return join(dir, name);
   return null;
 }
 

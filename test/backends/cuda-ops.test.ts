@@ -315,7 +315,7 @@ describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `o
   });
 
   it('sampling on the device follows src/model/sampling.ts (greedy, top-k, top-p, min-p, penalties, log-probs)', async () => {
-    const vocab = r.pick([r.int(2, 3000), r.int(3000, 140000)]);
+    const vocab = r.pick([r.int(64, 3000), r.int(3000, 140000)]);
     const S = r.int(1, 12);
     const h = harness({
       config: baseConfig({ vocabSize: vocab }),

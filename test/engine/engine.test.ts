@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
 import { ContextLengthError, EngineDeadError, EngineDrainingError, EngineOverloadedError, InvalidRequestError } from '../../src/engine/errors.js';
-import { collect, createEngine, directGreedy, generateOne, HookedBackend, model, prompt } from './helpers.js';
+import { LlmEngine } from '../../src/engine/engine.js';
+import { collect, createEngine, directGreedy, generateOne, HookedBackend, model, prompt, quiet } from './helpers.js';
 
 const greedy = { temperature: 0 };
 
@@ -191,6 +192,23 @@ describe('LlmEngine on the ref backend (tiny)', () => {
     await engine.close();
   });
 
+  it("stops at the model's EOS tokens unless ignore_eos", async () => {
+    const p = prompt('The weather today is');
+    const plain = await createEngine();
+    const free = await generateOne(plain, p, { ...greedy, maxNewTokens: 6 });
+    await plain.close();
+    const eos = free.tokenIds[3]!;
+    const engine = await LlmEngine.create({ ...model, stopTokenIds: [eos] }, new RefBackend(), { maxTotalTokens: 256, logger: quiet });
+    const stopped = await generateOne(engine, p, { ...greedy, maxNewTokens: 6 });
+    expect(stopped.finishReason).toBe('stop');
+    expect(stopped.matchedStop).toBe(eos);
+    expect(stopped.tokenIds).toEqual(free.tokenIds.slice(0, free.tokenIds.indexOf(eos) + 1));
+    const ignored = await generateOne(engine, p, { ...greedy, maxNewTokens: 6, ignoreEos: true });
+    expect(ignored.finishReason).toBe('length');
+    expect(ignored.tokenIds).toEqual(free.tokenIds);
+    await engine.close();
+  });
+
   it('runs n samples on the shared prompt KV, each equal to a single sample with its seed', async () => {
     const p = prompt('My favourite colour is');
     const params = { temperature: 1, topK: 30, maxNewTokens: 5, seed: 10 };
@@ -303,6 +321,9 @@ describe('LlmEngine on the ref backend (tiny)', () => {
     const draining = engine.drain().then(() => (drained = true));
     expect(() => engine.generate({ promptTokenIds: [1], params: {} })).toThrow(EngineDrainingError);
     expect(drained).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 0)); // let the first step start
+    expect(engine.stats().runningRequests).toBe(1);
+    expect(engine.flushCache()).toBe(false);
     await draining;
     expect((await samples)[0]!.finishReason).toBe('length');
     await engine.close();

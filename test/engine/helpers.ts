@@ -13,7 +13,7 @@ export const quiet = { warn: (_message: string) => {} };
 
 /** Wraps a backend to watch (and interfere with) each forward step. */
 export class HookedBackend implements Backend {
-  readonly name;
+  readonly name: Backend['name'];
   readonly description = 'ref with a test hook';
   calls = 0;
 

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { KvPool } from '../../src/engine/kv-pool.js';
+import type { Backend } from '../../backends/backend.js';
+import { hostKvBudgetBytes, hostKvMaxTokens, KvPool, kvPoolTokens } from '../../src/engine/kv-pool.js';
+import { defaultEngineOptions, type EngineOptions } from '../../src/engine/options.js';
 import { RadixCache } from '../../src/engine/prefix-cache.js';
 
 describe('KvPool', () => {
@@ -97,5 +99,29 @@ describe('RadixCache', () => {
     expect(cache.evictableTokens).toBe(4);
     cache.evict(16);
     expect(pool.freePages).toBe(16);
+  });
+});
+
+describe('kvPoolTokens', () => {
+  const backend = (memory: { totalBytes: number; freeBytes: number } | null) =>
+    ({ memory: () => memory, kvBytesPerToken: () => 1024 }) as unknown as Backend;
+  const options = (o: Partial<EngineOptions>): EngineOptions => ({ ...defaultEngineOptions, ...o });
+
+  it('takes --max-total-tokens when given', () => {
+    expect(kvPoolTokens(backend({ totalBytes: 1e12, freeBytes: 1e12 }), options({ maxTotalTokens: 5000 }))).toBe(5000);
+  });
+
+  it('gives a GPU backend what --mem-fraction-static leaves after the weights', () => {
+    const gib = 2 ** 30;
+    // 100 GiB device, 80 GiB free after the weights, 0.9 static: 80 - 10 = 70 GiB for KV.
+    const tokens = kvPoolTokens(backend({ totalBytes: 100 * gib, freeBytes: 80 * gib }), options({ memFractionStatic: 0.9 }));
+    expect(tokens).toBe(Math.floor((70 * gib) / 1024));
+    expect(() => kvPoolTokens(backend({ totalBytes: 100 * gib, freeBytes: 5 * gib }), options({ memFractionStatic: 0.9 }))).toThrow(
+      /--mem-fraction-static 0.9 leaves no device memory/,
+    );
+  });
+
+  it('gives a host backend a bounded default budget', () => {
+    expect(kvPoolTokens(backend(null), options({}))).toBe(Math.min(hostKvMaxTokens, Math.floor(hostKvBudgetBytes / 1024)));
   });
 });

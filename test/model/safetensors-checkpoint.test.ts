@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { bf16ToF32, toFloat32 } from '../../src/model/dtype.js';
+import { toFloat32 } from '../../src/model/dtype.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { loadModel } from '../../src/model/load.js';
 import { readSafetensorsHeader } from '../../src/model/safetensors.js';
@@ -72,7 +72,6 @@ describe('safetensors checkpoints written and read back', () => {
       for (let i = 0; i < want.length; i += 7) {
         expect(Math.abs(got[i]! - want[i]!)).toBeLessThanOrEqual(Math.abs(want[i]!) * 2 ** -8);
       }
-      expect(got[0]).toBe(bf16ToF32(new Uint16Array((await written.weights.read(name)).buffer)[0]!));
     }
     await written.weights.close();
   });

@@ -53,7 +53,7 @@ describe('errors in the OpenAI shape', () => {
       ['/v1/chat/completions', { messages: [{ role: 'robot', content: 'x' }] }, 'messages[0].role'],
       ['/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], top_logprobs: 2 }, 'top_logprobs'],
       ['/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], repetition_penalty: 5 }, 'repetition_penalty'],
-      ['/generate', { text: 'hi', sampling_params: { max_new_tokens: 0 } }, 'sampling_params.max_new_tokens'],
+      ['/generate', { text: 'hi', sampling_params: { max_new_tokens: -2 } }, 'sampling_params.max_new_tokens'],
       ['/generate', { sampling_params: {} }, 'text'],
     ];
     for (const [path, body, param] of cases) {

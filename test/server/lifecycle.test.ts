@@ -113,6 +113,16 @@ describe('/v1/completions extras', () => {
     expect(answer.usage.prompt_tokens).toBe(2 * single.usage.prompt_tokens);
   });
 
+  it('answers max_tokens 0 (as SGLang does) with no tokens and finish_reason length', async () => {
+    const answer = await json(post('/v1/completions', { prompt: 'nothing more', max_tokens: 0 }));
+    expect(answer.choices).toEqual([{ index: 0, text: '', logprobs: null, finish_reason: 'length', matched_stop: null }]);
+    expect(answer.usage.completion_tokens).toBe(0);
+    expect(answer.usage.prompt_tokens).toBeGreaterThan(0);
+    const events = await readEvents(await post('/v1/completions', { prompt: 'nothing more', max_tokens: 0, stream: true }));
+    expect(events).toHaveLength(2);
+    expect(JSON.parse(events[0]!).choices[0]).toMatchObject({ text: '', finish_reason: 'length' });
+  });
+
   it('echoes the prompt when asked', async () => {
     const plain = await json(post('/v1/completions', { prompt: 'Echo this', max_tokens: 2, temperature: 0 }));
     const echoed = await json(post('/v1/completions', { prompt: 'Echo this', max_tokens: 2, temperature: 0, echo: true }));

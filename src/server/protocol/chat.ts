@@ -28,7 +28,7 @@ export const ChatCompletionRequest = Type.Object(
     ...SamplingFields,
     messages: Type.Array(ChatMessage, { minItems: 1 }),
     /** The newer OpenAI name of max_tokens. */
-    max_completion_tokens: Maybe(Type.Integer({ minimum: 1 })),
+    max_completion_tokens: Maybe(Type.Integer({ minimum: 0 })),
     logprobs: Maybe(Type.Boolean()),
     top_logprobs: Maybe(Type.Integer({ minimum: 0, maximum: 20 })),
     add_generation_prompt: Maybe(Type.Boolean()),

@@ -17,7 +17,7 @@ export const StopSchema = Type.Union([Type.String(), Type.Array(Type.String())],
  */
 export const SamplingFields = {
   model: Maybe(Type.String()),
-  max_tokens: Maybe(Type.Integer({ minimum: 1 })),
+  max_tokens: Maybe(Type.Integer({ minimum: 0 })),
   temperature: Maybe(Type.Number({ minimum: 0 })),
   top_p: Maybe(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
   top_k: Maybe(Type.Integer({ minimum: -1 })),

@@ -4,7 +4,7 @@ import { Maybe, openObject, StopSchema, TokenIds } from './schema.js';
 /** SGLang's sampling_params object (its names and defaults). */
 export const SglangSamplingParams = Type.Object(
   {
-    max_new_tokens: Maybe(Type.Integer({ minimum: 1 })),
+    max_new_tokens: Maybe(Type.Integer({ minimum: 0 })),
     temperature: Maybe(Type.Number({ minimum: 0 })),
     top_p: Maybe(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
     top_k: Maybe(Type.Integer({ minimum: -1 })),
