@@ -3,7 +3,7 @@
  * detokenization, stop checks, streaming to consumers) at 1, 64 and 256 running requests, with
  * the model's compute taken out by the instant backend.
  *
- *   npm run bench:engine [-- --json] [-- --steps N]
+ *   npm run bench:engine [-- --json] [--steps N] [--only RUNNING]
  */
 import { performance } from 'node:perf_hooks';
 import type { ForwardBatch, StepOutput } from '../backends/backend.js';

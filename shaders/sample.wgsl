@@ -135,40 +135,7 @@ fn largestKeyReaching(rowBase: u32, lid: u32, goal: f32, strict: bool, f: Filter
       }
     }
     workgroupBarrier();
-    for (var width = WG / 2u; width > 0u; width >>= 1u) {
-      if (lid < width) {
-        for (var d = 0u; d < BINS; d++) { binSums[lid][d] += binSums[lid + width][d]; }
-      }
-      workgroupBarrier();
-    }
-    if (lid == 0u) {
-      // The highest digit whose tokens, with everything above them, reach the goal. Rounding
-      // can leave none (the goal is the whole kept mass): then the last token with weight.
-      var chosen = BINS;
-      var acc = above;
-      var accAtChosen = above;
-      var lastWeighted = 0u;
-      var accAtLastWeighted = above;
-      for (var v = i32(BINS) - 1i; v >= 0i; v--) {
-        let bin = binSums[0][u32(v)];
-        let sum = acc + bin;
-        if (bin > 0.0) {
-          lastWeighted = u32(v);
-          accAtLastWeighted = acc;
-        }
-        if (chosen == BINS && (sum > goal || (!strict && sum == goal))) {
-          chosen = u32(v);
-          accAtChosen = acc;
-        }
-        acc = sum;
-      }
-      if (chosen == BINS) {
-        chosen = lastWeighted;
-        accAtChosen = accAtLastWeighted;
-      }
-      resultDigit = chosen;
-      resultAbove = accAtChosen;
-    }
+    if (lid == 0u) { resultDigit = 0u; resultAbove = 0.0; }
     let digit = workgroupUniformLoad(&resultDigit);
     above = workgroupUniformLoad(&resultAbove);
     if (inHi) {

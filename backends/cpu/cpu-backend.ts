@@ -53,7 +53,7 @@ export class CpuBackend implements Backend {
     private readonly options: CpuBackendOptions = {},
   ) {
     this.threads = options.threads ?? availableParallelism();
-    this.description = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} threads`;
+    this.description = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}`;
   }
 
   async load(model: ModelSpec): Promise<void> {

@@ -41,10 +41,10 @@ export class LlmEngine implements Engine {
     readonly model: LoadedModel,
     private readonly backend: Backend,
     private readonly options: EngineOptions,
-    poolTokens: number,
+    numPages: number,
   ) {
     const log: EngineLogger = options.logger ?? console;
-    this.pool = new KvPool(Math.max(1, Math.floor(poolTokens / options.pageSize)), options.pageSize);
+    this.pool = new KvPool(numPages, options.pageSize);
     this.cache = options.disableRadixCache ? new NoPrefixCache() : new RadixCache(this.pool);
     const poolSize = this.pool.numPages * options.pageSize;
     const wanted = options.contextLength ?? model.config.maxPositionEmbeddings;
@@ -68,13 +68,13 @@ export class LlmEngine implements Engine {
 
   /** Loads the weights into `backend` (created, not loaded), sizes and allocates the KV pool, starts the loop. */
   static async create(model: LoadedModel, backend: Backend, options: Partial<EngineOptions> = {}): Promise<LlmEngine> {
-    const resolved: EngineOptions = { ...defaultEngineOptions };
-    for (const [key, value] of Object.entries(options)) if (value !== undefined) (resolved as any)[key] = value;
+    const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+    const resolved: EngineOptions = { ...defaultEngineOptions, ...given };
     checkEngineOptions(resolved);
     await backend.load(model);
-    const tokens = kvPoolTokens(backend, resolved);
-    await backend.allocateKvCache({ numPages: Math.max(1, Math.floor(tokens / resolved.pageSize)), pageSize: resolved.pageSize });
-    return new LlmEngine(model, backend, resolved, tokens);
+    const numPages = Math.max(1, Math.floor(kvPoolTokens(backend, resolved) / resolved.pageSize));
+    await backend.allocateKvCache({ numPages, pageSize: resolved.pageSize });
+    return new LlmEngine(model, backend, resolved, numPages);
   }
 
   /**

@@ -207,8 +207,11 @@ function metadata(config: LlamaConfig, tokenizer: Tokenizer, dtype: GgufDType): 
 /** The vocabulary as llama.cpp's BPE ("gpt2") tokenizer wants it, padded to the model's vocab size. */
 function ggufVocab(config: LlamaConfig, tokenizer: Tokenizer): { tokens: string[]; tokenTypes: Int32Array; merges: string[] } {
   const json = tokenizer.json;
-  if (json.model?.type !== 'BPE' || json.model?.vocab === null || typeof json.model?.vocab !== 'object') {
-    throw new UserError(`GGUF export supports byte-level BPE tokenizers (Llama 3); this tokenizer.json has model type ${JSON.stringify(json.model?.type)}`);
+  // SentencePiece-style BPE (Llama 2) would need llama.cpp's "llama" tokenizer model and scores.
+  if (json.model?.type !== 'BPE' || json.decoder?.type !== 'ByteLevel' || typeof json.model?.vocab !== 'object' || json.model.vocab === null) {
+    throw new UserError(
+      `GGUF export supports byte-level BPE tokenizers (Llama 3); this tokenizer.json has model ${JSON.stringify(json.model?.type)} and decoder ${JSON.stringify(json.decoder?.type)}`,
+    );
   }
   const tokens: (string | undefined)[] = new Array(config.vocabSize);
   const tokenTypes = new Int32Array(config.vocabSize).fill(tokenTypeNormal);

@@ -16,7 +16,7 @@ const bodyLimit = 64 * 1024 * 1024;
  * The fastify app with every route; listening is up to the caller.
  * OpenAI: POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/<name>].
  * SGLang: POST /generate, GET /get_model_info, POST|GET /flush_cache.
- * vLLM: POST /tokenize, POST /detokenize. Operations: GET /health, GET /metrics, GET /version.
+ * vLLM: POST /tokenize, POST /detokenize. Operations: GET /health, GET /health_generate, GET /metrics, GET /version.
  */
 export function buildApp(ctx: ServerContext, options: { apiKey: string | null; version: string }): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit, forceCloseConnections: 'idle', return503OnClosing: false });

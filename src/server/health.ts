@@ -1,4 +1,5 @@
 import type { ServerContext } from './context.js';
+import { newId } from './request-common.js';
 
 /** Time without a step, while requests are pending, after which the engine counts as wedged. */
 export const defaultWedgeTimeoutMs = 300_000;
@@ -15,4 +16,31 @@ export function healthProblem(ctx: ServerContext, wedgeTimeoutMs = ctx.wedgeTime
     if (idleMs > wedgeTimeoutMs) return `The engine is wedged: ${pending} requests pending and no step for ${(idleMs / 1000).toFixed(0)} s.`;
   }
   return null;
+}
+
+/**
+ * SGLang's /health_generate: one greedy token through the engine, within the wedge timeout.
+ * Null when it came back, else what went wrong.
+ */
+export async function generationProblem(ctx: ServerContext): Promise<string | null> {
+  const before = healthProblem(ctx);
+  if (before) return before;
+  const id = newId('health');
+  const promptTokenIds = [ctx.model.tokenizer.bosTokenId ?? 0];
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`no token within ${(ctx.wedgeTimeoutMs / 1000).toFixed(0)} s`), ctx.wedgeTimeoutMs);
+  });
+  const generation = (async () => {
+    try {
+      for await (const _delta of ctx.engine.generate({ id, promptTokenIds, params: { maxNewTokens: 1, temperature: 0 } }));
+      return null;
+    } catch (e) {
+      return `generation failed: ${(e as Error).message}`;
+    }
+  })();
+  const problem = await Promise.race([generation, timeout]);
+  clearTimeout(timer);
+  if (problem) ctx.engine.abort(id);
+  return problem;
 }

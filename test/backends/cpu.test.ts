@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, ForwardBatch, StepOutput } from '../../backends/backend.js';
 import { create, type CpuBackendOptions } from '../../backends/cpu/index.js';
 import { planSegments } from '../../backends/cpu/cpu-backend.js';
+import { createBackend } from '../../backends/index.js';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
@@ -234,6 +235,12 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
     await cpu.close();
     expect(maxDiff).toBeGreaterThan(0);
     expect(maxDiff).toBeLessThan(0.1);
+  });
+
+  it('is what createBackend("cpu") returns, with the thread count asked for', async () => {
+    const backend = await createBackend('cpu', { threads: 1 });
+    expect(backend.name).toBe('cpu');
+    expect(backend.description).toMatch(/, 1 thread$/);
   });
 
   it('rejects a token id outside the vocabulary with a clear error', async () => {

@@ -59,9 +59,15 @@ export function runSluice(args: string[], timeoutMs = 120_000): Promise<{ code: 
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += c));
     child.stderr.on('data', (c) => (stderr += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    // On timeout, SIGTERM first so `sluice compare` can stop the engines it launched.
+    let killTimer: NodeJS.Timeout | undefined;
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      killTimer = setTimeout(() => child.kill('SIGKILL'), 35_000);
+    }, timeoutMs);
     child.once('exit', (code) => {
       clearTimeout(timer);
+      clearTimeout(killTimer);
       resolve({ code, stdout, stderr });
     });
   });

@@ -147,6 +147,7 @@ describe('/health', () => {
       const ask = () => fetch(`${sick.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x', max_tokens: 2, temperature: 0 }) });
       expect((await ask()).status).toBe(200);
       expect((await fetch(`${sick.url}/health`)).status).toBe(200);
+      expect((await fetch(`${sick.url}/health_generate`)).status).toBe(200);
       stall = true;
       const stuck = ask();
       await waitFor(async () => release !== null, 'the step to stall');
@@ -161,6 +162,7 @@ describe('/health', () => {
       const dead = await fetch(`${sick.url}/health`);
       expect(dead.status).toBe(503);
       expect((await json(dead)).error.message).toMatch(/device lost/);
+      expect((await fetch(`${sick.url}/health_generate`)).status).toBe(503);
       expect((await ask()).status).toBe(503);
     } finally {
       await sick.shutdown(1000);

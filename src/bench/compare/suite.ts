@@ -89,12 +89,13 @@ export async function runSuite(engines: EngineSpec[], settings: SuiteSettings, c
     const engine: EngineResult = { ...spec, runs: [] };
     results.engines.push(engine);
     const launched = spec.launch ? launchEngine(spec.launch) : null;
-    // Ctrl-C must not leave a launched engine running.
+    // Ctrl-C or a kill must not leave a launched engine running.
     const stopOnInterrupt = () => {
       if (launched) void launched.stop().finally(() => process.exit(130));
       else process.exit(130);
     };
     process.once('SIGINT', stopOnInterrupt);
+    process.once('SIGTERM', stopOnInterrupt);
     try {
       if (launched) context.log(`[${spec.name}] launching: ${spec.launch}`);
       await waitForHealth(spec.url, (launched ? settings.launchTimeoutS : 30) * 1000, launched?.exited);
@@ -112,6 +113,7 @@ export async function runSuite(engines: EngineSpec[], settings: SuiteSettings, c
       context.log(`[${spec.name}] failed: ${(e as Error).message}`);
     } finally {
       process.removeListener('SIGINT', stopOnInterrupt);
+      process.removeListener('SIGTERM', stopOnInterrupt);
       if (launched) {
         context.log(`[${spec.name}] stopping`);
         await launched.stop();

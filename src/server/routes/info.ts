@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ServerContext } from '../context.js';
 import { ApiError, unknownModel } from '../errors.js';
-import { healthProblem } from '../health.js';
+import { generationProblem, healthProblem } from '../health.js';
 import { unixSeconds } from '../request-common.js';
 
 const startedAt = unixSeconds();
@@ -32,6 +32,11 @@ export function registerInfo(app: FastifyInstance, ctx: ServerContext, version: 
   app.get('/version', async () => ({ version }));
   app.get('/health', async (_request, reply) => {
     const problem = healthProblem(ctx);
+    if (problem) throw new ApiError(503, problem, 'server_error', null, 'engine_unhealthy');
+    return reply.code(200).send();
+  });
+  app.get('/health_generate', async (_request, reply) => {
+    const problem = await generationProblem(ctx);
     if (problem) throw new ApiError(503, problem, 'server_error', null, 'engine_unhealthy');
     return reply.code(200).send();
   });
