@@ -3,7 +3,11 @@
  * step), decode tok/s (one token per step for `--batch` sequences), and where GPU time goes per
  * op (timestamp queries, when the adapter has them), with the adapter's description.
  *
- *   npm run bench:webgpu [-- --preset small] [-- --prompt 64] [-- --decode 16] [-- --batch 1] [-- --json]
+ *   npm run bench:webgpu [-- --preset small] [-- --prompt 64] [-- --decode 16] [-- --batch 1]
+ *                        [-- --temperature 0] [-- --top-p 1] [-- --json]
+ *
+ * Temperature 0 is greedy (one reduction over the vocabulary per sequence); above 0 the sample
+ * op also runs the top-p and inverse-CDF searches.
  */
 import { performance } from 'node:perf_hooks';
 import type { ForwardBatch } from '../backends/backend.js';
@@ -23,7 +27,10 @@ const presetName = option('preset', 'small');
 const promptTokens = Number(option('prompt', '64'));
 const decodeSteps = Number(option('decode', '16'));
 const batchSize = Number(option('batch', '1'));
+const temperature = Number(option('temperature', '0'));
+const topP = Number(option('top-p', '1'));
 const config = presets[presetName];
+if (!(temperature >= 0) || !(topP > 0 && topP <= 1)) throw new Error('--temperature must be >= 0 and --top-p in (0, 1]');
 if (!config) throw new Error(`unknown preset ${presetName} (${Object.keys(presets).join(', ')})`);
 for (const [name, value] of [['prompt', promptTokens], ['decode', decodeSteps], ['batch', batchSize]] as const) {
   if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} must be a positive integer, got ${value}`);
@@ -69,11 +76,11 @@ function step(seqs: number[], cached: number[], counts: number[]): ForwardBatch 
     pageTableStart: Int32Array.from(pageTableStart),
     slotMapping: Int32Array.from(slotMapping),
     sampling: {
-      temperature: new Float32Array(numSeqs),
-      topP: new Float32Array(numSeqs).fill(1),
+      temperature: new Float32Array(numSeqs).fill(temperature),
+      topP: new Float32Array(numSeqs).fill(topP),
       topK: new Int32Array(numSeqs),
       minP: new Float32Array(numSeqs),
-      random: new Float32Array(numSeqs),
+      random: Float32Array.from({ length: numSeqs }, (_, i) => ((i + 1) * 0.618034) % 1),
       logprobs: new Int32Array(numSeqs).fill(-1),
       penalties: null,
     },
@@ -116,6 +123,8 @@ const result = {
   promptTokens,
   batchSize,
   decodeSteps,
+  temperature,
+  topP,
   prefillTokensPerSecond: round((promptTokens * batchSize) / prefillSeconds),
   decodeTokensPerSecond: round((decodeSteps * batchSize) / decodeSeconds),
   decodeStepMs: round((decodeSeconds * 1000) / decodeSteps),
@@ -128,7 +137,8 @@ if (json) {
   console.log(JSON.stringify(result));
 } else {
   console.log(`adapter: ${result.adapter}`);
-  console.log(`preset ${presetName}, dummy weights, load ${result.loadSeconds} s`);
+  const sampling = temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy';
+  console.log(`preset ${presetName}, dummy weights, load ${result.loadSeconds} s, ${sampling}`);
   console.table([
     { phase: `prefill (${promptTokens}-token prompt${batchSize > 1 ? ` x ${batchSize}` : ''})`, 'tok/s': result.prefillTokensPerSecond },
     { phase: `decode (batch ${batchSize}, ${decodeSteps} steps, ${result.decodeStepMs} ms/step)`, 'tok/s': result.decodeTokensPerSecond },

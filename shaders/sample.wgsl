@@ -3,15 +3,12 @@
 // Tokens are ordered by a 64-bit key: high word the logit's order-preserving bits, low word
 // (vocab - 1 - id), so a larger key comes first in the rule's order (descending probability,
 // lower id first on ties). Top-k, top-p and the inverse-CDF draw each find a cut-off key by
-// radix descent, 4 bits per pass from the most significant end, each pass one reduction of 16
-// bins over the vocabulary: no sort is needed and the result matches the sorted-order
-// definition exactly.
+// building it bit by bit from the most significant end, every probe being one reduction over
+// the vocabulary: no sort is needed and the result matches the sorted-order definition exactly.
 //
 // out (u32): tokens[S] | logprobs[S] (f32 bits) | topIds[S * K] | topLogprobs[S * K] (f32 bits),
 // K = step.topLogprobs.
-const WG: u32 = 128u;
-const RADIX_BITS: u32 = 4u;
-const BINS: u32 = 16u;
+const WG: u32 = 256u;
 struct Params { vocab: u32, idBits: u32, pad0: u32, pad1: u32 }
 struct SeqSampling { temperature: f32, topP: f32, topK: i32, minP: f32, random: f32, logprobs: i32, pad0: u32, pad1: u32 }
 @group(0) @binding(1) var<uniform> params: Params;
@@ -25,9 +22,6 @@ var<workgroup> keysLo: array<u32, WG>;
 var<workgroup> resultHi: u32;
 var<workgroup> resultLo: u32;
 var<workgroup> resultSum: f32;
-var<workgroup> binSums: array<array<f32, BINS>, WG>;
-var<workgroup> resultDigit: u32;
-var<workgroup> resultAbove: f32;
 
 struct Key { hi: u32, lo: u32 }
 
@@ -98,53 +92,21 @@ fn sumFrom(rowBase: u32, lid: u32, at: Key, f: Filter) -> f32 {
   return workgroupUniformLoad(&resultSum);
 }
 
-// Bits of `word` above position `shift + RADIX_BITS` (the digits already fixed).
-fn fixedBits(word: u32, shift: u32) -> u32 {
-  if (shift + RADIX_BITS >= 32u) { return 0u; }
-  return word & (0xffffffffu << (shift + RADIX_BITS));
-}
-
-// The largest key t whose sumFrom(t) exceeds (strict) or reaches `goal`: the cut-off token of a
-// prefix in sampling order. Each pass fixes one digit of t: the bins hold the weight of tokens
-// sharing the digits fixed so far, by their next digit; `above` is the weight of tokens whose
-// keys lie above every key with that prefix.
+// The largest key whose sumFrom exceeds (strict) or reaches `goal`: the cut-off token of a
+// prefix in sampling order.
 fn largestKeyReaching(rowBase: u32, lid: u32, goal: f32, strict: bool, f: Filter) -> Key {
-  var prefix = Key(0u, 0u);
-  var above = 0.0;
-  let loDigits = (params.idBits + RADIX_BITS - 1u) / RADIX_BITS;
-  let levels = min(32u / RADIX_BITS + loDigits, 1u);
-  for (var level = 0u; level < levels; level++) {
-    let inHi = level < 32u / RADIX_BITS;
-    let shift = select((levels - 1u - level) * RADIX_BITS, (32u / RADIX_BITS - 1u - level) * RADIX_BITS, inHi);
-    // Each thread accumulates into its own row of binSums.
-    for (var d = 0u; d < BINS; d++) { binSums[lid][d] = 0.0; }
-    for (var id = lid; id < params.vocab; id += WG) {
-      let k = keyOf(rowBase, id);
-      let p = exp((logits[rowBase + id] - f.maxLogit) * f.invTemperature);
-      var sharesPrefix: bool;
-      var digit: u32;
-      if (inHi) {
-        sharesPrefix = fixedBits(k.hi, shift) == fixedBits(prefix.hi, shift);
-        digit = (k.hi >> shift) & (BINS - 1u);
-      } else {
-        sharesPrefix = k.hi == prefix.hi && fixedBits(k.lo, shift) == fixedBits(prefix.lo, shift);
-        digit = (k.lo >> shift) & (BINS - 1u);
-      }
-      if (sharesPrefix && atLeast(k, f.cutoff) && p >= f.minP) {
-        binSums[lid][digit] += select(1.0, p, f.weighted);
-      }
-    }
-    workgroupBarrier();
-    if (lid == 0u) { resultDigit = 0u; resultAbove = 0.0; }
-    let digit = workgroupUniformLoad(&resultDigit);
-    above = workgroupUniformLoad(&resultAbove);
-    if (inHi) {
-      prefix.hi |= digit << shift;
-    } else {
-      prefix.lo |= digit << shift;
-    }
+  var answer = Key(0u, 0u);
+  for (var bit = 31i; bit >= 0i; bit--) {
+    let candidate = Key(answer.hi | (1u << u32(bit)), 0u);
+    let sum = sumFrom(rowBase, lid, candidate, f);
+    if (sum > goal || (!strict && sum == goal)) { answer = candidate; }
   }
-  return prefix;
+  for (var bit = i32(params.idBits) - 1i; bit >= 0i; bit--) {
+    let candidate = Key(answer.hi, answer.lo | (1u << u32(bit)));
+    let sum = sumFrom(rowBase, lid, candidate, f);
+    if (sum > goal || (!strict && sum == goal)) { answer = candidate; }
+  }
+  return answer;
 }
 
 fn idOf(k: Key) -> u32 {

@@ -11,6 +11,7 @@ export const Usage = {
   STORAGE: 0x80,
   QUERY_RESOLVE: 0x200,
 } as const;
+/** GPUMapMode.READ, for mapAsync. */
 export const MAP_READ = 0x1;
 
 const shaderDir = fileURLToPath(new URL('../../shaders/', import.meta.url));

@@ -55,7 +55,7 @@ export class KernelHarness {
   }
 
   async readBytes(buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
-    const staging = this.ctx.buffer('test readback', bytes, MAP_READ | Usage.COPY_DST);
+    const staging = this.ctx.buffer('test readback', bytes, Usage.MAP_READ | Usage.COPY_DST);
     const encoder = this.ctx.device.createCommandEncoder();
     encoder.copyBufferToBuffer(buffer, 0, staging, 0, Math.ceil(bytes / 4) * 4);
     this.ctx.device.queue.submit([encoder.finish()]);
