@@ -107,7 +107,7 @@ export function linear(ctx: GpuContext, step: GPUBuffer, x: GPUBuffer, weight: D
       dispatch(
         ctx,
         label,
-        'matvec',
+        weight.cols % 4 === 0 ? 'matvec4' : 'matvec',
         buffers,
         (s) => {
           const n = rowCount(s, rows);

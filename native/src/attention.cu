@@ -3,9 +3,10 @@
 // A block takes one tile of a sequence's queries for one KV head: tileQueries queries times the
 // `group` query heads that share the KV head, 32 rows in all, 4 threads per row each owning
 // headDim/4 dimensions. It streams the sequence's keys through shared memory in pages of 32 with an
-// online softmax (flash attention), causal per query. For decode, where tiles are few, the key range
-// is also split across blocks (split-KV flash decoding) and a second kernel merges the partial
-// results by their log-sum-exp.
+// online softmax (flash attention), causal per query. A decode tile (one query) gives its rows
+// slices of each page of keys instead and merges them at the end. When tiles are few (decode), the
+// key range is also split across blocks (split-KV flash decoding) and a second kernel merges the
+// partial results by their log-sum-exp.
 #include <cfloat>
 
 #include "check.h"
@@ -31,11 +32,18 @@ __global__ void kvWriteKernel(const bf16* k, const bf16* v, bf16* kCache, bf16* 
   }
 }
 
-template <int HD>
+// kSliced: every tile is a decode tile (one query) and the group is at most 8, so each row takes
+// at most 8 keys of a page.
+template <int HD, bool kSliced>
 __global__ void __launch_bounds__(kThreads) attentionKernel(AttentionArgs a) {
   constexpr int kDims = HD / 4;  // per thread
-  __shared__ __align__(16) bf16 keys[kKeysPerTile][HD];
-  __shared__ __align__(16) bf16 values[kKeysPerTile][HD];
+  constexpr int kScores = kSliced ? 8 : kKeysPerTile;
+  // Keys and values of the current page of 32 keys; reused at the end to merge key slices.
+  __shared__ __align__(16) unsigned char tileMemory[2 * kKeysPerTile * HD * sizeof(bf16)];
+  __shared__ float sliceMax[kRows];
+  __shared__ float sliceSum[kRows];
+  bf16 (*keys)[HD] = reinterpret_cast<bf16 (*)[HD]>(tileMemory);
+  bf16 (*values)[HD] = reinterpret_cast<bf16 (*)[HD]>(tileMemory + kKeysPerTile * HD * sizeof(bf16));
 
   const int tile = blockIdx.x;
   const int kvHead = blockIdx.y;
@@ -47,15 +55,21 @@ __global__ void __launch_bounds__(kThreads) attentionKernel(AttentionArgs a) {
   const int kvLen = a.kvLens[seq];
   const int group = a.numHeads / a.numKvHeads;
   const int tileQueries = kRows / group > 0 ? kRows / group : 1;
+  // Decode tiles have one query: their rows split each page of keys between them instead (key
+  // slices), merged at the end.
+  const int slices = kSliced ? tileQueries : 1;
 
   const int row = threadIdx.x / 4;
   const int sub = threadIdx.x % 4;
-  const int j = j0 + row / group;
+  const int rowGroup = row / group;  // the query (prefill) or the key slice (decode)
+  const int j = kSliced ? 0 : j0 + rowGroup;
+  const int slice = kSliced ? rowGroup : 0;
   const int head = kvHead * group + row % group;
   const bool valid = row < tileQueries * group && j < count;
   const int lastVisible = kvLen - count + j;  // the query's own position
   const int lastQuery = min(j0 + tileQueries, count) - 1;
   const int range = max(0, kvLen - count + lastQuery + 1);
+  const int keysPerSlice = (kKeysPerTile + slices - 1) / slices;
 
   int chunk = (range + a.splits - 1) / a.splits;
   chunk = (chunk + kKeysPerTile - 1) / kKeysPerTile * kKeysPerTile;
@@ -91,19 +105,23 @@ __global__ void __launch_bounds__(kThreads) attentionKernel(AttentionArgs a) {
     }
     __syncthreads();
 
-    float scores[kKeysPerTile];
+    // This row's keys of the page: all 32, or every slices-th one from its slice on.
+    float scores[kScores];
     float tileMax = -FLT_MAX;
 #pragma unroll
-    for (int i = 0; i < kKeysPerTile; i++) {
+    for (int n = 0; n < kScores; n++) {
+      if (n >= keysPerSlice) break;  // uniform over the block
+      const int i = slice + n * slices;
+      const int at = i < kKeysPerTile ? i : kKeysPerTile - 1;
       float dot = 0.f;
 #pragma unroll
-      for (int d = 0; d < kDims; d++) dot += q[d] * __bfloat162float(keys[i][sub * kDims + d]);
+      for (int d = 0; d < kDims; d++) dot += q[d] * __bfloat162float(keys[at][sub * kDims + d]);
       dot += __shfl_xor_sync(0xffffffffu, dot, 1);
       dot += __shfl_xor_sync(0xffffffffu, dot, 2);
       const int p = k0 + i;
-      const bool visible = valid && p < kvEnd && p <= lastVisible;
-      scores[i] = visible ? dot * a.scale : -FLT_MAX;
-      if (visible) tileMax = fmaxf(tileMax, scores[i]);
+      const bool visible = valid && i < kKeysPerTile && p < kvEnd && p <= lastVisible;
+      scores[n] = visible ? dot * a.scale : -FLT_MAX;
+      if (visible) tileMax = fmaxf(tileMax, scores[n]);
     }
     if (tileMax > -FLT_MAX) {
       const float newMax = fmaxf(runningMax, tileMax);
@@ -111,9 +129,11 @@ __global__ void __launch_bounds__(kThreads) attentionKernel(AttentionArgs a) {
       runningSum *= correction;
       for (int d = 0; d < kDims; d++) acc[d] *= correction;
 #pragma unroll
-      for (int i = 0; i < kKeysPerTile; i++) {
-        if (scores[i] == -FLT_MAX) continue;
-        const float p = __expf(scores[i] - newMax);
+      for (int n = 0; n < kScores; n++) {
+        if (n >= keysPerSlice) break;
+        if (scores[n] == -FLT_MAX) continue;
+        const int i = slice + n * slices;
+        const float p = __expf(scores[n] - newMax);
         runningSum += p;
 #pragma unroll
         for (int d = 0; d < kDims; d++) acc[d] += p * __bfloat162float(values[i][sub * kDims + d]);
@@ -121,6 +141,36 @@ __global__ void __launch_bounds__(kThreads) attentionKernel(AttentionArgs a) {
       runningMax = newMax;
     }
     __syncthreads();
+  }
+
+  if (kSliced) {
+    // Merge the key slices of each head into the rows of slice 0 (as the split merge does).
+    float (*sliceAcc)[HD] = reinterpret_cast<float (*)[HD]>(tileMemory);
+    if (valid) {
+      for (int d = 0; d < kDims; d++) sliceAcc[row][sub * kDims + d] = acc[d];
+      if (sub == 0) {
+        sliceMax[row] = runningMax;
+        sliceSum[row] = runningSum;
+      }
+    }
+    __syncthreads();
+    if (!valid || slice != 0) return;
+    float mergedMax = -FLT_MAX;
+    for (int s = 0; s < slices; s++) {
+      const int r = s * group + row;
+      if (sliceSum[r] > 0.f) mergedMax = fmaxf(mergedMax, sliceMax[r]);
+    }
+    float mergedSum = 0.f;
+    for (int d = 0; d < kDims; d++) acc[d] = 0.f;
+    for (int s = 0; s < slices; s++) {
+      const int r = s * group + row;
+      if (!(sliceSum[r] > 0.f)) continue;
+      const float weight = __expf(sliceMax[r] - mergedMax);
+      mergedSum += weight * sliceSum[r];
+      for (int d = 0; d < kDims; d++) acc[d] += weight * sliceAcc[r][sub * kDims + d];
+    }
+    runningMax = mergedMax;
+    runningSum = mergedSum;
   }
 
   if (!valid) return;
@@ -165,7 +215,11 @@ __global__ void combineSplitsKernel(AttentionArgs a) {
 template <int HD>
 void launchFor(const AttentionArgs& a, cudaStream_t stream) {
   const dim3 grid(a.numTiles, a.numKvHeads, a.splits);
-  attentionKernel<HD><<<grid, kThreads, 0, stream>>>(a);
+  if (a.decodeOnly && a.numHeads / a.numKvHeads <= 8) {
+    attentionKernel<HD, true><<<grid, kThreads, 0, stream>>>(a);
+  } else {
+    attentionKernel<HD, false><<<grid, kThreads, 0, stream>>>(a);
+  }
   CUDA_CHECK_LAUNCH("attention kernel");
 }
 

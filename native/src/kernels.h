@@ -71,6 +71,8 @@ struct AttentionArgs {
   int pageSize;
   int splits;
   float scale;
+  /** Every sequence has exactly one new token: the kernel then splits each page of keys between its rows. */
+  bool decodeOnly;
 };
 
 /** Queries per tile the attention kernel takes for this head grouping. */

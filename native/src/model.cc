@@ -456,6 +456,7 @@ void Model::runOps(int T, int S, int numTiles, int splits) {
         a.pageSize = pageSize_;
         a.splits = splits;
         a.scale = 1.f / std::sqrt(float(config_.headDim));
+        a.decodeOnly = T == S;
         launchAttention(a, stream_);
         break;
       }

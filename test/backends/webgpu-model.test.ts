@@ -191,6 +191,24 @@ describe.skipIf(probe === null)('webgpu backend against the reference backend', 
     expect(worst).toBeLessThan(2e-3);
   });
 
+  it('grows its buffers for a step larger than any before (100+ tokens, 12 sequences, top-6 log-probs)', async () => {
+    const kv = { numPages: 120, pageSize: 2 };
+    const gpu = await webgpu(oddConfig, kv);
+    const cpuRef = await ref(oddConfig, kv);
+    const prompts = Array.from({ length: 12 }, (_, s) => promptOf(5 + s, s + 40, oddConfig.vocabSize));
+    const schedule = new Schedule(prompts, kv.pageSize, kv.numPages);
+    for (const counts of [prompts.map(() => 1), prompts.map(() => 20), prompts.map(() => 1)]) {
+      const { batch, seqs } = schedule.next(counts, 6);
+      const want = await cpuRef.forward(batch);
+      const got = await gpu.forward(batch);
+      expect(Array.from(got.tokens)).toEqual(Array.from(want.tokens));
+      expect(got.topLogprobs!.k).toBe(6);
+      expect(Array.from(got.topLogprobs!.ids)).toEqual(Array.from(want.topLogprobs!.ids));
+      got.logprobs!.forEach((x, i) => expect(Math.abs(x - want.logprobs![i]!)).toBeLessThan(2e-3));
+      schedule.advance(seqs, want);
+    }
+  });
+
   it('rejects a batch whose token ids or slots fall outside the model or cache, and keeps working', async () => {
     const gpu = await webgpu(oddConfig, { numPages: 8, pageSize: 2 });
     const step = (tokenId: number, slot: number): ForwardBatch => ({

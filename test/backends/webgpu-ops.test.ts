@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ops from '../../backends/ref/ops.js';
 import * as k from '../../backends/webgpu/kernels.js';
 import { bf16ToF16, uploadMatrix, uploadVector } from '../../backends/webgpu/weights.js';
@@ -26,8 +26,11 @@ describe('webgpu weight conversion', () => {
 
 describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () => {
   const gpu = ctx!;
-  const h = new KernelHarness(gpu);
+  let h: KernelHarness;
   const random = seededRandom(1234);
+  beforeAll(() => {
+    h = new KernelHarness(gpu);
+  });
   afterAll(() => {
     h.destroy();
     gpu.destroy();
@@ -78,6 +81,7 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
 
   for (const [rows, inFeatures, outFeatures, chunkRows] of [
     [1, 64, 96, 96],
+    [5, 48, 70, 30],
     [3, 37, 53, 20],
     [8, 130, 41, 41],
     [9, 37, 70, 33],

@@ -1,11 +1,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getLlama, type Llama, type Token } from 'node-llama-cpp';
+import { getLlama, LlamaLogLevel, type Llama, type Token } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
-import { writeGguf, type GgufDType } from '../../src/model/gguf.js';
+import { writeGguf } from '../../src/model/gguf.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
 import { refRunner, tinyVariant, type GreedyRun } from './reference-runs.js';
 
@@ -14,10 +14,11 @@ import { refRunner, tinyVariant, type GreedyRun } from './reference-runs.js';
 
 const steps = 32;
 const tokenizer = Tokenizer.llama3();
+// Long enough (~90 tokens) that llama3 scaling with a short original context changes the output.
 const longText =
-  'In the beginning the Universe was created. This has made a lot of people very angry and been widely regarded as a bad move. ' +
-  'Many were increasingly of the opinion that they had all made a big mistake in coming down from the trees in the first place. ' +
-  'And some said that even the trees had been a bad move, and that no one should ever have left the oceans.';
+  'The river town woke slowly: bakers lit their ovens before dawn, fishermen checked nets by lantern light, and the ' +
+  'old clock above the market hall struck five, a little late as always. By seven the square was full of carts, ' +
+  'children raced between the stalls, and a brass band practiced the same three bars of a march until everyone knew them by heart.';
 const prompts = [
   tokenizer.encode('The quick brown fox'),
   tokenizer.encode('def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n'),
@@ -59,7 +60,7 @@ let llama: Llama;
 let dir: string;
 
 beforeAll(async () => {
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
   dir = mkdtempSync(join(tmpdir(), 'sluice-gguf-'));
 });
 
@@ -69,7 +70,7 @@ afterAll(async () => {
 });
 
 interface LlamaCppRun extends GreedyRun {
-  /** With teacher forcing: llama.cpp's log-prob of each forced token (-Infinity outside its top 40). */
+  /** With teacher forcing: llama.cpp's log-prob of each forced token (-Infinity when it gives the token no probability). */
   forcedLogprobs: number[];
 }
 

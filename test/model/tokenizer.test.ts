@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getLlama, type Llama, type LlamaModel } from 'node-llama-cpp';
+import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { writeGguf } from '../../src/model/gguf.js';
@@ -37,7 +37,7 @@ describe('Llama 3 tokenizer', () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-tok-'));
     const file = join(dir, 'vocab.gguf');
     await writeGguf(file, { config, tokenizer, weights: new DummyWeights(config) }, { dtype: 'f32' });
-    llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+    llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
     llamaModel = await llama.loadModel({ modelPath: file, vocabOnly: true });
   });
 
