@@ -1,6 +1,8 @@
 /**
  * `npm run bench:cpu`: sluice's CPU backend against llama.cpp (node-llama-cpp, CPU build) on the
- * same random ("dummy") weights, side by side in one invocation.
+ * same random ("dummy") weights, side by side in one invocation: both are loaded, then each
+ * measure runs on llama.cpp and right after on sluice, and the load average is recorded with it
+ * (the machine may be shared).
  *
  * Measures (a) single-stream decode tok/s, (b) total output tok/s with 8 and 32 concurrent
  * streams, (c) prompt processing tok/s for a 512-token prompt. llama.cpp gets the weights as a
@@ -9,7 +11,7 @@
  * instead (every stream's prompt in one mixed step, then one decode step for all).
  *
  * Options: --json, --model NAME (a preset, default llama-3.2-1b), --threads N (default 2),
- * --decode-tokens N (32), --stream-prompt N (32), --stream-tokens N (16), --prefill N (512),
+ * --decode-tokens N (32), --stream-prompt N (16), --stream-tokens N (32), --prefill N (512),
  * --streams 8,32, --cache-dir DIR, --skip-llama-cpp, --weight-format f32|q8, --direct.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
@@ -29,8 +31,8 @@ const { values: args } = parseArgs({
     model: { type: 'string', default: 'llama-3.2-1b' },
     threads: { type: 'string', default: '2' },
     'decode-tokens': { type: 'string', default: '32' },
-    'stream-prompt': { type: 'string', default: '32' },
-    'stream-tokens': { type: 'string', default: '16' },
+    'stream-prompt': { type: 'string', default: '16' },
+    'stream-tokens': { type: 'string', default: '32' },
     prefill: { type: 'string', default: '512' },
     streams: { type: 'string', default: '8,32' },
     'cache-dir': { type: 'string', default: join(tmpdir(), 'sluice-bench') },
@@ -57,12 +59,16 @@ const settings = {
 const decodePrompt = 16;
 const log = (message: string) => process.stderr.write(`[bench:cpu] ${message}\n`);
 
-/** The figures of one engine: tok/s for each measure. */
-interface Figures {
-  decode_1: number;
-  prefill_512: number;
-  streams: Record<string, number>;
+/** One engine under test: each measure returns tok/s. */
+interface Contender {
   loadSeconds: number;
+  /** Prompt processing: a prompt of `length` tokens, timed to its first output token. */
+  prefill(length: number): Promise<number>;
+  /** Decode tok/s of one stream (a 16-token prompt, then `settings.decodeTokens` tokens timed from the first). */
+  decodeOne(): Promise<number>;
+  /** Output tok/s of `n` concurrent greedy streams, prompt processing included. */
+  streams(n: number): Promise<number>;
+  close(): Promise<void>;
 }
 
 /** Deterministic token ids in the ordinary-text range of the Llama 3 vocabulary. */
@@ -70,16 +76,18 @@ function promptTokens(length: number, seed: number): number[] {
   return Array.from({ length }, (_, i) => 1000 + ((Math.imul(i + 1, 2654435761) ^ Math.imul(seed + 1, 40503)) >>> 0) % 100000);
 }
 
+const streamPrompts = (n: number) => Array.from({ length: n }, (_, s) => promptTokens(settings.streamPrompt, 100 + s));
+
 // ---------------------------------------------------------------- sluice (cpu backend)
 
-/** N greedy streams in lockstep through the backend's paged cache, as a continuous-batching step loop. */
-async function runStreams(backend: Backend, prompts: number[][], newTokens: number, pageSize: number): Promise<{ seconds: number; firstStepSeconds: number }> {
+/** N greedy streams in lockstep through the backend's paged cache (--direct): one mixed prefill step, then decode steps. */
+async function runStreams(backend: Backend, prompts: number[][], newTokens: number, pageSize: number): Promise<{ seconds: number; firstSeconds: number }> {
   const n = prompts.length;
   const pagesPerSeq = Math.ceil((Math.max(...prompts.map((p) => p.length)) + newTokens) / pageSize);
   const lengths = prompts.map(() => 0);
   const pending = prompts.map((p) => [...p]);
   const start = performance.now();
-  let firstStepSeconds = 0;
+  let firstSeconds = 0;
   for (let step = 0; step < newTokens; step++) {
     const tokenIds: number[] = [];
     const positions: number[] = [];
@@ -120,9 +128,9 @@ async function runStreams(backend: Backend, prompts: number[][], newTokens: numb
     };
     const out = await backend.forward(batch);
     for (let s = 0; s < n; s++) pending[s] = [out.tokens[s]!];
-    if (step === 0) firstStepSeconds = (performance.now() - start) / 1000;
+    if (step === 0) firstSeconds = (performance.now() - start) / 1000;
   }
-  return { seconds: (performance.now() - start) / 1000, firstStepSeconds };
+  return { seconds: (performance.now() - start) / 1000, firstSeconds };
 }
 
 /** Greedy request through the engine: wall seconds, and seconds to the first token. */
@@ -135,10 +143,10 @@ async function timedRequest(engine: LlmEngine, prompt: number[], maxNewTokens: n
     if (tokens === 0 && delta.tokenIds.length > 0) first = performance.now();
     tokens += delta.tokenIds.length;
   }
-  return { seconds: (performance.now() - start) / 1000, firstSeconds: (first - start) / 1000, tokens };
+  return { seconds: (performance.now() - start) / 1000, firstSeconds: (first - start) / 1000 };
 }
 
-async function benchSluice(model: LoadedModel): Promise<Figures> {
+async function startSluice(model: LoadedModel): Promise<Contender> {
   const pageSize = 16;
   const started = performance.now();
   const backend = await createCpuBackend({ threads: settings.threads, weightFormat: args['weight-format'] as WeightFormat | undefined });
@@ -149,36 +157,26 @@ async function benchSluice(model: LoadedModel): Promise<Figures> {
     await backend.load(model);
     await backend.allocateKvCache({ numPages: maxTotalTokens / pageSize, pageSize });
   }
-  const engine = args.direct ? null : await LlmEngine.create(model, backend, { pageSize, maxTotalTokens, disableRadixCache: true });
+  const engine = args.direct ? null : await LlmEngine.create(model, backend, { pageSize, maxTotalTokens, disableRadixCache: true, logger: { warn() {} } });
   const loadSeconds = (performance.now() - started) / 1000;
   log(`sluice: ${backend.description}; loaded in ${loadSeconds.toFixed(1)} s; ${engine ? 'through the engine' : 'driving forward() directly'}`);
-  // Both drivers answer: wall seconds and seconds to the first token, for n greedy streams.
   const run = async (prompts: number[][], newTokens: number) => {
     if (!engine) return runStreams(backend, prompts, newTokens, pageSize);
     const start = performance.now();
     const results = await Promise.all(prompts.map((p) => timedRequest(engine, p, newTokens)));
-    return { seconds: (performance.now() - start) / 1000, firstStepSeconds: Math.max(...results.map((r) => r.firstSeconds)) };
+    return { seconds: (performance.now() - start) / 1000, firstSeconds: Math.max(...results.map((r) => r.firstSeconds)) };
   };
-  try {
-    await run([promptTokens(8, 99)], 2); // warm-up
-    const prefill = await run([promptTokens(settings.prefill, 1)], 1);
-    const prefill_512 = settings.prefill / prefill.seconds;
-    log(`sluice: prefill ${settings.prefill} tokens: ${prefill_512.toFixed(2)} tok/s`);
-    const single = await run([promptTokens(decodePrompt, 2)], settings.decodeTokens + 1);
-    const decode_1 = settings.decodeTokens / (single.seconds - single.firstStepSeconds);
-    log(`sluice: decode 1 stream: ${decode_1.toFixed(2)} tok/s`);
-    const streams: Record<string, number> = {};
-    for (const n of settings.streams) {
-      const prompts = Array.from({ length: n }, (_, s) => promptTokens(settings.streamPrompt, 100 + s));
-      const { seconds } = await run(prompts, settings.streamTokens);
-      streams[n] = (n * settings.streamTokens) / seconds;
-      log(`sluice: ${n} streams: ${streams[n]!.toFixed(2)} tok/s in total`);
-    }
-    return { decode_1, prefill_512, streams, loadSeconds };
-  } finally {
-    if (engine) await engine.close();
-    else await backend.close();
-  }
+  await run([promptTokens(8, 99)], 2); // warm-up
+  return {
+    loadSeconds,
+    prefill: async (length) => length / (await run([promptTokens(length, 1)], 1)).seconds,
+    decodeOne: async () => {
+      const r = await run([promptTokens(decodePrompt, 2)], settings.decodeTokens + 1);
+      return settings.decodeTokens / (r.seconds - r.firstSeconds);
+    },
+    streams: async (n) => (n * settings.streamTokens) / (await run(streamPrompts(n), settings.streamTokens)).seconds,
+    close: () => (engine ? engine.close() : backend.close()),
+  };
 }
 
 // ---------------------------------------------------------------- llama.cpp (node-llama-cpp)
@@ -193,7 +191,7 @@ async function ensureGguf(model: LoadedModel): Promise<string> {
   return file;
 }
 
-async function benchLlamaCpp(model: LoadedModel): Promise<Figures> {
+async function startLlamaCpp(model: LoadedModel): Promise<Contender> {
   const file = await ensureGguf(model);
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
   const started = performance.now();
@@ -202,7 +200,8 @@ async function benchLlamaCpp(model: LoadedModel): Promise<Figures> {
   const loadSeconds = (performance.now() - started) / 1000;
   log(`llama.cpp: loaded ${file} in ${loadSeconds.toFixed(1)} s`);
   type Token = Parameters<typeof llamaModel.detokenize>[0][number];
-  const greedy = async (sequence: { evaluate(tokens: Token[], options?: object): AsyncGenerator<Token> }, prompt: number[], count: number) => {
+  type Sequence = { evaluate(tokens: Token[], options?: object): AsyncGenerator<Token> };
+  const greedy = async (sequence: Sequence, prompt: number[], count: number) => {
     const start = performance.now();
     let first = 0;
     let produced = 0;
@@ -213,41 +212,35 @@ async function benchLlamaCpp(model: LoadedModel): Promise<Figures> {
     }
     return { seconds: (performance.now() - start) / 1000, firstSeconds: (first - start) / 1000 };
   };
-  try {
-    const streams: Record<string, number> = {};
-    let decode_1 = 0;
-    let prefill_512 = 0;
-    {
-      const context = await llamaModel.createContext({ contextSize: settings.prefill + 64, batchSize: settings.prefill, threads: settings.threads, sequences: 1 });
-      const sequence = context.getSequence();
-      await greedy(sequence, promptTokens(8, 99), 2); // warm-up
-      await sequence.clearHistory();
-      const prefill = await greedy(sequence, promptTokens(settings.prefill, 1), 1);
-      prefill_512 = settings.prefill / prefill.firstSeconds;
-      log(`llama.cpp: prefill ${settings.prefill} tokens: ${prefill_512.toFixed(2)} tok/s`);
-      await sequence.clearHistory();
-      const single = await greedy(sequence, promptTokens(decodePrompt, 2), settings.decodeTokens + 1);
-      decode_1 = settings.decodeTokens / (single.seconds - single.firstSeconds);
-      log(`llama.cpp: decode 1 stream: ${decode_1.toFixed(2)} tok/s`);
+  /** A fresh context per measure; contextSize is per sequence (the unified KV cache holds n * contextSize cells). */
+  const withContext = async <T>(sequences: number, contextSize: number, batchSize: number, body: (context: Awaited<ReturnType<typeof llamaModel.createContext>>) => Promise<T>) => {
+    const context = await llamaModel.createContext({ contextSize, batchSize, threads: settings.threads, sequences });
+    try {
+      return await body(context);
+    } finally {
       await context.dispose();
     }
-    for (const n of settings.streams) {
-      const perSeq = settings.streamPrompt + settings.streamTokens + 16;
-      // contextSize is per sequence: llama.cpp's unified KV cache holds n * perSeq cells.
-      const context = await llamaModel.createContext({ contextSize: perSeq, batchSize: Math.max(512, n * settings.streamPrompt), threads: settings.threads, sequences: n });
-      const start = performance.now();
-      await Promise.all(
-        Array.from({ length: n }, (_, s) => greedy(context.getSequence(), promptTokens(settings.streamPrompt, 100 + s), settings.streamTokens)),
-      );
-      streams[n] = (n * settings.streamTokens) / ((performance.now() - start) / 1000);
-      log(`llama.cpp: ${n} streams: ${streams[n]!.toFixed(2)} tok/s in total`);
-      await context.dispose();
-    }
-    return { decode_1, prefill_512, streams, loadSeconds };
-  } finally {
-    await llamaModel.dispose();
-    await llama.dispose();
-  }
+  };
+  await withContext(1, 64, 64, (c) => greedy(c.getSequence(), promptTokens(8, 99), 2)); // warm-up
+  return {
+    loadSeconds,
+    prefill: (length) => withContext(1, length + 64, length, async (c) => length / (await greedy(c.getSequence(), promptTokens(length, 1), 1)).firstSeconds),
+    decodeOne: () =>
+      withContext(1, decodePrompt + settings.decodeTokens + 64, 512, async (c) => {
+        const r = await greedy(c.getSequence(), promptTokens(decodePrompt, 2), settings.decodeTokens + 1);
+        return settings.decodeTokens / (r.seconds - r.firstSeconds);
+      }),
+    streams: (n) =>
+      withContext(n, settings.streamPrompt + settings.streamTokens + 16, Math.max(512, n * settings.streamPrompt), async (c) => {
+        const start = performance.now();
+        await Promise.all(streamPrompts(n).map((p) => greedy(c.getSequence(), p, settings.streamTokens)));
+        return (n * settings.streamTokens) / ((performance.now() - start) / 1000);
+      }),
+    close: async () => {
+      await llamaModel.dispose();
+      await llama.dispose();
+    },
+  };
 }
 
 // ---------------------------------------------------------------- report
@@ -267,50 +260,67 @@ function machine() {
   };
 }
 
-const loadAverage = () => loadavg().map((x) => +x.toFixed(2));
+const loadAverageNow = () => loadavg().map((x) => +x.toFixed(2));
+
+interface Measure {
+  key: string;
+  label: string;
+  run: (c: Contender) => Promise<number>;
+}
 
 async function main(): Promise<void> {
   const model = loadModel({ modelPath: settings.model, loadFormat: 'dummy' });
-  const loadBefore = loadAverage();
-  const llamaCpp = args['skip-llama-cpp'] ? null : await benchLlamaCpp(model);
-  const sluice = await benchSluice(model);
-  const loadAfter = loadAverage();
-  const ratio = (a: number, b: number | undefined) => (b ? +(a / b).toFixed(2) : null);
-  const ratios = {
-    decode_1: ratio(sluice.decode_1, llamaCpp?.decode_1),
-    streams_8: ratio(sluice.streams[8] ?? NaN, llamaCpp?.streams[8]),
-    streams_32: ratio(sluice.streams[32] ?? NaN, llamaCpp?.streams[32]),
-    prefill_512: ratio(sluice.prefill_512, llamaCpp?.prefill_512),
-  };
+  const measures: Measure[] = [
+    { key: 'decode_1', label: '(a) decode, 1 stream', run: (c) => c.decodeOne() },
+    ...settings.streams.map((n) => ({ key: `streams_${n}`, label: `(b) total output, ${n} streams`, run: (c: Contender) => c.streams(n) })),
+    { key: `prefill_${settings.prefill}`, label: `(c) prefill, ${settings.prefill}-token prompt`, run: (c) => c.prefill(settings.prefill) },
+  ];
+  const llamaCpp = args['skip-llama-cpp'] ? null : await startLlamaCpp(model);
+  const sluice = await startSluice(model);
+  // Each measure runs on both engines back to back, so a change in the machine's load (other
+  // processes share it) hits both sides of a ratio alike.
+  const figures: Record<string, { sluice: number; llamaCpp: number | null; ratio: number | null; loadAverage: number[] }> = {};
+  try {
+    for (const m of measures) {
+      const loadAverage = loadAverageNow();
+      const theirs = llamaCpp ? await m.run(llamaCpp) : null;
+      const ours = await m.run(sluice);
+      figures[m.key] = { sluice: ours, llamaCpp: theirs, ratio: theirs ? +(ours / theirs).toFixed(2) : null, loadAverage };
+      log(`${m.label}: sluice ${ours.toFixed(2)} tok/s, llama.cpp ${theirs?.toFixed(2) ?? '-'} tok/s (load ${loadAverage.join(' ')})`);
+    }
+  } finally {
+    await sluice.close();
+    await llamaCpp?.close();
+  }
+  const ratioOf = (key: string) => figures[key]?.ratio ?? null;
   const report = {
     date: new Date().toISOString(),
     machine: machine(),
-    loadAverage: { before: loadBefore, after: loadAfter },
     model: settings.model,
     settings,
-    sluice: { backend: 'cpu', driver: args.direct ? 'forward() directly' : 'LlmEngine', ...sluice },
-    llamaCpp: llamaCpp && { version: 'node-llama-cpp 3.21.1 (CPU build), GGUF F16', ...llamaCpp },
-    ratios,
+    sluice: { backend: 'cpu', driver: args.direct ? 'forward() directly' : 'LlmEngine', loadSeconds: sluice.loadSeconds },
+    llamaCpp: llamaCpp && { version: 'node-llama-cpp 3.21.1 (CPU build), GGUF F16', loadSeconds: llamaCpp.loadSeconds },
+    figures,
+    ratios: {
+      decode_1: ratioOf('decode_1'),
+      streams_8: ratioOf('streams_8'),
+      streams_32: ratioOf('streams_32'),
+      prefill_512: ratioOf(`prefill_${settings.prefill}`),
+    },
   };
   if (args.json) {
     process.stdout.write(`${JSON.stringify(report)}\n`);
     return;
   }
-  const rows: [string, number, number | undefined, number | null][] = [
-    ['(a) decode, 1 stream', sluice.decode_1, llamaCpp?.decode_1, ratios.decode_1],
-    ...settings.streams.map((n): [string, number, number | undefined, number | null] => [
-      `(b) total output, ${n} streams`,
-      sluice.streams[n]!,
-      llamaCpp?.streams[n],
-      ratio(sluice.streams[n]!, llamaCpp?.streams[n]),
-    ]),
-    [`(c) prefill, ${settings.prefill}-token prompt`, sluice.prefill_512, llamaCpp?.prefill_512, ratios.prefill_512],
-  ];
   const m = report.machine;
-  console.log(`${settings.model} (dummy weights), ${m.cpu}, ${m.cores} cores, ${settings.threads} threads, load ${loadBefore.join(' ')} -> ${loadAfter.join(' ')}`);
-  console.log(`${'tok/s'.padEnd(34)}${'sluice cpu'.padStart(12)}${'llama.cpp'.padStart(12)}${'ratio'.padStart(8)}`);
-  for (const [label, a, b, r] of rows) {
-    console.log(`${label.padEnd(34)}${a.toFixed(2).padStart(12)}${(b?.toFixed(2) ?? '-').padStart(12)}${(r?.toFixed(2) ?? '-').padStart(8)}`);
+  console.log(`${settings.model} (dummy weights), ${m.cpu}, ${m.cores} cores, ${settings.threads} threads, ${report.date}`);
+  console.log(`${'tok/s'.padEnd(34)}${'sluice cpu'.padStart(12)}${'llama.cpp'.padStart(12)}${'ratio'.padStart(8)}${'load avg'.padStart(10)}`);
+  for (const measure of measures) {
+    const f = figures[measure.key]!;
+    console.log(
+      `${measure.label.padEnd(34)}${f.sluice.toFixed(2).padStart(12)}${(f.llamaCpp?.toFixed(2) ?? '-').padStart(12)}` +
+        `${(f.ratio?.toFixed(2) ?? '-').padStart(8)}${f.loadAverage[0]!.toFixed(2).padStart(10)}`,
+    );
   }
 }
 

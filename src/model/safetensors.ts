@@ -92,6 +92,10 @@ export class SafetensorsWeights implements WeightSource {
     return e && { name: e.name, dtype: e.dtype, shape: e.shape };
   }
 
+  locate(name: string): string | undefined {
+    return this.entries.get(name)?.file;
+  }
+
   async read(name: string): Promise<Uint8Array> {
     const e = this.entries.get(name);
     if (!e) throw new UserError(`${this.description}: tensor "${name}" is missing`);

@@ -17,6 +17,8 @@ export interface WeightSource {
   /** True when the weights are random (dummy): logs say so. */
   readonly random: boolean;
   info(name: string): TensorInfo | undefined;
+  /** The file that holds a tensor, for errors; sources without files leave it out. */
+  locate?(name: string): string | undefined;
   /** Raw little-endian bytes of one tensor in its stored dtype. */
   read(name: string): Promise<Uint8Array>;
   close(): Promise<void>;
@@ -62,7 +64,7 @@ export function validateWeights(config: LlamaConfig, source: WeightSource): void
     if (!info) throw new UserError(`${source.description}: tensor "${t.name}" is missing`);
     if (info.shape.length !== t.shape.length || info.shape.some((d, i) => d !== t.shape[i])) {
       throw new UserError(
-        `${source.description}: tensor "${t.name}" has shape [${info.shape}] but the config implies [${t.shape}]`,
+        `${source.locate?.(t.name) ?? source.description}: tensor "${t.name}" has shape [${info.shape}] but the config implies [${t.shape}]`,
       );
     }
   }

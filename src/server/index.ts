@@ -58,7 +58,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   };
   const app = buildApp(ctx, { apiKey: options.apiKey ?? null, version: packageVersion() });
   const host = options.host ?? '127.0.0.1';
-  await app.listen({ host, port: options.port ?? 30000 });
+  // The benchmark's offline rows open thousands of connections at once; Node's default backlog (511) resets some.
+  await app.listen({ host, port: options.port ?? 30000, backlog: 4096 });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 30000);
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;

@@ -164,6 +164,8 @@ describe('compare tables and report', () => {
     expect(html.match(/<svg class="chart"/g)).toHaveLength(4 + 4 + 6);
     expect(html.match(/<polyline class="series" data-engine="fast"/g)!.length).toBeGreaterThanOrEqual(9);
     expect(html.match(/<rect class="bar"/g)).toHaveLength(2 * 3);
+    expect(html.match(/<table class="metrics">/g)).toHaveLength(3);
+    expect(html).toContain('<tr><td>fast</td><td>2</td><td>0</td><td>2.00</td><td>6.00</td><td>150.00</td>');
     expect(html).toContain('3 x HTTP 500');
     expect(html).toContain('HTTP 500 Internal Server Error: &lt;boom&gt;');
     expect(html).toContain('did not start');

@@ -122,7 +122,7 @@ describe('sluice generate on bad input', () => {
 
   it('a tensor of the wrong shape', async () => {
     const dir = broken('wrong-shape', (d) => editJson(join(d, 'config.json'), (c) => (c.intermediate_size = 48)));
-    await expectOneLineError(dir, dir, /"model\.layers\.0\.mlp\.gate_proj\.weight"/, /\[32,16\]/, /\[48,16\]/);
+    await expectOneLineError(dir, join(dir, 'model.safetensors'), /"model\.layers\.0\.mlp\.gate_proj\.weight"/, /\[32,16\]/, /\[48,16\]/);
   });
 
   it('a tensor of an unsupported dtype', async () => {

@@ -1,3 +1,4 @@
+import type { BenchmarkMetrics } from '../metrics.js';
 import { pythonFloat } from '../report.js';
 import type { Distributions, EngineResult, SuiteResults } from './suite.js';
 import { barChart, cdfChart, escapeHtml, palette, type Series } from './svg-charts.js';
@@ -36,7 +37,7 @@ export function renderHtmlReport(results: SuiteResults): string {
     charts.push(cdfChart('Time to first token', 'ms', series('ttft')));
     charts.push(cdfChart('Time per output token', 'ms', series('tpot')));
     charts.push(cdfChart('Inter-token latency', 'ms', series('itl'), 'share of token gaps'));
-    sections.push(`<h2>${escapeHtml(title)}</h2><div class="charts">${charts.join('')}</div>`);
+    sections.push(`<h2>${escapeHtml(title)}</h2>${metricsTable(results.engines, index)}<div class="charts">${charts.join('')}</div>`);
   });
   sections.push(`<h2>Failures</h2>${failuresTable(results)}`);
 
@@ -53,6 +54,8 @@ table { border-collapse: collapse; margin: 8px 0 16px; }
 th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
 th { background: #f3f3f3; }
 td:nth-child(3), th:nth-child(3) { text-align: left; }
+table.metrics td:nth-child(3), table.metrics th:nth-child(3) { text-align: right; }
+table.metrics td:first-child { text-align: left; }
 tr.ratio td { font-style: italic; background: #fafafa; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
 svg.chart { border: 1px solid #eee; background: #fff; }
@@ -73,6 +76,34 @@ function htmlTable(table: Table): string {
   const head = `<tr>${table.header.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr>`;
   const rows = table.rows.map((r) => `<tr${r.ratio ? ' class="ratio"' : ''}>${r.cells.map((c) => `<td>${escapeHtml(c)}</td>`).join('')}</tr>`);
   return `<table>${head}${rows.join('')}</table>`;
+}
+
+/** Every figure of one run, engines as rows. */
+function metricsTable(engines: EngineResult[], runIndex: number): string {
+  const columns: [string, (m: BenchmarkMetrics) => number, number][] = [
+    ['Completed', (m) => m.completed, 0],
+    ['Failed', (m) => m.failed, 0],
+    ['Req/s', (m) => m.requestThroughput, 2],
+    ['Output tok/s', (m) => m.outputThroughput, 2],
+    ['Mean E2E', (m) => m.meanE2eLatencyMs, 2],
+    ['P99 E2E', (m) => m.p99E2eLatencyMs, 2],
+    ['Mean TTFT', (m) => m.meanTtftMs, 2],
+    ['P99 TTFT', (m) => m.p99TtftMs, 2],
+    ['Mean TPOT', (m) => m.meanTpotMs, 2],
+    ['P99 TPOT', (m) => m.p99TpotMs, 2],
+    ['Mean ITL', (m) => m.meanItlMs, 2],
+    ['P99 ITL', (m) => m.p99ItlMs, 2],
+  ];
+  const rows = engines.map((engine) => {
+    const run = engine.runs[runIndex];
+    const cells = columns.map(([, pick, digits]) => {
+      const v = run?.metrics ? pick(run.metrics) : NaN;
+      return `<td>${Number.isFinite(v) ? v.toFixed(digits) : '-'}</td>`;
+    });
+    return `<tr><td>${escapeHtml(engine.name)}</td>${cells.join('')}</tr>`;
+  });
+  const head = `<tr><th>Engine</th>${columns.map(([name]) => `<th>${name}</th>`).join('')}</tr>`;
+  return `<table class="metrics">${head}${rows.join('')}</table><p class="meta">latencies in ms</p>`;
 }
 
 function enginesList(engines: EngineResult[]): string {
