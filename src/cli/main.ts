@@ -1,21 +1,26 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../errors.js';
 
-/** Each subcommand lives in its own module that adds itself to the program. */
-const commandModules: (() => Promise<{ register(program: Command): void }>)[] = [
-  () => import('./generate.js'),
-  () => import('./serve.js'),
-  () => import('./bench.js'),
-  () => import('./compare.js'),
-  () => import('./dataset.js'),
-];
+/**
+ * Each subcommand lives in its own module that adds itself to the program. Only the module of
+ * the command being run is imported (the others pull in servers, backends and clients).
+ */
+const commandModules: Record<string, () => Promise<{ register(program: Command): void }>> = {
+  generate: () => import('./generate.js'),
+  serve: () => import('./serve.js'),
+  bench: () => import('./bench.js'),
+  compare: () => import('./compare.js'),
+  dataset: () => import('./dataset.js'),
+};
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('sluice')
     .description('An LLM serving engine: OpenAI- and SGLang-compatible serving of Llama models')
     .exitOverride()
     .showHelpAfterError(false);
-  for (const load of commandModules) (await load()).register(program);
+  const invoked = commandModules[argv[0] ?? ''];
+  const loaders = invoked ? [invoked] : Object.values(commandModules);
+  for (const load of loaders) (await load()).register(program);
   for (const command of program.commands) command.exitOverride();
   try {
     await program.parseAsync(argv, { from: 'user' });
