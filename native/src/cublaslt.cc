@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <glob.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <library_types.h>
 #include <sstream>
@@ -113,6 +114,29 @@ std::vector<std::string> candidateFiles() {
   return files;
 }
 
+/**
+ * The Python packages' library folders as python3 itself reports them (virtual environments,
+ * conda, user installs): the last place looked, since starting python3 takes a moment.
+ */
+std::vector<std::string> pythonPackageFiles() {
+  std::vector<std::string> files;
+  FILE* pipe = popen(
+      "python3 -c 'import site; print(\"\\n\".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null",
+      "r");
+  if (!pipe) return files;
+  char line[4096];
+  while (fgets(line, sizeof line, pipe)) {
+    std::string dir(line);
+    while (!dir.empty() && (dir.back() == '\n' || dir.back() == '\r')) dir.pop_back();
+    if (dir.empty()) continue;
+    for (const char* sub : {"/nvidia/cu13/lib/libcublasLt.so.13", "/nvidia/cublas/lib/libcublasLt.so.13",
+                            "/nvidia/cublas/lib/libcublasLt.so.12"})
+      files.push_back(dir + sub);
+  }
+  pclose(pipe);
+  return files;
+}
+
 template <typename F>
 bool bind(void* lib, const char* symbol, F& fn) {
   fn = reinterpret_cast<F>(dlsym(lib, symbol));
@@ -131,13 +155,13 @@ bool CublasLt::open() {
     return false;
   }
   std::string lastError = "not found";
-  for (const auto& file : candidateFiles()) {
+  auto tryFile = [&](const std::string& file) {
     void* lib = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
       const char* err = dlerror();
       if (file.find('/') != std::string::npos && err && std::string(err).find("No such file") == std::string::npos)
         lastError = err;
-      continue;
+      return false;
     }
     auto* api = new Api();
     const bool complete =
@@ -156,13 +180,19 @@ bool CublasLt::open() {
       lastError = file + ": " + (complete ? "cublasLtCreate failed" : "missing symbols");
       delete api;
       dlclose(lib);
-      continue;
+      return false;
     }
     library_ = lib;
     api_ = api;
     handle_ = handle;
     where_ = file;
     return true;
+  };
+  for (const auto& file : candidateFiles())
+    if (tryFile(file)) return true;
+  if (!std::getenv("SLUICE_CUBLASLT")) {
+    for (const auto& file : pythonPackageFiles())
+      if (tryFile(file)) return true;
   }
   where_ = "cuBLASLt not loaded (" + lastError + ")";
   return false;
