@@ -15,6 +15,7 @@ import { createWebGpuBackend } from '../backends/webgpu/index.js';
 import type { OpTiming } from '../backends/webgpu/profiler.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
+import { pagedBatch } from '../src/model/paged-batch.js';
 import { presets } from '../src/model/presets.js';
 
 const args = process.argv.slice(2);
@@ -46,45 +47,21 @@ const loadSeconds = (performance.now() - loadStart) / 1000;
 
 /** A step feeding `counts[i]` tokens to sequence seqs[i], which already holds `cached[i]` positions in its own pages. */
 function step(seqs: number[], cached: number[], counts: number[]): ForwardBatch {
+  const steps = seqs.map((s, i) => ({
+    tokens: Array.from({ length: counts[i]! }, (_, j) => ((cached[i]! + j) * 7919 + s * 104729) % config!.vocabSize),
+    cached: cached[i]!,
+    pages: Array.from({ length: Math.ceil((cached[i]! + counts[i]!) / pageSize) }, (_, p) => s * pagesPerSeq + p),
+  }));
   const numSeqs = seqs.length;
-  const tokenIds: number[] = [];
-  const positions: number[] = [];
-  const slotMapping: number[] = [];
-  const queryStart = [0];
-  const pageTable: number[] = [];
-  const pageTableStart = [0];
-  const kvLens: number[] = [];
-  seqs.forEach((s, i) => {
-    const kvLen = cached[i]! + counts[i]!;
-    const pages = Array.from({ length: Math.ceil(kvLen / pageSize) }, (_, p) => s * pagesPerSeq + p);
-    for (let p = cached[i]!; p < kvLen; p++) {
-      tokenIds.push((p * 7919 + s * 104729) % config!.vocabSize);
-      positions.push(p);
-      slotMapping.push(pages[Math.floor(p / pageSize)]! * pageSize + (p % pageSize));
-    }
-    queryStart.push(tokenIds.length);
-    kvLens.push(kvLen);
-    pageTable.push(...pages);
-    pageTableStart.push(pageTable.length);
+  return pagedBatch(steps, pageSize, {
+    temperature: new Float32Array(numSeqs).fill(temperature),
+    topP: new Float32Array(numSeqs).fill(topP),
+    topK: new Int32Array(numSeqs),
+    minP: new Float32Array(numSeqs),
+    random: Float32Array.from({ length: numSeqs }, (_, i) => ((i + 1) * 0.618034) % 1),
+    logprobs: new Int32Array(numSeqs).fill(-1),
+    penalties: null,
   });
-  return {
-    tokenIds: Int32Array.from(tokenIds),
-    positions: Int32Array.from(positions),
-    queryStart: Int32Array.from(queryStart),
-    kvLens: Int32Array.from(kvLens),
-    pageTable: Int32Array.from(pageTable),
-    pageTableStart: Int32Array.from(pageTableStart),
-    slotMapping: Int32Array.from(slotMapping),
-    sampling: {
-      temperature: new Float32Array(numSeqs).fill(temperature),
-      topP: new Float32Array(numSeqs).fill(topP),
-      topK: new Int32Array(numSeqs),
-      minP: new Float32Array(numSeqs),
-      random: Float32Array.from({ length: numSeqs }, (_, i) => ((i + 1) * 0.618034) % 1),
-      logprobs: new Int32Array(numSeqs).fill(-1),
-      penalties: null,
-    },
-  };
 }
 
 const prompt = (s: number) => step([s], [0], [promptTokens]);

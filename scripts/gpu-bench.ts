@@ -11,6 +11,7 @@ import { SeededRandom } from '../src/bench/seeded-random.js';
 import { shareGptDropReason } from '../src/bench/sharegpt.js';
 import { drawSynthLengths } from '../src/bench/synth-sharegpt.js';
 import { loadModel } from '../src/model/load.js';
+import { greedySampling, pagedBatch } from '../src/model/paged-batch.js';
 import { expectedTensors } from '../src/model/weights.js';
 
 const args = new Map<string, string>();
@@ -62,43 +63,12 @@ interface Seq {
 }
 
 function batchOf(seqs: Seq[], newTokens: number[]): ForwardBatch {
-  const S = seqs.length;
-  const tokenIds: number[] = [];
-  const positions: number[] = [];
-  const slots: number[] = [];
-  const queryStart = [0];
-  const pageTable: number[] = [];
-  const pageTableStart = [0];
-  seqs.forEach((s, i) => {
-    for (let j = 0; j < newTokens[i]!; j++) {
-      const p = s.len + j;
-      tokenIds.push((p * 7919 + i * 104729) % 128000);
-      positions.push(p);
-      slots.push(s.pages[Math.floor(p / pageSize)]! * pageSize + (p % pageSize));
-    }
-    queryStart.push(tokenIds.length);
-    pageTable.push(...s.pages);
-    pageTableStart.push(pageTable.length);
-  });
-  const kvLens = seqs.map((s, i) => s.len + newTokens[i]!);
-  return {
-    tokenIds: Int32Array.from(tokenIds),
-    positions: Int32Array.from(positions),
-    queryStart: Int32Array.from(queryStart),
-    kvLens: Int32Array.from(kvLens),
-    pageTable: Int32Array.from(pageTable),
-    pageTableStart: Int32Array.from(pageTableStart),
-    slotMapping: Int32Array.from(slots),
-    sampling: {
-      temperature: new Float32Array(S),
-      topP: new Float32Array(S).fill(1),
-      topK: new Int32Array(S),
-      minP: new Float32Array(S),
-      random: new Float32Array(S),
-      logprobs: new Int32Array(S).fill(-1),
-      penalties: null,
-    },
-  };
+  const steps = seqs.map((s, i) => ({
+    tokens: Array.from({ length: newTokens[i]! }, (_, j) => ((s.len + j) * 7919 + i * 104729) % 128000),
+    cached: s.len,
+    pages: s.pages,
+  }));
+  return pagedBatch(steps, pageSize, greedySampling(seqs.length));
 }
 
 async function step(backend: Backend, seqs: Seq[], newTokens: number[]): Promise<number> {

@@ -1,7 +1,7 @@
 import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
 import { UserError } from '../errors.js';
 import type { ClientBackend } from './client-backends.js';
-import { loadBenchRequests, type DatasetName } from './datasets.js';
+import { loadBenchRequests, type DatasetOptions } from './datasets.js';
 import { formatFailures, formatResultTable, jsonlRecord } from './report.js';
 import { runBenchmark, type BenchmarkRun } from './runner.js';
 import { fetchServedModel, resolveBaseUrl } from './server-info.js';
@@ -9,22 +9,14 @@ import { shareGptMissingMessage } from './sharegpt.js';
 import { resolveTokenizer } from './tokenizer.js';
 
 /** The options of `sluice bench`, named as bench_serving's flags. */
-export interface BenchOptions {
+export interface BenchOptions extends DatasetOptions {
   backend: ClientBackend;
   baseUrl?: string;
   host: string;
   port?: number;
-  datasetName: DatasetName;
-  datasetPath?: string;
   model?: string;
   tokenizer?: string;
-  numPrompts: number;
-  sharegptOutputLen?: number;
-  randomInputLen: number;
-  randomOutputLen: number;
-  randomRangeRatio: number;
   requestRate: number;
-  seed: number;
   multi?: boolean;
   requestRateRange: string;
   outputFile?: string;

@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import type { ForwardBatch, SamplingBatch } from '../../backends/backend.js';
+import type { ForwardBatch } from '../../backends/backend.js';
 import { compileGraph, nativeConfig } from '../../backends/cuda/compile.js';
 import { loadAddon, type CudaAddon, type NativeModel } from '../../backends/cuda/native.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { bf16ToF32, f32ToBf16, fromFloat32 } from '../../src/model/dtype.js';
 import type { Activation, GraphOp } from '../../src/model/graph.js';
+import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 
 /** Where scripts/build-native.mjs finds a tool: PATH, then (for nvcc) $CUDA_HOME, $CUDA_PATH or /usr/local/cuda. */
@@ -29,45 +30,9 @@ export function cudaForTests(): { addon: CudaAddon | null; gpu: string | null; s
   return { addon, gpu: `${d.name}, sm_${d.computeCapability}`, skipReason: '' };
 }
 
-/** A seeded generator (mulberry32) so a failing random shape can be replayed from its seed. */
-export function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    next,
-    int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
-    pick: <T>(xs: readonly T[]) => xs[Math.floor(next() * xs.length)]!,
-    uniform: (n: number, scale = 1) => Float32Array.from({ length: n }, () => (2 * next() - 1) * scale),
-    normal: (n: number, std = 1) =>
-      Float32Array.from({ length: n }, () => std * Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next())),
-  };
-}
-
 /** Values as the device stores them in bf16. */
 export function roundBf16(x: Float32Array): Float32Array {
   return Float32Array.from(x, (v) => bf16ToF32(f32ToBf16(v)));
-}
-
-/** Every element within atol + rtol * |want|; the message names the first few that are not. */
-export function expectClose(got: Float32Array, want: Float32Array, atol: number, rtol: number, what: string): void {
-  if (got.length !== want.length) throw new Error(`${what}: ${got.length} elements, expected ${want.length}`);
-  const bad: string[] = [];
-  let worst = 0;
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i]! - want[i]!);
-    const tol = atol + rtol * Math.abs(want[i]!);
-    if (!(err <= tol)) {
-      if (bad.length < 5) bad.push(`[${i}] got ${got[i]} want ${want[i]}`);
-      worst = Math.max(worst, err);
-    }
-  }
-  if (bad.length) throw new Error(`${what}: elements out of tolerance (worst error ${worst}): ${bad.join('; ')}`);
 }
 
 export interface OpGraphSpec {
@@ -110,30 +75,8 @@ export class OpHarness {
   }
 }
 
-export function greedySampling(numSeqs: number, logprobs = -1): SamplingBatch {
-  return {
-    temperature: new Float32Array(numSeqs),
-    topP: new Float32Array(numSeqs).fill(1),
-    topK: new Int32Array(numSeqs),
-    minP: new Float32Array(numSeqs),
-    random: new Float32Array(numSeqs),
-    logprobs: new Int32Array(numSeqs).fill(logprobs),
-    penalties: null,
-  };
-}
-
 /** One sequence of `tokenIds` at positions 0..n-1 with page size 1 and slot = position. */
 export function singleSequenceBatch(tokenIds: Int32Array): ForwardBatch {
-  const n = tokenIds.length;
-  const iota = Int32Array.from({ length: n }, (_, i) => i);
-  return {
-    tokenIds,
-    positions: iota,
-    queryStart: Int32Array.of(0, n),
-    kvLens: Int32Array.of(n),
-    pageTable: iota,
-    pageTableStart: Int32Array.of(0, n),
-    slotMapping: iota,
-    sampling: greedySampling(1),
-  };
+  const iota = Int32Array.from({ length: tokenIds.length }, (_, i) => i);
+  return pagedBatch([{ tokens: tokenIds, cached: 0, pages: iota }], 1, greedySampling(1));
 }

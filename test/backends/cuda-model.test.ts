@@ -5,9 +5,11 @@ import { RefBackend } from '../../backends/ref/ref-backend.js';
 import { toFloat32 } from '../../src/model/dtype.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../../src/model/graph.js';
+import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
 import { presets } from '../../src/model/presets.js';
 import { SingleSequence } from '../../src/model/single-sequence.js';
-import { cudaForTests, greedySampling, rng } from './cuda-harness.js';
+import { rng } from '../support/parity.js';
+import { cudaForTests } from './cuda-harness.js';
 
 const { addon, gpu, skipReason } = cudaForTests();
 const seed = Number(process.env.SLUICE_TEST_SEED ?? Date.now() % 1_000_000);
@@ -131,35 +133,8 @@ describe.skipIf(!gpu)(`cuda backend, whole model (seed ${seed}) ${gpu ? `on ${gp
     expect((backends[0] as CudaBackend).native.graphsCaptured()).toBeGreaterThan(0);
 
     function buildBatch(chunks: number[][], done: number[], table: number[][], size: number): ForwardBatch {
-      const active = chunks.map((c, s) => ({ c, s })).filter(({ c }) => c.length > 0);
-      const flat = active.flatMap(({ c }) => c);
-      const positions: number[] = [];
-      const slots: number[] = [];
-      const queryStart = [0];
-      const kvLens: number[] = [];
-      const pageTable: number[] = [];
-      const pageTableStart = [0];
-      for (const { c, s } of active) {
-        for (let i = 0; i < c.length; i++) {
-          const p = done[s]! + i;
-          positions.push(p);
-          slots.push(table[s]![Math.floor(p / size)]! * size + (p % size));
-        }
-        queryStart.push(queryStart.at(-1)! + c.length);
-        kvLens.push(done[s]! + c.length);
-        pageTable.push(...table[s]!);
-        pageTableStart.push(pageTable.length);
-      }
-      return {
-        tokenIds: Int32Array.from(flat),
-        positions: Int32Array.from(positions),
-        queryStart: Int32Array.from(queryStart),
-        kvLens: Int32Array.from(kvLens),
-        pageTable: Int32Array.from(pageTable),
-        pageTableStart: Int32Array.from(pageTableStart),
-        slotMapping: Int32Array.from(slots),
-        sampling: greedySampling(active.length, 5),
-      };
+      const steps = chunks.flatMap((tokens, s) => (tokens.length > 0 ? [{ tokens, cached: done[s]!, pages: table[s]! }] : []));
+      return pagedBatch(steps, size, greedySampling(steps.length, 5));
     }
   });
 

@@ -1,10 +1,12 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ForwardBatch, PenaltyBatch, SamplingBatch } from '../../backends/backend.js';
 import * as ref from '../../backends/ref/ops.js';
+import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../../src/model/sampling.js';
+import { expectClose, rng } from '../support/parity.js';
 import type { OpGraphSpec } from './cuda-harness.js';
-import { cudaForTests, expectClose, greedySampling, OpHarness, rng, roundBf16, singleSequenceBatch } from './cuda-harness.js';
+import { cudaForTests, OpHarness, roundBf16, singleSequenceBatch } from './cuda-harness.js';
 
 const { addon, gpu, skipReason } = cudaForTests();
 // Fresh random shapes every run; the seed is in the test names so a failure can be replayed.
@@ -26,6 +28,19 @@ function baseConfig(over: Partial<OpGraphSpec['config']> = {}): OpGraphSpec['con
 
 /** Every op graph ends with a sample op over a small per-sequence logits buffer. */
 const logitsActivation = (vocab: number) => ({ logits: { rows: 'seqs' as const, cols: vocab } });
+
+/** Paged attention of q, k and v (the tokens' rows) into attn, over layer 0's KV cache. */
+function attentionSpec(headDim: number, numHeads: number, numKvHeads: number): OpGraphSpec {
+  return {
+    config: baseConfig({ headDim, numHeads, numKvHeads }),
+    activations: {
+      q: { rows: 'tokens', cols: numHeads * headDim }, k: { rows: 'tokens', cols: numKvHeads * headDim },
+      v: { rows: 'tokens', cols: numKvHeads * headDim }, attn: { rows: 'tokens', cols: numHeads * headDim }, ...logitsActivation(64),
+    },
+    ops: [{ op: 'attention', layer: 0, q: 'q', k: 'k', v: 'v', out: 'attn' }, { op: 'sample', logits: 'logits' }],
+    weights: {},
+  };
+}
 
 describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `on ${gpu}` : skipReason}`, () => {
   const r = rng(seed);
@@ -219,21 +234,13 @@ describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `o
         [order[i], order[j]] = [order[j]!, order[i]!];
       }
       const pageTable = order.subarray(0, pagesPer.reduce((a, b) => a + b, 0));
-      const h = harness({
-        config: baseConfig({ headDim, numHeads, numKvHeads }),
-        activations: {
-          q: { rows: 'tokens', cols: numHeads * headDim }, k: { rows: 'tokens', cols: numKvHeads * headDim },
-          v: { rows: 'tokens', cols: numKvHeads * headDim }, attn: { rows: 'tokens', cols: numHeads * headDim }, ...logitsActivation(64),
-        },
-        ops: [{ op: 'attention', layer: 0, q: 'q', k: 'k', v: 'v', out: 'attn' }, { op: 'sample', logits: 'logits' }],
-        weights: {},
-      }, { numPages, pageSize });
+      const h = harness(attentionSpec(headDim, numHeads, numKvHeads), { numPages, pageSize });
       const kvCols = numKvHeads * headDim;
       const kCache = new Float32Array(numPages * pageSize * kvCols);
       const vCache = new Float32Array(numPages * pageSize * kvCols);
       const layoutOf = (b: ForwardBatch) => ({ ...b, numHeads, numKvHeads, headDim, pageSize });
-      const step = async (newTokens: number[], lens: number[]) => {
-        const batch = multiSequenceBatch(newTokens, lens, pageSize, pageTable, pagesPer);
+      /** Random bf16 q, k and v for the batch's tokens, through the attention op on the device. */
+      const feed = async (batch: ForwardBatch) => {
         const T = batch.tokenIds.length;
         const q = roundBf16(r.uniform(T * numHeads * headDim, 2));
         const k = roundBf16(r.uniform(T * kvCols, 2));
@@ -242,37 +249,33 @@ describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `o
         h.write('k', k);
         h.write('v', v);
         await h.model.forward(batch);
+        return { q, k, v, T };
+      };
+      /** The reference's attention output for what `feed` sent (it also writes k and v into the host caches). */
+      const expected = (batch: ForwardBatch, { q, k, v, T }: Awaited<ReturnType<typeof feed>>) => {
         const want = new Float32Array(T * numHeads * headDim);
         ref.pagedAttention(q, k, v, kCache, vCache, layoutOf(batch), want);
-        return { got: h.read('attn', T), want, T };
+        return want;
       };
       const withPrefix = prefix.map((p) => p > 0);
       if (withPrefix.some(Boolean)) {
         // Only sequences with a cached prefix take part in the first step.
         const seqs = prefix.map((p, s) => s).filter((s) => withPrefix[s]);
         const batch = multiSequenceBatch(seqs.map((s) => prefix[s]!), seqs.map((s) => prefix[s]!), pageSize, pageTable, pagesPer, seqs);
-        const T = batch.tokenIds.length;
-        const q = roundBf16(r.uniform(T * numHeads * headDim, 2));
-        const k = roundBf16(r.uniform(T * kvCols, 2));
-        const v = roundBf16(r.uniform(T * kvCols));
-        h.write('q', q);
-        h.write('k', k);
-        h.write('v', v);
-        await h.model.forward(batch);
+        const fed = await feed(batch);
         if (shape === 'long decode (split-KV)') {
           // Too long for the reference to attend in reasonable time: only store the prefix's K and V.
           batch.slotMapping.forEach((slot, t) => {
-            kCache.set(k.subarray(t * kvCols, (t + 1) * kvCols), slot * kvCols);
-            vCache.set(v.subarray(t * kvCols, (t + 1) * kvCols), slot * kvCols);
+            kCache.set(fed.k.subarray(t * kvCols, (t + 1) * kvCols), slot * kvCols);
+            vCache.set(fed.v.subarray(t * kvCols, (t + 1) * kvCols), slot * kvCols);
           });
         } else {
-          const want = new Float32Array(T * numHeads * headDim);
-          ref.pagedAttention(q, k, v, kCache, vCache, layoutOf(batch), want);
-          expectClose(h.read('attn', T), want, 2e-2, 2e-2, `attention prefix step hd=${headDim} heads=${numHeads}/${numKvHeads} page=${pageSize}`);
+          expectClose(h.read('attn', fed.T), expected(batch, fed), 2e-2, 2e-2, `attention prefix step hd=${headDim} heads=${numHeads}/${numKvHeads} page=${pageSize}`);
         }
       }
-      const { got, want } = await step(fresh, kvLens);
-      expectClose(got, want, 2e-2, 2e-2, `attention hd=${headDim} heads=${numHeads}/${numKvHeads} page=${pageSize} kv=${kvLens} new=${fresh}`);
+      const batch = multiSequenceBatch(fresh, kvLens, pageSize, pageTable, pagesPer);
+      const fed = await feed(batch);
+      expectClose(h.read('attn', fed.T), expected(batch, fed), 2e-2, 2e-2, `attention hd=${headDim} heads=${numHeads}/${numKvHeads} page=${pageSize} kv=${kvLens} new=${fresh}`);
     });
   }
 
@@ -286,15 +289,7 @@ describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `o
     const pagesPer = Array.from({ length: S }, () => Math.ceil(maxLen / pageSize));
     const numPages = pagesPer.reduce((a, b) => a + b, 0);
     const pageTable = Int32Array.from({ length: numPages }, (_, i) => numPages - 1 - i);
-    const spec: OpGraphSpec = {
-      config: baseConfig({ headDim, numHeads, numKvHeads }),
-      activations: {
-        q: { rows: 'tokens', cols: numHeads * headDim }, k: { rows: 'tokens', cols: numKvHeads * headDim },
-        v: { rows: 'tokens', cols: numKvHeads * headDim }, attn: { rows: 'tokens', cols: numHeads * headDim }, ...logitsActivation(64),
-      },
-      ops: [{ op: 'attention', layer: 0, q: 'q', k: 'k', v: 'v', out: 'attn' }, { op: 'sample', logits: 'logits' }],
-      weights: {},
-    };
+    const spec = attentionSpec(headDim, numHeads, numKvHeads);
     const graphs = harness(spec, { numPages, pageSize }, true);
     const eager = harness(spec, { numPages, pageSize }, false);
     for (let len = 1; len <= 12; len++) {
@@ -393,36 +388,12 @@ function multiSequenceBatch(
   const firstPage: number[] = [];
   allPages.reduce((at, n, s) => ((firstPage[s] = at), at + n), 0);
   const seqs = only ?? newTokens.map((_, s) => s);
-  const S = seqs.length;
-  const queryStart = new Int32Array(S + 1);
-  const pageTableStart = new Int32Array(S + 1);
-  const table: number[] = [];
-  const positions: number[] = [];
-  const slots: number[] = [];
-  seqs.forEach((seq, s) => {
+  const steps = seqs.map((seq, s) => {
     const n = only ? newTokens[s]! : newTokens[seq]!;
     const len = only ? kvLens[s]! : kvLens[seq]!;
-    const pages = Array.from(pageTable.subarray(firstPage[seq]!, firstPage[seq]! + allPages[seq]!));
-    pageTableStart[s] = table.length;
-    table.push(...pages);
-    queryStart[s + 1] = queryStart[s]! + n;
-    for (let p = len - n; p < len; p++) {
-      positions.push(p);
-      slots.push(pages[Math.floor(p / pageSize)]! * pageSize + (p % pageSize));
-    }
+    return { tokens: new Int32Array(n), cached: len - n, pages: pageTable.subarray(firstPage[seq]!, firstPage[seq]! + allPages[seq]!) };
   });
-  pageTableStart[S] = table.length;
-  const T = positions.length;
-  return {
-    tokenIds: new Int32Array(T),
-    positions: Int32Array.from(positions),
-    queryStart,
-    kvLens: Int32Array.from(seqs.map((seq, s) => (only ? kvLens[s]! : kvLens[seq]!))),
-    pageTable: Int32Array.from(table),
-    pageTableStart,
-    slotMapping: Int32Array.from(slots),
-    sampling: greedySampling(S),
-  };
+  return pagedBatch(steps, pageSize, greedySampling(seqs.length));
 }
 
 function randomPenalties(S: number, vocab: number): PenaltyBatch {

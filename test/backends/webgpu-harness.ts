@@ -80,27 +80,3 @@ export class KernelHarness {
     return buffer;
   }
 }
-
-/** A deterministic generator for test data (mulberry32). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export function randomArray(random: () => number, n: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => (random() * 2 - 1) * scale);
-}
-
-/** The largest |a - b| / (atol + |b|), for "close" checks that report how far off they are. */
-export function maxRelativeError(a: Float32Array, b: Float32Array, atol = 1e-3): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (atol + Math.abs(b[i]!)));
-  return worst;
-}

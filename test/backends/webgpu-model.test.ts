@@ -1,13 +1,15 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Backend, ForwardBatch, SamplingBatch, StepOutput } from '../../backends/backend.js';
+import type { Backend, ForwardBatch } from '../../backends/backend.js';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
 import { createWebGpuBackend, type GpuContextOptions, type WebGpuBackend, type WebGpuTuning } from '../../backends/webgpu/index.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../../src/model/graph.js';
+import { greedySampling } from '../../src/model/paged-batch.js';
 import { presets } from '../../src/model/presets.js';
 import { SingleSequence } from '../../src/model/single-sequence.js';
+import { MixedSchedule, mixedPrefillDecodeSteps, promptOf } from '../support/parity.js';
 import { openGpuForTests } from './webgpu-harness.js';
 
 const probe = await openGpuForTests();
@@ -43,99 +45,12 @@ const webgpu = (config: LlamaConfig, kv: { numPages: number; pageSize: number },
   createWebGpuBackend(tuning).then((b) => loaded(b, config, kv));
 const ref = (config: LlamaConfig, kv: { numPages: number; pageSize: number }) => loaded(new RefBackend(), config, kv);
 
-function greedySampling(numSeqs: number, logprobs: number): SamplingBatch {
-  return {
-    temperature: new Float32Array(numSeqs),
-    topP: new Float32Array(numSeqs).fill(1),
-    topK: new Int32Array(numSeqs),
-    minP: new Float32Array(numSeqs),
-    random: new Float32Array(numSeqs),
-    logprobs: new Int32Array(numSeqs).fill(logprobs),
-    penalties: null,
-  };
-}
-
-/**
- * Continuous batching in miniature: each step feeds some pending tokens of some sequences
- * (prefill chunks and decode tokens side by side) through a paged cache whose pages are handed
- * out in a scrambled order.
- */
-class Schedule {
-  private readonly tokens: number[][];
-  private readonly fed: number[];
-  private readonly pages: number[][];
-  private readonly free: number[];
-
-  constructor(
-    prompts: number[][],
-    private readonly pageSize: number,
-    numPages: number,
-  ) {
-    this.tokens = prompts.map((p) => [...p]);
-    this.fed = prompts.map(() => 0);
-    this.pages = prompts.map(() => []);
-    this.free = Array.from({ length: numPages }, (_, i) => (i * 11) % numPages);
-  }
-
-  /** counts[s]: how many pending tokens of sequence s this step feeds (0: not scheduled). */
-  next(counts: number[], logprobs: number): { batch: ForwardBatch; seqs: number[] } {
-    const seqs = counts.flatMap((n, s) => (n > 0 && this.fed[s]! < this.tokens[s]!.length ? [s] : []));
-    const b = { tokenIds: [] as number[], positions: [] as number[], queryStart: [0], kvLens: [] as number[], pageTable: [] as number[], pageTableStart: [0], slotMapping: [] as number[] };
-    for (const s of seqs) {
-      const kvLen = Math.min(this.fed[s]! + counts[s]!, this.tokens[s]!.length);
-      while (this.pages[s]!.length * this.pageSize < kvLen) this.pages[s]!.push(this.free.shift()!);
-      for (let p = this.fed[s]!; p < kvLen; p++) {
-        b.tokenIds.push(this.tokens[s]![p]!);
-        b.positions.push(p);
-        b.slotMapping.push(this.pages[s]![Math.floor(p / this.pageSize)]! * this.pageSize + (p % this.pageSize));
-      }
-      b.queryStart.push(b.tokenIds.length);
-      b.kvLens.push(kvLen);
-      b.pageTable.push(...this.pages[s]!);
-      b.pageTableStart.push(b.pageTable.length);
-      this.fed[s] = kvLen;
-    }
-    const batch: ForwardBatch = {
-      tokenIds: Int32Array.from(b.tokenIds),
-      positions: Int32Array.from(b.positions),
-      queryStart: Int32Array.from(b.queryStart),
-      kvLens: Int32Array.from(b.kvLens),
-      pageTable: Int32Array.from(b.pageTable),
-      pageTableStart: Int32Array.from(b.pageTableStart),
-      slotMapping: Int32Array.from(b.slotMapping),
-      sampling: greedySampling(seqs.length, logprobs),
-    };
-    return { batch, seqs };
-  }
-
-  /** Appends the sampled token of each sequence whose known tokens have all been fed. */
-  advance(seqs: number[], out: StepOutput): void {
-    seqs.forEach((s, i) => {
-      if (this.fed[s] === this.tokens[s]!.length) this.tokens[s]!.push(out.tokens[i]!);
-    });
-  }
-}
-
-const promptOf = (length: number, seed: number, vocab: number) =>
-  Array.from({ length }, (_, i) => (Math.imul(i + 3, 2654435761) ^ seed) >>> 0).map((x) => x % vocab);
-
-const mixedSteps = [
-  [5, 3, 0, 0],
-  [4, 3, 9, 0],
-  [1, 3, 2, 1],
-  [1, 1, 9, 6],
-  [1, 1, 1, 6],
-  [1, 1, 1, 1],
-  [1, 0, 1, 1],
-  [1, 1, 1, 1],
-];
-
 /** Runs one schedule on both backends (the reference's tokens fed back), comparing every step. */
 async function compareMixed(gpu: Backend, cpuRef: Backend, prompts: number[][], pageSize: number, numPages: number) {
-  const schedule = new Schedule(prompts, pageSize, numPages);
+  const schedule = new MixedSchedule(prompts, pageSize, numPages);
   let worst = 0;
   let compared = 0;
-  for (const counts of mixedSteps) {
+  for (const counts of mixedPrefillDecodeSteps) {
     const { batch, seqs } = schedule.next(counts, 2);
     const want = await cpuRef.forward(batch);
     const got = await gpu.forward(batch);
@@ -196,7 +111,7 @@ describe.skipIf(probe === null)('webgpu backend against the reference backend', 
     const gpu = await webgpu(oddConfig, kv);
     const cpuRef = await ref(oddConfig, kv);
     const prompts = Array.from({ length: 12 }, (_, s) => promptOf(5 + s, s + 40, oddConfig.vocabSize));
-    const schedule = new Schedule(prompts, kv.pageSize, kv.numPages);
+    const schedule = new MixedSchedule(prompts, kv.pageSize, kv.numPages);
     for (const counts of [prompts.map(() => 1), prompts.map(() => 20), prompts.map(() => 1)]) {
       const { batch, seqs } = schedule.next(counts, 6);
       const want = await cpuRef.forward(batch);

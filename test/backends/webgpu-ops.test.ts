@@ -8,7 +8,9 @@ import { presets } from '../../src/model/presets.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../../src/model/sampling.js';
 import { packStep } from '../../backends/webgpu/step-inputs.js';
-import { KernelHarness, maxRelativeError, openGpuForTests, randomArray, seededRandom } from './webgpu-harness.js';
+import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
+import { maxRelativeError, randomArray, seededRandom } from '../support/parity.js';
+import { KernelHarness, openGpuForTests } from './webgpu-harness.js';
 
 const ctx = await openGpuForTests();
 
@@ -163,31 +165,13 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
     /** Sequences with (tokens already cached, new tokens): a decode, prefill chunks, a fresh prompt. */
     async function check(seqs: [number, number][], splitSize: number | null) {
       const pagesShuffled = Array.from({ length: numPages }, (_, i) => i).sort(() => random() - 0.5);
-      const queryStart = [0];
-      const kvLens: number[] = [];
-      const pageTable: number[] = [];
-      const pageTableStart = [0];
-      const slotMapping: number[] = [];
-      for (const [cached, fresh] of seqs) {
-        const kvLen = cached + fresh;
-        const pages = pagesShuffled.splice(0, Math.ceil(kvLen / pageSize));
-        if (pages.length < Math.ceil(kvLen / pageSize)) throw new Error('test cache too small');
-        for (let p = cached; p < kvLen; p++) slotMapping.push(pages[Math.floor(p / pageSize)]! * pageSize + (p % pageSize));
-        pageTable.push(...pages);
-        pageTableStart.push(pageTable.length);
-        queryStart.push(queryStart.at(-1)! + fresh);
-        kvLens.push(kvLen);
-      }
-      const numTokens = queryStart.at(-1)!;
-      const layout = {
-        ...heads,
+      const batch = pagedBatch(
+        seqs.map(([cached, fresh]) => ({ tokens: new Int32Array(fresh), cached, pages: pagesShuffled.splice(0, Math.ceil((cached + fresh) / pageSize)) })),
         pageSize,
-        queryStart: Int32Array.from(queryStart),
-        kvLens: Int32Array.from(kvLens),
-        pageTable: Int32Array.from(pageTable),
-        pageTableStart: Int32Array.from(pageTableStart),
-        slotMapping: Int32Array.from(slotMapping),
-      };
+        greedySampling(seqs.length),
+      );
+      const numTokens = batch.tokenIds.length;
+      const layout = { ...heads, pageSize, ...batch };
       const q = randomArray(random, numTokens * heads.numHeads * heads.headDim);
       const kNew = randomArray(random, numTokens * kvCols);
       const vNew = randomArray(random, numTokens * kvCols);
@@ -196,13 +180,8 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
       const vCache = randomArray(random, numPages * pageSize * kvCols);
       const kCacheBuf = h.upload(kCache.slice());
       const vCacheBuf = h.upload(vCache.slice());
-      const packed = packStep(
-        { ...layout, tokenIds: new Int32Array(numTokens), positions: new Int32Array(numTokens), sampling: emptySampling(seqs.length) },
-        1,
-        numPages * pageSize,
-        numPages,
-      );
-      const maxKv = Math.max(...kvLens);
+      const packed = packStep(batch, 1, numPages * pageSize, numPages);
+      const maxKv = Math.max(...batch.kvLens);
       const numSplits = splitSize ? Math.ceil(maxKv / splitSize) : 1;
       const out = h.zeros(q.length);
       const dispatches = k.attention(
@@ -350,15 +329,3 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
     });
   });
 });
-
-function emptySampling(numSeqs: number): SamplingBatch {
-  return {
-    temperature: new Float32Array(numSeqs),
-    topP: new Float32Array(numSeqs).fill(1),
-    topK: new Int32Array(numSeqs),
-    minP: new Float32Array(numSeqs),
-    random: new Float32Array(numSeqs),
-    logprobs: new Int32Array(numSeqs).fill(-1),
-    penalties: null,
-  };
-}

@@ -1,66 +1,22 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { afterAll, describe, expect, it } from 'vitest';
+import { complete, SluiceServers, type SluiceServer } from '../support/sluice-process.js';
 import { openGpuForTests } from './webgpu-harness.js';
 
 const probe = await openGpuForTests();
 probe?.destroy();
 
-interface Server {
-  child: ChildProcess;
-  url: Promise<string>;
-  stderr: () => string;
-}
+const servers = new SluiceServers();
+afterAll(() => servers.stopAll());
 
-const servers: Server[] = [];
-
-/** `sluice serve` on the tiny preset with the given backend, on a free port. */
-function serve(backend: string): Server {
-  const child = spawn(
-    process.execPath,
-    ['./bin/sluice.mjs', 'serve', '--model-path', 'tiny', '--backend', backend, '--port', '0', '--max-total-tokens', '2048', '--page-size', '4'],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const url = (async () => {
-    const deadline = Date.now() + 90_000;
-    for (;;) {
-      const match = /serving \S+ on (http:\/\/\S+)/.exec(stderr);
-      if (match) return match[1]!;
-      if (child.exitCode !== null) throw new Error(`sluice serve --backend ${backend} exited early:\n${stderr}`);
-      if (Date.now() > deadline) throw new Error(`sluice serve --backend ${backend} did not start:\n${stderr}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  })();
-  const server = { child, url, stderr: () => stderr };
-  servers.push(server);
-  return server;
-}
-
-async function complete(server: Server, body: Record<string, unknown>) {
-  const response = await fetch(`${await server.url}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'tiny', ...body }),
-  });
-  expect(response.status).toBe(200);
-  return (await response.json()) as { choices: { text: string; finish_reason: string; logprobs: { token_logprobs: number[] } | null }[] };
-}
-
-afterAll(async () => {
-  for (const s of servers) {
-    if (s.child.exitCode === null) {
-      s.child.kill('SIGTERM');
-      await once(s.child, 'exit');
-    }
-  }
-});
+/** `sluice serve` on the tiny preset with the given backend. */
+const serve = (backend: string) => servers.start(['--backend', backend, '--max-total-tokens', '2048', '--page-size', '4']);
+let webgpuServer: Promise<SluiceServer> | undefined;
+/** One webgpu server for both tests. */
+const webgpu = () => (webgpuServer ??= serve('webgpu'));
 
 describe.skipIf(probe === null)('sluice serve --backend webgpu', () => {
   it('answers completions as the reference backend does (greedy text and log-probs, concurrent requests)', async () => {
-    const gpu = serve('webgpu');
-    const ref = serve('ref');
+    const [gpu, ref] = await Promise.all([webgpu(), serve('ref')]);
     const prompts = ['The capital of France is', 'Once upon a time', 'def fibonacci(n):'];
     const request = (prompt: string) => ({ prompt, max_tokens: 10, temperature: 0, ignore_eos: true, logprobs: 1 });
     const got = await Promise.all(prompts.map((p) => complete(gpu, request(p))));
@@ -77,7 +33,7 @@ describe.skipIf(probe === null)('sluice serve --backend webgpu', () => {
   });
 
   it('samples with temperature, top-p and a seed on the GPU, repeatably', async () => {
-    const gpu = servers[0] ?? serve('webgpu');
+    const gpu = await webgpu();
     const request = { prompt: 'Sampling test', max_tokens: 12, temperature: 0.9, top_p: 0.9, top_k: 50, seed: 7, ignore_eos: true };
     const first = await complete(gpu, request);
     const second = await complete(gpu, request);

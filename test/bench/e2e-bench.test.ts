@@ -7,16 +7,16 @@ import { jsonlFields } from '../../src/bench/report.js';
 import { synthesizeShareGpt } from '../../src/bench/synth-sharegpt.js';
 import { UserError } from '../../src/errors.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
-import { runSluice, startSluiceServer, type RunningServer } from './sluice-process.js';
+import { runSluice, startSluiceServer, type SluiceServer } from '../support/sluice-process.js';
 
 // End to end: `sluice serve` (tiny preset, reference backend) and `sluice bench` against it.
 describe('sluice bench against sluice serve', () => {
-  let server: RunningServer;
+  let server: SluiceServer;
   const dir = mkdtempSync(join(tmpdir(), 'sluice-e2e-bench-'));
   const dataset = join(dir, 'sharegpt-synth.json');
 
   beforeAll(async () => {
-    const starting = startSluiceServer();
+    const starting = startSluiceServer(['--backend', 'ref']);
     writeFileSync(dataset, JSON.stringify(synthesizeShareGpt(Tokenizer.llama3(), { numConversations: 40, seed: 2 })));
     server = await starting;
   });

@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { SuiteResults } from '../../src/bench/compare/suite.js';
 import { synthesizeShareGpt } from '../../src/bench/synth-sharegpt.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
-import { freePort, repoRoot, runSluice, sluiceBin } from './sluice-process.js';
+import { freePort, repoRoot, runSluice, sluiceBin } from '../support/sluice-process.js';
 
 const chromiumPath = '/usr/bin/chromium';
 const chromiumFlags = [

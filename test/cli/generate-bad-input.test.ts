@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { writeSafetensorsCheckpoint } from '../../src/model/safetensors-writer.js';
 import { tinyVariant } from '../model/reference-runs.js';
-import { runSluice } from './run-cli.js';
+import { runSluice } from '../support/sluice-process.js';
 
 // Each case breaks one thing in a small checkpoint folder and runs `sluice generate` on it: the
 // user must get one line on stderr naming the file and the field or tensor, a non-zero exit

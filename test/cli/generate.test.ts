@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/model/load.js';
 import { refRunner } from '../model/reference-runs.js';
-import { runSluice } from './run-cli.js';
+import { runSluice } from '../support/sluice-process.js';
 
 interface GenerateJson {
   text: string;

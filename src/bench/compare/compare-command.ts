@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { UserError } from '../../errors.js';
 import { join, resolve } from 'node:path';
 import type { ClientBackend } from '../client-backends.js';
-import type { DatasetName } from '../datasets.js';
+import type { DatasetOptions } from '../datasets.js';
 import { formatFailures, formatResultTable } from '../report.js';
 import { shareGptMissingMessage } from '../sharegpt.js';
 import { resolveTokenizer } from '../tokenizer.js';
@@ -11,19 +11,13 @@ import { renderHtmlReport } from './html-report.js';
 import { runSuite, type SuiteResults } from './suite.js';
 import { formatMarkdownTable, offlineTable, onlineTable } from './tables.js';
 
-export interface CompareOptions {
+/** The dataset options of `sluice bench` but the prompt count, which the suite's runs set (times --scale). */
+export interface CompareOptions extends Omit<DatasetOptions, 'numPrompts'> {
   engine: string[];
   launch: string[];
   scale: number;
   backend: ClientBackend;
-  datasetName: DatasetName;
-  datasetPath?: string;
-  sharegptOutputLen?: number;
-  randomInputLen: number;
-  randomOutputLen: number;
-  randomRangeRatio: number;
   tokenizer: string;
-  seed: number;
   disableStream?: boolean;
   maxConcurrency?: number;
   requestTimeout: number;

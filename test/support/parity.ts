@@ -1,0 +1,122 @@
+import type { ForwardBatch, StepOutput } from '../../backends/backend.js';
+import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
+
+/** A deterministic generator for test data (mulberry32), so a failing random case can be replayed from its seed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` values uniform in [-scale, scale). */
+export function randomArray(random: () => number, n: number, scale = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => (random() * 2 - 1) * scale);
+}
+
+/** seededRandom with the draws random shapes and data need. */
+export function rng(seed: number) {
+  const next = seededRandom(seed);
+  return {
+    next,
+    int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
+    pick: <T>(xs: readonly T[]) => xs[Math.floor(next() * xs.length)]!,
+    uniform: (n: number, scale = 1) => randomArray(next, n, scale),
+    normal: (n: number, std = 1) =>
+      Float32Array.from({ length: n }, () => std * Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next())),
+  };
+}
+
+/** The largest |a - b| / (atol + |b|), for "close" checks that report how far off they are. */
+export function maxRelativeError(a: Float32Array, b: Float32Array, atol = 1e-3): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / (atol + Math.abs(b[i]!)));
+  return worst;
+}
+
+/** Every element within atol + rtol * |want|; the message names the first few that are not. */
+export function expectClose(got: Float32Array, want: Float32Array, atol: number, rtol: number, what: string): void {
+  if (got.length !== want.length) throw new Error(`${what}: ${got.length} elements, expected ${want.length}`);
+  const bad: string[] = [];
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    const err = Math.abs(got[i]! - want[i]!);
+    const tol = atol + rtol * Math.abs(want[i]!);
+    if (!(err <= tol)) {
+      if (bad.length < 5) bad.push(`[${i}] got ${got[i]} want ${want[i]}`);
+      worst = Math.max(worst, err);
+    }
+  }
+  if (bad.length) throw new Error(`${what}: elements out of tolerance (worst error ${worst}): ${bad.join('; ')}`);
+}
+
+/**
+ * Continuous batching in miniature: each step feeds some pending tokens of some sequences
+ * (prefill chunks and decode tokens side by side) through a paged cache whose pages are handed
+ * out in a scrambled order (page i * pageStride mod numPages; the stride must be coprime to numPages).
+ */
+export class MixedSchedule {
+  private readonly tokens: number[][];
+  private readonly fed: number[];
+  private readonly pages: number[][];
+  private readonly free: number[];
+
+  constructor(
+    prompts: number[][],
+    private readonly pageSize: number,
+    numPages: number,
+    pageStride = 11,
+  ) {
+    this.tokens = prompts.map((p) => [...p]);
+    this.fed = prompts.map(() => 0);
+    this.pages = prompts.map(() => []);
+    this.free = Array.from({ length: numPages }, (_, i) => (i * pageStride) % numPages);
+  }
+
+  /**
+   * counts[s]: how many pending tokens of sequence s this step feeds (0: not scheduled; a sequence
+   * with nothing pending is left out). Greedy sampling with `logprobs` top log-probs.
+   */
+  next(counts: number[], logprobs: number): { batch: ForwardBatch; seqs: number[] } {
+    const seqs = counts.flatMap((n, s) => (n > 0 && this.fed[s]! < this.tokens[s]!.length ? [s] : []));
+    const steps = seqs.map((s) => {
+      const cached = this.fed[s]!;
+      const kvLen = Math.min(cached + counts[s]!, this.tokens[s]!.length);
+      while (this.pages[s]!.length * this.pageSize < kvLen) this.pages[s]!.push(this.free.shift()!);
+      this.fed[s] = kvLen;
+      return { tokens: this.tokens[s]!.slice(cached, kvLen), cached, pages: this.pages[s]! };
+    });
+    return { batch: pagedBatch(steps, this.pageSize, greedySampling(seqs.length, logprobs)), seqs };
+  }
+
+  /** Appends the sampled token of each sequence whose known tokens have all been fed. */
+  advance(seqs: number[], out: StepOutput): void {
+    seqs.forEach((s, i) => {
+      if (this.fed[s] === this.tokens[s]!.length) this.tokens[s]!.push(out.tokens[i]!);
+    });
+  }
+}
+
+/** A prompt of `length` token ids below `vocab`, different for each seed. */
+export const promptOf = (length: number, seed: number, vocab: number) =>
+  Array.from({ length }, (_, i) => (Math.imul(i + 3, 2654435761) ^ seed) >>> 0).map((x) => x % vocab);
+
+/**
+ * MixedSchedule counts for four sequences: chunked prefills next to decodes, sequences joining
+ * late and sitting a step out.
+ */
+export const mixedPrefillDecodeSteps: readonly number[][] = [
+  [5, 3, 0, 0],
+  [4, 3, 9, 0],
+  [1, 3, 2, 1],
+  [1, 1, 9, 6],
+  [1, 1, 1, 6],
+  [1, 1, 1, 1],
+  [1, 0, 1, 1],
+  [1, 1, 1, 1],
+];
