@@ -34,9 +34,9 @@ const defaultSegmentBytes = 1.25 * 2 ** 30;
  */
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
-  readonly description: string;
+  private readonly runtime: string;
   private config!: LlamaConfig;
-  private format!: WeightFormat;
+  private format: WeightFormat | undefined;
   private readonly threads: number;
   private sessions: { segment: Segment; session: Ort.InferenceSession }[] = [];
   private embedding!: { table: Uint8Array; dtype: WeightDType };
@@ -53,7 +53,14 @@ export class CpuBackend implements Backend {
     private readonly options: CpuBackendOptions = {},
   ) {
     this.threads = options.threads ?? availableParallelism();
-    this.description = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}`;
+    this.runtime = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}`;
+  }
+
+  /** Says how the weights run once they are loaded: 8-bit weights change the model's numerics. */
+  get description(): string {
+    if (this.format === undefined) return this.runtime;
+    const weights = this.format === 'q8' ? `8-bit weights (q8, quantized from ${this.config.dtype}; SLUICE_CPU_WEIGHTS=f32 for exact)` : 'f32 weights';
+    return `${this.runtime}, ${weights}`;
   }
 
   async load(model: ModelSpec): Promise<void> {

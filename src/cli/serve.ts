@@ -116,6 +116,7 @@ async function startEngine(model: LoadedModel, options: ServeOptions, settings: 
     await backend.close().catch(() => {});
     throw e;
   }
+  log.info(`loaded: ${backend.description}`);
   const stats = engine.stats();
   log.info(`KV cache: ${stats.kvPagesTotal * stats.pageSize} tokens in pages of ${stats.pageSize}; context length ${engine.contextLength}`);
   return engine;
