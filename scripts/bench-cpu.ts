@@ -18,12 +18,13 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Backend, ForwardBatch } from '../backends/backend.js';
+import type { Backend } from '../backends/backend.js';
 import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
 import { LlmEngine } from '../src/engine/engine.js';
 import { writeGguf } from '../src/model/gguf.js';
 import { loadModel, type LoadedModel } from '../src/model/load.js';
+import { greedySampling, pagedBatch } from '../src/model/paged-batch.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -84,48 +85,15 @@ const streamPrompts = (n: number) => Array.from({ length: n }, (_, s) => promptT
 async function runStreams(backend: Backend, prompts: number[][], newTokens: number, pageSize: number): Promise<{ seconds: number; firstSeconds: number }> {
   const n = prompts.length;
   const pagesPerSeq = Math.ceil((Math.max(...prompts.map((p) => p.length)) + newTokens) / pageSize);
+  const pages = prompts.map((_, s) => Array.from({ length: pagesPerSeq }, (_, i) => s * pagesPerSeq + i));
   const lengths = prompts.map(() => 0);
   const pending = prompts.map((p) => [...p]);
   const start = performance.now();
   let firstSeconds = 0;
   for (let step = 0; step < newTokens; step++) {
-    const tokenIds: number[] = [];
-    const positions: number[] = [];
-    const slotMapping: number[] = [];
-    const queryStart = [0];
-    const kvLens: number[] = [];
-    const pageTable: number[] = [];
-    const pageTableStart = [0];
-    for (let s = 0; s < n; s++) {
-      for (const token of pending[s]!) {
-        const p = lengths[s]!++;
-        tokenIds.push(token);
-        positions.push(p);
-        slotMapping.push((s * pagesPerSeq + Math.floor(p / pageSize)) * pageSize + (p % pageSize));
-      }
-      queryStart.push(tokenIds.length);
-      kvLens.push(lengths[s]!);
-      for (let i = 0; i < pagesPerSeq; i++) pageTable.push(s * pagesPerSeq + i);
-      pageTableStart.push(pageTable.length);
-    }
-    const batch: ForwardBatch = {
-      tokenIds: Int32Array.from(tokenIds),
-      positions: Int32Array.from(positions),
-      queryStart: Int32Array.from(queryStart),
-      kvLens: Int32Array.from(kvLens),
-      pageTable: Int32Array.from(pageTable),
-      pageTableStart: Int32Array.from(pageTableStart),
-      slotMapping: Int32Array.from(slotMapping),
-      sampling: {
-        temperature: new Float32Array(n),
-        topP: new Float32Array(n).fill(1),
-        topK: new Int32Array(n),
-        minP: new Float32Array(n),
-        random: new Float32Array(n),
-        logprobs: new Int32Array(n).fill(-1),
-        penalties: null,
-      },
-    };
+    const steps = pending.map((tokens, s) => ({ tokens, cached: lengths[s]!, pages: pages[s]! }));
+    const batch = pagedBatch(steps, pageSize, greedySampling(n));
+    for (let s = 0; s < n; s++) lengths[s] = lengths[s]! + pending[s]!.length;
     const out = await backend.forward(batch);
     for (let s = 0; s < n; s++) pending[s] = [out.tokens[s]!];
     if (step === 0) firstSeconds = (performance.now() - start) / 1000;

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, ForwardBatch, StepOutput } from '../../backends/backend.js';
+import type { Backend } from '../../backends/backend.js';
 import { create, type CpuBackendOptions } from '../../backends/cpu/index.js';
 import { planSegments } from '../../backends/cpu/cpu-backend.js';
 import { createBackend } from '../../backends/index.js';
@@ -10,21 +10,7 @@ import { buildLlamaGraph } from '../../src/model/graph.js';
 import { presets } from '../../src/model/presets.js';
 import { SingleSequence } from '../../src/model/single-sequence.js';
 import { UserError } from '../../src/errors.js';
-
-/** Odd sizes everywhere: 5 heads over 1 KV head, head dim 6, rows that are no multiple of 32, an untied lm-head. */
-const oddConfig: LlamaConfig = {
-  ...presets.tiny!,
-  vocabSize: 301,
-  hiddenSize: 30,
-  intermediateSize: 70,
-  numLayers: 3,
-  numHeads: 5,
-  numKvHeads: 1,
-  headDim: 6,
-  tieWordEmbeddings: false,
-  ropeScaling: null,
-  ropeTheta: 10000,
-};
+import { MixedSchedule, mixedPrefillDecodeSteps, oddShapesConfig } from '../support/parity.js';
 
 async function loaded(backend: Backend, config: LlamaConfig, dtype: WeightDType, kv: { numPages: number; pageSize: number }) {
   await backend.load({ config, graph: buildLlamaGraph(config), weights: new DummyWeights(config, 7, dtype) });
@@ -32,94 +18,14 @@ async function loaded(backend: Backend, config: LlamaConfig, dtype: WeightDType,
   return backend;
 }
 
-function greedySampling(numSeqs: number, logprobs: number): ForwardBatch['sampling'] {
-  return {
-    temperature: new Float32Array(numSeqs),
-    topP: new Float32Array(numSeqs).fill(1),
-    topK: new Int32Array(numSeqs),
-    minP: new Float32Array(numSeqs),
-    random: new Float32Array(numSeqs),
-    logprobs: new Int32Array(numSeqs).fill(logprobs),
-    penalties: null,
-  };
-}
-
-/**
- * Several sequences through a paged cache with pages handed out in shuffled order, each step a
- * mix of prefill chunks and decode tokens as a continuous-batching scheduler would make them.
- * Returns each step's batch; `advance` feeds the sampled tokens back.
- */
-class MixedSchedule {
-  private readonly tokens: number[][];
-  private readonly fed: number[];
-  private readonly pages: number[][];
-  private readonly freePages: number[];
-
-  constructor(
-    prompts: number[][],
-    private readonly pageSize: number,
-    numPages: number,
-  ) {
-    this.tokens = prompts.map((p) => [...p]);
-    this.fed = prompts.map(() => 0);
-    this.pages = prompts.map(() => []);
-    this.freePages = Array.from({ length: numPages }, (_, i) => (i * 7) % numPages);
-  }
-
-  /** `counts[s]`: how many of sequence s's pending tokens to feed (0: not in this step). */
-  batch(counts: number[], logprobs: number): { batch: ForwardBatch; seqs: number[] } {
-    const seqs = counts.flatMap((n, s) => (n > 0 ? [s] : []));
-    const tokenIds: number[] = [];
-    const positions: number[] = [];
-    const queryStart = [0];
-    const kvLens: number[] = [];
-    const pageTable: number[] = [];
-    const pageTableStart = [0];
-    const slotMapping: number[] = [];
-    for (const s of seqs) {
-      const n = Math.min(counts[s]!, this.tokens[s]!.length - this.fed[s]!);
-      const kvLen = this.fed[s]! + n;
-      while (this.pages[s]!.length * this.pageSize < kvLen) this.pages[s]!.push(this.freePages.shift()!);
-      for (let p = this.fed[s]!; p < kvLen; p++) {
-        tokenIds.push(this.tokens[s]![p]!);
-        positions.push(p);
-        slotMapping.push(this.pages[s]![Math.floor(p / this.pageSize)]! * this.pageSize + (p % this.pageSize));
-      }
-      queryStart.push(tokenIds.length);
-      kvLens.push(kvLen);
-      pageTable.push(...this.pages[s]!);
-      pageTableStart.push(pageTable.length);
-      this.fed[s] = kvLen;
-    }
-    const batch: ForwardBatch = {
-      tokenIds: Int32Array.from(tokenIds),
-      positions: Int32Array.from(positions),
-      queryStart: Int32Array.from(queryStart),
-      kvLens: Int32Array.from(kvLens),
-      pageTable: Int32Array.from(pageTable),
-      pageTableStart: Int32Array.from(pageTableStart),
-      slotMapping: Int32Array.from(slotMapping),
-      sampling: greedySampling(seqs.length, logprobs),
-    };
-    return { batch, seqs };
-  }
-
-  /** Appends the sampled token of every sequence whose known tokens were all fed. */
-  advance(seqs: number[], out: StepOutput): void {
-    seqs.forEach((s, i) => {
-      if (this.fed[s] === this.tokens[s]!.length) this.tokens[s]!.push(out.tokens[i]!);
-    });
-  }
-}
-
 /** Runs the same mixed schedule on both backends (the reference's tokens fed back) and compares each step. */
-async function compareMixed(cpu: Backend, ref: Backend, prompts: number[][], steps: number[][], pageSize: number, numPages: number) {
-  const schedule = new MixedSchedule(prompts, pageSize, numPages);
+async function compareMixed(cpu: Backend, ref: Backend, prompts: number[][], steps: readonly number[][], pageSize: number, numPages: number) {
+  const schedule = new MixedSchedule(prompts, pageSize, numPages, 7);
   let maxLogprobDiff = 0;
   let compared = 0;
   for (const [step, counts] of steps.entries()) {
     // Every third step asks for no log-probs: the backend then takes its in-graph argmax.
-    const { batch, seqs } = schedule.batch(counts, step % 3 === 2 ? -1 : 3);
+    const { batch, seqs } = schedule.next(counts, step % 3 === 2 ? -1 : 3);
     const expected = await ref.forward(batch);
     const actual = await cpu.forward(batch);
     expect(Array.from(actual.tokens)).toEqual(Array.from(expected.tokens));
@@ -142,20 +48,9 @@ async function compareMixed(cpu: Backend, ref: Backend, prompts: number[][], ste
   return { maxLogprobDiff, compared };
 }
 
+/** This test's own prompts (i + 1; the shared promptOf in test/support/parity.ts uses i + 3). */
 const promptOf = (length: number, seed: number, vocab: number) =>
   Array.from({ length }, (_, i) => (Math.imul(i + 1, 2654435761) ^ seed) >>> 0).map((x) => x % vocab);
-
-// Steps over four sequences: chunked prefills next to decodes, sequences joining late.
-const mixedSteps = [
-  [5, 3, 0, 0],
-  [4, 3, 9, 0],
-  [1, 3, 2, 1],
-  [1, 1, 9, 6],
-  [1, 1, 1, 6],
-  [1, 1, 1, 1],
-  [1, 0, 1, 1],
-  [1, 1, 1, 1],
-];
 
 const f32Options: CpuBackendOptions = { threads: 2, weightFormat: 'f32' };
 
@@ -194,7 +89,7 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
 
     it('matches on mixed prefill and decode batches over a paged cache (page size 4)', async () => {
       const prompts = [9, 6, 20, 12].map((n, s) => promptOf(n, s + 1, 128000));
-      const { maxLogprobDiff, compared } = await compareMixed(cpu, ref, prompts, mixedSteps, 4, 64);
+      const { maxLogprobDiff, compared } = await compareMixed(cpu, ref, prompts, mixedPrefillDecodeSteps, 4, 64);
       expect(compared).toBeGreaterThan(15);
       expect(maxLogprobDiff).toBeLessThan(1e-3);
     });
@@ -202,24 +97,24 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
 
   describe('odd shapes (5 heads over 1 KV head, head dim 6, untied lm-head), page size 3', () => {
     it.each([1 << 30, 1])('matches with segments of at most %i bytes', async (segmentBytes) => {
-      const cpu = await loaded(await create({ ...f32Options, segmentBytes }), oddConfig, 'f32', { numPages: 40, pageSize: 3 });
-      const ref = await loaded(new RefBackend(), oddConfig, 'f32', { numPages: 40, pageSize: 3 });
-      const prompts = [7, 2, 11, 5].map((n, s) => promptOf(n, s + 11, oddConfig.vocabSize));
-      const { maxLogprobDiff } = await compareMixed(cpu, ref, prompts, mixedSteps, 3, 40);
+      const cpu = await loaded(await create({ ...f32Options, segmentBytes }), oddShapesConfig, 'f32', { numPages: 40, pageSize: 3 });
+      const ref = await loaded(new RefBackend(), oddShapesConfig, 'f32', { numPages: 40, pageSize: 3 });
+      const prompts = [7, 2, 11, 5].map((n, s) => promptOf(n, s + 11, oddShapesConfig.vocabSize));
+      const { maxLogprobDiff } = await compareMixed(cpu, ref, prompts, mixedPrefillDecodeSteps, 3, 40);
       await cpu.close();
       expect(maxLogprobDiff).toBeLessThan(1e-3);
     });
   });
 
   it('runs BF16 checkpoints with 8-bit weights (q8) close to the reference', async () => {
-    const config = { ...oddConfig, hiddenSize: 64, intermediateSize: 96, numHeads: 4, numKvHeads: 2, headDim: 16 };
+    const config = { ...oddShapesConfig, hiddenSize: 64, intermediateSize: 96, numHeads: 4, numKvHeads: 2, headDim: 16 };
     const cpu = await loaded(await create({ threads: 2 }), config, 'bf16', { numPages: 32, pageSize: 4 });
     const ref = await loaded(new RefBackend(), config, 'bf16', { numPages: 32, pageSize: 4 });
     const prompts = [7, 2, 11, 5].map((n, s) => promptOf(n, s + 21, config.vocabSize));
-    const schedule = new MixedSchedule(prompts, 4, 32);
+    const schedule = new MixedSchedule(prompts, 4, 32, 7);
     let maxDiff = 0;
-    for (const counts of mixedSteps) {
-      const { batch, seqs } = schedule.batch(counts, 5);
+    for (const counts of mixedPrefillDecodeSteps) {
+      const { batch, seqs } = schedule.next(counts, 5);
       const expected = await ref.forward(batch);
       const actual = await cpu.forward(batch);
       // Compare the distributions on the reference's top-5 tokens.
@@ -244,8 +139,8 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
   });
 
   it('rejects a token id outside the vocabulary with a clear error', async () => {
-    const cpu = await loaded(await create(f32Options), oddConfig, 'f32', { numPages: 8, pageSize: 4 });
-    const { batch } = new MixedSchedule([[1, 2, oddConfig.vocabSize + 5]], 4, 8).batch([3], -1);
+    const cpu = await loaded(await create(f32Options), oddShapesConfig, 'f32', { numPages: 8, pageSize: 4 });
+    const { batch } = new MixedSchedule([[1, 2, oddShapesConfig.vocabSize + 5]], 4, 8, 7).next([3], -1);
     await expect(cpu.forward(batch)).rejects.toThrow(UserError);
     await expect(cpu.forward(batch)).rejects.toThrow(/token id 306 is outside the vocabulary/);
     await cpu.close();

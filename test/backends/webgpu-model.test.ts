@@ -9,26 +9,14 @@ import { buildLlamaGraph } from '../../src/model/graph.js';
 import { greedySampling } from '../../src/model/paged-batch.js';
 import { presets } from '../../src/model/presets.js';
 import { SingleSequence } from '../../src/model/single-sequence.js';
-import { MixedSchedule, mixedPrefillDecodeSteps, promptOf } from '../support/parity.js';
+import { MixedSchedule, mixedPrefillDecodeSteps, oddShapesConfig, promptOf } from '../support/parity.js';
 import { openGpuForTests } from './webgpu-harness.js';
 
 const probe = await openGpuForTests();
 probe?.destroy();
 
-/** A variant with odd shapes: 5 heads over 1 KV head, head dim 6, an untied lm-head, linear rope scaling. */
-const oddConfig: LlamaConfig = {
-  ...presets.tiny!,
-  vocabSize: 301,
-  hiddenSize: 30,
-  intermediateSize: 70,
-  numLayers: 3,
-  numHeads: 5,
-  numKvHeads: 1,
-  headDim: 6,
-  tieWordEmbeddings: false,
-  ropeScaling: { type: 'linear', factor: 2 },
-  ropeTheta: 10000,
-};
+/** The shared odd shapes (5 heads over 1 KV head, head dim 6, an untied lm-head) with linear rope scaling. */
+const oddConfig: LlamaConfig = { ...oddShapesConfig, ropeScaling: { type: 'linear', factor: 2 } };
 
 type Tuning = WebGpuTuning & GpuContextOptions;
 const open: Backend[] = [];

@@ -1,5 +1,7 @@
 import type { ForwardBatch, StepOutput } from '../../backends/backend.js';
+import type { LlamaConfig } from '../../src/model/config.js';
 import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
+import { presets } from '../../src/model/presets.js';
 
 /** A deterministic generator for test data (mulberry32), so a failing random case can be replayed from its seed. */
 export function seededRandom(seed: number): () => number {
@@ -120,3 +122,18 @@ export const mixedPrefillDecodeSteps: readonly number[][] = [
   [1, 0, 1, 1],
   [1, 1, 1, 1],
 ];
+
+/** Odd sizes everywhere: 5 heads over 1 KV head, head dim 6, rows that are no multiple of 32, an untied lm-head. */
+export const oddShapesConfig: LlamaConfig = {
+  ...presets.tiny!,
+  vocabSize: 301,
+  hiddenSize: 30,
+  intermediateSize: 70,
+  numLayers: 3,
+  numHeads: 5,
+  numKvHeads: 1,
+  headDim: 6,
+  tieWordEmbeddings: false,
+  ropeScaling: null,
+  ropeTheta: 10000,
+};
