@@ -63,7 +63,7 @@ export class GpuContext {
     } catch (e) {
       throw new BackendUnavailableError(`webgpu backend: the webgpu package (Dawn) does not load here: ${(e as Error).message.split('\n')[0]}`);
     }
-    const gpu = webgpu.create([]);
+    const gpu = (dawnInstance ??= webgpu.create([]));
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) {
       throw new BackendUnavailableError(
@@ -184,6 +184,13 @@ export class GpuContext {
     this.device.destroy();
   }
 }
+
+/**
+ * One Dawn instance per process, never released: a context's device can still deliver events
+ * (device lost, finished work) after the context is destroyed, and if the instance has been
+ * garbage-collected by then Dawn crashes the process.
+ */
+let dawnInstance: GPU | null = null;
 
 const shaderCache = new Map<string, string>();
 
