@@ -17,7 +17,6 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import type { Backend } from '../backends/backend.js';
 import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
@@ -25,22 +24,21 @@ import { LlmEngine } from '../src/engine/engine.js';
 import { writeGguf } from '../src/model/gguf.js';
 import { loadModel, type LoadedModel } from '../src/model/load.js';
 import { greedySampling, pagedBatch } from '../src/model/paged-batch.js';
+import { scriptOptions } from './script-options.js';
 
-const { values: args } = parseArgs({
-  options: {
-    json: { type: 'boolean', default: false },
-    model: { type: 'string', default: 'llama-3.2-1b' },
-    threads: { type: 'string', default: '2' },
-    'decode-tokens': { type: 'string', default: '32' },
-    'stream-prompt': { type: 'string', default: '16' },
-    'stream-tokens': { type: 'string', default: '32' },
-    prefill: { type: 'string', default: '512' },
-    streams: { type: 'string', default: '8,32' },
-    'cache-dir': { type: 'string', default: join(tmpdir(), 'sluice-bench') },
-    'skip-llama-cpp': { type: 'boolean', default: false },
-    'weight-format': { type: 'string' },
-    direct: { type: 'boolean', default: false },
-  },
+const args = scriptOptions('bench:cpu', {
+  json: { type: 'boolean', default: false },
+  model: { type: 'string', default: 'llama-3.2-1b' },
+  threads: { type: 'string', default: '2' },
+  'decode-tokens': { type: 'string', default: '32' },
+  'stream-prompt': { type: 'string', default: '16' },
+  'stream-tokens': { type: 'string', default: '32' },
+  prefill: { type: 'string', default: '512' },
+  streams: { type: 'string', default: '8,32' },
+  'cache-dir': { type: 'string', default: join(tmpdir(), 'sluice-bench') },
+  'skip-llama-cpp': { type: 'boolean', default: false },
+  'weight-format': { type: 'string' },
+  direct: { type: 'boolean', default: false },
 });
 
 const positiveInt = (name: string, text: string): number => {

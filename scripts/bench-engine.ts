@@ -11,15 +11,18 @@ import { InstantBackend } from '../backends/instant/instant-backend.js';
 import { LlmEngine } from '../src/engine/engine.js';
 import { loadModel } from '../src/model/load.js';
 import { Rng } from '../src/model/rng.js';
+import { scriptOptions } from './script-options.js';
 
-const onlyArg = process.argv.indexOf('--only');
-const batchSizes = onlyArg >= 0 ? [Number(process.argv[onlyArg + 1])] : [1, 64, 256];
+const options = scriptOptions('bench:engine', {
+  json: { type: 'boolean', default: false },
+  only: { type: 'string' },
+  steps: { type: 'string', default: '400' },
+});
+const batchSizes = options.only !== undefined ? [Number(options.only)] : [1, 64, 256];
 const promptTokens = 256;
 const warmupSteps = 50;
-const args = process.argv.slice(2);
-const json = args.includes('--json');
-const stepsArg = args.indexOf('--steps');
-const measuredSteps = stepsArg >= 0 ? Number(args[stepsArg + 1]) : 400;
+const json = options.json;
+const measuredSteps = Number(options.steps);
 
 /** Records when each pure decode step (every running request, one token each) starts, in wall and CPU time. */
 class TimedInstantBackend extends InstantBackend {

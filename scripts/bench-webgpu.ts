@@ -17,19 +17,24 @@ import { DummyWeights } from '../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { pagedBatch } from '../src/model/paged-batch.js';
 import { presets } from '../src/model/presets.js';
+import { scriptOptions } from './script-options.js';
 
-const args = process.argv.slice(2);
-const option = (name: string, fallback: string) => {
-  const at = args.indexOf(`--${name}`);
-  return at >= 0 && args[at + 1] !== undefined ? args[at + 1]! : fallback;
-};
-const json = args.includes('--json');
-const presetName = option('preset', 'small');
-const promptTokens = Number(option('prompt', '64'));
-const decodeSteps = Number(option('decode', '16'));
-const batchSize = Number(option('batch', '1'));
-const temperature = Number(option('temperature', '0'));
-const topP = Number(option('top-p', '1'));
+const options = scriptOptions('bench:webgpu', {
+  json: { type: 'boolean', default: false },
+  preset: { type: 'string', default: 'small' },
+  prompt: { type: 'string', default: '64' },
+  decode: { type: 'string', default: '16' },
+  batch: { type: 'string', default: '1' },
+  temperature: { type: 'string', default: '0' },
+  'top-p': { type: 'string', default: '1' },
+});
+const json = options.json;
+const presetName = options.preset;
+const promptTokens = Number(options.prompt);
+const decodeSteps = Number(options.decode);
+const batchSize = Number(options.batch);
+const temperature = Number(options.temperature);
+const topP = Number(options['top-p']);
 const config = presets[presetName];
 if (!(temperature >= 0) || !(topP > 0 && topP <= 1)) throw new Error('--temperature must be >= 0 and --top-p in (0, 1]');
 if (!config) throw new Error(`unknown preset ${presetName} (${Object.keys(presets).join(', ')})`);
@@ -68,8 +73,9 @@ const prompt = (s: number) => step([s], [0], [promptTokens]);
 const allSeqs = Array.from({ length: batchSize }, (_, s) => s);
 
 // Warm-up compiles every pipeline (prefill and decode shapes) outside the timed runs.
-await backend.forward(step([0], [0], [Math.min(promptTokens, 16)]));
-await backend.forward(step([0], [16], [1]));
+const warmupTokens = Math.min(promptTokens, 16);
+await backend.forward(step([0], [0], [warmupTokens]));
+await backend.forward(step([0], [warmupTokens], [1]));
 
 const prefillStart = performance.now();
 for (const s of allSeqs) await backend.forward(prompt(s));

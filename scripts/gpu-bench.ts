@@ -13,9 +13,17 @@ import { drawSynthLengths } from '../src/bench/synth-sharegpt.js';
 import { loadModel } from '../src/model/load.js';
 import { greedySampling, pagedBatch } from '../src/model/paged-batch.js';
 import { expectedTensors } from '../src/model/weights.js';
+import { scriptOptions } from './script-options.js';
 
-const args = new Map<string, string>();
-for (let i = 2; i + 1 < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ''), process.argv[i + 1]!);
+const options = scriptOptions('gpu-bench', {
+  preset: { type: 'string' },
+  backend: { type: 'string' },
+  batches: { type: 'string' },
+  requests: { type: 'string' },
+  'bandwidth-tbs': { type: 'string' },
+  'page-size': { type: 'string' },
+});
+const args = new Map(Object.entries(options).filter((entry): entry is [string, string] => typeof entry[1] === 'string'));
 const preset = args.get('preset') ?? 'llama-3.1-8b';
 /** Another backend only to try the script itself on a machine without a GPU (e.g. --backend ref --preset tiny). */
 const backendName = (args.get('backend') ?? 'cuda') as 'cuda' | 'ref' | 'cpu';
