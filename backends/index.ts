@@ -31,7 +31,7 @@ export async function createBackend(name: BackendName | 'auto', options: Backend
   }
 }
 
-/** The fastest backend usable here: cuda, then webgpu on a real (non-fallback) adapter, then cpu, then ref. */
+/** The fastest backend usable here: cuda, then cpu, then ref (webgpu only when asked for: it is the development backend). */
 export async function pickAutoBackend(options: BackendOptions = {}): Promise<Backend> {
   for (const name of ['cuda', 'cpu'] as const) {
     try {
