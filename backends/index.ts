@@ -1,4 +1,4 @@
-import type { Backend, BackendName, BackendOptions } from './backend.js';
+import type { Backend, BackendName, BackendOptions } from '../src/engine/backend.js';
 import { BackendUnavailableError, UserError } from '../src/errors.js';
 
 export const backendNames: BackendName[] = ['ref', 'cpu', 'webgpu', 'cuda'];

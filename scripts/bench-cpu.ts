@@ -17,13 +17,13 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import type { Backend } from '../backends/backend.js';
+import type { Backend } from '../src/engine/backend.js';
 import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
 import { LlmEngine } from '../src/engine/engine.js';
-import { writeGguf } from '../src/model/gguf.js';
+import { writeGguf } from '../test/support/gguf-writer.js';
 import { loadModel, type LoadedModel } from '../src/model/load.js';
-import { greedySampling, pagedBatch } from '../src/model/paged-batch.js';
+import { greedySampling, pagedBatch } from '../test/support/paged-batch.js';
 import { scriptOptions } from './script-options.js';
 
 const args = scriptOptions('bench:cpu', {

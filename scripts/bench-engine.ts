@@ -6,8 +6,8 @@
  *   npm run bench:engine [-- --json] [--steps N] [--only RUNNING]
  */
 import { performance } from 'node:perf_hooks';
-import type { ForwardBatch, StepOutput } from '../backends/backend.js';
-import { InstantBackend } from '../backends/instant/instant-backend.js';
+import type { ForwardBatch, StepOutput } from '../src/engine/backend.js';
+import { InstantBackend } from '../test/support/instant-backend.js';
 import { LlmEngine } from '../src/engine/engine.js';
 import { loadModel } from '../src/model/load.js';
 import { Rng } from '../src/model/rng.js';

@@ -10,12 +10,12 @@
  * op also runs the top-p and inverse-CDF searches.
  */
 import { performance } from 'node:perf_hooks';
-import type { ForwardBatch } from '../backends/backend.js';
+import type { ForwardBatch } from '../src/engine/backend.js';
 import { createWebGpuBackend } from '../backends/webgpu/index.js';
 import type { OpTiming } from '../backends/webgpu/profiler.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
-import { pagedBatch } from '../src/model/paged-batch.js';
+import { pagedBatch } from '../test/support/paged-batch.js';
 import { presets } from '../src/model/presets.js';
 import { scriptOptions } from './script-options.js';
 

@@ -5,13 +5,13 @@
  * engine. Prints one table. Run: node --import tsx scripts/gpu-bench.ts [--requests N] [--preset P]
  * [--batches 1,8,64,256] [--page-size 16] [--backend cuda]
  */
-import type { Backend, ForwardBatch } from '../backends/backend.js';
+import type { Backend, ForwardBatch } from '../src/engine/backend.js';
 import { createBackend } from '../backends/index.js';
 import { SeededRandom } from '../src/bench/seeded-random.js';
 import { shareGptDropReason } from '../src/bench/sharegpt.js';
 import { drawSynthLengths } from '../src/bench/synth-sharegpt.js';
 import { loadModel } from '../src/model/load.js';
-import { greedySampling, pagedBatch } from '../src/model/paged-batch.js';
+import { greedySampling, pagedBatch } from '../test/support/paged-batch.js';
 import { expectedTensors } from '../src/model/weights.js';
 import { scriptOptions } from './script-options.js';
 

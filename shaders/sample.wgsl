@@ -1,4 +1,4 @@
-// The sampling rule of src/model/sampling.ts on the GPU, one workgroup per sequence.
+// The sampling rule of backends/shared/host-sampler.ts on the GPU, one workgroup per sequence.
 //
 // Tokens are ordered by a 64-bit key: high word the logit's order-preserving bits, low word
 // (vocab - 1 - id), so a larger key comes first in the rule's order (descending probability,

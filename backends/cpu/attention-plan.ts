@@ -1,4 +1,4 @@
-import type { ForwardBatch } from '../backend.js';
+import type { ForwardBatch } from '../../src/engine/backend.js';
 import type { AttentionGroupName } from './segment-graph.js';
 
 /** Additive mask value: large enough to zero a probability, finite so a fully masked padding row stays NaN-free. */

@@ -1,10 +1,10 @@
 import { availableParallelism } from 'node:os';
 import type * as Ort from 'onnxruntime-node';
-import type { Backend, BackendOptions, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../backend.js';
+import type { Backend, BackendOptions, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
-import { sampleLogits } from '../../src/model/sampling.js';
+import { sampleLogits } from '../shared/host-sampler.js';
 import type { WeightSource } from '../../src/model/weights.js';
 import { UserError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';

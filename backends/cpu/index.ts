@@ -1,4 +1,4 @@
-import type { Backend } from '../backend.js';
+import type { Backend } from '../../src/engine/backend.js';
 import { BackendUnavailableError } from '../../src/errors.js';
 import { CpuBackend, type CpuBackendOptions, type OrtModule } from './cpu-backend.js';
 

@@ -1,5 +1,5 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, BackendOptions, ForwardBatch, KvCacheSpec, MemoryInfo, ModelSpec, StepOutput } from '../backend.js';
+import type { Backend, BackendOptions, ForwardBatch, KvCacheSpec, MemoryInfo, ModelSpec, StepOutput } from '../../src/engine/backend.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';

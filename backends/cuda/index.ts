@@ -1,4 +1,4 @@
-import type { Backend, BackendOptions } from '../backend.js';
+import type { Backend, BackendOptions } from '../../src/engine/backend.js';
 import { BackendUnavailableError } from '../../src/errors.js';
 import { CudaBackend } from './cuda-backend.js';
 import { loadAddon } from './native.js';

@@ -1,10 +1,10 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../backend.js';
+import type { Backend, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { toFloat32 } from '../../src/model/dtype.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
-import { sampleLogits } from '../../src/model/sampling.js';
+import { sampleLogits } from '../shared/host-sampler.js';
 import * as ops from './ops.js';
 
 /** Plain TypeScript, f32 throughout, interpreting the graph op by op: the oracle for other backends. */

@@ -1,4 +1,4 @@
-import type { Backend, BackendOptions } from '../backend.js';
+import type { Backend, BackendOptions } from '../../src/engine/backend.js';
 import { GpuContext, type GpuContextOptions } from './gpu.js';
 import { WebGpuBackend, type WebGpuTuning } from './webgpu-backend.js';
 

@@ -1,4 +1,4 @@
-import type { ForwardBatch } from '../backend.js';
+import type { ForwardBatch } from '../../src/engine/backend.js';
 import { seqSamplingBytes } from './kernels.js';
 
 /** The host arrays a step uploads, packed in the layouts the shaders read. */

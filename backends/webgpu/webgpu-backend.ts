@@ -1,5 +1,5 @@
 import { totalmem } from 'node:os';
-import type { Backend, ForwardBatch, KvCacheSpec, MemoryInfo, ModelSpec, StepOutput } from '../backend.js';
+import type { Backend, ForwardBatch, KvCacheSpec, MemoryInfo, ModelSpec, StepOutput } from '../../src/engine/backend.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { toFloat32 } from '../../src/model/dtype.js';
 import type { LlamaGraph } from '../../src/model/graph.js';

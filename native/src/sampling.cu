@@ -1,4 +1,4 @@
-// Sampling on the device, the rule of src/model/sampling.ts: penalties, log-sum-exp and argmax
+// Sampling on the device, the rule of backends/shared/host-sampler.ts: penalties, log-sum-exp and argmax
 // (lowest id on ties), then for rows that sample or want top log-probs a stable descending sort of
 // the row (ties keep the lower id first), top-k / top-p / min-p cuts and the inverse-CDF draw with
 // the engine-supplied uniform number.

@@ -16,7 +16,7 @@ size_t samplingSortTempBytes(int numSeqs, int vocab) {
   return bytes;
 }
 
-// Radix sort is stable: equal logits keep ascending ids, the tie rule of src/model/sampling.ts.
+// Radix sort is stable: equal logits keep ascending ids, the tie rule of backends/shared/host-sampler.ts.
 void launchSegmentedSort(const SamplingArgs& a, cudaStream_t stream) {
   size_t bytes = a.sortTempBytes;
   CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(

@@ -1,4 +1,5 @@
-import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { UserError } from '../errors.js';
 import type { ClientBackend } from './client-backends.js';
 import { loadBenchRequests, type DatasetOptions } from './datasets.js';
@@ -45,6 +46,7 @@ export async function benchCommand(options: BenchOptions, out: (text: string) =>
   const requests = loadBenchRequests(options, tokenizer, log);
   const rates = options.multi ? parseRequestRateRange(options.requestRateRange) : [options.requestRate];
   const outputFile = options.outputFile ?? defaultOutputFileName(options);
+  mkdirSync(dirname(outputFile), { recursive: true });
   const runs: BenchmarkRun[] = [];
   if (options.outputDetails) writeFileSync(options.outputDetails, '');
   for (const requestRate of rates) {
@@ -112,12 +114,17 @@ export function parseRequestRateRange(text: string): number[] {
   return rates;
 }
 
+/** Where results go without --output-file: an ignored folder, so runs never litter the repository. */
+export const defaultResultsDir = 'bench-results';
+
 function defaultOutputFileName(options: BenchOptions): string {
   const now = new Date();
   const mmdd = `${String(now.getMonth() + 1).padStart(2, '0')}${String(now.getDate()).padStart(2, '0')}`;
-  return options.datasetName === 'random'
-    ? `${options.backend}_${mmdd}_${options.numPrompts}_${options.randomInputLen}_${options.randomOutputLen}.jsonl`
-    : `${options.backend}_${mmdd}_${options.numPrompts}_sharegpt.jsonl`;
+  const name =
+    options.datasetName === 'random'
+      ? `${options.backend}_${mmdd}_${options.numPrompts}_${options.randomInputLen}_${options.randomOutputLen}.jsonl`
+      : `${options.backend}_${mmdd}_${options.numPrompts}_sharegpt.jsonl`;
+  return join(defaultResultsDir, name);
 }
 
 function writeDetails(file: string, requestRate: number, run: BenchmarkRun): void {

@@ -25,7 +25,7 @@ export function register(program: Command): void {
     .option('--seed <s>', 'seed of the dataset shuffle and the arrivals', parseIntOption, 1)
     .option('--multi', 'run once per rate of --request-rate-range')
     .option('--request-rate-range <range>', '"start,stop,step" or a list of rates, with --multi', '2,34,2')
-    .option('--output-file <file>', 'append one JSON line of results per run')
+    .option('--output-file <file>', 'append one JSON line of results per run (default: bench-results/<backend>_<mmdd>_<prompts>_....jsonl)')
     .option('--output-details <file>', 'write one JSON line per request (timings, text, errors)')
     .option('--disable-tqdm', 'no progress bar')
     .option('--disable-stream', 'ask for whole responses instead of streams')

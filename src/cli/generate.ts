@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { createBackend } from '../../backends/index.js';
-import type { BackendName } from '../../backends/backend.js';
+import type { BackendName } from '../engine/backend.js';
 import { UserError } from '../errors.js';
 import { loadModel, type LoadFormat } from '../model/load.js';
 import { LlmEngine } from '../engine/engine.js';

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { createBackend } from '../../backends/index.js';
-import type { BackendName, BackendOptions } from '../../backends/backend.js';
+import type { BackendName, BackendOptions } from '../engine/backend.js';
 import { LlmEngine } from '../engine/engine.js';
 import { checkEngineOptions, defaultEngineOptions, type EngineOptions } from '../engine/options.js';
 import { UserError } from '../errors.js';

@@ -1,4 +1,4 @@
-import type { ForwardBatch, PenaltyBatch, SamplingBatch } from '../../backends/backend.js';
+import type { ForwardBatch, PenaltyBatch, SamplingBatch } from './backend.js';
 import type { StepPlan } from './scheduler.js';
 import type { Sequence } from './sequence.js';
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, StepOutput } from '../../backends/backend.js';
+import type { Backend, StepOutput } from './backend.js';
 import type { LoadedModel } from '../model/load.js';
 import { BatchBuilder, producesToken } from './batch-builder.js';
 import { DeltaStream } from './delta-stream.js';

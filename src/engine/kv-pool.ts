@@ -1,5 +1,5 @@
 import { totalmem } from 'node:os';
-import type { Backend } from '../../backends/backend.js';
+import type { Backend } from './backend.js';
 import { UserError } from '../errors.js';
 import type { EngineOptions } from './options.js';
 

@@ -1,3 +1,4 @@
+import { hash32 } from './hash32.js';
 import type { LlamaConfig, WeightDType } from './config.js';
 import { bytesPerElement, f32ToBf16, f32ToF16 } from './dtype.js';
 import { expectedTensors, type TensorInfo, type WeightSource } from './weights.js';
@@ -74,16 +75,6 @@ function dummyDistribution(config: LlamaConfig, name: string, shape: number[]): 
   const fanIn = shape[1]!;
   const residualScale = name.endsWith('o_proj.weight') || name.endsWith('down_proj.weight') ? 4 / Math.sqrt(2 * config.numLayers) : 1;
   return { halfRange: uniformWithVariance(1 / fanIn) * residualScale, offset: 0 };
-}
-
-/** lowbias32: a fast 32-bit integer hash with good avalanche (Chris Wellons' constants). */
-export function hash32(x: number): number {
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
 }
 
 /** FNV-1a of the tensor name mixed with the seed. */

@@ -29,7 +29,7 @@ export type GraphOp =
   | { op: 'add'; x: string; y: string }
   /** out[s] = x[last token of sequence s] */
   | { op: 'gather_last'; x: string; out: string }
-  /** picks each sequence's next token from its logits row (see src/model/sampling.ts) */
+  /** picks each sequence's next token from its logits row (see backends/shared/host-sampler.ts) */
   | { op: 'sample'; logits: string };
 
 export interface Activation {

@@ -1,4 +1,4 @@
-import { hash32 } from './dummy-weights.js';
+import { hash32 } from './hash32.js';
 
 /**
  * A small seeded generator (splitmix32 stepping, lowbias32 output) for the per-request draws

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../../backends/backend.js';
+import type { Backend } from '../../src/engine/backend.js';
 import { create, type CpuBackendOptions } from '../../backends/cpu/index.js';
 import { planSegments } from '../../backends/cpu/cpu-backend.js';
 import { createBackend } from '../../backends/index.js';
@@ -8,7 +8,7 @@ import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../../src/model/graph.js';
 import { presets } from '../../src/model/presets.js';
-import { SingleSequence } from '../../src/model/single-sequence.js';
+import { SingleSequence } from '../support/single-sequence.js';
 import { UserError } from '../../src/errors.js';
 import { MixedSchedule, mixedPrefillDecodeSteps, oddShapesConfig } from '../support/parity.js';
 

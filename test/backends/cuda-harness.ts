@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import type { ForwardBatch } from '../../backends/backend.js';
+import type { ForwardBatch } from '../../src/engine/backend.js';
 import { compileGraph, nativeConfig } from '../../backends/cuda/compile.js';
 import { loadAddon, type CudaAddon, type NativeModel } from '../../backends/cuda/native.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { bf16ToF32, f32ToBf16, fromFloat32 } from '../../src/model/dtype.js';
 import type { Activation, GraphOp } from '../../src/model/graph.js';
-import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
+import { greedySampling, pagedBatch } from '../support/paged-batch.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 
 /** Where scripts/build-native.mjs finds a tool: PATH, then (for nvcc) $CUDA_HOME, $CUDA_PATH or /usr/local/cuda. */

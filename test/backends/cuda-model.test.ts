@@ -1,13 +1,13 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Backend, ForwardBatch } from '../../backends/backend.js';
+import type { Backend, ForwardBatch } from '../../src/engine/backend.js';
 import { CudaBackend } from '../../backends/cuda/cuda-backend.js';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
 import { toFloat32 } from '../../src/model/dtype.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../../src/model/graph.js';
-import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
+import { greedySampling, pagedBatch } from '../support/paged-batch.js';
 import { presets } from '../../src/model/presets.js';
-import { SingleSequence } from '../../src/model/single-sequence.js';
+import { SingleSequence } from '../support/single-sequence.js';
 import { rng } from '../support/parity.js';
 import { cudaForTests } from './cuda-harness.js';
 

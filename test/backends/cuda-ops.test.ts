@@ -1,9 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { ForwardBatch, PenaltyBatch, SamplingBatch } from '../../backends/backend.js';
+import type { ForwardBatch, PenaltyBatch, SamplingBatch } from '../../src/engine/backend.js';
 import * as ref from '../../backends/ref/ops.js';
-import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
+import { greedySampling, pagedBatch } from '../support/paged-batch.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
-import { sampleLogits } from '../../src/model/sampling.js';
+import { sampleLogits } from '../../backends/shared/host-sampler.js';
 import { expectClose, rng } from '../support/parity.js';
 import type { OpGraphSpec } from './cuda-harness.js';
 import { cudaForTests, OpHarness, roundBf16, singleSequenceBatch } from './cuda-harness.js';
@@ -309,7 +309,7 @@ describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `o
     expect(eager.model.graphsCaptured()).toBe(0);
   });
 
-  it('sampling on the device follows src/model/sampling.ts (greedy, top-k, top-p, min-p, penalties, log-probs)', async () => {
+  it('sampling on the device follows backends/shared/host-sampler.ts (greedy, top-k, top-p, min-p, penalties, log-probs)', async () => {
     const vocab = r.pick([r.int(64, 3000), r.int(3000, 140000)]);
     const S = r.int(1, 12);
     const h = harness({

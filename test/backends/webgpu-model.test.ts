@@ -1,14 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Backend, ForwardBatch } from '../../backends/backend.js';
+import type { Backend, ForwardBatch } from '../../src/engine/backend.js';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
 import { createWebGpuBackend, type GpuContextOptions, type WebGpuBackend, type WebGpuTuning } from '../../backends/webgpu/index.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../../src/model/graph.js';
-import { greedySampling } from '../../src/model/paged-batch.js';
+import { greedySampling } from '../support/paged-batch.js';
 import { presets } from '../../src/model/presets.js';
-import { SingleSequence } from '../../src/model/single-sequence.js';
+import { SingleSequence } from '../support/single-sequence.js';
 import { MixedSchedule, mixedPrefillDecodeSteps, oddShapesConfig, promptOf } from '../support/parity.js';
 import { openGpuForTests } from './webgpu-harness.js';
 

@@ -2,13 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ops from '../../backends/ref/ops.js';
 import * as k from '../../backends/webgpu/kernels.js';
 import { bf16ToF16, uploadMatrix, uploadVector } from '../../backends/webgpu/weights.js';
-import type { PenaltyBatch, SamplingBatch } from '../../backends/backend.js';
+import type { PenaltyBatch, SamplingBatch } from '../../src/engine/backend.js';
 import { bf16ToF32, f16ToF32, f32ToF16 } from '../../src/model/dtype.js';
 import { presets } from '../../src/model/presets.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
-import { sampleLogits } from '../../src/model/sampling.js';
+import { sampleLogits } from '../../backends/shared/host-sampler.js';
 import { packStep } from '../../backends/webgpu/step-inputs.js';
-import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
+import { greedySampling, pagedBatch } from '../support/paged-batch.js';
 import { maxRelativeError, randomArray, seededRandom } from '../support/parity.js';
 import { KernelHarness, openGpuForTests } from './webgpu-harness.js';
 
@@ -220,7 +220,7 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
     });
   });
 
-  describe('sampling on the GPU matches src/model/sampling.ts', () => {
+  describe('sampling on the GPU matches backends/shared/host-sampler.ts', () => {
     const vocab = 997;
 
     async function sampleOnGpu(logits: Float32Array, sampling: SamplingBatch) {

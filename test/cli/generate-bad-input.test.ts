@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
-import { writeSafetensorsCheckpoint } from '../../src/model/safetensors-writer.js';
+import { writeSafetensorsCheckpoint } from '../support/safetensors-writer.js';
 import { tinyVariant } from '../model/reference-runs.js';
 import { runSluice } from '../support/sluice-process.js';
 

@@ -285,7 +285,7 @@ describe('LlmEngine on the ref backend (tiny)', () => {
     const sample = await generateOne(engine, p, { ...greedy, ...penalties, maxNewTokens: 6 });
     await engine.close();
     // The same rule applied step by step outside the engine.
-    const { SingleSequence } = await import('../../src/model/single-sequence.js');
+    const { SingleSequence } = await import('../support/single-sequence.js');
     const backend = new RefBackend();
     await backend.load(model);
     await backend.allocateKvCache({ numPages: 64, pageSize: 1 });

@@ -1,11 +1,11 @@
 import { expect } from 'vitest';
-import type { Backend, ForwardBatch, StepOutput } from '../../backends/backend.js';
+import type { Backend, ForwardBatch, StepOutput } from '../../src/engine/backend.js';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
 import { LlmEngine } from '../../src/engine/engine.js';
 import type { EngineOptions } from '../../src/engine/options.js';
 import type { GenerateDelta, SamplingParams } from '../../src/engine/types.js';
 import { loadModel, type LoadedModel } from '../../src/model/load.js';
-import { SingleSequence } from '../../src/model/single-sequence.js';
+import { SingleSequence } from '../support/single-sequence.js';
 
 export const model: LoadedModel = loadModel({ modelPath: 'tiny' });
 

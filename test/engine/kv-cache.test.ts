@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Backend } from '../../backends/backend.js';
+import type { Backend } from '../../src/engine/backend.js';
 import { hostKvBudgetBytes, hostKvMaxTokens, KvPool, kvPoolTokens } from '../../src/engine/kv-pool.js';
 import { defaultEngineOptions, type EngineOptions } from '../../src/engine/options.js';
 import { RadixCache } from '../../src/engine/prefix-cache.js';

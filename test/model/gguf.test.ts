@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { readGgufFileInfo } from 'node-llama-cpp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
-import { ropeFrequencyFactors, writeGguf } from '../../src/model/gguf.js';
+import { ropeFrequencyFactors, writeGguf } from '../support/gguf-writer.js';
 import { presets } from '../../src/model/presets.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
 import { tinyVariant } from './reference-runs.js';

@@ -5,7 +5,7 @@ import { getLlama, LlamaLogLevel, type Llama, type Token } from 'node-llama-cpp'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
-import { writeGguf } from '../../src/model/gguf.js';
+import { writeGguf } from '../support/gguf-writer.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
 import { refRunner, tinyVariant, type GreedyRun } from './reference-runs.js';
 

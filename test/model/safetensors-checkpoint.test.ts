@@ -6,7 +6,7 @@ import { toFloat32 } from '../../src/model/dtype.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { loadModel } from '../../src/model/load.js';
 import { readSafetensorsHeader } from '../../src/model/safetensors.js';
-import { writeSafetensorsCheckpoint } from '../../src/model/safetensors-writer.js';
+import { writeSafetensorsCheckpoint } from '../support/safetensors-writer.js';
 import { expectedTensors } from '../../src/model/weights.js';
 import { refRunner, tinyVariant } from './reference-runs.js';
 

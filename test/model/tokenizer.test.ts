@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
-import { writeGguf } from '../../src/model/gguf.js';
+import { writeGguf } from '../support/gguf-writer.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
 import { tinyVariant } from './reference-runs.js';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { SamplingBatch } from '../../backends/backend.js';
+import type { SamplingBatch } from '../../src/engine/backend.js';
 import { Rng } from '../../src/model/rng.js';
-import { sampleLogits, topK } from '../../src/model/sampling.js';
+import { sampleLogits, topK } from '../../backends/shared/host-sampler.js';
 
 function batch(overrides: Partial<SamplingBatch>, numSeqs = 1): SamplingBatch {
   return {

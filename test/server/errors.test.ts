@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, ForwardBatch } from '../../backends/backend.js';
+import type { Backend, ForwardBatch } from '../../src/engine/backend.js';
 import type { RunningServer } from '../../src/server/index.js';
 import { expectKvFree, json, readEvents, scrapeMetrics, startTestServer, waitFor } from './helpers.js';
 

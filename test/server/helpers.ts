@@ -1,4 +1,4 @@
-import type { Backend } from '../../backends/backend.js';
+import type { Backend } from '../../src/engine/backend.js';
 import { createBackend } from '../../backends/index.js';
 import { LlmEngine } from '../../src/engine/engine.js';
 import type { EngineOptions } from '../../src/engine/options.js';

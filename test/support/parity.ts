@@ -1,6 +1,6 @@
-import type { ForwardBatch, StepOutput } from '../../backends/backend.js';
+import type { ForwardBatch, StepOutput } from '../../src/engine/backend.js';
 import type { LlamaConfig } from '../../src/model/config.js';
-import { greedySampling, pagedBatch } from '../../src/model/paged-batch.js';
+import { greedySampling, pagedBatch } from './paged-batch.js';
 import { presets } from '../../src/model/presets.js';
 
 /** A deterministic generator for test data (mulberry32), so a failing random case can be replayed from its seed. */

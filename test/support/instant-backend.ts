@@ -1,4 +1,4 @@
-import type { Backend, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../backend.js';
+import type { Backend, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 
 // Ordinary byte-level BPE tokens of the Llama 3 vocabulary (no special ids, no stop tokens).

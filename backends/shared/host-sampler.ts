@@ -1,4 +1,4 @@
-import type { PenaltyBatch, SamplingBatch, StepOutput } from '../../backends/backend.js';
+import type { PenaltyBatch, SamplingBatch, StepOutput } from '../../src/engine/backend.js';
 
 /**
  * The sampling rule every backend implements, applied to one sequence's logits row:

@@ -1,10 +1,10 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import type { LlamaConfig, WeightDType } from './config.js';
-import { bf16ToF32, f16ToF32, f32ToF16 } from './dtype.js';
-import { ropeInverseFrequencies } from './rope.js';
-import type { Tokenizer } from './tokenizer.js';
-import { expectedTensors, layerPrefix, type WeightSource } from './weights.js';
-import { UserError } from '../errors.js';
+import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
+import { bf16ToF32, f16ToF32, f32ToF16 } from '../../src/model/dtype.js';
+import { ropeInverseFrequencies } from '../../src/model/rope.js';
+import type { Tokenizer } from '../../src/model/tokenizer.js';
+import { expectedTensors, layerPrefix, type WeightSource } from '../../src/model/weights.js';
+import { UserError } from '../../src/errors.js';
 
 export type GgufDType = 'f32' | 'f16';
 

@@ -1,4 +1,4 @@
-import type { Backend, ForwardBatch, SamplingBatch, StepOutput } from '../../backends/backend.js';
+import type { Backend, ForwardBatch, SamplingBatch, StepOutput } from '../../src/engine/backend.js';
 
 /**
  * Runs one sequence through a backend with the simplest KV layout (page size 1, slot = position):

@@ -1,6 +1,6 @@
-import type { LlamaConfig } from '../src/model/config.js';
-import type { LlamaGraph } from '../src/model/graph.js';
-import type { WeightSource } from '../src/model/weights.js';
+import type { LlamaConfig } from '../model/config.js';
+import type { LlamaGraph } from '../model/graph.js';
+import type { WeightSource } from '../model/weights.js';
 
 export type BackendName = 'ref' | 'cpu' | 'webgpu' | 'cuda';
 
@@ -29,7 +29,7 @@ export interface KvCacheSpec {
 /**
  * Per-sequence sampling settings for one step, all arrays of length S. The engine draws
  * `random` from each request's own generator, so seeded sampling does not depend on the batch.
- * The rule every backend implements is src/model/sampling.ts.
+ * The rule every backend implements is backends/shared/host-sampler.ts.
  */
 export interface SamplingBatch {
   /** 0 means greedy (argmax, lowest id on ties). */

@@ -1,4 +1,4 @@
-import type { ForwardBatch, SamplingBatch } from '../../backends/backend.js';
+import type { ForwardBatch, SamplingBatch } from '../../src/engine/backend.js';
 
 /** One sequence's part of a step: `tokens` are fed at positions `cached`, `cached + 1`, ... */
 export interface SequenceStep {

@@ -1,11 +1,11 @@
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { toHfConfig, type LlamaConfig, type WeightDType } from './config.js';
-import { bytesPerElement, fromFloat32, toFloat32 } from './dtype.js';
-import { llama3TokenizerDir } from './tokenizer.js';
-import { expectedTensors, type ExpectedTensor, type WeightSource } from './weights.js';
-import { UserError } from '../errors.js';
+import { toHfConfig, type LlamaConfig, type WeightDType } from '../../src/model/config.js';
+import { bytesPerElement, fromFloat32, toFloat32 } from '../../src/model/dtype.js';
+import { llama3TokenizerDir } from '../../src/model/tokenizer.js';
+import { expectedTensors, type ExpectedTensor, type WeightSource } from '../../src/model/weights.js';
+import { UserError } from '../../src/errors.js';
 
 export interface CheckpointOptions {
   /** The dtype tensors are stored in (the config's torch_dtype says the same). */
