@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import type * as Ort from 'onnxruntime-node';
 import type { Backend, BackendOptions, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
+import type { LlamaGraph } from '../../src/model/graph.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../shared/host-sampler.js';
@@ -9,7 +10,7 @@ import type { WeightSource } from '../../src/model/weights.js';
 import { UserError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { storedBytes, type WeightFormat } from './linear-weights.js';
-import { attentionGroups, buildSegmentModel, stepInputs, stepOutputs, type Segment } from './segment-graph.js';
+import { attentionGroups, buildSegmentModel, segmentOps, stepInputs, stepOutputs, type Segment } from './segment-graph.js';
 
 export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
 
@@ -38,8 +39,9 @@ export class CpuBackend implements Backend {
   private config!: LlamaConfig;
   private format: WeightFormat | undefined;
   private readonly threads: number;
-  private sessions: { segment: Segment; session: Ort.InferenceSession }[] = [];
-  private embedding!: { table: Uint8Array; dtype: WeightDType };
+  private sessions: { segment: Segment; carriedOut: string[]; session: Ort.InferenceSession }[] = [];
+  private graph!: LlamaGraph;
+  private embedding!: { table: Uint8Array; dtype: WeightDType; out: string };
   private invFreq!: Float64Array;
   private readonly buffers = new ReusedBuffers();
   private kCache: Float32Array[] = [];
@@ -68,8 +70,11 @@ export class CpuBackend implements Backend {
     this.config = config;
     this.invFreq = ropeInverseFrequencies(config);
     this.format = pickWeightFormat(this.options.weightFormat, config.dtype);
-    const embedInfo = weights.info('model.embed_tokens.weight')!;
-    this.embedding = { table: await weights.read('model.embed_tokens.weight'), dtype: embedInfo.dtype };
+    const embeddingOp = model.graph.ops.find((op) => op.op === 'embedding');
+    if (!embeddingOp) throw new Error('cpu backend: the graph has no embedding op');
+    const embedInfo = weights.info(embeddingOp.table)!;
+    this.embedding = { table: await weights.read(embeddingOp.table), dtype: embedInfo.dtype, out: embeddingOp.out };
+    this.graph = model.graph;
     const sessionOptions: Ort.InferenceSession.SessionOptions = {
       executionProviders: ['cpu'],
       intraOpNumThreads: this.threads,
@@ -84,12 +89,13 @@ export class CpuBackend implements Backend {
       description: weights.description,
       random: weights.random,
       info: (name) => weights.info(name),
-      read: (name) => (name === 'model.embed_tokens.weight' ? Promise.resolve(this.embedding.table) : weights.read(name)),
+      read: (name) => (name === embeddingOp.table ? Promise.resolve(this.embedding.table) : weights.read(name)),
       close: () => weights.close(),
     };
     for (const segment of planSegments(config, this.format, this.options.segmentBytes ?? defaultSegmentBytes)) {
-      const bytes = await buildSegmentModel(config, source, segment, this.format, model.graph.lmHead);
-      this.sessions.push({ segment, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
+      const bytes = await buildSegmentModel(config, model.graph, source, segment, this.format);
+      const { carriedOut } = segmentOps(model.graph, segment);
+      this.sessions.push({ segment, carriedOut, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
     }
   }
 
@@ -148,10 +154,12 @@ export class CpuBackend implements Backend {
     // Outputs land in buffers kept across steps: fresh memory is costly here (page faults), and
     // a greedy step without log-probs fetches only the in-graph argmax, not [S, vocab] logits.
     const wantLogits = needsLogits(batch);
-    let x = this.embed(batch.tokenIds, this.buffers.f32('x0', numTokens * c.hiddenSize));
+    const rowsOf = (activation: string) => (this.graph.activations[activation]!.rows === 'tokens' ? numTokens : numSeqs);
+    const embedCols = this.graph.activations[this.embedding.out]!.cols;
+    shared[stepInputs.embedded] = new Tensor('float32', this.embed(batch.tokenIds, this.buffers.f32('embedded', numTokens * embedCols)), [numTokens, embedCols]);
     let result: StepOutput | null = null;
-    for (const [i, { segment, session }] of this.sessions.entries()) {
-      const feeds: Record<string, Ort.Tensor> = { ...shared, [stepInputs.x]: new Tensor('float32', x, [numTokens, c.hiddenSize]) };
+    for (const [i, { segment, carriedOut, session }] of this.sessions.entries()) {
+      const feeds: Record<string, Ort.Tensor> = { ...shared };
       const fetches: Record<string, Ort.Tensor> = {};
       const kNew: Float32Array[] = [];
       const vNew: Float32Array[] = [];
@@ -163,15 +171,19 @@ export class CpuBackend implements Backend {
         fetches[stepOutputs.k(l)] = new Tensor('float32', kNew.at(-1)!, [numTokens, kvCols]);
         fetches[stepOutputs.v(l)] = new Tensor('float32', vNew.at(-1)!, [numTokens, kvCols]);
       }
+      // Activations handed to the next segment alternate between two buffers so no run reads what it writes.
+      for (const name of carriedOut) {
+        const shape = [rowsOf(name), this.graph.activations[name]!.cols];
+        const out = new Tensor('float32', this.buffers.f32(`${name}${i % 2}`, shape[0]! * shape[1]!), shape);
+        fetches[stepOutputs.carried(name)] = out;
+        shared[stepInputs.carried(name)] = out;
+      }
       let logits: Float32Array | null = null;
       let greedy: BigInt64Array | null = null;
-      if (!segment.withHead) {
-        x = this.buffers.f32(i % 2 ? 'x0' : 'x1', numTokens * c.hiddenSize);
-        fetches[stepOutputs.x] = new Tensor('float32', x, [numTokens, c.hiddenSize]);
-      } else if (wantLogits) {
+      if (segment.withHead && wantLogits) {
         logits = this.buffers.f32('logits', numSeqs * c.vocabSize);
         fetches[stepOutputs.logits] = new Tensor('float32', logits, [numSeqs, c.vocabSize]);
-      } else {
+      } else if (segment.withHead) {
         greedy = new BigInt64Array(numSeqs);
         fetches[stepOutputs.greedy] = new Tensor('int64', greedy, [numSeqs]);
       }
@@ -207,7 +219,7 @@ export class CpuBackend implements Backend {
   }
 
   private embed(tokenIds: Int32Array, out: Float32Array): Float32Array {
-    const h = this.config.hiddenSize;
+    const h = out.length / tokenIds.length;
     const { table, dtype } = this.embedding;
     const rowBytes = h * bytesPerElement[dtype];
     tokenIds.forEach((id, t) => out.set(toFloat32(table.subarray(id * rowBytes, (id + 1) * rowBytes), dtype), t * h));

@@ -1,6 +1,7 @@
 import type { LlamaConfig } from '../../src/model/config.js';
 import { toFloat32 } from '../../src/model/dtype.js';
-import { layerPrefix, type WeightSource } from '../../src/model/weights.js';
+import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
+import type { WeightSource } from '../../src/model/weights.js';
 import { addLinear, stackRows, type RawMatrix, type WeightFormat } from './linear-weights.js';
 import { DataType, OnnxGraphBuilder } from './onnx-builder.js';
 
@@ -17,7 +18,8 @@ export interface Segment {
  * with one new token, group `p` the others (see attention-plan.ts for their layout).
  */
 export const stepInputs = {
-  x: 'x',
+  /** The embedding op's output, looked up on the host. */
+  embedded: 'embedded',
   cos: 'rope_cos',
   sin: 'rope_sin',
   outIndex: 'attn_out_index',
@@ -30,77 +32,234 @@ export const stepInputs = {
   }),
   kCache: (layer: number) => `k_cache_${layer}`,
   vCache: (layer: number) => `v_cache_${layer}`,
+  /** A graph activation handed over from the previous segment. */
+  carried: (activation: string) => `carried_${activation}`,
 } as const;
 
 export const stepOutputs = {
-  x: 'x_out',
   logits: 'logits',
   /** Argmax of each logits row (lowest id on ties): all a greedy step without log-probs needs. */
   greedy: 'greedy_tokens',
   k: (layer: number) => `k_new_${layer}`,
   v: (layer: number) => `v_new_${layer}`,
+  /** A graph activation that the next segment reads. */
+  carried: (activation: string) => `carried_${activation}_out`,
 } as const;
 
 export type AttentionGroupName = 'd' | 'p';
 export const attentionGroups: AttentionGroupName[] = ['d', 'p'];
 
-/** Builds one segment as a serialized ONNX model, reading its weights one matrix at a time. */
+/** A segment's run of graph ops and the activations that cross its boundaries. */
+export interface SegmentOps {
+  ops: GraphOp[];
+  /** Activations read before they are written here: outputs of the previous segment. */
+  carriedIn: string[];
+  /** Activations written here (or passed through) that a later segment reads. */
+  carriedOut: string[];
+}
+
+/** Cuts the graph's op list at the segment's layer boundaries (the first segment includes the embedding). */
+export function segmentOps(graph: LlamaGraph, segment: Segment): SegmentOps {
+  const start = segment.firstLayer === 0 ? 0 : graph.layerStart[segment.firstLayer]!;
+  const end = segment.withHead ? graph.ops.length : graph.layerStart[segment.endLayer]!;
+  return { ops: graph.ops.slice(start, end), carriedIn: liveBefore(graph.ops, start), carriedOut: segment.withHead ? [] : liveBefore(graph.ops, end) };
+}
+
+/** The activations that ops from `index` on read before writing them. */
+function liveBefore(ops: GraphOp[], index: number): string[] {
+  const written = new Set<string>();
+  const live = new Set<string>();
+  for (const op of ops.slice(index)) {
+    for (const name of opReads(op)) if (!written.has(name)) live.add(name);
+    for (const name of opWrites(op)) written.add(name);
+  }
+  return [...live];
+}
+
+/** The activations an op reads (in-place operands included). */
+export function opReads(op: GraphOp): string[] {
+  switch (op.op) {
+    case 'embedding':
+      return [];
+    case 'rmsnorm':
+    case 'linear':
+    case 'gather_last':
+      return [op.x];
+    case 'add_rmsnorm':
+      return [op.x, op.residual];
+    case 'rope':
+      return [op.q, op.k];
+    case 'attention':
+      return [op.q, op.k, op.v];
+    case 'silu_mul':
+      return [op.gate, op.up];
+    case 'add':
+      return [op.x, op.y];
+    case 'sample':
+      return [op.logits];
+  }
+}
+
+/** The activations an op writes (in-place operands included). */
+export function opWrites(op: GraphOp): string[] {
+  switch (op.op) {
+    case 'embedding':
+    case 'rmsnorm':
+    case 'linear':
+    case 'attention':
+    case 'silu_mul':
+    case 'gather_last':
+      return [op.out];
+    case 'add_rmsnorm':
+      return [op.x, op.out];
+    case 'rope':
+      return [op.q, op.k];
+    case 'add':
+      return [op.x];
+    case 'sample':
+      return [];
+  }
+}
+
+/**
+ * Builds one segment as a serialized ONNX model by translating its graph ops, reading weights one
+ * matrix at a time. Consecutive linear ops over the same input (q/k/v, gate/up) become one GEMM.
+ */
 export async function buildSegmentModel(
   config: LlamaConfig,
+  graph: LlamaGraph,
   weights: WeightSource,
   segment: Segment,
   format: WeightFormat,
-  lmHead: string,
 ): Promise<Uint8Array> {
-  const { hiddenSize: h, numHeads, numKvHeads, headDim: hd, intermediateSize: inter } = config;
-  const kvCols = numKvHeads * hd;
+  const { headDim: hd } = config;
   const b = new OnnxGraphBuilder();
+  const { ops, carriedIn, carriedOut } = segmentOps(graph, segment);
+  const cols = (activation: string) => graph.activations[activation]!.cols;
+  const rows = (activation: string) => (graph.activations[activation]!.rows === 'tokens' ? 'T' : 'S');
+  /** The ONNX value currently holding each graph activation. */
+  const env = new Map<string, string>();
+  const value = (activation: string) => env.get(activation)!;
+  for (const name of carriedIn) env.set(name, b.input(stepInputs.carried(name), DataType.FLOAT, [rows(name), cols(name)]));
+
   const matrix = async (name: string): Promise<RawMatrix> => {
     const info = weights.info(name);
     if (!info) throw new Error(`${weights.description}: tensor "${name}" is missing`);
     return { bytes: await weights.read(name), dtype: info.dtype, rows: info.shape[0]!, cols: info.shape[1]! };
   };
   const vector = async (name: string): Promise<string> => {
-    const info = weights.info(name)!;
-    return b.initializer(name, DataType.FLOAT, [h], toFloat32(await weights.read(name), info.dtype));
+    const info = weights.info(name);
+    if (!info) throw new Error(`${weights.description}: tensor "${name}" is missing`);
+    return b.initializer(name, DataType.FLOAT, [info.shape[0]!], toFloat32(await weights.read(name), info.dtype));
   };
   const eps = { float: config.rmsNormEps };
-  const norm = (x: string, w: string) => b.op('SimplifiedLayerNormalization', [x, w], { axis: -1, epsilon: eps, stash_type: 1 });
-  /** x + residual and its rmsnorm: returns [normed, sum]. */
-  const addNorm = (x: string, residual: string, w: string): [string, string] => {
-    const [normed, , , sum] = b.node('SkipSimplifiedLayerNormalization', [x, residual, w], { epsilon: eps }, 4, 'com.microsoft');
-    return [normed!, sum!];
-  };
 
-  let x = b.input(stepInputs.x, DataType.FLOAT, ['T', h]);
-  const cos = b.input(stepInputs.cos, DataType.FLOAT, ['T', hd / 2]);
-  const sin = b.input(stepInputs.sin, DataType.FLOAT, ['T', hd / 2]);
-  const outIndex = b.input(stepInputs.outIndex, DataType.INT32, ['T']);
-  const groups = attentionGroups.map((g) => {
-    const names = stepInputs.group(g);
-    return {
-      queryIndex: b.input(names.queryIndex, DataType.INT32, [`S${g}`, `Q${g}`]),
-      pastIndex: b.input(names.pastIndex, DataType.INT32, [`S${g}`, `P${g}`]),
-      mask: b.input(names.mask, DataType.FLOAT, [1, `S${g}`, `GQ${g}`, `L${g}`]),
-      keySplit: b.input(names.keySplit, DataType.INT64, [2]),
-    };
+  const rotary = once(() => {
+    const cos = b.input(stepInputs.cos, DataType.FLOAT, ['T', hd / 2]);
+    const sin = b.input(stepInputs.sin, DataType.FLOAT, ['T', hd / 2]);
+    return { cos: b.op('Unsqueeze', [cos, b.int64s([1])]), sin: b.op('Unsqueeze', [sin, b.int64s([1])]), halves: b.int64s([hd / 2, hd / 2]) };
   });
-  const cosUnsqueezed = b.op('Unsqueeze', [cos, b.int64s([1])]);
-  const sinUnsqueezed = b.op('Unsqueeze', [sin, b.int64s([1])]);
-  const halves = b.int64s([hd / 2, hd / 2]);
   const rope = (t: string, heads: number): string => {
+    const { cos, sin, halves } = rotary();
     const perHead = b.op('Reshape', [t, b.int64s([0, heads, hd])]);
     const [a, c] = b.node('Split', [perHead, halves], { axis: 2 }, 2);
-    const rotatedA = b.op('Sub', [b.op('Mul', [a!, cosUnsqueezed]), b.op('Mul', [c!, sinUnsqueezed])]);
-    const rotatedC = b.op('Add', [b.op('Mul', [c!, cosUnsqueezed]), b.op('Mul', [a!, sinUnsqueezed])]);
+    const rotatedA = b.op('Sub', [b.op('Mul', [a!, cos]), b.op('Mul', [c!, sin])]);
+    const rotatedC = b.op('Add', [b.op('Mul', [c!, cos]), b.op('Mul', [a!, sin])]);
     return b.op('Reshape', [b.op('Concat', [rotatedA, rotatedC], { axis: 2 }), b.int64s([0, heads * hd])]);
   };
+  const attention = pagedAttention(b, config);
 
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!;
+    switch (op.op) {
+      case 'embedding':
+        env.set(op.out, b.input(stepInputs.embedded, DataType.FLOAT, [rows(op.out), cols(op.out)]));
+        break;
+      case 'rmsnorm':
+        env.set(op.out, b.op('SimplifiedLayerNormalization', [value(op.x), await vector(op.weight)], { axis: -1, epsilon: eps, stash_type: 1 }));
+        break;
+      case 'add_rmsnorm': {
+        const skip = [value(op.x), value(op.residual), await vector(op.weight)];
+        const [normed, , , sum] = b.node('SkipSimplifiedLayerNormalization', skip, { epsilon: eps }, 4, 'com.microsoft');
+        env.set(op.x, sum!);
+        env.set(op.out, normed!);
+        break;
+      }
+      case 'linear': {
+        const group = [op];
+        for (let next = ops[i + 1]; next?.op === 'linear' && next.x === op.x && group.every((g) => g.out !== op.x); next = ops[i + group.length + 1]) {
+          group.push(next);
+        }
+        i += group.length - 1;
+        const parts = [];
+        for (const g of group) parts.push(await matrix(g.weight));
+        const out = addLinear(b, value(op.x), parts.length === 1 ? parts[0]! : stackRows(parts), format, group.map((g) => g.weight).join('+'));
+        if (group.length === 1) env.set(op.out, out);
+        else b.node('Split', [out, b.int64s(parts.map((p) => p.rows))], { axis: 1 }, group.map((g) => `${g.out}_${i}`)).forEach((v, j) => env.set(group[j]!.out, v));
+        break;
+      }
+      case 'rope':
+        env.set(op.q, rope(value(op.q), cols(op.q) / hd));
+        env.set(op.k, rope(value(op.k), cols(op.k) / hd));
+        break;
+      case 'attention':
+        env.set(op.out, attention(op.layer, value(op.q), value(op.k), value(op.v), cols(op.k)));
+        break;
+      case 'silu_mul': {
+        const gate = value(op.gate);
+        env.set(op.out, b.op('Mul', [b.op('Mul', [gate, b.op('Sigmoid', [gate])]), value(op.up)]));
+        break;
+      }
+      case 'add':
+        env.set(op.x, b.op('Add', [value(op.x), value(op.y)]));
+        break;
+      case 'gather_last': {
+        const lastIndex = b.input(stepInputs.lastIndex, DataType.INT32, ['S']);
+        env.set(op.out, b.op('Gather', [value(op.x), lastIndex], { axis: 0 }));
+        break;
+      }
+      case 'sample': {
+        const logits = value(op.logits);
+        b.node('Identity', [logits], {}, [stepOutputs.logits]);
+        b.output(stepOutputs.logits, DataType.FLOAT, ['S', cols(op.logits)]);
+        b.node('ArgMax', [logits], { axis: 1, keepdims: 0, select_last_index: 0 }, [stepOutputs.greedy]);
+        b.output(stepOutputs.greedy, DataType.INT64, ['S']);
+        break;
+      }
+    }
+  }
+  for (const name of carriedOut) {
+    b.node('Identity', [value(name)], {}, [stepOutputs.carried(name)]);
+    b.output(stepOutputs.carried(name), DataType.FLOAT, [rows(name), cols(name)]);
+  }
+  return b.encode();
+}
+
+/**
+ * The attention op: returns the layer's new K and V as step outputs (the host writes them to
+ * their cache slots) and attends each group's queries over keys gathered from the paged cache.
+ */
+function pagedAttention(b: OnnxGraphBuilder, config: LlamaConfig) {
+  const { numHeads, numKvHeads, headDim: hd } = config;
+  const groups = once(() => {
+    const outIndex = b.input(stepInputs.outIndex, DataType.INT32, ['T']);
+    const perGroup = attentionGroups.map((g) => {
+      const names = stepInputs.group(g);
+      return {
+        queryIndex: b.input(names.queryIndex, DataType.INT32, [`S${g}`, `Q${g}`]),
+        pastIndex: b.input(names.pastIndex, DataType.INT32, [`S${g}`, `P${g}`]),
+        mask: b.input(names.mask, DataType.FLOAT, [1, `S${g}`, `GQ${g}`, `L${g}`]),
+        keySplit: b.input(names.keySplit, DataType.INT64, [2]),
+      };
+    });
+    return { outIndex, perGroup };
+  });
   const group = numHeads / numKvHeads;
   const scale = 1 / Math.sqrt(hd);
   /** [T, kvH*hd] -> [kvH, T, hd]: the layout of the cache, so keys need no transpose after gathering. */
   const headMajor = (t: string) => b.op('Transpose', [b.op('Reshape', [t, b.int64s([0, numKvHeads, hd])])], { perm: [1, 0, 2] });
-  const attentionInGroup = (g: (typeof groups)[number], q: string, kHeads: string, vHeads: string, kCache: string, vCache: string) => {
+  type Group = ReturnType<typeof groups>['perGroup'][number];
+  const attentionInGroup = (g: Group, q: string, kHeads: string, vHeads: string, kCache: string, vCache: string) => {
     let qg = b.op('Gather', [q, g.queryIndex], { axis: 0 }); // [S, Q, H*hd]
     qg = b.op('Reshape', [qg, b.int64s([0, 0, numKvHeads, group, hd])]);
     qg = b.op('Transpose', [qg], { perm: [2, 0, 3, 1, 4] }); // [kvH, S, G, Q, hd]
@@ -118,59 +277,22 @@ export async function buildSegmentModel(
     o = b.op('Transpose', [o], { perm: [1, 3, 0, 2, 4] }); // [S, Q, kvH, G, hd]
     return b.op('Reshape', [o, b.int64s([-1, numHeads * hd])]);
   };
-
-  let pending: string | null = null;
-  for (let layer = segment.firstLayer; layer < segment.endLayer; layer++) {
-    const p = layerPrefix(layer);
-    const inputNorm = await vector(`${p}.input_layernorm.weight`);
-    let normed: string;
-    if (pending) [normed, x] = addNorm(x, pending, inputNorm);
-    else normed = norm(x, inputNorm);
-
-    const qkvMatrix = stackRows([
-      await matrix(`${p}.self_attn.q_proj.weight`),
-      await matrix(`${p}.self_attn.k_proj.weight`),
-      await matrix(`${p}.self_attn.v_proj.weight`),
-    ]);
-    const qkv = addLinear(b, normed, qkvMatrix, format, `${p}.qkv`);
-    const [qRaw, kRaw, v] = b.node('Split', [qkv, b.int64s([numHeads * hd, kvCols, kvCols])], { axis: 1 }, 3);
-    const q = rope(qRaw!, numHeads);
-    const k = rope(kRaw!, numKvHeads);
+  return (layer: number, q: string, k: string, v: string, kvCols: number): string => {
+    const { outIndex, perGroup } = groups();
     b.node('Identity', [k], {}, [stepOutputs.k(layer)]);
-    b.node('Identity', [v!], {}, [stepOutputs.v(layer)]);
+    b.node('Identity', [v], {}, [stepOutputs.v(layer)]);
     b.output(stepOutputs.k(layer), DataType.FLOAT, ['T', kvCols]);
     b.output(stepOutputs.v(layer), DataType.FLOAT, ['T', kvCols]);
     const kCache = b.input(stepInputs.kCache(layer), DataType.FLOAT, [numKvHeads, 'N', hd]);
     const vCache = b.input(stepInputs.vCache(layer), DataType.FLOAT, [numKvHeads, 'N', hd]);
     const kHeads = headMajor(k);
-    const vHeads = headMajor(v!);
-    const perGroup = groups.map((g) => attentionInGroup(g, q, kHeads, vHeads, kCache, vCache));
-    const attn = b.op('Gather', [b.op('Concat', perGroup, { axis: 0 }), outIndex], { axis: 0 });
+    const vHeads = headMajor(v);
+    const results = perGroup.map((g) => attentionInGroup(g, q, kHeads, vHeads, kCache, vCache));
+    return b.op('Gather', [b.op('Concat', results, { axis: 0 }), outIndex], { axis: 0 });
+  };
+}
 
-    const o = addLinear(b, attn, await matrix(`${p}.self_attn.o_proj.weight`), format, `${p}.o_proj`);
-    const postNorm = await vector(`${p}.post_attention_layernorm.weight`);
-    let mlpIn: string;
-    [mlpIn, x] = addNorm(x, o, postNorm);
-    const gateUpMatrix = stackRows([await matrix(`${p}.mlp.gate_proj.weight`), await matrix(`${p}.mlp.up_proj.weight`)]);
-    const gateUp = addLinear(b, mlpIn, gateUpMatrix, format, `${p}.gate_up`);
-    const [gate, up] = b.node('Split', [gateUp, b.int64s([inter, inter])], { axis: 1 }, 2);
-    const act = b.op('Mul', [b.op('Mul', [gate!, b.op('Sigmoid', [gate!])]), up!]);
-    pending = addLinear(b, act, await matrix(`${p}.mlp.down_proj.weight`), format, `${p}.down_proj`);
-  }
-  if (pending) x = b.op('Add', [x, pending]);
-
-  if (segment.withHead) {
-    const lastIndex = b.input(stepInputs.lastIndex, DataType.INT32, ['S']);
-    const last = b.op('Gather', [x, lastIndex], { axis: 0 });
-    const normed = norm(last, await vector('model.norm.weight'));
-    const logits = addLinear(b, normed, await matrix(lmHead), format, 'lm_head');
-    b.node('Identity', [logits], {}, [stepOutputs.logits]);
-    b.output(stepOutputs.logits, DataType.FLOAT, ['S', config.vocabSize]);
-    b.node('ArgMax', [logits], { axis: 1, keepdims: 0, select_last_index: 0 }, [stepOutputs.greedy]);
-    b.output(stepOutputs.greedy, DataType.INT64, ['S']);
-  } else {
-    b.node('Identity', [x], {}, [stepOutputs.x]);
-    b.output(stepOutputs.x, DataType.FLOAT, ['T', h]);
-  }
-  return b.encode();
+function once<T>(make: () => T): () => T {
+  let made: T | undefined;
+  return () => (made ??= make());
 }

@@ -42,6 +42,11 @@ export interface LlamaGraph {
   ops: GraphOp[];
   /** The weight that the lm-head linear reads (the embedding table when tied). */
   lmHead: string;
+  /**
+   * Where each decoder layer's ops begin in `ops` (numLayers + 1 entries; the last is where the
+   * ops after the final layer begin), for backends that compile runs of layers separately.
+   */
+  layerStart: number[];
 }
 
 export function buildLlamaGraph(config: LlamaConfig): LlamaGraph {
@@ -64,8 +69,10 @@ export function buildLlamaGraph(config: LlamaConfig): LlamaGraph {
   };
   const lmHead = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
   const ops: GraphOp[] = [{ op: 'embedding', table: 'model.embed_tokens.weight', out: 'x' }];
+  const layerStart: number[] = [];
   for (let l = 0; l < config.numLayers; l++) {
     const p = layerPrefix(l);
+    layerStart.push(ops.length);
     ops.push(
       l === 0
         ? { op: 'rmsnorm', x: 'x', weight: `${p}.input_layernorm.weight`, out: 'h' }
@@ -83,6 +90,7 @@ export function buildLlamaGraph(config: LlamaConfig): LlamaGraph {
       { op: 'linear', x: 'act', weight: `${p}.mlp.down_proj.weight`, out: 'mlp' },
     );
   }
+  layerStart.push(ops.length);
   ops.push(
     { op: 'add', x: 'x', y: 'mlp' },
     { op: 'gather_last', x: 'x', out: 'last' },
@@ -90,5 +98,5 @@ export function buildLlamaGraph(config: LlamaConfig): LlamaGraph {
     { op: 'linear', x: 'last_norm', weight: lmHead, out: 'logits' },
     { op: 'sample', logits: 'logits' },
   );
-  return { activations, ops, lmHead };
+  return { activations, ops, lmHead, layerStart };
 }

@@ -54,7 +54,7 @@ export class OpHarness {
 
   static create(addon: CudaAddon, spec: OpGraphSpec, kv = { numPages: 64, pageSize: 1 }, graphCapture = false): OpHarness {
     const model = new addon.CudaModel(0, graphCapture);
-    const compiled = compileGraph({ activations: spec.activations, ops: spec.ops, lmHead: '' }, (name) => spec.weights[name]?.shape);
+    const compiled = compileGraph({ activations: spec.activations, ops: spec.ops, lmHead: '', layerStart: [] }, (name) => spec.weights[name]?.shape);
     const config = { ...spec.config, eosTokenIds: [], bosTokenId: 0, maxPositionEmbeddings: 1 << 20, tieWordEmbeddings: true, dtype: 'bf16' } as LlamaConfig;
     model.configure(nativeConfig(config, compiled, ropeInverseFrequencies(config)));
     compiled.weights.forEach((w, id) => model.setWeight(id, fromFloat32(spec.weights[w.name]!.values, 'f32'), 0));
