@@ -7,9 +7,7 @@ import { checkEngineOptions, defaultEngineOptions, type EngineOptions } from '..
 import { UserError } from '../errors.js';
 import { loadModel, type LoadedModel, type LoadFormat } from '../model/load.js';
 import { defaultPreset, presets } from '../model/presets.js';
-import { defaultDrainTimeoutMs, startServer, type RunningServer } from '../server/index.js';
-import { defaultWedgeTimeoutMs } from '../server/health.js';
-import { createLogger, logLevels, type Logger, type LogLevel } from '../server/logger.js';
+import { createLogger, defaultDrainTimeoutMs, defaultWedgeTimeoutMs, logLevels, startServer, type Logger, type LogLevel, type RunningServer } from '../server/index.js';
 import { parseFloatOption, parseIntOption } from './options.js';
 
 interface ServeOptions {

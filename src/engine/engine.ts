@@ -91,6 +91,7 @@ export class LlmEngine implements Engine {
     }
     const id = request.id ?? randomUUID();
     if (this.requests.has(id)) throw new InvalidRequestError(`request id ${id} is already in use`, 'id');
+    if (params.maxNewTokens === 0) return finishedAtOnce(id, request.promptTokenIds.length, params.n, params.logprobs !== null);
     const stopTokenIds = new Set(params.ignoreEos ? params.stopTokenIds : [...this.model.stopTokenIds, ...params.stopTokenIds]);
     const stream = new DeltaStream(() => this.abort(id));
     const req = new Request(id, request.promptTokenIds.slice(), params, stopTokenIds, stream, ++this.arrivals);
@@ -231,4 +232,23 @@ function tokenLogprob(output: StepOutput, s: number, want: number | null): Token
     }
   }
   return { tokenId: output.tokens[s]!, logprob: output.logprobs?.[s] ?? NaN, top };
+}
+
+/** max_tokens 0: every sample finishes at once with no tokens, without a step. */
+function finishedAtOnce(requestId: string, promptTokens: number, n: number, logprobs: boolean): DeltaStream {
+  const stream = new DeltaStream(() => {});
+  for (let index = 0; index < n; index++) {
+    stream.push({
+      requestId,
+      index,
+      text: '',
+      tokenIds: [],
+      logprobs: logprobs ? [] : null,
+      finishReason: 'length',
+      matchedStop: null,
+      usage: { promptTokens, completionTokens: 0, cachedTokens: 0 },
+    });
+  }
+  stream.end();
+  return stream;
 }

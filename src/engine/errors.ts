@@ -7,7 +7,7 @@ import { UserError } from '../errors.js';
  * request was accepted makes its stream throw EngineDeadError.
  */
 
-/** A request parameter out of range. `param` is the OpenAI-style wire name (max_tokens, top_p, ...). */
+/** A request parameter out of range. `param` is the OpenAI-style wire name (max_tokens, top_p, ...; "prompt" for the prompt). */
 export class InvalidRequestError extends UserError {
   override name = 'InvalidRequestError';
   constructor(
@@ -19,8 +19,9 @@ export class InvalidRequestError extends UserError {
 }
 
 /**
- * Prompt plus requested completion longer than the context (OpenAI's wording). `param` is null:
- * the engine does not know whether the prompt came as `prompt` or as chat `messages`.
+ * Prompt plus requested completion longer than the context (vLLM's wording, the only one: the
+ * server does not check it again). `param` is "prompt"; the server names the field the prompt
+ * came in (prompt, messages, text, input_ids).
  */
 export class ContextLengthError extends InvalidRequestError {
   override name = 'ContextLengthError';
@@ -33,7 +34,7 @@ export class ContextLengthError extends InvalidRequestError {
       `This model's maximum context length is ${contextLength} tokens. However, you requested ` +
         `${promptTokens + completionTokens} tokens (${promptTokens} in the messages, ${completionTokens} in the completion). ` +
         'Please reduce the length of the messages or completion.',
-      null,
+      'prompt',
     );
   }
 }

@@ -1,12 +1,11 @@
 import { ContextLengthError, InvalidRequestError } from './errors.js';
-import { defaultSamplingParams, type GenerateRequest, type SamplingParams } from './types.js';
-
-export const maxLogprobs = 20;
-export const maxSamples = 128;
+import { defaultSamplingParams, describeRange, inRange, parameterRanges, type RangedParameter } from './request-parameters.js';
+import type { GenerateRequest, SamplingParams } from './types.js';
 
 /**
- * Fills a request's sampling parameters with the defaults and checks every value, throwing
- * InvalidRequestError (param = the OpenAI-style name) or ContextLengthError.
+ * Fills a request's sampling parameters with the defaults and checks every value against the
+ * limits of request-parameters.ts, throwing InvalidRequestError (param = the OpenAI-style name;
+ * "prompt" for the prompt) or ContextLengthError.
  */
 export function resolveRequest(request: GenerateRequest, vocabSize: number, contextLength: number): SamplingParams {
   const ids = request.promptTokenIds;
@@ -21,22 +20,22 @@ export function resolveRequest(request: GenerateRequest, vocabSize: number, cont
   for (const [key, value] of Object.entries(request.params ?? {})) {
     if (value !== undefined && key in p) (p as unknown as Record<string, unknown>)[key] = value;
   }
-  integerIn(p.maxNewTokens, 1, Infinity, 'max_tokens');
-  numberIn(p.temperature, 0, Infinity, 'temperature');
-  numberIn(p.topP, Number.MIN_VALUE, 1, 'top_p');
-  integerIn(p.topK, -1, Infinity, 'top_k');
-  numberIn(p.minP, 0, 1, 'min_p');
-  numberIn(p.frequencyPenalty, -2, 2, 'frequency_penalty');
-  numberIn(p.presencePenalty, -2, 2, 'presence_penalty');
-  numberIn(p.repetitionPenalty, Number.MIN_VALUE, 2, 'repetition_penalty');
-  integerIn(p.n, 1, maxSamples, 'n');
-  if (p.seed !== null) integerIn(p.seed, -(2 ** 53), 2 ** 53, 'seed');
-  if (p.logprobs !== null) integerIn(p.logprobs, 0, maxLogprobs, 'logprobs');
+  for (const key of Object.keys(parameterRanges) as RangedParameter[]) {
+    if (key === 'seed' || key === 'logprobs') {
+      if (p[key] !== null) checkRange(p[key], key);
+    } else {
+      checkRange(p[key], key);
+    }
+  }
   if (!Array.isArray(p.stop) || p.stop.some((s) => typeof s !== 'string' || s.length === 0)) {
     throw new InvalidRequestError('stop must be a list of non-empty strings', 'stop');
   }
   if (!Array.isArray(p.stopTokenIds)) throw new InvalidRequestError('stop_token_ids must be a list of token ids', 'stop_token_ids');
-  for (const id of p.stopTokenIds) integerIn(id, 0, vocabSize - 1, 'stop_token_ids');
+  for (const id of p.stopTokenIds) {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new InvalidRequestError(`stop_token_ids: ${JSON.stringify(id)} is not a token id in [0, ${vocabSize})`, 'stop_token_ids');
+    }
+  }
   if (typeof p.ignoreEos !== 'boolean') throw new InvalidRequestError('ignore_eos must be a boolean', 'ignore_eos');
   if (typeof p.skipSpecialTokens !== 'boolean') {
     throw new InvalidRequestError('skip_special_tokens must be a boolean', 'skip_special_tokens');
@@ -45,15 +44,7 @@ export function resolveRequest(request: GenerateRequest, vocabSize: number, cont
   return p;
 }
 
-function numberIn(value: unknown, min: number, max: number, param: string): void {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
-    throw new InvalidRequestError(`${param} must be a number in [${min === Number.MIN_VALUE ? '>0' : min}, ${max}], got ${JSON.stringify(value)}`, param);
-  }
-}
-
-function integerIn(value: unknown, min: number, max: number, param: string): void {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    const range = max === Infinity ? `>= ${min}` : `in [${min}, ${max}]`;
-    throw new InvalidRequestError(`${param} must be an integer ${range}, got ${JSON.stringify(value)}`, param);
-  }
+function checkRange(value: unknown, key: RangedParameter): void {
+  const range = parameterRanges[key];
+  if (!inRange(value, range)) throw new InvalidRequestError(`${range.wire} must be ${describeRange(range)}, got ${JSON.stringify(value)}`, range.wire);
 }

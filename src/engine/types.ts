@@ -29,24 +29,6 @@ export interface SamplingParams {
   skipSpecialTokens: boolean;
 }
 
-export const defaultSamplingParams: SamplingParams = {
-  maxNewTokens: 16,
-  temperature: 1,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  seed: null,
-  frequencyPenalty: 0,
-  presencePenalty: 0,
-  repetitionPenalty: 1,
-  stop: [],
-  stopTokenIds: [],
-  ignoreEos: false,
-  n: 1,
-  logprobs: null,
-  skipSpecialTokens: true,
-};
-
 export interface GenerateRequest {
   /** Unique; generated when absent. Used by abort(). */
   id?: string;

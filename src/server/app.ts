@@ -1,13 +1,13 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { ServerContext } from './context.js';
-import { ApiError, toApiError } from './errors.js';
-import { registerAuth } from './auth.js';
+import { ApiError, toApiError } from './http/errors.js';
+import { registerAuth } from './http/auth.js';
 import { registerChat } from './routes/chat.js';
 import { registerCompletions } from './routes/completions.js';
 import { registerGenerate } from './routes/generate.js';
 import { registerInfo } from './routes/info.js';
 import { registerTokenize } from './routes/tokenize.js';
-import { validatorCompiler } from './validator.js';
+import { validatorCompiler } from './http/validator.js';
 
 /** Request bodies up to this size (a long prompt as token ids is a few MB). */
 const bodyLimit = 64 * 1024 * 1024;

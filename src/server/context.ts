@@ -1,12 +1,16 @@
 import type { Engine } from '../engine/types.js';
 import type { LoadedModel } from '../model/load.js';
-import type { Logger } from './logger.js';
-import type { ServerMetrics } from './metrics.js';
-import type { GenerationGroup } from './generation.js';
-import { TokenText } from './token-text.js';
+import type { Logger } from './http/logger.js';
+import type { ServerMetrics } from './http/metrics.js';
+import type { TokenText } from './protocol/token-text.js';
 
 /** The engine as the server sees it: the Engine interface plus the context it enforces. */
 export type ServedEngine = Engine & { readonly contextLength: number };
+
+/** A request the engine is working on for this server: shutdown aborts what is left after the drain timeout. */
+export interface InFlightRequest {
+  abort(): void;
+}
 
 /** What every route handler shares. */
 export interface ServerContext {
@@ -19,7 +23,7 @@ export interface ServerContext {
   logRequests: boolean;
   tokenText: TokenText;
   /** Requests the engine is working on for this server (for drain and wedge detection). */
-  inFlight: Set<GenerationGroup>;
+  inFlight: Set<InFlightRequest>;
   /** When the server last went from idle to busy (ms since epoch). */
   busySince: number;
   /** How long the engine may go without a step while busy before /health says it is wedged. */

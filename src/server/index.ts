@@ -3,12 +3,14 @@ import type { FastifyInstance } from 'fastify';
 import type { LoadedModel } from '../model/load.js';
 import { buildApp } from './app.js';
 import type { ServedEngine, ServerContext } from './context.js';
-import { createLogger, type Logger } from './logger.js';
-import { ServerMetrics } from './metrics.js';
-import { defaultWedgeTimeoutMs } from './health.js';
-import { TokenText } from './token-text.js';
+import { createLogger, type Logger } from './http/logger.js';
+import { ServerMetrics } from './http/metrics.js';
+import { TokenText } from './protocol/token-text.js';
+import { defaultWedgeTimeoutMs } from './routes/health.js';
 
 export type { ServedEngine } from './context.js';
+export { createLogger, logLevels, silentLogger, type Logger, type LogLevel } from './http/logger.js';
+export { defaultWedgeTimeoutMs } from './routes/health.js';
 
 export interface ServerOptions {
   engine: ServedEngine;
@@ -89,7 +91,7 @@ async function shutdown(ctx: ServerContext, app: FastifyInstance, timeoutMs: num
   clearTimeout(timer);
   if (timedOut) {
     ctx.log.warn(`drain timeout: aborting ${ctx.inFlight.size} requests still in flight`);
-    for (const group of ctx.inFlight) group.abort();
+    for (const request of ctx.inFlight) request.abort();
     const grace = setTimeout(() => app.server.closeAllConnections(), 2000);
     await closed;
     clearTimeout(grace);

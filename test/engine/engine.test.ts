@@ -265,7 +265,7 @@ describe('LlmEngine on the ref backend (tiny)', () => {
     };
     bad({ temperature: -1 }, 'temperature');
     bad({ topP: 0 }, 'top_p');
-    bad({ maxNewTokens: 0 }, 'max_tokens');
+    bad({ maxNewTokens: -1 }, 'max_tokens');
     bad({ n: 0 }, 'n');
     bad({ logprobs: 21 }, 'logprobs');
     bad({ stop: [''] }, 'stop');

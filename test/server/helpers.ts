@@ -3,8 +3,7 @@ import { createBackend } from '../../backends/index.js';
 import { LlmEngine } from '../../src/engine/engine.js';
 import type { EngineOptions } from '../../src/engine/options.js';
 import { loadModel } from '../../src/model/load.js';
-import { startServer, type RunningServer } from '../../src/server/index.js';
-import { silentLogger } from '../../src/server/logger.js';
+import { silentLogger, startServer, type RunningServer } from '../../src/server/index.js';
 
 export interface TestServerOptions {
   apiKey?: string;

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { SseWriter } from '../../src/server/sse.js';
+import { SseWriter } from '../../src/server/http/sse.js';
 
 describe('SseWriter', () => {
   it('waits for a slow client to drain instead of buffering without bound', async () => {

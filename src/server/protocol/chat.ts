@@ -1,5 +1,5 @@
 import { Type, type Static } from '@fastify/type-provider-typebox';
-import { Maybe, openObject, SamplingFields } from './schema.js';
+import { Maybe, openObject, Ranged, SamplingFields } from './schema.js';
 import type { UsageInfo } from './usage.js';
 
 const ContentPart = Type.Object(
@@ -28,9 +28,9 @@ export const ChatCompletionRequest = Type.Object(
     ...SamplingFields,
     messages: Type.Array(ChatMessage, { minItems: 1 }),
     /** The newer OpenAI name of max_tokens. */
-    max_completion_tokens: Maybe(Type.Integer({ minimum: 0 })),
+    max_completion_tokens: Maybe(Ranged('maxNewTokens')),
     logprobs: Maybe(Type.Boolean()),
-    top_logprobs: Maybe(Type.Integer({ minimum: 0, maximum: 20 })),
+    top_logprobs: Maybe(Ranged('logprobs')),
     add_generation_prompt: Maybe(Type.Boolean()),
     tools: Maybe(Type.Array(Type.Unknown())),
     response_format: Maybe(Type.Object({ type: Type.String() }, openObject)),

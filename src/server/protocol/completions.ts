@@ -1,5 +1,5 @@
 import { Type, type Static } from '@fastify/type-provider-typebox';
-import { Maybe, openObject, SamplingFields, TokenIds } from './schema.js';
+import { Maybe, openObject, Ranged, SamplingFields, TokenIds } from './schema.js';
 import type { UsageInfo } from './usage.js';
 
 /** POST /v1/completions, as OpenAI documents it plus vLLM's and SGLang's extras. */
@@ -10,7 +10,7 @@ export const CompletionRequest = Type.Object(
       description: 'a string, a list of strings, a list of token ids or a list of token-id lists',
     }),
     /** OpenAI: an integer; the sampled token's log-prob plus this many alternatives. */
-    logprobs: Maybe(Type.Integer({ minimum: 0, maximum: 20 })),
+    logprobs: Maybe(Ranged('logprobs')),
     echo: Maybe(Type.Boolean()),
     suffix: Maybe(Type.String()),
   },

@@ -1,5 +1,5 @@
 import type { TokenLogprob } from '../../engine/types.js';
-import type { TokenText } from '../token-text.js';
+import type { TokenText } from './token-text.js';
 import type { ChatTokenLogprob } from './chat.js';
 import type { CompletionLogprobs } from './completions.js';
 

@@ -1,8 +1,19 @@
 import { Type, type TSchema } from '@fastify/type-provider-typebox';
+import { parameterRanges, type ParameterRange, type RangedParameter } from '../../engine/request-parameters.js';
 
 /** An optional field that clients may also send as null (meaning "use the default"). */
 export function Maybe<T extends TSchema>(schema: T) {
   return Type.Optional(Type.Union([schema, Type.Null()]));
+}
+
+/** A numeric parameter with the range the engine enforces (request-parameters.ts). */
+export function Ranged(parameter: RangedParameter) {
+  const range: ParameterRange = parameterRanges[parameter];
+  const bounds = {
+    ...(range.exclusiveMin ? { exclusiveMinimum: range.min } : { minimum: range.min }),
+    ...(range.max !== Infinity ? { maximum: range.max } : {}),
+  };
+  return range.integer ? Type.Integer(bounds) : Type.Number(bounds);
 }
 
 export const TokenIds = Type.Array(Type.Integer({ minimum: 0 }));
@@ -17,17 +28,17 @@ export const StopSchema = Type.Union([Type.String(), Type.Array(Type.String())],
  */
 export const SamplingFields = {
   model: Maybe(Type.String()),
-  max_tokens: Maybe(Type.Integer({ minimum: 0 })),
-  temperature: Maybe(Type.Number({ minimum: 0 })),
-  top_p: Maybe(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
-  top_k: Maybe(Type.Integer({ minimum: -1 })),
-  min_p: Maybe(Type.Number({ minimum: 0, maximum: 1 })),
-  presence_penalty: Maybe(Type.Number({ minimum: -2, maximum: 2 })),
-  frequency_penalty: Maybe(Type.Number({ minimum: -2, maximum: 2 })),
-  repetition_penalty: Maybe(Type.Number({ exclusiveMinimum: 0 })),
-  seed: Maybe(Type.Integer()),
-  n: Maybe(Type.Integer({ minimum: 1, maximum: 128 })),
-  best_of: Maybe(Type.Integer({ minimum: 1, maximum: 128 })),
+  max_tokens: Maybe(Ranged('maxNewTokens')),
+  temperature: Maybe(Ranged('temperature')),
+  top_p: Maybe(Ranged('topP')),
+  top_k: Maybe(Ranged('topK')),
+  min_p: Maybe(Ranged('minP')),
+  presence_penalty: Maybe(Ranged('presencePenalty')),
+  frequency_penalty: Maybe(Ranged('frequencyPenalty')),
+  repetition_penalty: Maybe(Ranged('repetitionPenalty')),
+  seed: Maybe(Ranged('seed')),
+  n: Maybe(Ranged('n')),
+  best_of: Maybe(Ranged('n')),
   stop: Maybe(StopSchema),
   stop_token_ids: Maybe(TokenIds),
   ignore_eos: Maybe(Type.Boolean()),

@@ -1,24 +1,24 @@
 import { Type, type Static } from '@fastify/type-provider-typebox';
-import { Maybe, openObject, StopSchema, TokenIds } from './schema.js';
+import { Maybe, openObject, Ranged, StopSchema, TokenIds } from './schema.js';
 
 /** SGLang's sampling_params object (its names and defaults). */
 export const SglangSamplingParams = Type.Object(
   {
-    max_new_tokens: Maybe(Type.Integer({ minimum: 0 })),
-    temperature: Maybe(Type.Number({ minimum: 0 })),
-    top_p: Maybe(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
-    top_k: Maybe(Type.Integer({ minimum: -1 })),
-    min_p: Maybe(Type.Number({ minimum: 0, maximum: 1 })),
-    frequency_penalty: Maybe(Type.Number({ minimum: -2, maximum: 2 })),
-    presence_penalty: Maybe(Type.Number({ minimum: -2, maximum: 2 })),
-    repetition_penalty: Maybe(Type.Number({ exclusiveMinimum: 0 })),
+    max_new_tokens: Maybe(Ranged('maxNewTokens')),
+    temperature: Maybe(Ranged('temperature')),
+    top_p: Maybe(Ranged('topP')),
+    top_k: Maybe(Ranged('topK')),
+    min_p: Maybe(Ranged('minP')),
+    frequency_penalty: Maybe(Ranged('frequencyPenalty')),
+    presence_penalty: Maybe(Ranged('presencePenalty')),
+    repetition_penalty: Maybe(Ranged('repetitionPenalty')),
     stop: Maybe(StopSchema),
     stop_token_ids: Maybe(TokenIds),
     ignore_eos: Maybe(Type.Boolean()),
     skip_special_tokens: Maybe(Type.Boolean()),
-    n: Maybe(Type.Integer({ minimum: 1, maximum: 128 })),
-    seed: Maybe(Type.Integer()),
-    sampling_seed: Maybe(Type.Integer()),
+    n: Maybe(Ranged('n')),
+    seed: Maybe(Ranged('seed')),
+    sampling_seed: Maybe(Ranged('seed')),
   },
   openObject,
 );
@@ -36,7 +36,7 @@ export const GenerateRequestBody = Type.Object(
     sampling_params: Maybe(SglangSamplingParams),
     stream: Maybe(Type.Boolean()),
     return_logprob: Maybe(Type.Boolean()),
-    top_logprobs_num: Maybe(Type.Integer({ minimum: 0, maximum: 20 })),
+    top_logprobs_num: Maybe(Ranged('logprobs')),
     rid: Maybe(Type.Union([Type.String(), Type.Array(Type.String())])),
   },
   openObject,

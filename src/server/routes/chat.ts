@@ -1,21 +1,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { defaultMaxTokens, defaultSamplingParams } from '../../engine/request-parameters.js';
 import type { ChatMessage as TemplateMessage } from '../../model/tokenizer.js';
 import type { ServerContext } from '../context.js';
-import { invalidParam, toApiError } from '../errors.js';
-import { GenerationGroup } from '../generation.js';
-import {
-  ChatCompletionRequest,
-  type ChatCompletionChoice,
-  type ChatCompletionChunk,
-  type ChatCompletionChunkChoice,
-  type ChatCompletionResponse,
-} from '../protocol/chat.js';
-import { chatLogprobs } from '../protocol/logprobs.js';
-import { checkContext, checkModel, logRequest, newId, unixSeconds } from '../request-common.js';
-import { toSamplingParams } from '../sampling.js';
-import { streamEvents } from '../sse.js';
-import { UsageTally } from '../usage-tally.js';
+import { invalidParam } from '../http/errors.js';
+import { ChatAccumulator } from '../protocol/chat-accumulator.js';
+import { ChatCompletionRequest } from '../protocol/chat.js';
+import { toSamplingParams } from '../protocol/sampling.js';
+import { checkModel, newId, unixSeconds } from './common.js';
+import { replyWithGeneration } from './respond.js';
 
 export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
   app.withTypeProvider<TypeBoxTypeProvider>().post('/v1/chat/completions', { schema: { body: ChatCompletionRequest } }, (request, reply) =>
@@ -34,70 +27,27 @@ async function chatCompletions(ctx: ServerContext, request: FastifyRequest<{ Bod
     throw invalidParam('top_logprobs', 'top_logprobs needs logprobs set to true.');
   }
   const promptTokenIds = renderPrompt(ctx, body.messages, body.add_generation_prompt ?? true);
-  // Documented default: everything the context has left after the prompt (as OpenAI and vLLM do).
-  const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? Math.max(1, ctx.contextLength - promptTokenIds.length);
-  checkContext(ctx, promptTokenIds.length, maxTokens, 'messages');
-  const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : null;
-  const params = toSamplingParams(body, maxTokens, logprobs, ctx.model.config.vocabSize);
-  const n = params.n ?? 1;
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? defaultMaxTokens.chat(ctx.contextLength, promptTokenIds.length);
+  const params = toSamplingParams(body, maxTokens, body.logprobs ? (body.top_logprobs ?? 0) : null);
   const id = newId('chatcmpl');
   const created = unixSeconds();
-  const group = new GenerationGroup(ctx, [{ id, promptTokenIds, params }], reply.raw);
-  const usage = new UsageTally([promptTokenIds.length]);
-  try {
-    await group.ready();
-    const head = { id, object: 'chat.completion.chunk' as const, created, model: ctx.servedModelName };
-    if (body.stream) {
-      const includeUsage = body.stream_options?.include_usage === true;
-      const chunk = (choices: ChatCompletionChunkChoice[]): ChatCompletionChunk =>
-        includeUsage ? { ...head, choices, usage: null } : { ...head, choices };
-      await streamEvents(
-        reply,
-        async (sse) => {
-          for (let index = 0; index < n; index++) {
-            await sse.send(chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]));
-          }
-          for await (const { delta } of group.deltas()) {
-            usage.add(0, delta);
-            const choice: ChatCompletionChunkChoice = {
-              index: delta.index,
-              delta: { content: delta.text },
-              logprobs: delta.logprobs ? { content: chatLogprobs(delta.logprobs, ctx.tokenText) } : null,
-              finish_reason: delta.finishReason,
-            };
-            if (delta.finishReason !== null) choice.matched_stop = delta.matchedStop;
-            await sse.send(chunk([choice]));
-            if (sse.closed) break;
-          }
-          if (includeUsage) await sse.send({ ...head, choices: [], usage: usage.info() });
-        },
-        (e) => toApiError(e).body(),
-      );
-    } else {
-      const choices: ChatCompletionChoice[] = Array.from({ length: n }, (_, index) => ({
-        index,
-        message: { role: 'assistant', content: '' },
-        logprobs: logprobs !== null ? { content: [] } : null,
-        finish_reason: null,
-      }));
-      for await (const { delta } of group.deltas()) {
-        usage.add(0, delta);
-        const choice = choices[delta.index]!;
-        choice.message.content += delta.text;
-        if (choice.logprobs && delta.logprobs) choice.logprobs.content.push(...chatLogprobs(delta.logprobs, ctx.tokenText));
-        if (delta.finishReason !== null) {
-          choice.finish_reason = delta.finishReason;
-          choice.matched_stop = delta.matchedStop;
-        }
-      }
-      const response: ChatCompletionResponse = { ...head, object: 'chat.completion', choices, usage: usage.info() };
-      if (group.clientGone) reply.hijack();
-      else await reply.send(response);
-    }
-    logRequest(ctx, 'chat', id, usage.promptTokens, usage.completionTokens, group.elapsedMs(), group.clientGone ? 'client gone' : 'done');
-  } finally {
-    group.dispose();
-  }
+  await replyWithGeneration(ctx, reply, {
+    route: 'chat',
+    id,
+    requests: [{ id, promptTokenIds, params, promptParam: 'messages' }],
+    stream: body.stream === true,
+    accumulator: () =>
+      new ChatAccumulator({
+        id,
+        created,
+        model: ctx.servedModelName,
+        promptTokens: promptTokenIds.length,
+        n: params.n ?? defaultSamplingParams.n,
+        logprobs: body.logprobs === true,
+        includeUsage: !body.stream || body.stream_options?.include_usage === true,
+        tokenText: ctx.tokenText,
+      }),
+  });
 }
 
 export function renderPrompt(ctx: ServerContext, messages: ChatCompletionRequest['messages'], addGenerationPrompt: boolean): number[] {

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { ServerContext } from '../context.js';
-import { ApiError, unknownModel } from '../errors.js';
-import { generationProblem, healthProblem } from '../health.js';
-import { unixSeconds } from '../request-common.js';
+import { ApiError, unknownModel } from '../http/errors.js';
+import { generationProblem, healthProblem } from './health.js';
+import { unixSeconds } from './common.js';
 
 const startedAt = unixSeconds();
 

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { ServerContext } from '../context.js';
 import { DetokenizeRequest, TokenizeRequest, type DetokenizeResponse, type TokenizeResponse } from '../protocol/vllm.js';
-import { checkModel, checkTokenIds } from '../request-common.js';
+import { checkModel, checkTokenIds } from './common.js';
 import { renderPrompt } from './chat.js';
 
 export function registerTokenize(app: FastifyInstance, ctx: ServerContext): void {

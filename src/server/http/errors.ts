@@ -1,5 +1,5 @@
 import type { FastifyError } from 'fastify';
-import { ContextLengthError, EngineDeadError, EngineDrainingError, EngineOverloadedError, InvalidRequestError } from '../engine/errors.js';
+import { ContextLengthError, EngineDeadError, EngineDrainingError, EngineOverloadedError, InvalidRequestError } from '../../engine/errors.js';
 
 export type ErrorType = 'invalid_request_error' | 'server_error';
 
@@ -30,17 +30,6 @@ export class ApiError extends Error {
 
 export function invalidParam(param: string | null, message: string, code: string | null = null): ApiError {
   return new ApiError(400, message, 'invalid_request_error', param, code);
-}
-
-export function contextLengthExceeded(contextLength: number, promptTokens: number, maxTokens: number, param: string): ApiError {
-  const requested = promptTokens + maxTokens;
-  return invalidParam(
-    param,
-    `This model's maximum context length is ${contextLength} tokens. However, you requested ${requested} tokens ` +
-      `(${promptTokens} in the ${param === 'messages' ? 'messages' : 'prompt'}, ${maxTokens} in the completion). ` +
-      `Please reduce the length of the ${param === 'messages' ? 'messages' : 'prompt'} or completion.`,
-    'context_length_exceeded',
-  );
 }
 
 export function unknownModel(model: string, served: string): ApiError {

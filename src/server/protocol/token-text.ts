@@ -1,4 +1,4 @@
-import type { Tokenizer } from '../model/tokenizer.js';
+import type { Tokenizer } from '../../model/tokenizer.js';
 
 /** Each token's text on its own (for log-prob listings), decoded once and remembered. */
 export class TokenText {

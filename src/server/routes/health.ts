@@ -1,5 +1,5 @@
-import type { ServerContext } from './context.js';
-import { newId } from './request-common.js';
+import type { ServerContext } from '../context.js';
+import { newId } from './common.js';
 
 /** Time without a step, while requests are pending, after which the engine counts as wedged. */
 export const defaultWedgeTimeoutMs = 300_000;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { ServerContext } from './context.js';
-import { contextLengthExceeded, invalidParam, unknownModel } from './errors.js';
+import type { ServerContext } from '../context.js';
+import { invalidParam, unknownModel } from '../http/errors.js';
 
 export function newId(prefix: string): string {
   return `${prefix}-${randomUUID().replaceAll('-', '')}`;
@@ -20,12 +20,6 @@ export function checkTokenIds(ctx: ServerContext, ids: number[], param: string):
   const vocab = ctx.model.config.vocabSize;
   const bad = ids.find((id) => id >= vocab);
   if (bad !== undefined) throw invalidParam(param, `Invalid value for '${param}': token id ${bad} is not below the vocabulary size ${vocab}.`);
-}
-
-/** Prompt plus the tokens to generate must fit the context: the OpenAI 400 otherwise. */
-export function checkContext(ctx: ServerContext, promptTokens: number, maxTokens: number, param: string): void {
-  if (promptTokens === 0) throw invalidParam(param, `The ${param} is empty.`);
-  if (promptTokens + maxTokens > ctx.contextLength) throw contextLengthExceeded(ctx.contextLength, promptTokens, maxTokens, param);
 }
 
 /** Logs one line per finished request unless --disable-log-requests. */

@@ -1,0 +1,88 @@
+import type { GenerateDelta } from '../../engine/types.js';
+import type { Accumulator, Fold } from './accumulator.js';
+import type { ChatCompletionChoice, ChatCompletionChunk, ChatCompletionChunkChoice, ChatCompletionResponse } from './chat.js';
+import { chatLogprobs } from './logprobs.js';
+import type { TokenText } from './token-text.js';
+import { UsageTally } from './usage.js';
+
+export interface ChatSetup {
+  id: string;
+  created: number;
+  model: string;
+  promptTokens: number;
+  /** Choices (samples of the one prompt). */
+  n: number;
+  /** Log-probs were asked for. */
+  logprobs: boolean;
+  /** Chunks carry `usage: null` and a last usage chunk follows (stream_options.include_usage). */
+  includeUsage: boolean;
+  tokenText: TokenText;
+}
+
+/**
+ * /v1/chat/completions: a role chunk per choice, then one `chat.completion.chunk` per delta; the
+ * `chat.completion` response folds their deltas into messages.
+ */
+export class ChatAccumulator implements Accumulator<ChatCompletionChunk, ChatCompletionResponse> {
+  readonly usage: UsageTally;
+
+  constructor(private readonly setup: ChatSetup) {
+    this.usage = new UsageTally([setup.promptTokens]);
+  }
+
+  opening(): ChatCompletionChunk[] {
+    return Array.from({ length: this.setup.n }, (_, index) =>
+      this.wrap([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]),
+    );
+  }
+
+  chunk(_prompt: number, delta: GenerateDelta): ChatCompletionChunk {
+    this.usage.add(0, delta);
+    const choice: ChatCompletionChunkChoice = {
+      index: delta.index,
+      delta: { content: delta.text },
+      logprobs: delta.logprobs ? { content: chatLogprobs(delta.logprobs, this.setup.tokenText) } : null,
+      finish_reason: delta.finishReason,
+    };
+    if (delta.finishReason !== null) choice.matched_stop = delta.matchedStop;
+    return this.wrap([choice]);
+  }
+
+  closing(): ChatCompletionChunk[] {
+    return this.setup.includeUsage ? [{ ...this.head(), choices: [], usage: this.usage.info() }] : [];
+  }
+
+  fold(): Fold<ChatCompletionChunk, ChatCompletionResponse> {
+    const choices: ChatCompletionChoice[] = Array.from({ length: this.setup.n }, (_, index) => ({
+      index,
+      message: { role: 'assistant', content: '' },
+      logprobs: this.setup.logprobs ? { content: [] } : null,
+      finish_reason: null,
+    }));
+    const response: ChatCompletionResponse = { ...this.head(), object: 'chat.completion', choices, usage: this.usage.info() };
+    return {
+      add(chunk) {
+        for (const part of chunk.choices) {
+          const choice = choices[part.index]!;
+          if (part.delta.role) choice.message.role = part.delta.role;
+          choice.message.content += part.delta.content ?? '';
+          if (choice.logprobs && part.logprobs) choice.logprobs.content.push(...part.logprobs.content);
+          if (part.finish_reason !== null) {
+            choice.finish_reason = part.finish_reason;
+            choice.matched_stop = part.matched_stop;
+          }
+        }
+        if (chunk.usage) response.usage = chunk.usage;
+      },
+      result: () => response,
+    };
+  }
+
+  private wrap(choices: ChatCompletionChunkChoice[]): ChatCompletionChunk {
+    return this.setup.includeUsage ? { ...this.head(), choices, usage: null } : { ...this.head(), choices };
+  }
+
+  private head() {
+    return { id: this.setup.id, object: 'chat.completion.chunk' as const, created: this.setup.created, model: this.setup.model };
+  }
+}

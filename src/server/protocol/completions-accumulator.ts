@@ -1,0 +1,97 @@
+import type { GenerateDelta } from '../../engine/types.js';
+import type { Accumulator, Fold } from './accumulator.js';
+import type { CompletionChoice, CompletionLogprobs, CompletionResponse } from './completions.js';
+import { appendCompletionLogprobs, emptyCompletionLogprobs } from './logprobs.js';
+import type { TokenText } from './token-text.js';
+import { UsageTally } from './usage.js';
+
+export interface CompletionSetup {
+  id: string;
+  created: number;
+  model: string;
+  /** Prompt token counts, one per prompt. */
+  promptLengths: number[];
+  /** Samples per prompt; choice index = prompt * n + sample. */
+  n: number;
+  /** Each prompt's text, put before its choices' text (echo: true), or null. */
+  echo: string[] | null;
+  /** Log-probs were asked for. */
+  logprobs: boolean;
+  /** Chunks carry `usage: null` and a last usage chunk follows (stream_options.include_usage). */
+  includeUsage: boolean;
+  tokenText: TokenText;
+}
+
+/** /v1/completions: one `text_completion` chunk per delta; the response folds them by choice index. */
+export class CompletionAccumulator implements Accumulator<CompletionResponse, CompletionResponse> {
+  readonly usage: UsageTally;
+  /** Characters of text sent so far per choice (log-prob text offsets start there). */
+  private readonly sent: number[];
+
+  constructor(private readonly setup: CompletionSetup) {
+    this.usage = new UsageTally(setup.promptLengths);
+    this.sent = new Array(setup.promptLengths.length * setup.n).fill(-1);
+  }
+
+  opening(): CompletionResponse[] {
+    return [];
+  }
+
+  chunk(prompt: number, delta: GenerateDelta): CompletionResponse {
+    this.usage.add(prompt, delta);
+    const index = prompt * this.setup.n + delta.index;
+    let text = delta.text;
+    if (this.sent[index] === -1) {
+      const echo = this.setup.echo?.[prompt] ?? '';
+      text = echo + text;
+      this.sent[index] = echo.length;
+    }
+    let logprobs: CompletionLogprobs | null = null;
+    if (delta.logprobs) {
+      logprobs = emptyCompletionLogprobs();
+      appendCompletionLogprobs(logprobs, delta.logprobs, this.setup.tokenText, this.sent[index]!);
+    }
+    this.sent[index]! += delta.text.length;
+    const choice: CompletionChoice = { index, text, logprobs, finish_reason: delta.finishReason };
+    if (delta.finishReason !== null) choice.matched_stop = delta.matchedStop;
+    return this.setup.includeUsage ? { ...this.head(), choices: [choice], usage: null } : { ...this.head(), choices: [choice] };
+  }
+
+  closing(): CompletionResponse[] {
+    return this.setup.includeUsage ? [{ ...this.head(), choices: [], usage: this.usage.info() }] : [];
+  }
+
+  fold(): Fold<CompletionResponse, CompletionResponse> {
+    const choices: CompletionChoice[] = Array.from({ length: this.setup.promptLengths.length * this.setup.n }, (_, index) => ({
+      index,
+      text: '',
+      logprobs: this.setup.logprobs ? emptyCompletionLogprobs() : null,
+      finish_reason: null,
+    }));
+    const response: CompletionResponse = { ...this.head(), choices, usage: null };
+    return {
+      add(chunk) {
+        for (const part of chunk.choices) {
+          const choice = choices[part.index]!;
+          choice.text += part.text;
+          if (choice.logprobs && part.logprobs) {
+            choice.logprobs.tokens.push(...part.logprobs.tokens);
+            choice.logprobs.token_logprobs.push(...part.logprobs.token_logprobs);
+            choice.logprobs.top_logprobs!.push(...(part.logprobs.top_logprobs ?? []));
+            choice.logprobs.text_offset.push(...part.logprobs.text_offset);
+          }
+          if (part.finish_reason !== null) {
+            choice.finish_reason = part.finish_reason;
+            choice.matched_stop = part.matched_stop;
+          }
+        }
+        if (chunk.usage) response.usage = chunk.usage;
+      },
+      result: () => response,
+    };
+  }
+
+  private head() {
+    return { id: this.setup.id, object: 'text_completion' as const, created: this.setup.created, model: this.setup.model };
+  }
+}

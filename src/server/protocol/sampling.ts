@@ -1,0 +1,54 @@
+import type { SamplingParams } from '../../engine/types.js';
+import { invalidParam } from '../http/errors.js';
+
+/**
+ * The OpenAI-style fields both /v1/completions and /v1/chat/completions accept (and SGLang's
+ * sampling_params shares), turned into the engine's SamplingParams. Null or absent means "the
+ * default": the engine fills it from request-parameters.ts and checks every value.
+ */
+export interface OpenAiSamplingFields {
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  min_p?: number | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  repetition_penalty?: number | null;
+  seed?: number | null;
+  n?: number | null;
+  best_of?: number | null;
+  stop?: string | string[] | null;
+  stop_token_ids?: number[] | null;
+  ignore_eos?: boolean | null;
+  skip_special_tokens?: boolean | null;
+  min_tokens?: number | null;
+  include_stop_str_in_output?: boolean | null;
+  logit_bias?: Record<string, number> | null;
+}
+
+export function toSamplingParams(body: OpenAiSamplingFields, maxNewTokens: number, logprobs: number | null): Partial<SamplingParams> {
+  if (body.best_of != null && body.best_of !== (body.n ?? 1)) {
+    throw invalidParam('best_of', `best_of (${body.best_of}) different from n (${body.n ?? 1}) is not supported.`);
+  }
+  if (body.min_tokens) throw invalidParam('min_tokens', 'min_tokens is not supported.');
+  if (body.include_stop_str_in_output) throw invalidParam('include_stop_str_in_output', 'include_stop_str_in_output is not supported.');
+  if (body.logit_bias && Object.keys(body.logit_bias).length > 0) throw invalidParam('logit_bias', 'logit_bias is not supported.');
+  const given = <T>(value: T | null | undefined): T | undefined => value ?? undefined;
+  return {
+    maxNewTokens,
+    temperature: given(body.temperature),
+    topP: given(body.top_p),
+    topK: given(body.top_k),
+    minP: given(body.min_p),
+    seed: body.seed ?? null,
+    presencePenalty: given(body.presence_penalty),
+    frequencyPenalty: given(body.frequency_penalty),
+    repetitionPenalty: given(body.repetition_penalty),
+    stop: body.stop == null ? undefined : typeof body.stop === 'string' ? [body.stop] : body.stop,
+    stopTokenIds: given(body.stop_token_ids),
+    ignoreEos: given(body.ignore_eos),
+    n: given(body.n),
+    logprobs,
+    skipSpecialTokens: given(body.skip_special_tokens),
+  };
+}

@@ -1,0 +1,149 @@
+import type { ServerResponse } from 'node:http';
+import { InvalidRequestError } from '../../engine/errors.js';
+import type { GenerateDelta, GenerateRequest } from '../../engine/types.js';
+import type { InFlightRequest, ServerContext } from '../context.js';
+import { engineUnavailable, invalidParam, toApiError } from '../http/errors.js';
+
+export interface TaggedDelta {
+  /** Which of the generation's engine requests (prompts) this delta belongs to. */
+  prompt: number;
+  delta: GenerateDelta;
+}
+
+export interface PromptRequest extends GenerateRequest {
+  id: string;
+  /** The request field the prompt came in ("prompt", "prompt[1]", "messages", "input_ids", ...), for errors about it. */
+  promptParam: string;
+}
+
+type Pending = Promise<{ prompt: number; result: IteratorResult<GenerateDelta> }>;
+
+/**
+ * The engine requests behind one HTTP request (one per prompt). Their delta streams are read
+ * directly, merged in arrival order (the engine's stream is the only queue a token goes through);
+ * all are aborted as soon as the client goes away (queued, prefilling or decoding), and latency
+ * metrics are recorded as tokens arrive.
+ */
+export class Generation implements InFlightRequest {
+  private readonly arrival = performance.now();
+  private readonly streams: AsyncIterator<GenerateDelta>[] = [];
+  /** Each unfinished stream's next result, read one ahead so that ready() can wait for the first. */
+  private readonly pending = new Map<number, Pending>();
+  private aborted = false;
+  private disconnected = false;
+  private firstTokenSeen = false;
+  private readonly lastTokenAt = new Map<string, number>();
+
+  /** Starts every engine request, or none: an engine refusal (bad parameter, too long, overloaded) aborts those started and throws. */
+  constructor(
+    private readonly ctx: ServerContext,
+    readonly requests: PromptRequest[],
+    private readonly response: ServerResponse,
+  ) {
+    if (ctx.draining) throw engineUnavailable('The server is shutting down.');
+    try {
+      for (const request of requests) {
+        const { promptParam: _, ...engineRequest } = request;
+        this.streams.push(ctx.engine.generate(engineRequest)[Symbol.asyncIterator]());
+      }
+    } catch (e) {
+      this.streams.forEach((_, i) => ctx.engine.abort(requests[i]!.id));
+      throw namePromptParam(e, requests[this.streams.length]!.promptParam);
+    }
+    this.streams.forEach((_, i) => this.readAhead(i));
+    if (ctx.inFlight.size === 0) ctx.busySince = Date.now();
+    ctx.inFlight.add(this);
+    if (response.destroyed || response.socket?.destroyed) this.onClose();
+    else response.on('close', this.onClose);
+  }
+
+  /** Resolves once every engine request has produced its first delta; rejects with the first error. */
+  async ready(): Promise<void> {
+    await Promise.all(this.pending.values());
+  }
+
+  /** The client closed the connection before its answer was complete. */
+  get clientGone(): boolean {
+    return this.disconnected;
+  }
+
+  /** Every delta of every prompt, in the order they arrive. Leaving early aborts what is unfinished. */
+  async *deltas(): AsyncGenerator<TaggedDelta> {
+    try {
+      while (this.pending.size > 0) {
+        let next;
+        try {
+          next = await (this.pending.size === 1 ? this.pending.values().next().value! : Promise.race(this.pending.values()));
+        } catch (e) {
+          throw toApiError(e);
+        }
+        const { prompt, result } = next;
+        if (result.done) {
+          this.pending.delete(prompt);
+          continue;
+        }
+        this.readAhead(prompt);
+        this.observe(result.value);
+        yield { prompt, delta: result.value };
+      }
+    } finally {
+      this.dispose();
+    }
+  }
+
+  /** Aborts every unfinished engine request (their streams then end with an abort delta). */
+  abort(): void {
+    this.aborted = true;
+    for (const prompt of this.pending.keys()) this.ctx.engine.abort(this.requests[prompt]!.id);
+  }
+
+  /** Ends the generation: aborts what is unfinished and records its latency. Safe to call more than once. */
+  dispose(): void {
+    if (!this.ctx.inFlight.has(this)) return;
+    if (this.pending.size > 0) this.abort();
+    if (!this.aborted) this.ctx.metrics.e2eLatency.observe(this.elapsedMs() / 1000);
+    this.response.off('close', this.onClose);
+    this.ctx.inFlight.delete(this);
+  }
+
+  elapsedMs(): number {
+    return performance.now() - this.arrival;
+  }
+
+  private readAhead(prompt: number): void {
+    const next: Pending = this.streams[prompt]!.next().then((result) => ({ prompt, result }));
+    next.catch(() => {});
+    // Re-inserted last, so that a prompt with deltas waiting does not keep the others waiting.
+    this.pending.delete(prompt);
+    this.pending.set(prompt, next);
+  }
+
+  private readonly onClose = () => {
+    if (this.response.writableFinished) return;
+    this.disconnected = true;
+    this.abort();
+  };
+
+  private observe(delta: GenerateDelta): void {
+    const now = performance.now();
+    const metrics = this.ctx.metrics;
+    if (delta.tokenIds.length > 0) {
+      if (!this.firstTokenSeen) {
+        this.firstTokenSeen = true;
+        metrics.timeToFirstToken.observe((now - this.arrival) / 1000);
+      }
+      const key = `${delta.requestId}/${delta.index}`;
+      const last = this.lastTokenAt.get(key);
+      if (last !== undefined) metrics.interTokenLatency.observe((now - last) / 1000);
+      this.lastTokenAt.set(key, now);
+    }
+    if (delta.finishReason !== null) metrics.recordFinish(delta.finishReason);
+  }
+}
+
+/** The engine calls the prompt "prompt"; the client knows it by the field it sent. */
+function namePromptParam(e: unknown, promptParam: string): unknown {
+  if (!(e instanceof InvalidRequestError) || e.param !== 'prompt') return e;
+  const error = toApiError(e);
+  return invalidParam(promptParam, e.message, error.code);
+}

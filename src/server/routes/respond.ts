@@ -1,0 +1,56 @@
+import type { FastifyReply } from 'fastify';
+import type { ServerContext } from '../context.js';
+import { toApiError } from '../http/errors.js';
+import { streamEvents } from '../http/sse.js';
+import type { Accumulator } from '../protocol/accumulator.js';
+import { Generation, type PromptRequest } from './generation.js';
+import { logRequest } from './common.js';
+
+export interface GenerationReply<Chunk, Response> {
+  /** The route's name in request logs. */
+  route: string;
+  /** The id logged for the request. */
+  id: string;
+  requests: PromptRequest[];
+  stream: boolean;
+  /** Builds the protocol's accumulator once the generation has started (it may read the clock). */
+  accumulator: (generation: Generation) => Accumulator<Chunk, Response>;
+}
+
+/**
+ * The one pipeline of the generation routes: start the engine requests, wait for their first
+ * deltas, then send each delta as one server-sent event (stream) or fold the same chunks into
+ * the one JSON response; log the request and release it whatever happens.
+ */
+export async function replyWithGeneration<Chunk, Response>(ctx: ServerContext, reply: FastifyReply, options: GenerationReply<Chunk, Response>): Promise<void> {
+  const generation = new Generation(ctx, options.requests, reply.raw);
+  const accumulator = options.accumulator(generation);
+  try {
+    await generation.ready();
+    if (options.stream) {
+      await streamEvents(
+        reply,
+        async (sse) => {
+          for (const chunk of accumulator.opening()) await sse.send(chunk);
+          for await (const { prompt, delta } of generation.deltas()) {
+            await sse.send(accumulator.chunk(prompt, delta));
+            if (sse.closed) break;
+          }
+          for (const chunk of accumulator.closing()) await sse.send(chunk);
+        },
+        (e) => toApiError(e).body(),
+      );
+    } else {
+      const fold = accumulator.fold();
+      for (const chunk of accumulator.opening()) fold.add(chunk);
+      for await (const { prompt, delta } of generation.deltas()) fold.add(accumulator.chunk(prompt, delta));
+      for (const chunk of accumulator.closing()) fold.add(chunk);
+      if (generation.clientGone) reply.hijack();
+      else await reply.send(fold.result());
+    }
+    const { promptTokens, completionTokens } = accumulator.usage;
+    logRequest(ctx, options.route, options.id, promptTokens, completionTokens, generation.elapsedMs(), generation.clientGone ? 'client gone' : 'done');
+  } finally {
+    generation.dispose();
+  }
+}
