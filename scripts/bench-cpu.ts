@@ -22,6 +22,7 @@ import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
 import { LlmEngine } from '../src/engine/engine.js';
 import { writeGguf } from '../test/support/gguf-writer.js';
+import { SeededRandom } from '../src/bench/seeded-random.js';
 import { loadModel, type LoadedModel } from '../src/model/load.js';
 import { greedySampling, pagedBatch } from '../test/support/paged-batch.js';
 import { scriptOptions } from './script-options.js';
@@ -70,9 +71,10 @@ interface Contender {
   close(): Promise<void>;
 }
 
-/** Deterministic token ids in the ordinary-text range of the Llama 3 vocabulary. */
+/** Seeded token ids in the ordinary-text range of the Llama 3 vocabulary. */
 function promptTokens(length: number, seed: number): number[] {
-  return Array.from({ length }, (_, i) => 1000 + ((Math.imul(i + 1, 2654435761) ^ Math.imul(seed + 1, 40503)) >>> 0) % 100000);
+  const random = new SeededRandom(seed);
+  return Array.from({ length }, () => random.integer(1000, 100999));
 }
 
 const streamPrompts = (n: number) => Array.from({ length: n }, (_, s) => promptTokens(settings.streamPrompt, 100 + s));

@@ -86,7 +86,7 @@ tests_rc=$?
 
 # 6. The benchmark table.
 say "benchmarking (tests took $(($(date +%s) - started)) s so far)"
-timeout "${SLUICE_GPU_BENCH_TIMEOUT:-270}" "$node_bin" --import tsx scripts/gpu-bench.ts "$@"
+timeout "${SLUICE_GPU_BENCH_TIMEOUT:-270}" "$node_bin" --import tsx scripts/bench-cuda.ts "$@"
 bench_rc=$?
 [ $bench_rc -eq 124 ] && say "the benchmark ran past its time limit"
 

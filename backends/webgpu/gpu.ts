@@ -67,7 +67,7 @@ export class GpuContext {
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) {
       throw new BackendUnavailableError(
-        'webgpu backend: no WebGPU adapter (no GPU driver; on Debian run scripts/install-vulkan.sh for a software Vulkan driver)',
+        'webgpu backend: no WebGPU adapter (no GPU driver; on Debian run scripts/setup/install-vulkan.sh for a software Vulkan driver)',
       );
     }
     const wanted: GPUFeatureName[] = ['shader-f16', 'timestamp-query'];

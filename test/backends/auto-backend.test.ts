@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createBackend } from '../../backends/index.js';
-import { cudaForTests } from './cuda-harness.js';
+import { cudaForTests } from '../support/cuda-harness.js';
 
 describe('--backend auto', () => {
   it('picks cuda when a device is there, else the cpu backend', async () => {

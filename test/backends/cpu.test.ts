@@ -11,6 +11,7 @@ import { presets } from '../../src/model/presets.js';
 import { SingleSequence } from '../support/single-sequence.js';
 import { UserError } from '../../src/errors.js';
 import { MixedSchedule, mixedPrefillDecodeSteps, oddShapesConfig } from '../support/parity.js';
+import { promptOf } from '../support/random-data.js';
 
 async function loaded(backend: Backend, config: LlamaConfig, dtype: WeightDType, kv: { numPages: number; pageSize: number }) {
   await backend.load({ config, graph: buildLlamaGraph(config), weights: new DummyWeights(config, 7, dtype) });
@@ -47,10 +48,6 @@ async function compareMixed(cpu: Backend, ref: Backend, prompts: number[][], ste
   }
   return { maxLogprobDiff, compared };
 }
-
-/** This test's own prompts (i + 1; the shared promptOf in test/support/parity.ts uses i + 3). */
-const promptOf = (length: number, seed: number, vocab: number) =>
-  Array.from({ length }, (_, i) => (Math.imul(i + 1, 2654435761) ^ seed) >>> 0).map((x) => x % vocab);
 
 const f32Options: CpuBackendOptions = { threads: 2, weightFormat: 'f32' };
 

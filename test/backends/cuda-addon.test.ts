@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { createBackend, pickAutoBackend } from '../../backends/index.js';
 import { addonPath, loadAddon } from '../../backends/cuda/native.js';
 import { BackendUnavailableError } from '../../src/errors.js';
-import { findTool } from './cuda-harness.js';
+import { findTool } from '../support/cuda-harness.js';
 
 // The install builds the addon when nvcc and cmake are both there.
 const nvcc = findTool('cmake') ? findTool('nvcc') : null;

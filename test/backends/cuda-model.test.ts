@@ -8,8 +8,8 @@ import { buildLlamaGraph } from '../../src/model/graph.js';
 import { greedySampling, pagedBatch } from '../support/paged-batch.js';
 import { presets } from '../../src/model/presets.js';
 import { SingleSequence } from '../support/single-sequence.js';
-import { rng } from '../support/parity.js';
-import { cudaForTests } from './cuda-harness.js';
+import { randomData } from '../support/random-data.js';
+import { cudaForTests } from '../support/cuda-harness.js';
 
 const { addon, gpu, skipReason } = cudaForTests();
 const seed = Number(process.env.SLUICE_TEST_SEED ?? Date.now() % 1_000_000);
@@ -44,7 +44,7 @@ async function reference(preset: string) {
 }
 
 describe.skipIf(!gpu)(`cuda backend, whole model (seed ${seed}) ${gpu ? `on ${gpu}` : skipReason}`, () => {
-  const r = rng(seed);
+  const r = randomData(seed);
 
   it('generates dummy weights on the device bit-identical to the host generator', async () => {
     for (const preset of ['tiny', 'small']) {

@@ -4,9 +4,10 @@ import * as ref from '../../backends/ref/ops.js';
 import { greedySampling, pagedBatch } from '../support/paged-batch.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../../backends/shared/host-sampler.js';
-import { expectClose, rng } from '../support/parity.js';
-import type { OpGraphSpec } from './cuda-harness.js';
-import { cudaForTests, OpHarness, roundBf16, singleSequenceBatch } from './cuda-harness.js';
+import { expectClose } from '../support/parity.js';
+import { randomData } from '../support/random-data.js';
+import type { OpGraphSpec } from '../support/cuda-harness.js';
+import { cudaForTests, OpHarness, roundBf16, singleSequenceBatch } from '../support/cuda-harness.js';
 
 const { addon, gpu, skipReason } = cudaForTests();
 // Fresh random shapes every run; the seed is in the test names so a failure can be replayed.
@@ -43,7 +44,7 @@ function attentionSpec(headDim: number, numHeads: number, numKvHeads: number): O
 }
 
 describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `on ${gpu}` : skipReason}`, () => {
-  const r = rng(seed);
+  const r = randomData(seed);
 
   it('embedding and rmsnorm of the f32 residual stream', async () => {
     const vocab = r.int(50, 400);
@@ -397,7 +398,7 @@ function multiSequenceBatch(
 }
 
 function randomPenalties(S: number, vocab: number): PenaltyBatch {
-  const r = rng(seed + S);
+  const r = randomData(seed + S);
   const tokenStart = new Int32Array(S + 1);
   const ids: number[] = [];
   const counts: number[] = [];

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { complete, SluiceServers, type SluiceServer } from '../support/sluice-process.js';
-import { cudaForTests } from './cuda-harness.js';
+import { cudaForTests } from '../support/cuda-harness.js';
 
 const { gpu, skipReason } = cudaForTests();
 

@@ -9,8 +9,9 @@ import { buildLlamaGraph } from '../../src/model/graph.js';
 import { greedySampling } from '../support/paged-batch.js';
 import { presets } from '../../src/model/presets.js';
 import { SingleSequence } from '../support/single-sequence.js';
-import { MixedSchedule, mixedPrefillDecodeSteps, oddShapesConfig, promptOf } from '../support/parity.js';
-import { openGpuForTests } from './webgpu-harness.js';
+import { MixedSchedule, mixedPrefillDecodeSteps, oddShapesConfig } from '../support/parity.js';
+import { promptOf } from '../support/random-data.js';
+import { openGpuForTests } from '../support/webgpu-harness.js';
 
 const probe = await openGpuForTests();
 probe?.destroy();

@@ -9,8 +9,9 @@ import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../../backends/shared/host-sampler.js';
 import { packStep } from '../../backends/webgpu/step-inputs.js';
 import { greedySampling, pagedBatch } from '../support/paged-batch.js';
-import { maxRelativeError, randomArray, seededRandom } from '../support/parity.js';
-import { KernelHarness, openGpuForTests } from './webgpu-harness.js';
+import { maxRelativeError } from '../support/parity.js';
+import { randomData } from '../support/random-data.js';
+import { KernelHarness, openGpuForTests } from '../support/webgpu-harness.js';
 
 const ctx = await openGpuForTests();
 
@@ -29,7 +30,7 @@ describe('webgpu weight conversion', () => {
 describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () => {
   const gpu = ctx!;
   let h: KernelHarness;
-  const random = seededRandom(1234);
+  const random = randomData(1234);
   beforeAll(() => {
     h = new KernelHarness(gpu);
   });
@@ -44,8 +45,8 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
 
   it('embedding gathers rows from a table split across bindings', async () => {
     const [rows, cols, tokens] = [37, 13, 11];
-    const table = randomArray(random, rows * cols);
-    const ids = Int32Array.from({ length: tokens }, () => Math.floor(random() * rows));
+    const table = random.uniform(rows * cols);
+    const ids = Int32Array.from({ length: tokens }, () => random.int(0, rows - 1));
     const matrix = uploadMatrix(gpu, 'table', f32Bytes(table), 'f32', rows, cols, 10 * cols * (gpu.f16Weights ? 2 : 4));
     expect(matrix.chunks.length).toBeGreaterThan(2);
     const out = h.zeros(tokens * cols);
@@ -61,9 +62,9 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
     [3, 515],
   ] as const) {
     it(`rmsnorm and add_rmsnorm over ${rows} x ${cols}`, async () => {
-      const x = randomArray(random, rows * cols, 2);
-      const residual = randomArray(random, rows * cols);
-      const weight = randomArray(random, cols);
+      const x = random.uniform(rows * cols, 2);
+      const residual = random.uniform(rows * cols);
+      const weight = random.uniform(cols);
       const xBuf = h.upload(x.slice());
       const out = h.zeros(rows * cols);
       const args = { x: xBuf, residual: null, weight: uploadVector(gpu, 'w', weight), out, cols, rows: 'tokens' as const, eps: 1e-5, placeholder: h.zeros(4) };
@@ -90,8 +91,8 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
     [70, 100, 129, 50],
   ] as const) {
     it(`linear ${rows} x ${inFeatures} -> ${outFeatures} (weight chunks of ${chunkRows} rows)`, async () => {
-      const x = randomArray(random, rows * inFeatures);
-      const weight = randomArray(random, outFeatures * inFeatures);
+      const x = random.uniform(rows * inFeatures);
+      const weight = random.uniform(outFeatures * inFeatures);
       const matrix = uploadMatrix(gpu, 'w', f32Bytes(weight), 'f32', outFeatures, inFeatures, chunkRows * inFeatures * 4);
       const out = h.zeros(rows * outFeatures);
       await h.run(k.linear(gpu, h.step, h.upload(x), matrix, out, 'tokens'), { numTokens: rows });
@@ -103,8 +104,8 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
 
   it('linear reads its rows from the "seqs" count when asked', async () => {
     const [numSeqs, inFeatures, outFeatures] = [2, 24, 10];
-    const x = randomArray(random, numSeqs * inFeatures);
-    const weight = randomArray(random, outFeatures * inFeatures);
+    const x = random.uniform(numSeqs * inFeatures);
+    const weight = random.uniform(outFeatures * inFeatures);
     const out = h.zeros(numSeqs * outFeatures);
     const matrix = uploadMatrix(gpu, 'w', f32Bytes(weight), 'f32', outFeatures, inFeatures);
     await h.run(k.linear(gpu, h.step, h.upload(x), matrix, out, 'seqs'), { numTokens: 50, numSeqs });
@@ -117,9 +118,9 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
     const heads = { numHeads: 6, numKvHeads: 2, headDim: 16 };
     const invFreq = ropeInverseFrequencies({ ...presets['llama-3.1-8b']!, headDim: heads.headDim });
     const tokens = 7;
-    const positions = Int32Array.from({ length: tokens }, () => Math.floor(random() * 3000));
-    const q = randomArray(random, tokens * heads.numHeads * heads.headDim);
-    const kk = randomArray(random, tokens * heads.numKvHeads * heads.headDim);
+    const positions = Int32Array.from({ length: tokens }, () => random.int(0, 2999));
+    const q = random.uniform(tokens * heads.numHeads * heads.headDim);
+    const kk = random.uniform(tokens * heads.numKvHeads * heads.headDim);
     const qBuf = h.upload(q.slice());
     const kBuf = h.upload(kk.slice());
     await h.run([k.rope(gpu, h.step, qBuf, kBuf, h.upload(positions), uploadVector(gpu, 'f', Float32Array.from(invFreq)), heads)], { numTokens: tokens });
@@ -132,15 +133,15 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
 
   it('silu_mul, add and gather_last', async () => {
     const [rows, cols] = [9, 33];
-    const gate = randomArray(random, rows * cols, 4);
-    const up = randomArray(random, rows * cols);
+    const gate = random.uniform(rows * cols, 4);
+    const up = random.uniform(rows * cols);
     const out = h.zeros(rows * cols);
     await h.run([k.siluMul(gpu, h.step, h.upload(gate), h.upload(up), out, cols, 'tokens')], { numTokens: rows });
     const expected = new Float32Array(rows * cols);
     ops.siluMul(gate, up, rows * cols, expected);
     expect(maxRelativeError(await h.readF32(out, rows * cols), expected)).toBeLessThan(1e-5);
 
-    const x = randomArray(random, rows * cols);
+    const x = random.uniform(rows * cols);
     const xBuf = h.upload(x.slice());
     await h.run([k.add(gpu, h.step, xBuf, h.upload(up), cols, 'tokens')], { numTokens: rows });
     ops.add(x, up, x.length);
@@ -164,7 +165,7 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
 
     /** Sequences with (tokens already cached, new tokens): a decode, prefill chunks, a fresh prompt. */
     async function check(seqs: [number, number][], splitSize: number | null) {
-      const pagesShuffled = Array.from({ length: numPages }, (_, i) => i).sort(() => random() - 0.5);
+      const pagesShuffled = Array.from({ length: numPages }, (_, i) => i).sort(() => random.next() - 0.5);
       const batch = pagedBatch(
         seqs.map(([cached, fresh]) => ({ tokens: new Int32Array(fresh), cached, pages: pagesShuffled.splice(0, Math.ceil((cached + fresh) / pageSize)) })),
         pageSize,
@@ -172,12 +173,12 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
       );
       const numTokens = batch.tokenIds.length;
       const layout = { ...heads, pageSize, ...batch };
-      const q = randomArray(random, numTokens * heads.numHeads * heads.headDim);
-      const kNew = randomArray(random, numTokens * kvCols);
-      const vNew = randomArray(random, numTokens * kvCols);
+      const q = random.uniform(numTokens * heads.numHeads * heads.headDim);
+      const kNew = random.uniform(numTokens * kvCols);
+      const vNew = random.uniform(numTokens * kvCols);
       // Earlier positions are already in the cache: random contents everywhere.
-      const kCache = randomArray(random, numPages * pageSize * kvCols);
-      const vCache = randomArray(random, numPages * pageSize * kvCols);
+      const kCache = random.uniform(numPages * pageSize * kvCols);
+      const vCache = random.uniform(numPages * pageSize * kvCols);
       const kCacheBuf = h.upload(kCache.slice());
       const vCacheBuf = h.upload(vCache.slice());
       const packed = packStep(batch, 1, numPages * pageSize, numPages);
@@ -256,7 +257,7 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
     }
 
     function randomLogits(numSeqs: number): Float32Array {
-      const logits = randomArray(random, numSeqs * vocab, 4);
+      const logits = random.uniform(numSeqs * vocab, 4);
       // Exact ties (the rule breaks them by the lower id) and a peaked row.
       logits[10] = logits[20] = logits[500] = 6;
       for (let i = 0; i < vocab; i += 7) logits[vocab + i] = 1.5;
@@ -281,7 +282,7 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
           topP: new Float32Array(numSeqs).fill(s.topP ?? 1),
           topK: new Int32Array(numSeqs).fill(s.topK ?? 0),
           minP: new Float32Array(numSeqs).fill(s.minP ?? 0),
-          random: Float32Array.from({ length: numSeqs }, (_, i) => [0, 0.999, 0.5][i] ?? random()),
+          random: Float32Array.from({ length: numSeqs }, (_, i) => [0, 0.999, 0.5][i] ?? random.next()),
           logprobs: Int32Array.from({ length: numSeqs }, (_, i) => [-1, 0, 3][i % 3]!),
           penalties: null,
         };

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { complete, SluiceServers, type SluiceServer } from '../support/sluice-process.js';
-import { openGpuForTests } from './webgpu-harness.js';
+import { openGpuForTests } from '../support/webgpu-harness.js';
 
 const probe = await openGpuForTests();
 probe?.destroy();

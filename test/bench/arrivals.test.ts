@@ -3,8 +3,8 @@ import { arrivalGaps } from '../../src/bench/arrivals.js';
 import { arrivalSeed, runBenchmark } from '../../src/bench/runner.js';
 import { SeededRandom } from '../../src/bench/seeded-random.js';
 import type { BenchRequest } from '../../src/bench/types.js';
-import { startFakeServer, type FakeServer } from './fake-server.js';
-import { wordTokenizer } from './word-tokenizer.js';
+import { startFakeServer, type FakeServer } from '../support/fake-openai-server.js';
+import { wordTokenizer } from '../support/word-tokenizer.js';
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 

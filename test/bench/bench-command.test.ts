@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { benchCommand, parseRequestRateRange, type BenchOptions } from '../../src/bench/bench-command.js';
 import { UserError } from '../../src/errors.js';
-import { startFakeServer, type FakeServer } from './fake-server.js';
-import { words } from './word-tokenizer.js';
+import { startFakeServer, type FakeServer } from '../support/fake-openai-server.js';
+import { words } from '../support/word-tokenizer.js';
 
 describe('request rate ranges', () => {
   it('reads start,stop,step as a range and other lists as rates', () => {

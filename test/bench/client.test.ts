@@ -3,8 +3,8 @@ import { sendRequest, type ClientBackend, type RequestSettings } from '../../src
 import { runBenchmark } from '../../src/bench/runner.js';
 import { fetchServedModel, resolveBaseUrl } from '../../src/bench/server-info.js';
 import { UserError } from '../../src/errors.js';
-import { startFakeServer, type FakeServer } from './fake-server.js';
-import { wordTokenizer } from './word-tokenizer.js';
+import { startFakeServer, type FakeServer } from '../support/fake-openai-server.js';
+import { wordTokenizer } from '../support/word-tokenizer.js';
 
 let server: FakeServer;
 beforeAll(async () => {

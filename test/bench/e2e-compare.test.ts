@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { SuiteResults } from '../../src/bench/compare/suite.js';
 import { synthesizeShareGpt } from '../../src/bench/synth-sharegpt.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
-import { freePort, repoRoot, runSluice, sluiceBin } from '../support/sluice-process.js';
+import { freePort, runSluice, sluiceBin } from '../support/sluice-process.js';
 
 const chromiumPath = '/usr/bin/chromium';
 const chromiumFlags = [
@@ -29,8 +28,8 @@ describe('sluice compare', () => {
   let stdout = '';
 
   beforeAll(async () => {
-    // The report test needs Debian's chromium; the project's setup script installs it when missing.
-    if (!existsSync(chromiumPath)) execFileSync('bash', [join(repoRoot, 'scripts', 'setup-chromium.sh')], { stdio: 'inherit' });
+    // The report test needs Debian's chromium, which `npm run setup:test-env` (the first step of npm test) installs.
+    if (!existsSync(chromiumPath)) throw new Error(`${chromiumPath} is missing: run npm run setup:test-env (installs Debian's chromium)`);
     writeFileSync(dataset, JSON.stringify(synthesizeShareGpt(Tokenizer.llama3(), { numConversations: 30, seed: 4 })));
     const [portA, portB] = [await freePort(), await freePort()];
     const serve = (port: number, extra = '') => `exec "${process.execPath}" "${sluiceBin}" serve --model-path tiny --backend ref --port ${port}${extra}`;

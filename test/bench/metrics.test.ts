@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { calculateMetrics, percentile } from '../../src/bench/metrics.js';
 import type { BenchRequest, RequestResult } from '../../src/bench/types.js';
-import { wordTokenizer } from './word-tokenizer.js';
+import { wordTokenizer } from '../support/word-tokenizer.js';
 
 function ok(promptLen: number, outputLen: number, ttft: number, itl: number[], latency: number, text: string): RequestResult {
   return { success: true, generatedText: text, promptLen, outputLen, ttft, itl, latency, error: '' };

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { sampleRandomRequests } from '../../src/bench/random-dataset.js';
 import { SeededRandom } from '../../src/bench/seeded-random.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
-import { words } from './word-tokenizer.js';
+import { words } from '../support/word-tokenizer.js';
 
 describe('random dataset', () => {
   const tokenizer = Tokenizer.llama3();

@@ -6,7 +6,7 @@ import { formatMarkdownTable, offlineTable, onlineTable } from '../../src/bench/
 import { calculateMetrics } from '../../src/bench/metrics.js';
 import { centre, formatResultTable, jsonlFields, jsonlRecord } from '../../src/bench/report.js';
 import type { RequestResult } from '../../src/bench/types.js';
-import { wordTokenizer } from './word-tokenizer.js';
+import { wordTokenizer } from '../support/word-tokenizer.js';
 
 const result = (ttft: number, latency: number, outputLen = 3): RequestResult => ({
   success: true,

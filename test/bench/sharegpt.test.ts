@@ -12,7 +12,7 @@ import {
   type ShareGptConversation,
 } from '../../src/bench/sharegpt.js';
 import { UserError } from '../../src/errors.js';
-import { wordTokenizer, words } from './word-tokenizer.js';
+import { wordTokenizer, words } from '../support/word-tokenizer.js';
 
 // With the word tokenizer a text of n words counts n + 1 tokens (BOS included, as the benchmark counts).
 const pair = (promptWords: number, completionWords: number): PromptCompletion => [words(promptWords, 'p'), words(completionWords, 'c')];

@@ -6,8 +6,8 @@ import { parseEngines } from '../../src/bench/compare/engines.js';
 import { renderHtmlReport } from '../../src/bench/compare/html-report.js';
 import { runSuite, type SuiteResults, type SuiteSettings } from '../../src/bench/compare/suite.js';
 import { UserError } from '../../src/errors.js';
-import { startFakeServer, type FakeServer } from './fake-server.js';
-import { wordTokenizer, words } from './word-tokenizer.js';
+import { startFakeServer, type FakeServer } from '../support/fake-openai-server.js';
+import { wordTokenizer, words } from '../support/word-tokenizer.js';
 
 describe('compare suite with misbehaving engines', () => {
   let flaky: FakeServer;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { writeSafetensorsCheckpoint } from '../support/safetensors-writer.js';
-import { tinyVariant } from '../model/reference-runs.js';
+import { tinyVariant } from '../support/reference-runs.js';
 import { runSluice } from '../support/sluice-process.js';
 
 // Each case breaks one thing in a small checkpoint folder and runs `sluice generate` on it: the

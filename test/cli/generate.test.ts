@@ -1,6 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { main } from '../../src/cli/main.js';
 import { loadModel } from '../../src/model/load.js';
-import { refRunner } from '../model/reference-runs.js';
+import { refRunner } from '../support/reference-runs.js';
 import { runSluice } from '../support/sluice-process.js';
 
 interface GenerateJson {
@@ -19,6 +20,7 @@ async function generateJson(args: string[]): Promise<GenerateJson> {
 
 describe('sluice generate', () => {
   const model = loadModel({ modelPath: 'tiny' });
+  afterEach(() => vi.restoreAllMocks());
 
   it('--prompt --json prints text, token_ids and prompt_token_ids; greedy equals the ref backend run directly', async () => {
     const prompt = 'The capital of France is';
@@ -30,6 +32,24 @@ describe('sluice generate', () => {
     await ref.close();
     expect(out.token_ids).toEqual(direct.tokens);
     expect(out.text).toBe(model.tokenizer.decode(direct.tokens));
+  });
+
+  it('runs in process through main() with the same JSON as the ref backend run directly', async () => {
+    let out = '';
+    vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      out += String(chunk);
+      return true;
+    });
+    await main(['generate', '--model-path', 'tiny', '--backend', 'ref', '--prompt', 'Hello there', '--max-new-tokens', '5', '--json']);
+    vi.restoreAllMocks();
+    const result = JSON.parse(out);
+    const promptIds = model.tokenizer.encode('Hello there');
+    const ref = await refRunner(model.config, model.weights);
+    const direct = await ref.greedy(promptIds, 5);
+    await ref.close();
+    expect(result.prompt_token_ids).toEqual(promptIds);
+    expect(result.token_ids).toEqual(direct.tokens);
+    expect(result.text).toBe(model.tokenizer.decode(direct.tokens));
   });
 
   it('--prompt-ids feeds the ids as they are (no BOS added)', async () => {

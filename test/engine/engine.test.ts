@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
 import { ContextLengthError, EngineDeadError, EngineDrainingError, EngineOverloadedError, InvalidRequestError } from '../../src/engine/errors.js';
 import { LlmEngine } from '../../src/engine/engine.js';
-import { collect, createEngine, directGreedy, generateOne, HookedBackend, model, prompt, quiet } from './helpers.js';
+import { collect, createEngine, directGreedy, generateOne, model, prompt, quiet } from '../support/engine-fixtures.js';
+import { HookedBackend } from '../support/hooked-backend.js';
 
 const greedy = { temperature: 0 };
 

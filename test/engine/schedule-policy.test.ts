@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LlmEngine } from '../../src/engine/engine.js';
-import { collect, HashBackend, model, quiet } from './helpers.js';
+import { collect, model, quiet } from '../support/engine-fixtures.js';
+import { HashBackend } from '../support/hash-backend.js';
 
 /** The order in which two queued requests start, behind a running one, under each policy. */
 async function startOrder(schedulePolicy: 'lpm' | 'fcfs', disableRadixCache = false): Promise<string[]> {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { LlmEngine } from '../../src/engine/engine.js';
 import { Rng } from '../../src/model/rng.js';
-import { collect, HashBackend, hashModelOutput, model } from './helpers.js';
+import { collect, model } from '../support/engine-fixtures.js';
+import { HashBackend, hashModelOutput } from '../support/hash-backend.js';
 
 /**
  * Many requests with shared prefixes, n > 1 and aborts, through a KV pool far too small for

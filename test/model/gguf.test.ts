@@ -7,7 +7,7 @@ import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { ropeFrequencyFactors, writeGguf } from '../support/gguf-writer.js';
 import { presets } from '../../src/model/presets.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
-import { tinyVariant } from './reference-runs.js';
+import { tinyVariant } from '../support/reference-runs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-gguf-layout-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -7,7 +7,7 @@ import type { LlamaConfig } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { writeGguf } from '../support/gguf-writer.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
-import { refRunner, tinyVariant, type GreedyRun } from './reference-runs.js';
+import { refRunner, tinyVariant, type GreedyRun } from '../support/reference-runs.js';
 
 // Greedy continuations of random-weight models from the ref backend and from llama.cpp (through
 // node-llama-cpp, CPU build) on the same weights written as GGUF.

@@ -8,7 +8,7 @@ import { loadModel } from '../../src/model/load.js';
 import { readSafetensorsHeader } from '../../src/model/safetensors.js';
 import { writeSafetensorsCheckpoint } from '../support/safetensors-writer.js';
 import { expectedTensors } from '../../src/model/weights.js';
-import { refRunner, tinyVariant } from './reference-runs.js';
+import { refRunner, tinyVariant } from '../support/reference-runs.js';
 
 const dirs: string[] = [];
 function tempDir(): string {

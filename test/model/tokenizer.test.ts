@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { writeGguf } from '../support/gguf-writer.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
-import { tinyVariant } from './reference-runs.js';
+import { tinyVariant } from '../support/reference-runs.js';
 
 const tokenizer = Tokenizer.llama3();
 const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, ForwardBatch } from '../../src/engine/backend.js';
 import type { RunningServer } from '../../src/server/index.js';
-import { expectKvFree, json, readEvents, scrapeMetrics, startTestServer, waitFor } from './helpers.js';
+import { expectKvFree, json, readEvents, scrapeMetrics, startTestServer, waitFor } from '../support/test-server.js';
 
 const apiKey = 'sk-test-key';
 const auth = { authorization: `Bearer ${apiKey}` };

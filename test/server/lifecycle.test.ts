@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/server/index.js';
-import { expectKvFree, json, readEvents, scrapeMetrics, startTestServer, waitFor } from './helpers.js';
+import { expectKvFree, json, readEvents, scrapeMetrics, startTestServer, waitFor } from '../support/test-server.js';
 
 let server: RunningServer;
 

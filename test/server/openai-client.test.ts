@@ -1,7 +1,7 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/server/index.js';
-import { expectKvFree, json, startTestServer } from './helpers.js';
+import { expectKvFree, json, startTestServer } from '../support/test-server.js';
 
 let server: RunningServer;
 let client: OpenAI;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSluice as sluice, waitForServing } from '../support/sluice-process.js';
-import { readEvents } from './helpers.js';
+import { readEvents } from '../support/test-server.js';
 
 describe('sluice serve', () => {
   it('rejects an unknown flag, listing the valid ones', async () => {

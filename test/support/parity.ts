@@ -3,36 +3,6 @@ import type { LlamaConfig } from '../../src/model/config.js';
 import { greedySampling, pagedBatch } from './paged-batch.js';
 import { presets } from '../../src/model/presets.js';
 
-/** A deterministic generator for test data (mulberry32), so a failing random case can be replayed from its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `n` values uniform in [-scale, scale). */
-export function randomArray(random: () => number, n: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => (random() * 2 - 1) * scale);
-}
-
-/** seededRandom with the draws random shapes and data need. */
-export function rng(seed: number) {
-  const next = seededRandom(seed);
-  return {
-    next,
-    int: (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1)),
-    pick: <T>(xs: readonly T[]) => xs[Math.floor(next() * xs.length)]!,
-    uniform: (n: number, scale = 1) => randomArray(next, n, scale),
-    normal: (n: number, std = 1) =>
-      Float32Array.from({ length: n }, () => std * Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next())),
-  };
-}
-
 /** The largest |a - b| / (atol + |b|), for "close" checks that report how far off they are. */
 export function maxRelativeError(a: Float32Array, b: Float32Array, atol = 1e-3): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
@@ -103,10 +73,6 @@ export class MixedSchedule {
     });
   }
 }
-
-/** A prompt of `length` token ids below `vocab`, different for each seed. */
-export const promptOf = (length: number, seed: number, vocab: number) =>
-  Array.from({ length }, (_, i) => (Math.imul(i + 3, 2654435761) ^ seed) >>> 0).map((x) => x % vocab);
 
 /**
  * MixedSchedule counts for four sequences: chunked prefills next to decodes, sequences joining

@@ -6,7 +6,7 @@ import { loadAddon, type CudaAddon, type NativeModel } from '../../backends/cuda
 import type { LlamaConfig } from '../../src/model/config.js';
 import { bf16ToF32, f32ToBf16, fromFloat32 } from '../../src/model/dtype.js';
 import type { Activation, GraphOp } from '../../src/model/graph.js';
-import { greedySampling, pagedBatch } from '../support/paged-batch.js';
+import { greedySampling, pagedBatch } from './paged-batch.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 
 /** Where scripts/build-native.mjs finds a tool: PATH, then (for nvcc) $CUDA_HOME, $CUDA_PATH or /usr/local/cuda. */

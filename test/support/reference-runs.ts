@@ -2,7 +2,7 @@ import { RefBackend } from '../../backends/ref/ref-backend.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { buildLlamaGraph } from '../../src/model/graph.js';
 import { presets } from '../../src/model/presets.js';
-import { SingleSequence } from '../support/single-sequence.js';
+import { SingleSequence } from './single-sequence.js';
 import type { WeightSource } from '../../src/model/weights.js';
 
 /** The tiny preset with some fields changed: the shapes the parity tests cover. */

@@ -4,7 +4,7 @@
 # apt-get uses the machine's own package sources.
 set -euo pipefail
 
-log() { echo "setup-chromium: $*" >&2; }
+log() { echo "install-chromium: $*" >&2; }
 
 if [ -x /usr/bin/chromium ]; then
   exit 0

@@ -4,6 +4,7 @@
 # backports suite is added, its mirror taken from the machine's own apt sources (no host is
 # written here). Debian 13 and later have a recent enough Mesa in the main archive.
 # A no-op when a usable driver (a GPU vendor's ICD, or lavapipe >= 25) is already installed.
+# Run: bash scripts/setup/install-vulkan.sh [--check]
 set -euo pipefail
 
 min_mesa_major=25
@@ -64,6 +65,12 @@ backports_stanza() {
   echo "Components: ${components:-main}"
   if [ -n "$signed_by" ]; then echo "Signed-By: $signed_by"; fi
 }
+
+# --check: only the exit status, 0 when a usable driver is installed (scripts/setup/test-env.sh asks).
+if [ "${1:-}" = --check ]; then
+  usable_driver_present
+  exit
+fi
 
 if usable_driver_present; then
   log "a usable Vulkan driver is already installed (mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || echo 'n/a'))"

@@ -2,8 +2,9 @@
  * The CUDA benchmark of scripts/gpu-check.sh: Llama-3.1-8B shapes with dummy weights on one GPU.
  * Decode step time at batch 1, 8, 64 and 256 (ms, tok/s, percent of the weight-read floor),
  * prefill tok/s for 1024-token chunks, and an offline run of ShareGPT-shaped requests through the
- * engine. Prints one table. Run: node --import tsx scripts/gpu-bench.ts [--requests N] [--preset P]
- * [--batches 1,8,64,256] [--page-size 16] [--backend cuda]
+ * engine. Prints one table.
+ *
+ *   npm run bench:cuda [-- --requests N] [--preset P] [--batches 1,8,64,256] [--page-size 16] [--backend cuda]
  */
 import type { Backend, ForwardBatch } from '../src/engine/backend.js';
 import { createBackend } from '../backends/index.js';
@@ -15,7 +16,7 @@ import { greedySampling, pagedBatch } from '../test/support/paged-batch.js';
 import { expectedTensors } from '../src/model/weights.js';
 import { scriptOptions } from './script-options.js';
 
-const options = scriptOptions('gpu-bench', {
+const options = scriptOptions('bench:cuda', {
   preset: { type: 'string' },
   backend: { type: 'string' },
   batches: { type: 'string' },
@@ -92,7 +93,7 @@ async function kernelBench(): Promise<void> {
   const backend = await createBackend(backendName, { graphCapture: true });
   const t0 = performance.now();
   await backend.load({ config: c, graph: model.graph, weights: model.weights });
-  console.error(`gpu-bench: ${backend.description}`);
+  console.error(`bench-cuda: ${backend.description}`);
   row('load (dummy weights on the device)', `${((performance.now() - t0) / 1000).toFixed(1)} s`, '', '');
   const perSeqTokens = decodeContext + 3 + decodeSteps + 8;
   const prefillSeqs = 6;
@@ -152,7 +153,7 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-console.error(`gpu-bench: ${preset}, ${(weightBytes / 1e9).toFixed(2)} GB of weights read per step, floor ${floorMs.toFixed(2)} ms at ${(bandwidth / 1e12).toFixed(1)} TB/s`);
+console.error(`bench-cuda: ${preset}, ${(weightBytes / 1e9).toFixed(2)} GB of weights read per step, floor ${floorMs.toFixed(2)} ms at ${(bandwidth / 1e12).toFixed(1)} TB/s`);
 for (const [name, fn] of [['kernels', kernelBench], ['offline', offlineBench]] as const) {
   try {
     await fn();
