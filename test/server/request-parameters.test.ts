@@ -7,7 +7,7 @@ import { validatorCompiler } from '../../src/server/http/validator.js';
 import { ChatCompletionRequest } from '../../src/server/protocol/chat.js';
 import { CompletionRequest } from '../../src/server/protocol/completions.js';
 import { GenerateRequestBody } from '../../src/server/protocol/sglang.js';
-import { json, startTestServer } from './helpers.js';
+import { json, startTestServer } from '../support/test-server.js';
 
 /** Each ranged parameter's name in each request body (null where the API has none). */
 const wireNames: Record<RangedParameter, { completions: string; chat: string; generate: string | null }> = {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/server/index.js';
-import { json, readEvents, startTestServer, waitFor } from './helpers.js';
+import { json, readEvents, startTestServer, waitFor } from '../support/test-server.js';
 
 // The same seeded request streamed and not: the non-streamed response must be exactly what a
 // client gets by putting the streamed chunks together (per choice: texts and log-probs
