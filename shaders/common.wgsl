@@ -23,3 +23,28 @@ fn rowsOf(kind: u32) -> u32 {
 fn flatWorkgroup(wid: vec3u, nwg: vec3u) -> u32 {
   return wid.x + wid.y * nwg.x;
 }
+
+// The parameters of every linear-layer shader (matvec, matvec4, matmul):
+// out[r, outOffset + o] for o < outCount, rows of out outStride apart, rowsKind as in rowsOf.
+struct LinearParams { inFeatures: u32, outStride: u32, outOffset: u32, outCount: u32, rowsKind: u32, pad0: u32, pad1: u32, pad2: u32 }
+
+// The matvec shaders: a workgroup of MATVEC_WG threads computes outputs for up to MATVEC_MAX_ROWS rows.
+const MATVEC_MAX_ROWS: u32 = 8u;
+const MATVEC_WG: u32 = 256u;
+var<workgroup> matvecPartial: array<array<f32, MATVEC_MAX_ROWS>, MATVEC_WG>;
+
+// Sums each thread's per-row partial dot products over the `threadsPerOutput` lanes that share one
+// output feature (lane = lid % threadsPerOutput); lane 0 gets the totals. Call from uniform control flow.
+fn matvecReduce(acc: array<f32, MATVEC_MAX_ROWS>, lid: u32, threadsPerOutput: u32, rows: u32) -> array<f32, MATVEC_MAX_ROWS> {
+  if (threadsPerOutput == 1u) { return acc; }
+  let lane = lid % threadsPerOutput;
+  matvecPartial[lid] = acc;
+  workgroupBarrier();
+  for (var width = threadsPerOutput / 2u; width > 0u; width >>= 1u) {
+    if (lane < width) {
+      for (var r = 0u; r < rows; r++) { matvecPartial[lid][r] += matvecPartial[lid + width][r]; }
+    }
+    workgroupBarrier();
+  }
+  return matvecPartial[lid];
+}

@@ -3,8 +3,7 @@
 // F32 accumulation whatever the weight type.
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
-struct Params { inFeatures: u32, outStride: u32, outOffset: u32, outCount: u32, rowsKind: u32, pad0: u32, pad1: u32, pad2: u32 }
-@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(1) var<uniform> params: LinearParams;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<wtype>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
