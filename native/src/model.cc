@@ -5,80 +5,13 @@
 #include <cstring>
 
 #include "check.h"
+#include "step_inputs.h"
 
 namespace sluice {
 
 namespace {
 constexpr size_t kWorkspaceBytes = 32u << 20;
-constexpr int kMaxSplits = 16;
-constexpr int kGraphBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256};
-constexpr int kMaxGraphBatch = 256;
-
-size_t roundUp(size_t x, size_t to) { return (x + to - 1) / to * to; }
 }  // namespace
-
-void DeviceBuffer::reserve(size_t want) {
-  if (want <= bytes) return;
-  release();
-  const cudaError_t status = cudaMalloc(&ptr, want);
-  if (status != cudaSuccess) {
-    ptr = nullptr;
-    cudaGetLastError();  // clear the (non-sticky) allocation error
-    throw CudaError("out of device memory: cannot allocate " + std::to_string(want >> 20) + " MiB (" +
-                    cudaGetErrorString(status) + ")");
-  }
-  bytes = want;
-}
-
-void DeviceBuffer::release() {
-  if (ptr) cudaFree(ptr);
-  ptr = nullptr;
-  bytes = 0;
-}
-
-void PinnedBuffer::reserve(size_t want) {
-  if (want <= bytes) return;
-  release();
-  CUDA_CHECK(cudaMallocHost(&ptr, want));
-  bytes = want;
-}
-
-void PinnedBuffer::release() {
-  if (ptr) cudaFreeHost(ptr);
-  ptr = nullptr;
-  bytes = 0;
-}
-
-/** Word offsets of each array in the step metadata (ints and floats share one buffer). */
-struct Model::Layout {
-  size_t tokens, positions, slots, queryStart, kvLens, pageTableStart, tiles;
-  size_t temperature, topP, minP, random, topK, logprobs, segBegin, segEnd, pageTable, words;
-  Layout(int capTokens, int capSeqs, int capPages) {
-    size_t at = 0;
-    auto take = [&](size_t n) {
-      const size_t start = at;
-      at += roundUp(n, 32);  // 128-byte alignment for every array
-      return start;
-    };
-    tokens = take(capTokens);
-    positions = take(capTokens);
-    slots = take(capTokens);
-    queryStart = take(capSeqs + 1);
-    kvLens = take(capSeqs);
-    pageTableStart = take(capSeqs + 1);
-    tiles = take(2 * size_t(capTokens));
-    temperature = take(capSeqs);
-    topP = take(capSeqs);
-    minP = take(capSeqs);
-    random = take(capSeqs);
-    topK = take(capSeqs);
-    logprobs = take(capSeqs);
-    segBegin = take(capSeqs);
-    segEnd = take(capSeqs);
-    pageTable = take(capPages);
-    words = at;
-  }
-};
 
 DeviceProbe probeDevices() {
   DeviceProbe probe;
@@ -315,7 +248,7 @@ void Model::ensureCapacity(int tokens, int seqs, int pageEntries, int maxTopK, i
     capTokens_ = std::max(capTokens_, tokens);
     capSeqs_ = std::max(capSeqs_, seqs);
     capPageEntries_ = std::max(capPageEntries_, pageEntries);
-    layout_ = std::make_unique<Layout>(capTokens_, capSeqs_, capPageEntries_);
+    layout_ = std::make_unique<StepLayout>(capTokens_, capSeqs_, capPageEntries_);
     meta_.reserve(layout_->words * 4);
     metaHost_.reserve(layout_->words * 4);
     allocateActivations();
@@ -348,300 +281,23 @@ void Model::allocateActivations() {
   }
 }
 
-int Model::bucketFor(int seqs) const {
-  for (int b : kGraphBuckets)
-    if (b >= seqs) return b;
-  return -1;
-}
-
-int Model::chooseSplits(int numTiles, int maxRange, int tokens, bool forGraph) const {
-  const int blocks = std::max(1, numTiles * config_.numKvHeads);
-  int splits = std::max(1, std::min(kMaxSplits, (2 * numSms_ + blocks - 1) / blocks));
-  if (!forGraph) splits = std::min(splits, std::max(1, (maxRange + 255) / 256));
-  while (splits > 1 && size_t(splits) * tokens > size_t(partialTokenSplits_)) splits--;
-  return splits;
-}
-
-void Model::validate(const StepInput& in) const {
-  const int T = int(in.tokenIds.size());
-  const int S = int(in.kvLens.size());
-  if (numPages_ == 0) throw CudaError("forward before allocateKvCache");
-  if (S == 0 || T == 0) throw CudaError("forward: empty batch");
-  if (int(in.positions.size()) != T || int(in.slotMapping.size()) != T) throw CudaError("forward: positions and slotMapping need one entry per token");
-  if (int(in.queryStart.size()) != S + 1 || int(in.pageTableStart.size()) != S + 1)
-    throw CudaError("forward: queryStart and pageTableStart need S + 1 entries");
-  if (in.queryStart[0] != 0 || in.queryStart[S] != T) throw CudaError("forward: queryStart must run from 0 to the token count");
-  if (int(in.temperature.size()) != S || int(in.topP.size()) != S || int(in.topK.size()) != S ||
-      int(in.minP.size()) != S || int(in.random.size()) != S || int(in.logprobs.size()) != S)
-    throw CudaError("forward: every sampling array needs one entry per sequence");
-  const long slots = long(numPages_) * pageSize_;
-  for (int t = 0; t < T; t++) {
-    if (in.tokenIds[t] < 0 || in.tokenIds[t] >= config_.vocabSize) throw CudaError("forward: token id " + std::to_string(in.tokenIds[t]) + " is outside the vocabulary");
-    if (in.slotMapping[t] < 0 || in.slotMapping[t] >= slots) throw CudaError("forward: KV slot " + std::to_string(in.slotMapping[t]) + " is outside the cache");
-  }
-  for (int p : in.pageTable)
-    if (p < 0 || p >= numPages_) throw CudaError("forward: page " + std::to_string(p) + " is outside the cache");
-  for (int s = 0; s < S; s++) {
-    const int count = in.queryStart[s + 1] - in.queryStart[s];
-    const int pages = in.pageTableStart[s + 1] - in.pageTableStart[s];
-    if (count <= 0) throw CudaError("forward: sequence " + std::to_string(s) + " has no tokens");
-    if (in.kvLens[s] < count) throw CudaError("forward: kvLens[" + std::to_string(s) + "] is smaller than its new tokens");
-    if (long(pages) * pageSize_ < in.kvLens[s]) throw CudaError("forward: sequence " + std::to_string(s) + " has too few pages for its KV length");
-    if (in.pageTableStart[s] < 0 || in.pageTableStart[s + 1] > int(in.pageTable.size())) throw CudaError("forward: pageTableStart out of range");
-  }
-  if (in.hasPenalties) {
-    if (int(in.penaltyStart.size()) != S + 1 || int(in.repetition.size()) != S || int(in.frequency.size()) != S ||
-        int(in.presence.size()) != S || in.penaltyIds.size() != in.penaltyCounts.size() ||
-        in.penaltyStart[S] > int(in.penaltyIds.size()) || in.penaltyStart[0] < 0)
-      throw CudaError("forward: malformed penalties");
-  }
-}
-
-void Model::gemm(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k) {
-  if (lt_.ready() && lt_.matmul(x, w, out, outType, m, n, k, workspace_.ptr, workspace_.bytes, stream_)) return;
-  launchGemmFallback(x, w, out, outType, m, n, k, stream_);
-}
-
-void Model::runOps(int T, int S, int numTiles, int splits) {
-  const Layout& L = *layout_;
-  int* meta = static_cast<int*>(meta_.ptr);
-  auto buf = [&](int id) { return activations_[id].ptr; };
-  auto bf = [&](int id) { return static_cast<bf16*>(activations_[id].ptr); };
-  auto weight = [&](int id) { return static_cast<const bf16*>(weights_[id].ptr); };
-  auto rows = [&](int id) { return activationSpecs_[id].perToken ? T : S; };
-  const size_t layerSlots = size_t(numPages_) * pageSize_ * config_.numKvHeads * config_.headDim;
-  for (const Op& op : ops_) {
-    switch (op.kind) {
-      case OpKind::Embedding:
-        launchEmbedding(weight(op.a), config_.vocabSize, activationSpecs_[op.c].cols, meta + L.tokens, T,
-                        static_cast<float*>(buf(op.c)), stream_);
-        break;
-      case OpKind::Rmsnorm:
-        launchRmsnorm(buf(op.a), activationSpecs_[op.a].dtype, weight(op.b), rows(op.a), activationSpecs_[op.a].cols,
-                      config_.rmsNormEps, bf(op.c), stream_);
-        break;
-      case OpKind::AddRmsnorm:
-        launchAddRmsnorm(static_cast<float*>(buf(op.a)), bf(op.d), weight(op.b), rows(op.a),
-                         activationSpecs_[op.a].cols, config_.rmsNormEps, bf(op.c), stream_);
-        break;
-      case OpKind::Linear:
-        gemm(bf(op.a), weight(op.b), buf(op.c), activationSpecs_[op.c].dtype, rows(op.a), weightSpecs_[op.b].rows,
-             weightSpecs_[op.b].cols);
-        break;
-      case OpKind::Rope:
-        launchRope(bf(op.a), bf(op.d), meta + L.positions, T, config_.numHeads, config_.numKvHeads, config_.headDim,
-                   static_cast<const double*>(invFreq_.ptr), stream_);
-        break;
-      case OpKind::Attention: {
-        AttentionArgs a{};
-        a.q = bf(op.a);
-        a.k = bf(op.b);
-        a.v = bf(op.d);
-        a.kCache = static_cast<bf16*>(kv_.ptr) + size_t(2 * op.layer) * layerSlots;
-        a.vCache = static_cast<bf16*>(kv_.ptr) + size_t(2 * op.layer + 1) * layerSlots;
-        a.out = bf(op.c);
-        a.partialO = static_cast<float*>(partialO_.ptr);
-        a.partialML = static_cast<float*>(partialML_.ptr);
-        a.slotMapping = meta + L.slots;
-        a.queryStart = meta + L.queryStart;
-        a.kvLens = meta + L.kvLens;
-        a.pageTable = meta + L.pageTable;
-        a.pageTableStart = meta + L.pageTableStart;
-        a.tiles = meta + L.tiles;
-        a.numTokens = T;
-        a.numTiles = numTiles;
-        a.numHeads = config_.numHeads;
-        a.numKvHeads = config_.numKvHeads;
-        a.headDim = config_.headDim;
-        a.pageSize = pageSize_;
-        a.splits = splits;
-        a.scale = 1.f / std::sqrt(float(config_.headDim));
-        a.decodeOnly = T == S;
-        launchAttention(a, stream_);
-        break;
-      }
-      case OpKind::SiluMul:
-        launchSiluMul(bf(op.a), bf(op.d), bf(op.c), size_t(rows(op.a)) * activationSpecs_[op.a].cols, stream_);
-        break;
-      case OpKind::Add:
-        launchAdd(static_cast<float*>(buf(op.a)), bf(op.d), size_t(rows(op.a)) * activationSpecs_[op.a].cols, stream_);
-        break;
-      case OpKind::GatherLast:
-        launchGatherLast(buf(op.a), activationSpecs_[op.a].cols * dtypeSize(activationSpecs_[op.a].dtype),
-                         meta + L.queryStart, S, buf(op.c), stream_);
-        break;
-      case OpKind::Sample:
-        break;  // sampling runs after the (possibly captured) forward pass
-    }
-  }
-}
-
+// A step is three jobs: pack its metadata on the host and copy it over (step_inputs.cc), run or
+// replay the forward pass (step_run.cc), and sample (step_sampling.cc).
 StepResult Model::forward(const StepInput& in) {
   if (!failed_.empty()) throw CudaError("the CUDA backend failed earlier and cannot continue: " + failed_);
-  validate(in);
+  validateStep(in, config_.vocabSize, numPages_, pageSize_);
   useDevice();
   try {
     const int S = int(in.kvLens.size());
-    const int T = int(in.tokenIds.size());
-    const bool decode = T == S;
-    const int bucket = graphCapture_ && decode ? bucketFor(S) : -1;
-    const int Tr = bucket > 0 ? bucket : T;  // rows the forward pass runs (padded to the bucket)
-    const int Sr = bucket > 0 ? bucket : S;
-    const int tileQueries = attentionTileQueries(config_.numHeads, config_.numKvHeads);
-
-    int maxTopK = 0;
-    bool wantLogprobs = false;
-    int sortRows = 0;
-    for (int s = 0; s < S; s++) {
-      maxTopK = std::max(maxTopK, in.logprobs[s]);
-      wantLogprobs = wantLogprobs || in.logprobs[s] >= 0;
-      if (in.temperature[s] > 0.f || in.logprobs[s] > 0) sortRows = s + 1;
-    }
-    ensureCapacity(Tr, Sr, int(in.pageTable.size()), maxTopK, sortRows > 0 ? S : 0);
-
-    // Step metadata, padded rows included: padding reads token 0 at position 0, writes no KV and
-    // attends over nothing.
-    const Layout& L = *layout_;
-    int* host = static_cast<int*>(metaHost_.ptr);
-    float* hostF = static_cast<float*>(metaHost_.ptr);
-    for (int t = 0; t < Tr; t++) {
-      host[L.tokens + t] = t < T ? in.tokenIds[t] : 0;
-      host[L.positions + t] = t < T ? in.positions[t] : 0;
-      host[L.slots + t] = t < T ? in.slotMapping[t] : -1;
-    }
-    for (int s = 0; s <= Sr; s++) {
-      host[L.queryStart + s] = s <= S ? in.queryStart[s] : in.queryStart[S] + (s - S);
-      host[L.pageTableStart + s] = s <= S ? in.pageTableStart[s] : in.pageTableStart[S];
-    }
-    int maxRange = 0;
-    for (int s = 0; s < Sr; s++) {
-      host[L.kvLens + s] = s < S ? in.kvLens[s] : 0;
-      if (s < S) maxRange = std::max(maxRange, in.kvLens[s]);
-    }
-    int numTiles = 0;
-    for (int s = 0; s < Sr; s++) {
-      const int count = host[L.queryStart + s + 1] - host[L.queryStart + s];
-      for (int j0 = 0; j0 < count; j0 += tileQueries) {
-        host[L.tiles + 2 * numTiles] = s;
-        host[L.tiles + 2 * numTiles + 1] = j0;
-        numTiles++;
-      }
-    }
-    for (int s = 0; s < S; s++) {
-      hostF[L.temperature + s] = in.temperature[s];
-      hostF[L.topP + s] = in.topP[s];
-      hostF[L.minP + s] = in.minP[s];
-      hostF[L.random + s] = in.random[s];
-      host[L.topK + s] = in.topK[s];
-      host[L.logprobs + s] = in.logprobs[s];
-      const bool sorts = in.temperature[s] > 0.f || in.logprobs[s] > 0;
-      host[L.segBegin + s] = s * config_.vocabSize;
-      host[L.segEnd + s] = sorts ? (s + 1) * config_.vocabSize : s * config_.vocabSize;
-    }
-    std::memcpy(host + L.pageTable, in.pageTable.data(), in.pageTable.size() * sizeof(int));
-    CUDA_CHECK(cudaMemcpyAsync(meta_.ptr, metaHost_.ptr, (L.pageTable + in.pageTable.size()) * sizeof(int),
-                               cudaMemcpyHostToDevice, stream_));
-
-    if (bucket > 0) {
-      const int splits = chooseSplits(Sr, 0, Tr, true);
-      auto graph = graphs_.find(bucket);
-      if (graph != graphs_.end()) {
-        CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
-      } else {
-        // First step of this bucket: run it directly (which also settles cuBLASLt's choices),
-        // then record the same launches for the next steps.
-        runOps(Tr, Sr, numTiles, splits);
-        cudaGraph_t captured = nullptr;
-        CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-        try {
-          runOps(Tr, Sr, numTiles, splits);
-        } catch (...) {
-          cudaStreamEndCapture(stream_, &captured);
-          if (captured) cudaGraphDestroy(captured);
-          throw;
-        }
-        CUDA_CHECK(cudaStreamEndCapture(stream_, &captured));
-        cudaGraphExec_t exec = nullptr;
-        const cudaError_t status = cudaGraphInstantiate(&exec, captured, 0);
-        cudaGraphDestroy(captured);
-        checkCuda(status, "cudaGraphInstantiate");
-        graphs_[bucket] = exec;
-      }
-    } else {
-      runOps(T, S, numTiles, chooseSplits(numTiles, maxRange, T, false));
-    }
-
-    // Sampling over the real sequences.
-    SamplingArgs sa{};
-    sa.logits = static_cast<float*>(activations_[logitsBuffer_].ptr);
-    sa.numSeqs = S;
-    sa.vocab = config_.vocabSize;
-    int* meta = static_cast<int*>(meta_.ptr);
-    sa.temperature = reinterpret_cast<const float*>(meta + L.temperature);
-    sa.topP = reinterpret_cast<const float*>(meta + L.topP);
-    sa.minP = reinterpret_cast<const float*>(meta + L.minP);
-    sa.random = reinterpret_cast<const float*>(meta + L.random);
-    sa.topK = meta + L.topK;
-    sa.logprobsK = meta + L.logprobs;
-    if (in.hasPenalties) {
-      const size_t ids = in.penaltyIds.size();
-      const size_t words = 3 * size_t(S) + (S + 1) + 2 * ids;
-      std::vector<int> packed(words);
-      std::memcpy(packed.data(), in.repetition.data(), S * 4);
-      std::memcpy(packed.data() + S, in.frequency.data(), S * 4);
-      std::memcpy(packed.data() + 2 * S, in.presence.data(), S * 4);
-      std::memcpy(packed.data() + 3 * S, in.penaltyStart.data(), (S + 1) * 4);
-      std::memcpy(packed.data() + 4 * S + 1, in.penaltyIds.data(), ids * 4);
-      std::memcpy(packed.data() + 4 * S + 1 + ids, in.penaltyCounts.data(), ids * 4);
-      penalties_.reserve(words * 4);
-      CUDA_CHECK(cudaMemcpyAsync(penalties_.ptr, packed.data(), words * 4, cudaMemcpyHostToDevice, stream_));
-      int* p = static_cast<int*>(penalties_.ptr);
-      sa.repetition = reinterpret_cast<const float*>(p);
-      sa.frequency = reinterpret_cast<const float*>(p + S);
-      sa.presence = reinterpret_cast<const float*>(p + 2 * S);
-      sa.penaltyStart = p + 3 * S;
-      sa.penaltyIds = p + 4 * S + 1;
-      sa.penaltyCounts = p + 4 * S + 1 + ids;
-      // The copy reads `packed`, which dies with this scope: wait for it.
-      CUDA_CHECK(cudaStreamSynchronize(stream_));
-    }
-    sa.needSort = sortRows > 0;
-    sa.segBegin = meta + L.segBegin;
-    sa.segEnd = meta + L.segEnd;
-    if (sa.needSort) {
-      const size_t bytes = samplingSortTempBytes(S, config_.vocabSize);
-      sortTemp_.reserve(bytes);
-      sa.sortedValues = static_cast<float*>(sortedValues_.ptr);
-      sa.sortedIds = static_cast<int*>(sortedIds_.ptr);
-      sa.iotaIds = static_cast<int*>(iotaIds_.ptr);
-      sa.sortTemp = sortTemp_.ptr;
-      sa.sortTempBytes = bytes;
-    }
-    sa.maxTopK = maxTopK;
-    int* out = static_cast<int*>(outputs_.ptr);
-    sa.tokens = out;
-    sa.logprobs = wantLogprobs ? reinterpret_cast<float*>(out + S) : nullptr;
-    sa.topIds = out + 2 * S;
-    sa.topLogprobs = reinterpret_cast<float*>(out + 2 * S + size_t(S) * maxTopK);
-    sa.rowLse = reinterpret_cast<float*>(out + 2 * S + 2 * size_t(S) * maxTopK);
-    launchSampling(sa, stream_);
-
-    const size_t outWords = 2 * size_t(S) + 2 * size_t(S) * maxTopK;
-    CUDA_CHECK(cudaMemcpyAsync(outputsHost_.ptr, outputs_.ptr, outWords * 4, cudaMemcpyDeviceToHost, stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
-
-    const int* h = static_cast<const int*>(outputsHost_.ptr);
-    StepResult r;
-    r.tokens.assign(h, h + S);
-    r.hasLogprobs = wantLogprobs;
-    if (wantLogprobs) r.logprobs.assign(reinterpret_cast<const float*>(h + S), reinterpret_cast<const float*>(h + 2 * S));
-    r.topK = maxTopK;
-    if (maxTopK > 0) {
-      r.topIds.assign(h + 2 * S, h + 2 * S + size_t(S) * maxTopK);
-      const float* top = reinterpret_cast<const float*>(h + 2 * S + size_t(S) * maxTopK);
-      r.topLogprobs.assign(top, top + size_t(S) * maxTopK);
-    }
-    return r;
+    const bool decode = int(in.tokenIds.size()) == S;
+    const StepShape shape = shapeStep(in, graphCapture_ && decode ? bucketFor(S) : -1);
+    ensureCapacity(shape.rowTokens, shape.rowSeqs, int(in.pageTable.size()), shape.maxTopK,
+                   shape.sortRows > 0 ? S : 0);
+    const PackedStep packed = packStep(in, shape, *layout_, config_.vocabSize,
+                                       attentionTileQueries(config_.numHeads, config_.numKvHeads), metaHost_.ptr);
+    CUDA_CHECK(cudaMemcpyAsync(meta_.ptr, metaHost_.ptr, packed.words * sizeof(int), cudaMemcpyHostToDevice, stream_));
+    runStep(shape, packed);
+    return sample(in, shape);
   } catch (const CudaError& e) {
     // Allocation failures leave the context usable; anything else (a fault in a kernel) does not.
     const std::string message = e.what();

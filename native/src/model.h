@@ -1,5 +1,7 @@
 // The model on one CUDA device: BF16 weights, the paged KV cache, activation buffers, the compiled
 // op list of src/model/graph.ts, CUDA graphs of decode steps per batch-size bucket, and sampling.
+// model.cc holds setup and the step's outline; step_inputs.cc packs a step's metadata,
+// step_run.cc runs or replays its forward pass, step_sampling.cc samples.
 // Not thread-safe by itself: the addon serializes calls (one step at a time, off the JS thread).
 #pragma once
 #include <cuda_runtime.h>
@@ -12,9 +14,15 @@
 #include <vector>
 
 #include "cublaslt.h"
+#include "device_buffer.h"
 #include "kernels.h"
+#include "step_inputs.h"
 
 namespace sluice {
+
+/** Attention work splits per tile, and the largest decode batch with a CUDA graph. */
+constexpr int kMaxSplits = 16;
+constexpr int kMaxGraphBatch = 256;
 
 enum class OpKind : int {
   Embedding = 0,
@@ -52,15 +60,6 @@ struct ModelConfig {
   std::vector<double> invFreq;
 };
 
-struct StepInput {
-  std::vector<int> tokenIds, positions, queryStart, kvLens, pageTable, pageTableStart, slotMapping;
-  std::vector<float> temperature, topP, minP, random;
-  std::vector<int> topK, logprobs;
-  bool hasPenalties = false;
-  std::vector<float> repetition, frequency, presence;
-  std::vector<int> penaltyStart, penaltyIds, penaltyCounts;
-};
-
 struct StepResult {
   std::vector<int> tokens;
   bool hasLogprobs = false;
@@ -68,22 +67,6 @@ struct StepResult {
   int topK = 0;
   std::vector<int> topIds;
   std::vector<float> topLogprobs;
-};
-
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  void reserve(size_t want);  // grows (contents lost), never shrinks
-  void release();
-  ~DeviceBuffer() { release(); }
-};
-
-struct PinnedBuffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  void reserve(size_t want);
-  void release();
-  ~PinnedBuffer() { release(); }
 };
 
 class Model {
@@ -108,16 +91,18 @@ class Model {
   std::mutex& lock() { return mutex_; }
 
  private:
-  struct Layout;  // offsets of the step metadata inside one device buffer
   void useDevice() const;
   void ensureCapacity(int tokens, int seqs, int pageEntries, int maxTopK, int sortRows);
   void allocateActivations();
   void dropGraphs();
-  void validate(const StepInput& in) const;
+  // step_run.cc: the forward pass, replayed from a captured graph when the shape has a bucket.
+  void runStep(const StepShape& shape, const PackedStep& packed);
   int chooseSplits(int numTiles, int maxRange, int tokens, bool forGraph) const;
   void runOps(int tokens, int seqs, int numTiles, int splits);
   void gemm(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k);
   int bucketFor(int seqs) const;
+  // step_sampling.cc: next tokens (and log-probs) of the real sequences, read back to the host.
+  StepResult sample(const StepInput& in, const StepShape& shape);
 
   int device_;
   bool graphCapture_;
@@ -142,7 +127,7 @@ class Model {
 
   // Capacities (rows) of the activation and metadata buffers; growing them drops captured graphs.
   int capTokens_ = 0, capSeqs_ = 0, capPageEntries_ = 0, capTopK_ = 0, capSortRows_ = 0;
-  std::unique_ptr<Layout> layout_;
+  std::unique_ptr<StepLayout> layout_;  // offsets of the step metadata in meta_
   DeviceBuffer meta_;
   PinnedBuffer metaHost_;
   DeviceBuffer partialO_, partialML_;
