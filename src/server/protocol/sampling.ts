@@ -1,5 +1,5 @@
 import type { SamplingParams } from '../../engine/types.js';
-import { invalidParam } from '../http/errors.js';
+import { InvalidRequestError } from '../../engine/errors.js';
 
 /**
  * The OpenAI-style fields both /v1/completions and /v1/chat/completions accept (and SGLang's
@@ -28,11 +28,11 @@ export interface OpenAiSamplingFields {
 
 export function toSamplingParams(body: OpenAiSamplingFields, maxNewTokens: number, logprobs: number | null): Partial<SamplingParams> {
   if (body.best_of != null && body.best_of !== (body.n ?? 1)) {
-    throw invalidParam('best_of', `best_of (${body.best_of}) different from n (${body.n ?? 1}) is not supported.`);
+    throw new InvalidRequestError(`best_of (${body.best_of}) different from n (${body.n ?? 1}) is not supported.`, 'best_of');
   }
-  if (body.min_tokens) throw invalidParam('min_tokens', 'min_tokens is not supported.');
-  if (body.include_stop_str_in_output) throw invalidParam('include_stop_str_in_output', 'include_stop_str_in_output is not supported.');
-  if (body.logit_bias && Object.keys(body.logit_bias).length > 0) throw invalidParam('logit_bias', 'logit_bias is not supported.');
+  if (body.min_tokens) throw new InvalidRequestError('min_tokens is not supported.', 'min_tokens');
+  if (body.include_stop_str_in_output) throw new InvalidRequestError('include_stop_str_in_output is not supported.', 'include_stop_str_in_output');
+  if (body.logit_bias && Object.keys(body.logit_bias).length > 0) throw new InvalidRequestError('logit_bias is not supported.', 'logit_bias');
   const given = <T>(value: T | null | undefined): T | undefined => value ?? undefined;
   return {
     maxNewTokens,
