@@ -48,3 +48,19 @@ fn matvecReduce(acc: array<f32, MATVEC_MAX_ROWS>, lid: u32, threadsPerOutput: u3
   }
   return matvecPartial[lid];
 }
+
+// Sum of `value` over a workgroup of SUM_WG threads (lid = local_invocation_index), returned to
+// every thread. Call from uniform control flow.
+const SUM_WG: u32 = 256u;
+var<workgroup> sumScratch: array<f32, SUM_WG>;
+var<workgroup> sumTotal: f32;
+fn workgroupSum(value: f32, lid: u32) -> f32 {
+  sumScratch[lid] = value;
+  workgroupBarrier();
+  for (var width = SUM_WG / 2u; width > 0u; width >>= 1u) {
+    if (lid < width) { sumScratch[lid] += sumScratch[lid + width]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { sumTotal = sumScratch[0]; }
+  return workgroupUniformLoad(&sumTotal);
+}

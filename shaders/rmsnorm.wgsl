@@ -7,16 +7,14 @@ struct Params { cols: u32, rowsKind: u32, eps: f32, pad: u32 }
 @group(0) @binding(4) var<storage, read> weight: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-var<workgroup> partial: array<f32, 256>;
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(SUM_WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let row = flatWorkgroup(wid, nwg);
   if (row >= rowsOf(params.rowsKind)) { return; }
   let cols = params.cols;
   let base = row * cols;
   var sum = 0.0;
-  for (var c = lid; c < cols; c += 256u) {
+  for (var c = lid; c < cols; c += SUM_WG) {
     var v = x[base + c];
     if (HAS_RESIDUAL) {
       v += residual[base + c];
@@ -24,14 +22,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     }
     sum += v * v;
   }
-  partial[lid] = sum;
-  workgroupBarrier();
-  for (var width = 128u; width > 0u; width >>= 1u) {
-    if (lid < width) { partial[lid] += partial[lid + width]; }
-    workgroupBarrier();
-  }
-  let scale = inverseSqrt(partial[0] / f32(cols) + params.eps);
-  for (var c = lid; c < cols; c += 256u) {
+  let scale = inverseSqrt(workgroupSum(sum, lid) / f32(cols) + params.eps);
+  for (var c = lid; c < cols; c += SUM_WG) {
     out[base + c] = x[base + c] * scale * weight[c];
   }
 }

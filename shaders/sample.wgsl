@@ -8,7 +8,7 @@
 //
 // out (u32): tokens[S] | logprobs[S] (f32 bits) | topIds[S * K] | topLogprobs[S * K] (f32 bits),
 // K = step.topLogprobs.
-const WG: u32 = 256u;
+const WG: u32 = SUM_WG;
 struct Params { vocab: u32, idBits: u32, pad0: u32, pad1: u32 }
 struct SeqSampling { temperature: f32, topP: f32, topK: i32, minP: f32, random: f32, logprobs: i32, pad0: u32, pad1: u32 }
 @group(0) @binding(1) var<uniform> params: Params;
@@ -16,12 +16,10 @@ struct SeqSampling { temperature: f32, topP: f32, topK: i32, minP: f32, random: 
 @group(0) @binding(3) var<storage, read> seqs: array<SeqSampling>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
 
-var<workgroup> sums: array<f32, WG>;
 var<workgroup> keysHi: array<u32, WG>;
 var<workgroup> keysLo: array<u32, WG>;
 var<workgroup> resultHi: u32;
 var<workgroup> resultLo: u32;
-var<workgroup> resultSum: f32;
 
 struct Key { hi: u32, lo: u32 }
 
@@ -82,14 +80,7 @@ fn sumFrom(rowBase: u32, lid: u32, at: Key, f: Filter) -> f32 {
       if (p >= f.minP) { total += select(1.0, p, f.weighted); }
     }
   }
-  sums[lid] = total;
-  workgroupBarrier();
-  for (var width = WG / 2u; width > 0u; width >>= 1u) {
-    if (lid < width) { sums[lid] += sums[lid + width]; }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { resultSum = sums[0]; }
-  return workgroupUniformLoad(&resultSum);
+  return workgroupSum(total, lid);
 }
 
 // The largest key whose sumFrom exceeds (strict) or reaches `goal`: the cut-off token of a
