@@ -92,7 +92,7 @@ export class CpuBackend implements Backend {
       read: (name) => (name === embeddingOp.table ? Promise.resolve(this.embedding.table) : weights.read(name)),
       close: () => weights.close(),
     };
-    for (const segment of planSegments(config, this.format, this.options.segmentBytes ?? defaultSegmentBytes)) {
+    for (const segment of planSegments(model.graph, this.format, this.options.segmentBytes ?? defaultSegmentBytes)) {
       const bytes = await buildSegmentModel(config, model.graph, source, segment, this.format);
       const { carriedOut } = segmentOps(model.graph, segment);
       this.sessions.push({ segment, carriedOut, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
@@ -282,29 +282,30 @@ export function pickWeightFormat(requested: WeightFormat | undefined, dtype: Wei
 }
 
 /** Splits the layers into runs of at most `maxBytes` of stored weights; the last one also holds the lm-head. */
-export function planSegments(config: LlamaConfig, format: WeightFormat, maxBytes: number): Segment[] {
-  const { hiddenSize: h, numHeads, numKvHeads, headDim: hd, intermediateSize: inter } = config;
-  const layerBytes =
-    storedBytes((numHeads + 2 * numKvHeads) * hd, h, format) +
-    storedBytes(h, numHeads * hd, format) +
-    storedBytes(2 * inter, h, format) +
-    storedBytes(h, inter, format);
-  const headBytes = storedBytes(config.vocabSize, h, format);
+export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: number): Segment[] {
+  const numLayers = graph.layerStart.length - 1;
+  /** Stored bytes of the linear ops in ops[from, to). */
+  const linearBytes = (from: number, to: number) =>
+    graph.ops
+      .slice(from, to)
+      .reduce((sum, op) => (op.op === 'linear' ? sum + storedBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols, format) : sum), 0);
+  const layerBytes = (l: number) => linearBytes(graph.layerStart[l]!, graph.layerStart[l + 1]!);
+  const headBytes = linearBytes(graph.layerStart[numLayers]!, graph.ops.length);
   const segments: Segment[] = [];
   let first = 0;
   let bytes = 0;
-  for (let l = 0; l < config.numLayers; l++) {
-    if (l > first && bytes + layerBytes > maxBytes) {
+  for (let l = 0; l < numLayers; l++) {
+    if (l > first && bytes + layerBytes(l) > maxBytes) {
       segments.push({ firstLayer: first, endLayer: l, withHead: false });
       first = l;
       bytes = 0;
     }
-    bytes += layerBytes;
+    bytes += layerBytes(l);
   }
-  if (bytes + headBytes > maxBytes && first < config.numLayers) {
-    segments.push({ firstLayer: first, endLayer: config.numLayers, withHead: false });
-    first = config.numLayers;
+  if (bytes + headBytes > maxBytes && first < numLayers) {
+    segments.push({ firstLayer: first, endLayer: numLayers, withHead: false });
+    first = numLayers;
   }
-  segments.push({ firstLayer: first, endLayer: config.numLayers, withHead: true });
+  segments.push({ firstLayer: first, endLayer: numLayers, withHead: true });
   return segments;
 }

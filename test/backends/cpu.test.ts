@@ -145,9 +145,9 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
 
   it('splits layers into segments by stored weight bytes', () => {
     const config = presets['llama-3.2-1b']!;
-    const one = planSegments(config, 'q8', 2 ** 31);
+    const one = planSegments(buildLlamaGraph(config), 'q8', 2 ** 31);
     expect(one).toEqual([{ firstLayer: 0, endLayer: 16, withHead: true }]);
-    const several = planSegments(config, 'f32', 2 ** 30);
+    const several = planSegments(buildLlamaGraph(config), 'f32', 2 ** 30);
     expect(several.at(-1)!.withHead).toBe(true);
     expect(several.every((s, i) => i === 0 || s.firstLayer === several[i - 1]!.endLayer)).toBe(true);
     expect(several.at(-1)!.endLayer).toBe(16);
