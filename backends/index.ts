@@ -1,44 +1,52 @@
-import type { Backend, BackendName, BackendOptions } from '../src/engine/backend.js';
+import type { Backend, BackendDescriptor, BackendOptions } from '../src/engine/backend.js';
 import { BackendUnavailableError, UserError } from '../src/errors.js';
-
-export const backendNames: BackendName[] = ['ref', 'cpu', 'webgpu', 'cuda'];
+import { cpuBackend } from './cpu/index.js';
+import { cudaBackend } from './cuda/index.js';
+import { refBackend } from './ref/index.js';
+import { webgpuBackend } from './webgpu/index.js';
 
 /**
- * Creates a backend by name. Each is imported on demand so a backend whose native parts are
- * missing on this machine never stops the others from loading.
+ * Every backend, written once: the CLI's --backend choices, its help text, the unknown-backend
+ * error and the BackendName type come from this list. Native parts (onnxruntime, Dawn, the CUDA
+ * addon) load only in create(), so one missing on this machine never stops the others.
  */
-export async function createBackend(name: BackendName | 'auto', options: BackendOptions = {}): Promise<Backend> {
-  if (name === 'auto') return pickAutoBackend(options);
-  switch (name) {
-    case 'ref': {
-      const { RefBackend } = await import('./ref/ref-backend.js');
-      return new RefBackend();
-    }
-    case 'cpu':
-    case 'webgpu':
-    case 'cuda': {
-      const modulePath = `./${name}/index.js`;
-      let mod: { create(options: BackendOptions): Promise<Backend> };
-      try {
-        mod = await import(modulePath);
-      } catch (e) {
-        throw new BackendUnavailableError(`backend ${name} is not available in this build: ${(e as Error).message}`);
-      }
-      return mod.create(options);
-    }
-    default:
-      throw new UserError(`unknown backend "${name}" (auto, ${backendNames.join(', ')})`);
-  }
+export const backends = [refBackend, cpuBackend, webgpuBackend, cudaBackend] as const satisfies readonly BackendDescriptor[];
+
+export type BackendName = (typeof backends)[number]['name'];
+
+export const backendNames: BackendName[] = backends.map((b) => b.name);
+
+/** What `auto` tries, in order: the first one available here. */
+export const autoOrder: readonly BackendName[] = ['cuda', 'cpu', 'ref'];
+
+/** `auto` and every registered name, for --backend. */
+export const backendChoices: string[] = ['auto', ...backendNames];
+
+/** One line per choice, for --help. */
+export function backendHelp(): string {
+  return [`auto: the first available of ${autoOrder.join(', ')}`, ...backends.map((b) => `${b.name}: ${b.summary}`)].join('; ');
 }
 
-/** The fastest backend usable here: cuda, then cpu, then ref (webgpu only when asked for: it is the development backend). */
+export function isBackendName(name: string): name is BackendName {
+  return (backendNames as string[]).includes(name);
+}
+
+/** Creates a backend by name (or `auto`); UserError listing the choices for an unknown name. */
+export async function createBackend(name: string, options: BackendOptions = {}): Promise<Backend> {
+  if (name === 'auto') return pickAutoBackend(options);
+  const descriptor = backends.find((b) => b.name === name);
+  if (!descriptor) throw new UserError(`unknown backend "${name}" (choose one of ${backendChoices.join(', ')})`);
+  return descriptor.create(options);
+}
+
+/** The fastest backend usable here, in autoOrder; webgpu only when asked for (it is the development backend). */
 export async function pickAutoBackend(options: BackendOptions = {}): Promise<Backend> {
-  for (const name of ['cuda', 'cpu'] as const) {
+  for (const name of autoOrder.slice(0, -1)) {
     try {
       return await createBackend(name, options);
     } catch (e) {
       if (!(e instanceof BackendUnavailableError)) throw e;
     }
   }
-  return createBackend('ref', options);
+  return createBackend(autoOrder.at(-1)!, options);
 }

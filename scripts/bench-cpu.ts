@@ -117,7 +117,7 @@ async function timedRequest(engine: LlmEngine, prompt: number[], maxNewTokens: n
 async function startSluice(model: LoadedModel): Promise<Contender> {
   const pageSize = 16;
   const started = performance.now();
-  const backend = await createCpuBackend({ threads: settings.threads, weightFormat: args['weight-format'] as WeightFormat | undefined });
+  const backend = await createCpuBackend({ threads: settings.threads, cpuWeights: args['weight-format'] as WeightFormat | undefined });
   const longest = Math.max(settings.prefill, decodePrompt + settings.decodeTokens, settings.streamPrompt + settings.streamTokens);
   const maxStreams = Math.max(1, ...settings.streams);
   const maxTotalTokens = maxStreams * pageSize * Math.ceil((longest + 1) / pageSize);

@@ -1,13 +1,15 @@
 import { availableParallelism } from 'node:os';
 import type * as Ort from 'onnxruntime-node';
-import type { Backend, BackendOptions, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import { validateForwardBatch } from '../../src/engine/forward-batch.js';
+import { hostKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
 import type { LlamaGraph } from '../../src/model/graph.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../shared/host-sampler.js';
 import type { WeightSource } from '../../src/model/weights.js';
-import { UserError } from '../../src/errors.js';
+import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { storedBytes, type WeightFormat } from './linear-weights.js';
 import { attentionGroups, buildSegmentModel, segmentOps, stepInputs, stepOutputs, type Segment } from './segment-graph.js';
@@ -15,8 +17,6 @@ import { attentionGroups, buildSegmentModel, segmentOps, stepInputs, stepOutputs
 export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
 
 export interface CpuBackendOptions extends BackendOptions {
-  /** Default: f32 for f32 checkpoints, q8 for BF16/F16 ones (env SLUICE_CPU_WEIGHTS overrides). */
-  weightFormat?: WeightFormat;
   /** Upper bound on the weight bytes compiled into one ORT session (one run each per step). */
   segmentBytes?: number;
 }
@@ -61,7 +61,7 @@ export class CpuBackend implements Backend {
   /** Says how the weights run once they are loaded: 8-bit weights change the model's numerics. */
   get description(): string {
     if (this.format === undefined) return this.runtime;
-    const weights = this.format === 'q8' ? `8-bit weights (q8, quantized from ${this.config.dtype}; SLUICE_CPU_WEIGHTS=f32 for exact)` : 'f32 weights';
+    const weights = this.format === 'q8' ? `8-bit weights (q8, quantized from ${this.config.dtype}; f32 weights run exact)` : 'f32 weights';
     return `${this.runtime}, ${weights}`;
   }
 
@@ -69,9 +69,9 @@ export class CpuBackend implements Backend {
     const { config, weights } = model;
     this.config = config;
     this.invFreq = ropeInverseFrequencies(config);
-    this.format = pickWeightFormat(this.options.weightFormat, config.dtype);
+    this.format = this.options.cpuWeights ?? (config.dtype === 'f32' ? 'f32' : 'q8');
     const embeddingOp = model.graph.ops.find((op) => op.op === 'embedding');
-    if (!embeddingOp) throw new Error('cpu backend: the graph has no embedding op');
+    if (!embeddingOp) throw new BackendError(this.name, 'the graph has no embedding op');
     const embedInfo = weights.info(embeddingOp.table)!;
     this.embedding = { table: await weights.read(embeddingOp.table), dtype: embedInfo.dtype, out: embeddingOp.out };
     this.graph = model.graph;
@@ -99,12 +99,8 @@ export class CpuBackend implements Backend {
     }
   }
 
-  memory(): null {
-    return null;
-  }
-
-  kvBytesPerToken(): number {
-    return 2 * this.config.numLayers * this.config.numKvHeads * this.config.headDim * 4;
+  kvCapacity(budget: KvBudget): number {
+    return hostKvCapacity(kvBytesPerToken(this.config, 4), budget);
   }
 
   async allocateKvCache(spec: KvCacheSpec): Promise<void> {
@@ -118,7 +114,7 @@ export class CpuBackend implements Backend {
   async forward(batch: ForwardBatch): Promise<StepOutput> {
     this.validate(batch);
     // Steps share the reused output buffers, so they must not overlap.
-    if (this.stepInFlight) throw new Error('cpu backend: forward() called while another step is running');
+    if (this.stepInFlight) throw new BackendError(this.name, 'forward() called while another step is running');
     this.stepInFlight = true;
     try {
       return await this.step(batch);
@@ -207,15 +203,9 @@ export class CpuBackend implements Backend {
   }
 
   private validate(batch: ForwardBatch): void {
-    if (this.sessions.length === 0) throw new Error('cpu backend: forward() before load()');
-    if (this.numSlots === 0) throw new Error('cpu backend: forward() before allocateKvCache()');
-    const vocab = this.config.vocabSize;
-    for (const id of batch.tokenIds) {
-      if (id < 0 || id >= vocab) throw new UserError(`token id ${id} is outside the vocabulary (0..${vocab - 1})`);
-    }
-    for (const slot of batch.slotMapping) {
-      if (slot < 0 || slot >= this.numSlots) throw new Error(`cpu backend: KV slot ${slot} is outside the cache (${this.numSlots} slots)`);
-    }
+    if (this.sessions.length === 0) throw new BackendError(this.name, 'forward() before load()');
+    if (this.numSlots === 0) throw new BackendError(this.name, 'forward() before allocateKvCache()');
+    validateForwardBatch(this.name, batch, { vocabSize: this.config.vocabSize, numPages: this.numSlots / this.pageSize, pageSize: this.pageSize });
   }
 
   private embed(tokenIds: Int32Array, out: Float32Array): Float32Array {
@@ -271,14 +261,6 @@ class ReusedBuffers {
     }
     return array.subarray(0, length);
   }
-}
-
-export function pickWeightFormat(requested: WeightFormat | undefined, dtype: WeightDType): WeightFormat {
-  const fromEnv = process.env.SLUICE_CPU_WEIGHTS;
-  if (fromEnv !== undefined && fromEnv !== 'f32' && fromEnv !== 'q8') {
-    throw new UserError(`SLUICE_CPU_WEIGHTS must be "f32" or "q8", got ${JSON.stringify(fromEnv)}`);
-  }
-  return requested ?? (fromEnv as WeightFormat | undefined) ?? (dtype === 'f32' ? 'f32' : 'q8');
 }
 
 /** Splits the layers into runs of at most `maxBytes` of stored weights; the last one also holds the lm-head. */

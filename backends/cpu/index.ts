@@ -1,4 +1,4 @@
-import type { Backend } from '../../src/engine/backend.js';
+import type { Backend, BackendDescriptor } from '../../src/engine/backend.js';
 import { BackendUnavailableError } from '../../src/errors.js';
 import { CpuBackend, type CpuBackendOptions, type OrtModule } from './cpu-backend.js';
 
@@ -12,7 +12,13 @@ export async function create(options: CpuBackendOptions = {}): Promise<Backend> 
     ort = mod.default ?? mod;
     if (typeof ort.InferenceSession?.create !== 'function') throw new Error('no InferenceSession in the module');
   } catch (e) {
-    throw new BackendUnavailableError(`backend cpu: onnxruntime-node cannot load here (${(e as Error).message})`);
+    throw new BackendUnavailableError('cpu', `onnxruntime-node cannot load (${(e as Error).message})`);
   }
   return new CpuBackend(ort, options);
 }
+
+export const cpuBackend = {
+  name: 'cpu',
+  summary: 'onnxruntime-node on the CPU cores; BF16/F16 checkpoints run as 8-bit weights by default',
+  create,
+} as const satisfies BackendDescriptor<'cpu'>;

@@ -1,7 +1,9 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, BackendOptions, ForwardBatch, KvCacheSpec, MemoryInfo, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import { validateForwardBatch } from '../../src/engine/forward-batch.js';
+import { deviceKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
+import { BackendError } from '../../src/errors.js';
 import type { LlamaConfig } from '../../src/model/config.js';
-import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { compileGraph, nativeConfig, weightShapeOf, type CompiledGraph } from './compile.js';
 import type { CudaAddon, NativeModel } from './native.js';
@@ -18,6 +20,7 @@ export class CudaBackend implements Backend {
   private model: NativeModel;
   private config: LlamaConfig | null = null;
   private compiled: CompiledGraph | null = null;
+  private kvSpec: KvCacheSpec | null = null;
 
   constructor(
     addon: CudaAddon,
@@ -42,14 +45,13 @@ export class CudaBackend implements Backend {
   async load(spec: ModelSpec): Promise<void> {
     const compiled = compileGraph(spec.graph, weightShapeOf(spec.weights));
     this.model.configure(nativeConfig(spec.config, compiled, ropeInverseFrequencies(spec.config)));
-    // Dummy weights are generated on the device by the same hash as the host generator: the 8B
-    // preset loads in seconds instead of hashing 8e9 elements in JavaScript.
-    const dummy = spec.weights instanceof DummyWeights ? spec.weights : null;
+    // Weights the source can describe (dummy ones) are generated on the device by the same hash
+    // as the host generator: the 8B preset loads in seconds instead of hashing 8e9 elements in JavaScript.
     for (let id = 0; id < compiled.weights.length; id++) {
       const name = compiled.weights[id]!.name;
-      if (dummy) {
-        const d = dummy.distribution(name);
-        this.model.dummyWeight(id, d.key, d.halfRange, d.offset);
+      const recipe = spec.weights.deviceRecipe?.(name) ?? null;
+      if (recipe?.kind === 'hash-uniform') {
+        this.model.dummyWeight(id, recipe.key, recipe.halfRange, recipe.offset);
       } else {
         const info = spec.weights.info(name)!;
         this.model.setWeight(id, await spec.weights.read(name), dtypeCode[info.dtype]);
@@ -60,22 +62,21 @@ export class CudaBackend implements Backend {
     this.compiled = compiled;
   }
 
-  memory(): MemoryInfo {
-    return this.model.memory();
-  }
-
-  kvBytesPerToken(): number {
-    const c = this.requireConfig();
-    return 2 * c.numLayers * c.numKvHeads * c.headDim * 2;
+  /** BF16 K and V in what memFractionStatic leaves of the device after the weights. */
+  kvCapacity(budget: KvBudget): number {
+    return deviceKvCapacity(this.model.memory(), kvBytesPerToken(this.requireConfig(), 2), budget);
   }
 
   async allocateKvCache(spec: KvCacheSpec): Promise<void> {
     this.requireConfig();
     this.model.allocateKv(spec.numPages, spec.pageSize);
+    this.kvSpec = spec;
   }
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {
-    this.requireConfig();
+    const config = this.requireConfig();
+    if (!this.kvSpec) throw new BackendError(this.name, 'forward() before allocateKvCache()');
+    validateForwardBatch(this.name, batch, { vocabSize: config.vocabSize, ...this.kvSpec });
     const out = await this.model.forward(batch);
     return {
       tokens: out.tokens,
@@ -87,10 +88,11 @@ export class CudaBackend implements Backend {
   async close(): Promise<void> {
     this.model.close();
     this.config = null;
+    this.kvSpec = null;
   }
 
   private requireConfig(): LlamaConfig {
-    if (!this.config) throw new Error('cuda backend: load() a model first');
+    if (!this.config) throw new BackendError(this.name, 'load() a model first');
     return this.config;
   }
 }

@@ -1,5 +1,8 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import { validateForwardBatch } from '../../src/engine/forward-batch.js';
+import { hostKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
+import { BackendError } from '../../src/errors.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { toFloat32 } from '../../src/model/dtype.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
@@ -17,7 +20,7 @@ export class RefBackend implements Backend {
   private invFreq!: Float64Array;
   private kCache: Float32Array[] = [];
   private vCache: Float32Array[] = [];
-  private pageSize = 1;
+  private kvSpec: KvCacheSpec | null = null;
 
   async load(model: ModelSpec): Promise<void> {
     this.config = model.config;
@@ -34,22 +37,20 @@ export class RefBackend implements Backend {
     }
   }
 
-  memory(): null {
-    return null;
-  }
-
-  kvBytesPerToken(): number {
-    return 2 * this.config.numLayers * this.config.numKvHeads * this.config.headDim * 4;
+  kvCapacity(budget: KvBudget): number {
+    return hostKvCapacity(kvBytesPerToken(this.config, 4), budget);
   }
 
   async allocateKvCache(spec: KvCacheSpec): Promise<void> {
     const size = spec.numPages * spec.pageSize * this.config.numKvHeads * this.config.headDim;
-    this.pageSize = spec.pageSize;
+    this.kvSpec = spec;
     this.kCache = Array.from({ length: this.config.numLayers }, () => new Float32Array(size));
     this.vCache = Array.from({ length: this.config.numLayers }, () => new Float32Array(size));
   }
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {
+    if (!this.kvSpec) throw new BackendError(this.name, 'forward() before allocateKvCache()');
+    validateForwardBatch(this.name, batch, { vocabSize: this.config.vocabSize, ...this.kvSpec });
     const numTokens = batch.tokenIds.length;
     const numSeqs = batch.kvLens.length;
     const buffers = new Map<string, Float32Array>();
@@ -94,7 +95,7 @@ export class RefBackend implements Backend {
           buf(op.v),
           this.kCache[op.layer]!,
           this.vCache[op.layer]!,
-          { ...batch, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, pageSize: this.pageSize },
+          { ...batch, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, pageSize: this.kvSpec!.pageSize },
           buf(op.out),
         );
       case 'silu_mul':
@@ -112,5 +113,6 @@ export class RefBackend implements Backend {
     this.weights.clear();
     this.kCache = [];
     this.vCache = [];
+    this.kvSpec = null;
   }
 }

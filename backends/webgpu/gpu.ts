@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { BackendUnavailableError } from '../../src/errors.js';
+import { BackendError, BackendUnavailableError } from '../../src/errors.js';
 
 // WebGPU's usage flags (fixed by the spec), so no globals need installing.
 export const Usage = {
@@ -61,13 +61,14 @@ export class GpuContext {
     try {
       webgpu = await import('webgpu');
     } catch (e) {
-      throw new BackendUnavailableError(`webgpu backend: the webgpu package (Dawn) does not load here: ${(e as Error).message.split('\n')[0]}`);
+      throw new BackendUnavailableError('webgpu', `the webgpu package (Dawn) does not load here: ${(e as Error).message.split('\n')[0]}`);
     }
     const gpu = (dawnInstance ??= webgpu.create([]));
     const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) {
       throw new BackendUnavailableError(
-        'webgpu backend: no WebGPU adapter (no GPU driver; on Debian run scripts/setup/install-vulkan.sh for a software Vulkan driver)',
+        'webgpu',
+        'no WebGPU adapter (no GPU driver; on Debian run scripts/setup/install-vulkan.sh for a software Vulkan driver)',
       );
     }
     const wanted: GPUFeatureName[] = ['shader-f16', 'timestamp-query'];
@@ -86,7 +87,7 @@ export class GpuContext {
         },
       })
       .catch((e: Error) => {
-        throw new BackendUnavailableError(`webgpu backend: the adapter refused a device: ${e.message.split('\n')[0]}`);
+        throw new BackendUnavailableError('webgpu', `the adapter refused a device: ${e.message.split('\n')[0]}`);
       });
     device.addEventListener('uncapturederror', (event) => {
       console.error(`webgpu: ${(event as GPUUncapturedErrorEvent).error.message}`);
@@ -132,7 +133,7 @@ export class GpuContext {
   /** Rejects with the first validation error (a WGSL compile error, a bad binding) raised since the last call. */
   async checkErrors(): Promise<void> {
     const pending = this.pendingErrors.splice(0);
-    for (const error of await Promise.all(pending)) if (error) throw new Error(`webgpu: ${error.message}`);
+    for (const error of await Promise.all(pending)) if (error) throw new BackendError('webgpu', error.message);
   }
 
   buffer(label: string, size: number, usage: number): GPUBuffer {

@@ -19,28 +19,15 @@ export interface PackedStep {
   maxLogprobs: number;
 }
 
-/** Checks a batch against the model and the cache, and packs it. Errors name the offending field. */
-export function packStep(batch: ForwardBatch, vocab: number, numSlots: number, numPages: number): PackedStep {
+/** Packs a batch that validateForwardBatch (src/engine/forward-batch.ts) accepted. */
+export function packStep(batch: ForwardBatch): PackedStep {
   const numTokens = batch.tokenIds.length;
   const numSeqs = batch.kvLens.length;
-  if (batch.positions.length !== numTokens || batch.slotMapping.length !== numTokens) {
-    throw new Error('webgpu: ForwardBatch positions and slotMapping must have one entry per token');
-  }
-  if (batch.queryStart.length !== numSeqs + 1 || batch.pageTableStart.length !== numSeqs + 1) {
-    throw new Error('webgpu: ForwardBatch queryStart and pageTableStart must have S + 1 entries');
-  }
-  if (batch.queryStart[0] !== 0 || batch.queryStart[numSeqs] !== numTokens) {
-    throw new Error('webgpu: ForwardBatch queryStart must run from 0 to the token count');
-  }
-  for (const id of batch.tokenIds) if (id < 0 || id >= vocab) throw new Error(`webgpu: token id ${id} is outside the vocabulary (${vocab})`);
-  for (const slot of batch.slotMapping) if (slot < 0 || slot >= numSlots) throw new Error(`webgpu: KV slot ${slot} is outside the cache (${numSlots} slots)`);
-  for (const page of batch.pageTable) if (page < 0 || page >= numPages) throw new Error(`webgpu: page ${page} is outside the cache (${numPages} pages)`);
 
   const meta = new Int32Array(numTokens + 3 * numSeqs + 2);
   for (let s = 0; s < numSeqs; s++) {
     const first = batch.queryStart[s]!;
     const count = batch.queryStart[s + 1]! - first;
-    if (count < 1 || batch.kvLens[s]! < count) throw new Error(`webgpu: sequence ${s} has ${count} new tokens and a KV length of ${batch.kvLens[s]}`);
     meta.fill(s, first, first + count);
   }
   meta.set(batch.queryStart, numTokens);
@@ -75,10 +62,8 @@ export function packStep(batch: ForwardBatch, vocab: number, numSlots: number, n
       seqPenalties[4 * s + 1] = p.frequency[s]!;
       seqPenalties[4 * s + 2] = p.presence[s]!;
       for (let i = p.tokenStart[s]!; i < p.tokenStart[s + 1]!; i++) {
-        const id = p.tokenIds[i]!;
-        if (id < 0 || id >= vocab) throw new Error(`webgpu: penalized token id ${id} is outside the vocabulary (${vocab})`);
         penaltyEntries[e++] = s;
-        penaltyEntries[e++] = id;
+        penaltyEntries[e++] = p.tokenIds[i]!;
         penaltyEntries[e++] = p.outputCounts[i]!;
       }
     }

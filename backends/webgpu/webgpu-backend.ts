@@ -1,10 +1,11 @@
-import { totalmem } from 'node:os';
-import type { Backend, ForwardBatch, KvCacheSpec, MemoryInfo, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import { validateForwardBatch } from '../../src/engine/forward-batch.js';
+import { hostKvBudgetBytes, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
+import { BackendError, UserError } from '../../src/errors.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { toFloat32 } from '../../src/model/dtype.js';
 import type { LlamaGraph } from '../../src/model/graph.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
-import { UserError } from '../../src/errors.js';
 import { MAP_READ, type GpuContext } from './gpu.js';
 import { encodeStep, sampleOutputWords, type StepShape } from './kernels.js';
 import { CompiledPlan, type Capacity, type ModelOnDevice } from './plan.js';
@@ -38,7 +39,6 @@ export class WebGpuBackend implements Backend {
   private vCache: GPUBuffer[] = [];
   private kvSpec: KvCacheSpec | null = null;
   private plan: CompiledPlan | null = null;
-  private weightBytes = 0;
   private queue: Promise<unknown> = Promise.resolve();
   private profiler: StepProfiler | null = null;
 
@@ -63,9 +63,7 @@ export class WebGpuBackend implements Backend {
       if (info.shape.length === 1) {
         this.vectors.set(name, uploadVector(this.ctx, name, toFloat32(bytes, info.dtype)));
       } else {
-        const matrix = uploadMatrix(this.ctx, name, bytes, info.dtype, info.shape[0]!, info.shape[1]!);
-        this.matrices.set(name, matrix);
-        this.weightBytes += matrix.bytes;
+        this.matrices.set(name, uploadMatrix(this.ctx, name, bytes, info.dtype, info.shape[0]!, info.shape[1]!));
       }
     }
     this.invFreq = uploadVector(this.ctx, 'rope inverse frequencies', Float32Array.from(ropeInverseFrequencies(c)));
@@ -74,20 +72,16 @@ export class WebGpuBackend implements Backend {
   }
 
   /**
-   * WebGPU has no memory query. What is reported sizes the KV pool the engine derives from it:
-   * the host's budget on a software adapter, the largest buffer elsewhere, and never more KV
-   * than one binding per layer holds.
+   * WebGPU has no memory query, so the pool is sized from what is known: the host's KV budget on
+   * a software adapter, else memFractionStatic of the largest buffer the device allows; never
+   * more than one binding per layer holds.
    */
-  memory(): MemoryInfo | null {
+  kvCapacity(budget: KvBudget): number {
+    if (budget.maxTotalTokens !== null) return budget.maxTotalTokens;
     const c = this.config;
     const maxKvTokens = Math.floor(this.ctx.maxBindingBytes / (c.numKvHeads * c.headDim * 4));
-    const budget = this.ctx.isSoftware ? Math.min(2 ** 30, totalmem() / 16) : this.ctx.device.limits.maxBufferSize;
-    const kvRoom = Math.min(budget, maxKvTokens * this.kvBytesPerToken());
-    return { totalBytes: this.weightBytes + kvRoom, freeBytes: kvRoom - this.kvBytes() };
-  }
-
-  kvBytesPerToken(): number {
-    return 2 * this.config.numLayers * this.config.numKvHeads * this.config.headDim * 4;
+    const bytes = this.ctx.isSoftware ? hostKvBudgetBytes : this.ctx.device.limits.maxBufferSize * budget.memFractionStatic;
+    return Math.min(maxKvTokens, Math.floor(bytes / kvBytesPerToken(c, 4)));
   }
 
   async allocateKvCache(spec: KvCacheSpec): Promise<void> {
@@ -95,7 +89,7 @@ export class WebGpuBackend implements Backend {
     const perLayer = spec.numPages * spec.pageSize * c.numKvHeads * c.headDim * 4;
     if (perLayer > this.ctx.maxBindingBytes) {
       const maxTokens = Math.floor(this.ctx.maxBindingBytes / (c.numKvHeads * c.headDim * 4));
-      throw new UserError(`webgpu: a KV cache of ${spec.numPages * spec.pageSize} tokens exceeds the adapter's ${this.ctx.maxBindingBytes}-byte buffer binding per layer (at most ${maxTokens} tokens)`);
+      throw new UserError(`${this.name}: a KV cache of ${spec.numPages * spec.pageSize} tokens exceeds the adapter's ${this.ctx.maxBindingBytes}-byte buffer binding per layer (at most ${maxTokens} tokens)`);
     }
     this.freeKvCache();
     this.kCache = Array.from({ length: c.numLayers }, (_, l) => this.ctx.storage(`k cache ${l}`, perLayer));
@@ -150,11 +144,11 @@ export class WebGpuBackend implements Backend {
   }
 
   private async runStep(batch: ForwardBatch): Promise<StepOutput> {
-    if (!this.kvSpec) throw new Error('webgpu: allocateKvCache must come before forward');
-    if (this.ctx.isLost) throw new Error('webgpu: the device was lost');
+    if (!this.kvSpec) throw new BackendError(this.name, 'forward() before allocateKvCache()');
+    if (this.ctx.isLost) throw new BackendError(this.name, 'the device was lost');
     const { numPages, pageSize } = this.kvSpec;
-    const vocab = this.config.vocabSize;
-    const packed = packStep(batch, vocab, numPages * pageSize, numPages);
+    validateForwardBatch(this.name, batch, { vocabSize: this.config.vocabSize, numPages, pageSize });
+    const packed = packStep(batch);
     const numTokens = batch.tokenIds.length;
     const numSeqs = batch.kvLens.length;
     const plan = await this.planFor(packed, numTokens, numSeqs);
@@ -220,7 +214,7 @@ export class WebGpuBackend implements Backend {
     for (const rows of ['tokens', 'seqs'] as const) {
       const maxRows = Math.floor(limit / widest(rows));
       if (need[rows] > maxRows) {
-        throw new Error(`webgpu: ${need[rows]} ${rows} in one step exceed what one ${limit}-byte binding holds (${maxRows}); schedule smaller steps`);
+        throw new BackendError(this.name, `${need[rows]} ${rows} in one step exceed what one ${limit}-byte binding holds (${maxRows}); schedule smaller steps`);
       }
       capacity[rows] = Math.min(capacity[rows], maxRows);
     }
@@ -275,10 +269,6 @@ export class WebGpuBackend implements Backend {
       vCache: this.vCache,
       pageSize: this.kvSpec!.pageSize,
     };
-  }
-
-  private kvBytes(): number {
-    return this.kvSpec ? this.kvSpec.numPages * this.kvSpec.pageSize * this.kvBytesPerToken() : 0;
   }
 
   private freeKvCache(): void {

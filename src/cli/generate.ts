@@ -1,15 +1,13 @@
 import type { Command } from 'commander';
-import { createBackend } from '../../backends/index.js';
-import type { BackendName } from '../engine/backend.js';
 import { UserError } from '../errors.js';
 import { loadModel, type LoadFormat } from '../model/load.js';
 import { LlmEngine } from '../engine/engine.js';
 import { parseFloatOption, parseIntOption } from './options.js';
+import { addBackendFlags, backendOptions, createBackendFromFlags, type BackendFlags } from './backend-flags.js';
 
-interface GenerateOptions {
+interface GenerateOptions extends BackendFlags {
   modelPath?: string;
   loadFormat: LoadFormat;
-  backend: BackendName | 'auto';
   prompt?: string;
   chat?: boolean;
   promptIds?: string;
@@ -22,12 +20,11 @@ interface GenerateOptions {
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command('generate')
     .description('complete one prompt and print the result')
     .option('--model-path <path>', 'a Hugging Face model folder or a preset name')
     .option('--load-format <format>', 'auto | safetensors | dummy', 'auto')
-    .option('--backend <name>', 'auto | ref | cpu | webgpu | cuda', 'auto')
     .option('--prompt <text>', 'the prompt text')
     .option('--chat', 'wrap the prompt as a user message in the chat template')
     .option('--prompt-ids <ids>', 'the prompt as comma-separated token ids')
@@ -40,12 +37,14 @@ export function register(program: Command): void {
     .action(async (options: GenerateOptions) => {
       await generate(options);
     });
+  addBackendFlags(command);
 }
 
 async function generate(options: GenerateOptions): Promise<void> {
   if ((options.prompt === undefined) === (options.promptIds === undefined)) {
     throw new UserError('give exactly one of --prompt or --prompt-ids');
   }
+  backendOptions(options);
   const model = loadModel({ modelPath: options.modelPath, loadFormat: options.loadFormat });
   let promptIds: number[];
   if (options.promptIds !== undefined) {
@@ -65,7 +64,7 @@ async function generate(options: GenerateOptions): Promise<void> {
   if (promptIds.length + options.maxNewTokens > model.config.maxPositionEmbeddings) {
     throw new UserError(`prompt (${promptIds.length} tokens) plus --max-new-tokens exceeds the context of ${model.config.maxPositionEmbeddings}`);
   }
-  const backend = await createBackend(options.backend);
+  const backend = await createBackendFromFlags(options);
   // A KV pool of exactly this request's size: nothing more is ever needed here.
   const needed = promptIds.length + options.maxNewTokens;
   const engine = await LlmEngine.create(model, backend, { maxTotalTokens: needed, contextLength: needed });

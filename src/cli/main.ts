@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
-import { UserError } from '../errors.js';
+import { OptionError, UserError } from '../errors.js';
+import { flagOf } from './flag-names.js';
 
 /**
  * Each subcommand lives in its own module that adds itself to the program. Only the module of
@@ -42,7 +43,7 @@ function reportError(e: unknown, program: Command): number {
     return e.exitCode || 2;
   }
   if (e instanceof UserError) {
-    process.stderr.write(`error: ${e.message}\n`);
+    process.stderr.write(`error: ${e instanceof OptionError ? e.messageNaming(flagOf) : e.message}\n`);
     return 1;
   }
   throw e;

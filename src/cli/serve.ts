@@ -1,7 +1,5 @@
 import { existsSync } from 'node:fs';
 import { Option, type Command } from 'commander';
-import { createBackend } from '../../backends/index.js';
-import type { BackendName, BackendOptions } from '../engine/backend.js';
 import { LlmEngine } from '../engine/engine.js';
 import { checkEngineOptions, defaultEngineOptions, type EngineOptions } from '../engine/options.js';
 import { UserError } from '../errors.js';
@@ -9,12 +7,13 @@ import { loadModel, type LoadedModel, type LoadFormat } from '../model/load.js';
 import { defaultPreset, presets } from '../model/presets.js';
 import { createLogger, defaultDrainTimeoutMs, defaultWedgeTimeoutMs, logLevels, startServer, type Logger, type LogLevel, type RunningServer } from '../server/index.js';
 import { parseFloatOption, parseIntOption } from './options.js';
+import { addBackendFlags, backendOptions, createBackendFromFlags, type BackendFlags } from './backend-flags.js';
+import { parameterCount } from '../model/config.js';
 
-interface ServeOptions {
+interface ServeOptions extends BackendFlags {
   modelPath?: string;
   servedModelName?: string;
   loadFormat: LoadFormat;
-  backend: BackendName | 'auto';
   tpSize?: number;
   tp?: number;
   memFractionStatic?: number;
@@ -27,8 +26,6 @@ interface ServeOptions {
   maxQueuedRequests?: number;
   schedulePolicy?: 'lpm' | 'fcfs';
   disableRadixCache?: boolean;
-  enableTorchCompile?: boolean;
-  disableCudaGraph?: boolean;
   pageSize?: number;
   host: string;
   port: number;
@@ -42,7 +39,7 @@ interface ServeOptions {
 
 /** `sluice serve`: flags named as SGLang's launch_server names them, so its commands carry over. */
 export function register(program: Command): void {
-  program
+  const command = program
     .command('serve')
     .description(
       'serve a model over HTTP: OpenAI-compatible /v1 routes and SGLang-native /generate. ' +
@@ -52,7 +49,6 @@ export function register(program: Command): void {
     .option('--model-path <path>', `a Hugging Face model folder or a preset name (default: the ${defaultPreset} preset, random weights)`)
     .option('--served-model-name <name>', 'the model name /v1/models lists (default: the folder or preset name)')
     .addOption(new Option('--load-format <format>', 'where weights come from').choices(['auto', 'safetensors', 'dummy']).default('auto'))
-    .addOption(new Option('--backend <name>', 'auto picks cuda, then cpu, then ref').choices(['auto', 'ref', 'cpu', 'webgpu', 'cuda']).default('auto'))
     .option('--tp-size <n>', 'tensor-parallel ranks (only 1 is supported)', parseIntOption)
     .option('--tp <n>', 'alias of --tp-size', parseIntOption)
     .option('--mem-fraction-static <f>', 'fraction of device memory for weights and KV cache (GPU backends)', parseFloatOption)
@@ -65,8 +61,8 @@ export function register(program: Command): void {
     .option('--max-queued-requests <n>', 'waiting requests at most; beyond it requests get 503', parseIntOption)
     .addOption(new Option('--schedule-policy <policy>', 'lpm: longest cached prefix first; fcfs: arrival order').choices(['lpm', 'fcfs']))
     .option('--disable-radix-cache', 'no prefix caching between requests')
-    .option('--enable-torch-compile', 'accepted for SGLang compatibility: turns on graph capture where the backend has it')
-    .option('--disable-cuda-graph', 'run decode steps without graph capture')
+    .option('--enable-torch-compile', 'accepted for SGLang compatibility and ignored: there is no torch here (CUDA graphs are on unless --disable-cuda-graph)')
+    .option('--disable-cuda-graph', 'cuda backend: run decode steps without graph capture')
     .option('--page-size <n>', 'token slots per KV page', parseIntOption)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port to listen on', parseIntOption, 30000)
@@ -79,6 +75,7 @@ export function register(program: Command): void {
     .action(async (options: ServeOptions) => {
       await serve(options);
     });
+  addBackendFlags(command);
 }
 
 async function serve(options: ServeOptions): Promise<void> {
@@ -99,13 +96,14 @@ function checkFlags(options: ServeOptions, log: Logger): Partial<EngineOptions> 
   if (!(options.drainTimeout >= 0)) throw new UserError(`--drain-timeout ${options.drainTimeout}: give seconds, 0 or more`);
   if (!(options.watchdogTimeout > 0)) throw new UserError(`--watchdog-timeout ${options.watchdogTimeout}: give seconds, more than 0`);
   if (options.port < 0 || options.port > 65535) throw new UserError(`--port ${options.port} is not a port number (0-65535)`);
+  backendOptions(options);
   const settings = engineOptions(options, log);
   checkEngineOptions({ ...defaultEngineOptions, ...definedOnly(settings) });
   return settings;
 }
 
 async function startEngine(model: LoadedModel, options: ServeOptions, settings: Partial<EngineOptions>, log: Logger): Promise<LlmEngine> {
-  const backend = await createBackend(options.backend, backendOptions(options));
+  const backend = await createBackendFromFlags(options);
   log.info(`backend: ${backend.description}; loading the weights`);
   let engine: LlmEngine;
   try {
@@ -114,7 +112,7 @@ async function startEngine(model: LoadedModel, options: ServeOptions, settings: 
     await backend.close().catch(() => {});
     throw e;
   }
-  log.info(`loaded: ${backend.description}`);
+  log.info(`loaded ${(parameterCount(model.config) / 1e9).toFixed(2)}B parameters: ${backend.description}`);
   const stats = engine.stats();
   log.info(`KV cache: ${stats.kvPagesTotal * stats.pageSize} tokens in pages of ${stats.pageSize}; context length ${engine.contextLength}`);
   return engine;
@@ -173,12 +171,6 @@ function describeWeights(options: ServeOptions): string {
   if (presets[path.toLowerCase()] && !existsSync(path)) return `serving the ${path} preset with RANDOM weights (output is meaningless text)`;
   if (options.loadFormat === 'dummy') return `serving ${path} with RANDOM weights (--load-format dummy)`;
   return `loading ${path}`;
-}
-
-function backendOptions(options: ServeOptions): BackendOptions {
-  if (options.disableCudaGraph) return { graphCapture: false };
-  if (options.enableTorchCompile) return { graphCapture: true };
-  return {};
 }
 
 function engineOptions(options: ServeOptions, log: Logger): Partial<EngineOptions> {

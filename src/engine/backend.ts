@@ -2,8 +2,6 @@ import type { LlamaConfig } from '../model/config.js';
 import type { LlamaGraph } from '../model/graph.js';
 import type { WeightSource } from '../model/weights.js';
 
-export type BackendName = 'ref' | 'cpu' | 'webgpu' | 'cuda';
-
 /** What a backend loads: the shapes, the graph to compile once, and a source of tensors. */
 export interface ModelSpec {
   config: LlamaConfig;
@@ -11,13 +9,40 @@ export interface ModelSpec {
   weights: WeightSource;
 }
 
+/** Every backend setting; each backend reads those it has and ignores the rest. */
 export interface BackendOptions {
-  /** Capture and replay decode steps (CUDA graphs); off with --disable-cuda-graph. */
+  /** cuda: capture and replay decode steps as CUDA graphs (default true). */
   graphCapture?: boolean;
-  /** CPU threads for host backends; default all cores. */
+  /** cpu: intra-op threads (default: all cores). */
   threads?: number;
-  /** Device index for GPU backends. */
+  /** cuda: the device index (default 0). */
   device?: number;
+  /** cpu: f32, or q8 (8-bit weights); default f32 for f32 checkpoints, q8 for BF16/F16 ones. */
+  cpuWeights?: CpuWeightFormat;
+  /** webgpu: KV positions per attention split before decode attention is split over the KV length (default 256). */
+  webgpuAttentionSplit?: number;
+}
+
+export const cpuWeightFormats = ['f32', 'q8'] as const;
+export type CpuWeightFormat = (typeof cpuWeightFormats)[number];
+
+/** What a backend folder exports, and the registry (backends/index.ts) lists. */
+export interface BackendDescriptor<Name extends string = string> {
+  readonly name: Name;
+  /** One line for --help: what runs where. */
+  readonly summary: string;
+  /** A backend ready to load(); BackendUnavailableError when it cannot run on this machine. */
+  create(options: BackendOptions): Promise<Backend>;
+}
+
+/** The memory the user gave the KV cache. */
+export interface KvBudget {
+  /** Fraction of device memory for weights and KV together (device backends). */
+  memFractionStatic: number;
+  /** The pool size in tokens when the user gave one; null: the backend's default for its memory. */
+  maxTotalTokens: number | null;
+  /** The smallest pool worth having (one page); a budget that leaves less is an error. */
+  minTokens: number;
 }
 
 /** The KV cache: `numPages` pages of `pageSize` token slots, per layer, for K and V. */
@@ -95,21 +120,15 @@ export interface StepOutput {
   topLogprobs: TopLogprobs | null;
 }
 
-export interface MemoryInfo {
-  totalBytes: number;
-  freeBytes: number;
-}
-
 export interface Backend {
-  readonly name: BackendName;
+  /** The registry's name for real backends (ref, cpu, ...); test backends have their own. */
+  readonly name: string;
   /** One line for logs: the device and what drives it. */
   readonly description: string;
   /** Compiles the graph and loads the weights, one tensor at a time. */
   load(model: ModelSpec): Promise<void>;
-  /** Device memory for --mem-fraction-static, after the weights; null for host-memory backends. */
-  memory(): MemoryInfo | null;
-  /** Bytes of K and V for one token across all layers, as this backend stores them. */
-  kvBytesPerToken(): number;
+  /** After load(): how many KV tokens fit under the budget (src/engine/kv-capacity.ts has the shared rules). */
+  kvCapacity(budget: KvBudget): number;
   allocateKvCache(spec: KvCacheSpec): Promise<void>;
   /** Runs one step asynchronously (the Node event loop stays free while it computes). */
   forward(batch: ForwardBatch): Promise<StepOutput>;

@@ -5,7 +5,7 @@ import type { LoadedModel } from '../model/load.js';
 import { BatchBuilder, producesToken } from './batch-builder.js';
 import { DeltaStream } from './delta-stream.js';
 import { EngineDeadError, EngineDrainingError, EngineOverloadedError, InvalidRequestError } from './errors.js';
-import { KvPool, kvPoolTokens } from './kv-pool.js';
+import { KvPool } from './kv-pool.js';
 import { checkEngineOptions, defaultEngineOptions, type EngineLogger, type EngineOptions } from './options.js';
 import { resolveRequest } from './params.js';
 import { NoPrefixCache, RadixCache, type PrefixCache } from './prefix-cache.js';
@@ -72,7 +72,9 @@ export class LlmEngine implements Engine {
     const resolved: EngineOptions = { ...defaultEngineOptions, ...given };
     checkEngineOptions(resolved);
     await backend.load(model);
-    const numPages = Math.max(1, Math.floor(kvPoolTokens(backend, resolved) / resolved.pageSize));
+    const { memFractionStatic, maxTotalTokens, pageSize } = resolved;
+    const poolTokens = backend.kvCapacity({ memFractionStatic, maxTotalTokens, minTokens: pageSize });
+    const numPages = Math.max(1, Math.floor(poolTokens / pageSize));
     await backend.allocateKvCache({ numPages, pageSize: resolved.pageSize });
     return new LlmEngine(model, backend, resolved, numPages);
   }

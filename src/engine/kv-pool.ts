@@ -1,8 +1,3 @@
-import { totalmem } from 'node:os';
-import type { Backend } from './backend.js';
-import { UserError } from '../errors.js';
-import type { EngineOptions } from './options.js';
-
 /**
  * The KV cache's pages, as indices into the backend's cache. A page is held by whoever has a
  * reference: a sequence using it, the prefix cache, or both (a shared prompt); it returns to
@@ -54,33 +49,6 @@ export class KvPool {
   refCount(page: number): number {
     return this.refCounts[page]!;
   }
-}
-
-/** KV budget of host backends (ref, cpu) when --max-total-tokens is not given. */
-export const hostKvBudgetBytes = Math.min(1 << 30, totalmem() / 16);
-/** At most this many tokens in a host pool whatever the budget (the page bookkeeping is host memory too). */
-export const hostKvMaxTokens = 1 << 20;
-
-/**
- * Tokens the KV pool holds: --max-total-tokens when given; on a GPU backend what
- * --mem-fraction-static leaves after the weights (as SGLang); else hostKvBudgetBytes worth,
- * at most hostKvMaxTokens.
- */
-export function kvPoolTokens(backend: Backend, options: EngineOptions): number {
-  if (options.maxTotalTokens !== null) return options.maxTotalTokens;
-  const bytesPerToken = backend.kvBytesPerToken();
-  const memory = backend.memory();
-  if (!memory) return Math.min(hostKvMaxTokens, Math.floor(hostKvBudgetBytes / bytesPerToken));
-  const bytes = memory.freeBytes - memory.totalBytes * (1 - options.memFractionStatic);
-  const tokens = Math.floor(bytes / bytesPerToken);
-  if (tokens < options.pageSize) {
-    const gib = (n: number) => `${(n / 2 ** 30).toFixed(1)} GiB`;
-    throw new UserError(
-      `--mem-fraction-static ${options.memFractionStatic} leaves no device memory for the KV cache ` +
-        `(${gib(memory.freeBytes)} free of ${gib(memory.totalBytes)} after the weights); raise it or give --max-total-tokens`,
-    );
-  }
-  return tokens;
 }
 
 /** A growing list of page ids in a typed array, so a step's page table is built by memcpy. */

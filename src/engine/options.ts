@@ -1,13 +1,13 @@
-import { UserError } from '../errors.js';
+import { OptionError } from '../errors.js';
 
 /** How the engine sizes its KV pool and schedules; the defaults are SGLang v0.3's. */
 export interface EngineOptions {
   /** Token slots per KV page (1 allowed, as SGLang's default). */
   pageSize: number;
   /**
-   * KV pool size in tokens. null: on a GPU backend, what --mem-fraction-static leaves after the
-   * weights; on a host backend (ref, cpu), min(1 GiB, 1/16 of system memory) worth of KV, at
-   * most 2^20 tokens.
+   * KV pool size in tokens. null: the backend's answer to Backend.kvCapacity (on a device, what
+   * memFractionStatic leaves after the weights; on the host, min(1 GiB, 1/16 of system memory)
+   * worth of KV, at most 2^20 tokens).
    */
   maxTotalTokens: number | null;
   /** Fraction of device memory for weights and KV (GPU backends). */
@@ -47,23 +47,24 @@ export interface EngineLogger {
   warn(message: string): void;
 }
 
-/** Checks option values, naming the command-line flag of a bad one. */
+/** Checks option values; an OptionError names the bad one (the CLI shows it as its flag). */
 export function checkEngineOptions(o: EngineOptions): void {
-  const positiveInt = (v: number | null, flag: string, nullable = false) => {
+  const positiveInt = (option: keyof EngineOptions, nullable = false) => {
+    const v = o[option];
     if (v === null && nullable) return;
-    if (!Number.isInteger(v) || (v as number) < 1) throw new UserError(`${flag} must be a positive integer, got ${v}`);
+    if (!Number.isInteger(v) || (v as number) < 1) throw new OptionError(option, (name) => `${name(option)} must be a positive integer, got ${v}`);
   };
-  positiveInt(o.pageSize, '--page-size');
-  positiveInt(o.maxTotalTokens, '--max-total-tokens', true);
-  if (o.chunkedPrefillSize !== -1) positiveInt(o.chunkedPrefillSize, '--chunked-prefill-size');
-  positiveInt(o.maxPrefillTokens, '--max-prefill-tokens');
-  positiveInt(o.maxRunningRequests, '--max-running-requests', true);
-  positiveInt(o.contextLength, '--context-length', true);
-  positiveInt(o.maxQueuedRequests, '--max-queued-requests');
+  positiveInt('pageSize');
+  positiveInt('maxTotalTokens', true);
+  if (o.chunkedPrefillSize !== -1) positiveInt('chunkedPrefillSize');
+  positiveInt('maxPrefillTokens');
+  positiveInt('maxRunningRequests', true);
+  positiveInt('contextLength', true);
+  positiveInt('maxQueuedRequests');
   if (!(o.memFractionStatic > 0 && o.memFractionStatic <= 1)) {
-    throw new UserError(`--mem-fraction-static must be in (0, 1], got ${o.memFractionStatic}`);
+    throw new OptionError('memFractionStatic', (name) => `${name('memFractionStatic')} must be in (0, 1], got ${o.memFractionStatic}`);
   }
   if (o.schedulePolicy !== 'lpm' && o.schedulePolicy !== 'fcfs') {
-    throw new UserError(`--schedule-policy must be lpm or fcfs, got ${o.schedulePolicy}`);
+    throw new OptionError('schedulePolicy', (name) => `${name('schedulePolicy')} must be lpm or fcfs, got ${o.schedulePolicy}`);
   }
 }

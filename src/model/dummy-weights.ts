@@ -1,7 +1,7 @@
 import { hash32 } from './hash32.js';
 import type { LlamaConfig, WeightDType } from './config.js';
 import { bytesPerElement, f32ToBf16, f32ToF16 } from './dtype.js';
-import { expectedTensors, type TensorInfo, type WeightSource } from './weights.js';
+import { expectedTensors, type DeviceWeightRecipe, type TensorInfo, type WeightSource } from './weights.js';
 
 /**
  * Deterministic random weights for benchmarking (`--load-format dummy`), as vLLM and SGLang
@@ -38,10 +38,10 @@ export class DummyWeights implements WeightSource {
   }
 
   /** Uniform in [offset - halfRange, offset + halfRange): what a device-side generator needs. */
-  distribution(name: string): { key: number; halfRange: number; offset: number } {
+  deviceRecipe(name: string): DeviceWeightRecipe {
     const t = this.tensors.get(name);
     if (!t) throw new Error(`no dummy tensor ${name}`);
-    return { key: tensorKey(this.seed, name), halfRange: t.halfRange, offset: t.offset };
+    return { kind: 'hash-uniform', key: tensorKey(this.seed, name), halfRange: t.halfRange, offset: t.offset };
   }
 
   async read(name: string): Promise<Uint8Array> {

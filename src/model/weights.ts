@@ -19,9 +19,25 @@ export interface WeightSource {
   info(name: string): TensorInfo | undefined;
   /** The file that holds a tensor, for errors; sources without files leave it out. */
   locate?(name: string): string | undefined;
+  /**
+   * How a device can generate this tensor itself instead of receiving its bytes, when the source
+   * can say (dummy weights); absent or null: read() it.
+   */
+  deviceRecipe?(name: string): DeviceWeightRecipe | null;
   /** Raw little-endian bytes of one tensor in its stored dtype. */
   read(name: string): Promise<Uint8Array>;
   close(): Promise<void>;
+}
+
+/**
+ * Element i of the tensor is offset + halfRange * (2 * u - 1), u the uniform draw that
+ * src/model/dummy-weights.ts's dummyValue derives from hash32(key, i).
+ */
+export interface DeviceWeightRecipe {
+  kind: 'hash-uniform';
+  key: number;
+  halfRange: number;
+  offset: number;
 }
 
 /** A tensor the Llama graph needs, with the shape the config implies (HF layout: [out, in]). */

@@ -138,14 +138,17 @@ describe.skipIf(!gpu)(`cuda backend, whole model (seed ${seed}) ${gpu ? `on ${gp
     }
   });
 
-  it('reports device memory for --mem-fraction-static and the KV bytes per token', async () => {
+  it('sizes the KV pool from the memory fraction left after the weights, and honours a token count', async () => {
     const b = await cuda('small');
-    const m = b.memory();
-    expect(m.totalBytes).toBeGreaterThan(m.freeBytes);
-    expect(m.freeBytes).toBeGreaterThan(0);
-    const c = presets.small!;
-    expect(b.kvBytesPerToken()).toBe(2 * c.numLayers * c.numKvHeads * c.headDim * 2);
+    const budget = { memFractionStatic: 0.9, maxTotalTokens: null, minTokens: 16 };
+    const tokens = b.kvCapacity(budget);
+    expect(tokens).toBeGreaterThan(1000);
+    const more = b.kvCapacity({ ...budget, memFractionStatic: 0.95 });
+    expect(more).toBeGreaterThan(tokens);
+    expect(b.kvCapacity({ ...budget, maxTotalTokens: 5000 })).toBe(5000);
+    expect(() => b.kvCapacity({ ...budget, memFractionStatic: 0.01 })).toThrow(/memFractionStatic 0.01 leaves no device memory/);
     await b.allocateKvCache({ numPages: 1000, pageSize: 16 });
-    expect(b.memory().freeBytes).toBeLessThan(m.freeBytes);
+    // The allocated cache is no longer free: what is left holds fewer tokens.
+    expect(b.kvCapacity(budget)).toBeLessThan(tokens);
   });
 });

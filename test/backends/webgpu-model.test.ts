@@ -63,10 +63,13 @@ describe.skipIf(probe === null)('webgpu backend against the reference backend', 
     const gpu = await webgpu(tiny, { numPages: 16, pageSize: 4 });
     expect(gpu.name).toBe('webgpu');
     expect(gpu.description).toMatch(/^webgpu: .+ \(Dawn/);
-    expect(gpu.kvBytesPerToken()).toBe(2 * tiny.numLayers * tiny.numKvHeads * tiny.headDim * 4);
-    const memory = gpu.memory()!;
-    expect(memory.freeBytes).toBeGreaterThan(0);
-    expect(memory.freeBytes).toBeLessThan(memory.totalBytes);
+    const budget = { memFractionStatic: 0.88, maxTotalTokens: null, minTokens: 4 };
+    const tokens = gpu.kvCapacity(budget);
+    const f32Bytes = 2 * tiny.numLayers * tiny.numKvHeads * tiny.headDim * 4;
+    expect(tokens).toBeGreaterThan(0);
+    // Never more than one binding per layer: K of one layer is tokens * kvHeads * headDim f32s.
+    expect(tokens * (f32Bytes / (2 * tiny.numLayers))).toBeLessThanOrEqual(probe!.maxBindingBytes);
+    expect(gpu.kvCapacity({ ...budget, maxTotalTokens: 77 })).toBe(77);
   });
 
   it('tiny preset: greedy tokens and log-probs of one sequence match', async () => {

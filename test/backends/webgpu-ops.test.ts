@@ -181,7 +181,7 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
       const vCache = random.uniform(numPages * pageSize * kvCols);
       const kCacheBuf = h.upload(kCache.slice());
       const vCacheBuf = h.upload(vCache.slice());
-      const packed = packStep(batch, 1, numPages * pageSize, numPages);
+      const packed = packStep(batch);
       const maxKv = Math.max(...batch.kvLens);
       const numSplits = splitSize ? Math.ceil(maxKv / splitSize) : 1;
       const out = h.zeros(q.length);
@@ -237,9 +237,6 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
           slotMapping: new Int32Array(numSeqs),
           sampling,
         },
-        vocab,
-        1,
-        1,
       );
       const topLogprobs = Math.max(0, packed.maxLogprobs);
       const words = k.sampleOutputWords(numSeqs, topLogprobs);

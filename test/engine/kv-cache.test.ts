@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { Backend } from '../../src/engine/backend.js';
-import { hostKvBudgetBytes, hostKvMaxTokens, KvPool, kvPoolTokens } from '../../src/engine/kv-pool.js';
-import { defaultEngineOptions, type EngineOptions } from '../../src/engine/options.js';
+import type { KvBudget } from '../../src/engine/backend.js';
+import { deviceKvCapacity, hostKvBudgetBytes, hostKvCapacity, hostKvMaxTokens, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
+import { KvPool } from '../../src/engine/kv-pool.js';
+import { OptionError } from '../../src/errors.js';
+import { presets } from '../../src/model/presets.js';
 import { RadixCache } from '../../src/engine/prefix-cache.js';
 
 describe('KvPool', () => {
@@ -102,26 +104,36 @@ describe('RadixCache', () => {
   });
 });
 
-describe('kvPoolTokens', () => {
-  const backend = (memory: { totalBytes: number; freeBytes: number } | null) =>
-    ({ memory: () => memory, kvBytesPerToken: () => 1024 }) as unknown as Backend;
-  const options = (o: Partial<EngineOptions>): EngineOptions => ({ ...defaultEngineOptions, ...o });
+describe('KV capacity rules', () => {
+  const budget = (o: Partial<KvBudget>): KvBudget => ({ memFractionStatic: 0.88, maxTotalTokens: null, minTokens: 1, ...o });
+  const gib = 2 ** 30;
 
-  it('takes --max-total-tokens when given', () => {
-    expect(kvPoolTokens(backend({ totalBytes: 1e12, freeBytes: 1e12 }), options({ maxTotalTokens: 5000 }))).toBe(5000);
+  it('takes maxTotalTokens when given', () => {
+    expect(deviceKvCapacity({ totalBytes: 1e12, freeBytes: 1e12 }, 1024, budget({ maxTotalTokens: 5000 }))).toBe(5000);
+    expect(hostKvCapacity(1024, budget({ maxTotalTokens: 5000 }))).toBe(5000);
   });
 
-  it('gives a GPU backend what --mem-fraction-static leaves after the weights', () => {
-    const gib = 2 ** 30;
+  it('gives a device backend what memFractionStatic leaves after the weights, and names the option when that is nothing', () => {
     // 100 GiB device, 80 GiB free after the weights, 0.9 static: 80 - 10 = 70 GiB for KV.
-    const tokens = kvPoolTokens(backend({ totalBytes: 100 * gib, freeBytes: 80 * gib }), options({ memFractionStatic: 0.9 }));
-    expect(tokens).toBe(Math.floor((70 * gib) / 1024));
-    expect(() => kvPoolTokens(backend({ totalBytes: 100 * gib, freeBytes: 5 * gib }), options({ memFractionStatic: 0.9 }))).toThrow(
-      /--mem-fraction-static 0.9 leaves no device memory/,
-    );
+    expect(deviceKvCapacity({ totalBytes: 100 * gib, freeBytes: 80 * gib }, 1024, budget({ memFractionStatic: 0.9 }))).toBe((70 * gib) / 1024);
+    const tooLittle = () => deviceKvCapacity({ totalBytes: 100 * gib, freeBytes: 5 * gib }, 1024, budget({ memFractionStatic: 0.9, minTokens: 16 }));
+    expect(tooLittle).toThrow(OptionError);
+    expect(tooLittle).toThrow(/^memFractionStatic 0.9 leaves no device memory .* give maxTotalTokens$/);
+    try {
+      tooLittle();
+    } catch (e) {
+      expect((e as OptionError).option).toBe('memFractionStatic');
+      expect((e as OptionError).messageNaming((o) => `<${o}>`)).toMatch(/^<memFractionStatic> 0.9 .* give <maxTotalTokens>$/);
+    }
   });
 
   it('gives a host backend a bounded default budget', () => {
-    expect(kvPoolTokens(backend(null), options({}))).toBe(Math.min(hostKvMaxTokens, Math.floor(hostKvBudgetBytes / 1024)));
+    expect(hostKvCapacity(1024, budget({}))).toBe(Math.min(hostKvMaxTokens, Math.floor(hostKvBudgetBytes / 1024)));
+    expect(hostKvCapacity(1, budget({}))).toBe(hostKvMaxTokens);
+  });
+
+  it('counts K and V of every layer', () => {
+    const config = { ...presets.tiny!, numLayers: 3, numKvHeads: 2, headDim: 16 };
+    expect(kvBytesPerToken(config, 2)).toBe(2 * 3 * 2 * 16 * 2);
   });
 });

@@ -1,4 +1,5 @@
-import type { Backend, ForwardBatch, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import { hostKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 
 // Ordinary byte-level BPE tokens of the Llama 3 vocabulary (no special ids, no stop tokens).
@@ -9,30 +10,24 @@ const textTokenRange = 50000;
  * A backend whose forward step returns at once, computing nothing: it "samples" a token that
  * is a pure function of each sequence's last input token and position. It takes the model's
  * compute out of the picture so `npm run bench:engine` measures the engine's own host time.
- * It reports itself as "ref" because the Backend type names only real backends.
  */
 export class InstantBackend implements Backend {
-  readonly name = 'ref' as const;
+  readonly name = 'instant';
   readonly description = 'instant: returns each step at once without computing (engine host-overhead benchmark)';
   private config!: LlamaConfig;
-  forwardCalls = 0;
 
   async load(model: ModelSpec): Promise<void> {
     this.config = model.config;
   }
 
-  memory(): null {
-    return null;
-  }
-
-  kvBytesPerToken(): number {
-    return 2 * this.config.numLayers * this.config.numKvHeads * this.config.headDim * 2;
+  /** Sized as a host backend with BF16 KV would be: it stores nothing. */
+  kvCapacity(budget: KvBudget): number {
+    return hostKvCapacity(kvBytesPerToken(this.config, 2), budget);
   }
 
   async allocateKvCache(_spec: KvCacheSpec): Promise<void> {}
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {
-    this.forwardCalls++;
     const numSeqs = batch.kvLens.length;
     const tokens = new Int32Array(numSeqs);
     let maxK = -1;

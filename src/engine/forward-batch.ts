@@ -1,0 +1,51 @@
+import { BackendError, UserError } from '../errors.js';
+import type { ForwardBatch } from './backend.js';
+
+/** What a batch is checked against: the model's vocabulary and the KV cache the backend allocated. */
+export interface BatchLimits {
+  vocabSize: number;
+  numPages: number;
+  pageSize: number;
+}
+
+/**
+ * Checks a step's batch before a backend runs it, so a bad one fails with one message on every
+ * backend instead of reading out of bounds. A token outside the vocabulary is a UserError (it
+ * came from a request); the rest are BackendErrors (the engine built a wrong batch). Messages
+ * start with the backend's name and name the offending field.
+ */
+export function validateForwardBatch(backend: string, batch: ForwardBatch, limits: BatchLimits): void {
+  const fail = (message: string) => new BackendError(backend, `ForwardBatch ${message}`);
+  const numTokens = batch.tokenIds.length;
+  const numSeqs = batch.kvLens.length;
+  const numSlots = limits.numPages * limits.pageSize;
+  if (batch.positions.length !== numTokens || batch.slotMapping.length !== numTokens) {
+    throw fail('positions and slotMapping must have one entry per token');
+  }
+  if (batch.queryStart.length !== numSeqs + 1 || batch.pageTableStart.length !== numSeqs + 1) {
+    throw fail('queryStart and pageTableStart must have S + 1 entries');
+  }
+  if (batch.queryStart[0] !== 0 || batch.queryStart[numSeqs] !== numTokens) throw fail('queryStart must run from 0 to the token count');
+  if (batch.pageTableStart[0] !== 0 || batch.pageTableStart[numSeqs]! > batch.pageTable.length) {
+    throw fail('pageTableStart must run from 0 to at most the page table length');
+  }
+  for (const id of batch.tokenIds) {
+    if (id < 0 || id >= limits.vocabSize) throw new UserError(`${backend}: token id ${id} is outside the vocabulary (0..${limits.vocabSize - 1})`);
+  }
+  for (const slot of batch.slotMapping) {
+    if (slot < 0 || slot >= numSlots) throw fail(`slotMapping: KV slot ${slot} is outside the cache (${numSlots} slots)`);
+  }
+  for (const page of batch.pageTable) {
+    if (page < 0 || page >= limits.numPages) throw fail(`pageTable: page ${page} is outside the cache (${limits.numPages} pages)`);
+  }
+  for (const id of batch.sampling.penalties?.tokenIds ?? []) {
+    if (id < 0 || id >= limits.vocabSize) throw fail(`penalties: token id ${id} is outside the vocabulary (0..${limits.vocabSize - 1})`);
+  }
+  for (let s = 0; s < numSeqs; s++) {
+    const newTokens = batch.queryStart[s + 1]! - batch.queryStart[s]!;
+    const kvLen = batch.kvLens[s]!;
+    if (newTokens < 1 || kvLen < newTokens) throw fail(`sequence ${s} has ${newTokens} new tokens and a KV length of ${kvLen}`);
+    const pages = batch.pageTableStart[s + 1]! - batch.pageTableStart[s]!;
+    if (pages * limits.pageSize < kvLen) throw fail(`sequence ${s} has ${pages} pages for a KV length of ${kvLen}`);
+  }
+}
