@@ -19,6 +19,6 @@ export async function create(options: CpuBackendOptions = {}): Promise<Backend> 
 
 export const cpuBackend = {
   name: 'cpu',
-  summary: 'onnxruntime-node on the CPU cores; BF16/F16 checkpoints run as 8-bit weights by default',
+  summary: 'onnxruntime-node on the CPU cores, BF16/F16 checkpoints as 8-bit weights by default',
   create,
 } as const satisfies BackendDescriptor<'cpu'>;

@@ -24,7 +24,8 @@ export function register(program: Command): void {
     .command('generate')
     .description('complete one prompt and print the result')
     .option('--model-path <path>', 'a Hugging Face model folder or a preset name')
-    .option('--load-format <format>', 'auto | safetensors | dummy', 'auto')
+    .option('--load-format <format>', 'auto | safetensors | dummy', 'auto');
+  addBackendFlags(command)
     .option('--prompt <text>', 'the prompt text')
     .option('--chat', 'wrap the prompt as a user message in the chat template')
     .option('--prompt-ids <ids>', 'the prompt as comma-separated token ids')
@@ -37,7 +38,6 @@ export function register(program: Command): void {
     .action(async (options: GenerateOptions) => {
       await generate(options);
     });
-  addBackendFlags(command);
 }
 
 async function generate(options: GenerateOptions): Promise<void> {

@@ -48,7 +48,8 @@ export function register(program: Command): void {
     )
     .option('--model-path <path>', `a Hugging Face model folder or a preset name (default: the ${defaultPreset} preset, random weights)`)
     .option('--served-model-name <name>', 'the model name /v1/models lists (default: the folder or preset name)')
-    .addOption(new Option('--load-format <format>', 'where weights come from').choices(['auto', 'safetensors', 'dummy']).default('auto'))
+    .addOption(new Option('--load-format <format>', 'where weights come from').choices(['auto', 'safetensors', 'dummy']).default('auto'));
+  addBackendFlags(command)
     .option('--tp-size <n>', 'tensor-parallel ranks (only 1 is supported)', parseIntOption)
     .option('--tp <n>', 'alias of --tp-size', parseIntOption)
     .option('--mem-fraction-static <f>', 'fraction of device memory for weights and KV cache (GPU backends)', parseFloatOption)
@@ -75,7 +76,6 @@ export function register(program: Command): void {
     .action(async (options: ServeOptions) => {
       await serve(options);
     });
-  addBackendFlags(command);
 }
 
 async function serve(options: ServeOptions): Promise<void> {

@@ -7,7 +7,7 @@ import { defaultPreset, presetNames, presets } from './presets.js';
 import { SafetensorsWeights } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 import { validateWeights, type WeightSource } from './weights.js';
-import { UserError } from '../errors.js';
+import { OptionError, UserError } from '../errors.js';
 
 export type LoadFormat = 'auto' | 'safetensors' | 'dummy';
 
@@ -37,7 +37,9 @@ export function loadModel(options: LoadOptions = {}): LoadedModel {
   const loadFormat = options.loadFormat ?? 'auto';
   const preset = presets[modelPath.toLowerCase()];
   if (preset && !existsSync(modelPath)) {
-    if (loadFormat === 'safetensors') throw new UserError(`${modelPath} is a preset: it has random weights only (--load-format dummy)`);
+    if (loadFormat === 'safetensors') {
+      throw new OptionError('loadFormat', (name) => `${modelPath} is a preset: it has random weights only (${name('loadFormat')} dummy)`);
+    }
     const tokenizer = Tokenizer.llama3();
     return finish(modelPath.toLowerCase(), modelPath, preset, tokenizer, new DummyWeights(preset, options.seed ?? 0), []);
   }
@@ -58,7 +60,7 @@ export function loadModel(options: LoadOptions = {}): LoadedModel {
   } else {
     const found = SafetensorsWeights.fromDir(dir);
     if (!found) {
-      throw new UserError(`${dir}: no model.safetensors or model.safetensors.index.json (use --load-format dummy for random weights)`);
+      throw new OptionError('loadFormat', (name) => `${dir}: no model.safetensors or model.safetensors.index.json (use ${name('loadFormat')} dummy for random weights)`);
     }
     weights = found;
   }

@@ -1,0 +1,35 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Backend, KvBudget } from '../../src/engine/backend.js';
+import { createBackend } from '../../backends/index.js';
+import { hostKvBudgetBytes, hostKvMaxTokens } from '../../src/engine/kv-capacity.js';
+import { DummyWeights } from '../../src/model/dummy-weights.js';
+import { buildLlamaGraph } from '../../src/model/graph.js';
+import { presets } from '../../src/model/presets.js';
+
+const budget: KvBudget = { memFractionStatic: 0.88, maxTotalTokens: null, minTokens: 1 };
+
+// Host backends keep f32 K and V: per token, 2 (K, V) x layers x kv heads x head dim x 4 bytes.
+describe.each(['ref', 'cpu'])('%s backend: KV capacity', (name) => {
+  const open: Backend[] = [];
+  afterAll(async () => {
+    for (const b of open) await b.close();
+  });
+
+  async function loaded(preset: string): Promise<Backend> {
+    const config = presets[preset]!;
+    const backend = await createBackend(name, { threads: 1, cpuWeights: 'f32' });
+    open.push(backend);
+    await backend.load({ config, graph: buildLlamaGraph(config), weights: new DummyWeights(config, 1, 'f32') });
+    return backend;
+  }
+
+  it('holds the host KV budget in f32 K and V, at most the host token cap, and the token count when one is given', async () => {
+    const backend = await loaded('small');
+    const c = presets.small!;
+    const f32PerToken = 2 * c.numLayers * c.numKvHeads * c.headDim * 4;
+    expect(backend.kvCapacity(budget)).toBe(Math.min(hostKvMaxTokens, Math.floor(hostKvBudgetBytes / f32PerToken)));
+    expect(backend.kvCapacity({ ...budget, maxTotalTokens: 1234 })).toBe(1234);
+    // The memory fraction is a device setting: host backends ignore it.
+    expect(backend.kvCapacity({ ...budget, memFractionStatic: 0.1 })).toBe(backend.kvCapacity(budget));
+  });
+});

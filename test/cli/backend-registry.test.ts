@@ -1,0 +1,43 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { autoOrder, backendNames, backends } from '../../backends/index.js';
+import { runSluice, sluiceBin } from '../support/sluice-process.js';
+
+describe('the backend registry drives the CLI', () => {
+  it('lists every registered backend in the error for an unknown one', async () => {
+    const run = await runSluice(['serve', '--backend', 'nope']);
+    expect(run.code).not.toBe(0);
+    const line = run.stderr.split('\n').find((l) => l.includes('nope'))!;
+    expect(line).toBeDefined();
+    for (const name of ['auto', ...backendNames]) expect(line).toContain(name);
+  });
+
+  it('describes auto and every backend in --help of serve and generate', async () => {
+    for (const command of ['serve', 'generate']) {
+      const run = await runSluice([command, '--help']);
+      expect(run.code).toBe(0);
+      const help = run.stdout.replace(/\s+/g, ' ');
+      expect(help).toContain(`auto: the first available of ${autoOrder.join(', ')}`);
+      for (const b of backends) expect(help).toContain(`${b.name}: ${b.summary}`);
+      expect(help).toContain(`choices: ${['auto', ...backendNames].map((n) => `"${n}"`).join(', ')}`);
+    }
+  });
+
+  it('shows an option error of a lower layer with its flag', async () => {
+    const run = await runSluice(['serve', '--mem-fraction-static', '1.5']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^error: --mem-fraction-static must be in \(0, 1\], got 1.5$/m);
+  });
+
+  it('refuses an unknown --cpu-weights, also from SLUICE_CPU_WEIGHTS', async () => {
+    const run = await runSluice(['generate', '--backend', 'ref', '--cpu-weights', 'q4', '--prompt', 'x']);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(/--cpu-weights <format>' argument 'q4' is invalid. Allowed choices are f32, q8/);
+    const fromEnv = spawnSync(process.execPath, [sluiceBin, 'generate', '--backend', 'ref', '--prompt', 'x'], {
+      env: { ...process.env, SLUICE_CPU_WEIGHTS: 'q4' },
+      encoding: 'utf8',
+    });
+    expect(fromEnv.status).not.toBe(0);
+    expect(fromEnv.stderr).toMatch(/value 'q4' from env 'SLUICE_CPU_WEIGHTS' is invalid. Allowed choices are f32, q8/);
+  });
+});
