@@ -1,6 +1,7 @@
 import type { LlamaConfig } from '../../src/model/config.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import type { WeightSource } from '../../src/model/weights.js';
+import { BackendError } from '../../src/errors.js';
 
 /** Op kinds as native/src/model.h numbers them. */
 export const opKind: Record<GraphOp['op'], number> = {
@@ -62,7 +63,7 @@ export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => n
   }));
   const bufferId = (name: string): number => {
     const id = names.indexOf(name);
-    if (id < 0) throw new Error(`graph op refers to an unknown activation "${name}"`);
+    if (id < 0) throw new BackendError('cuda', `graph op refers to an unknown activation "${name}"`);
     return id;
   };
   const weights: CompiledWeight[] = [];
@@ -71,7 +72,7 @@ export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => n
     let id = weightIds.get(name);
     if (id === undefined) {
       const shape = weightShape(name);
-      if (!shape) throw new Error(`graph op needs weight "${name}", which the model does not have`);
+      if (!shape) throw new BackendError('cuda', `graph op needs weight "${name}", which the model does not have`);
       id = weights.length;
       weights.push({ name, rows: shape[0]!, cols: shape.length > 1 ? shape.slice(1).reduce((a, b) => a * b, 1) : 1 });
       weightIds.set(name, id);
@@ -80,7 +81,7 @@ export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => n
   };
   const dtypeOf = (name: string) => activations[bufferId(name)]!.dtype;
   const expect = (cond: boolean, what: string) => {
-    if (!cond) throw new Error(`the CUDA backend cannot run this graph: ${what}`);
+    if (!cond) throw new BackendError('cuda', `cannot run this graph: ${what}`);
   };
 
   const ops = new Int32Array(graph.ops.length * 6);

@@ -1,5 +1,6 @@
 import { foldWorkgroups, type GpuContext } from './gpu.js';
 import type { DeviceMatrix } from './weights.js';
+import { BackendError } from '../../src/errors.js';
 
 /** The per-step values the shaders read from the shared `step` uniform (shaders/common.wgsl). */
 export interface StepShape {
@@ -169,7 +170,7 @@ export const MAX_HEAD_DIM = 256;
 
 /** Writes the step's K and V into the cache, attends (split over the KV length when asked), merges the splits. */
 export function attention(ctx: GpuContext, step: GPUBuffer, a: AttentionArgs, h: HeadShape): Dispatch[] {
-  if (h.headDim > MAX_HEAD_DIM) throw new Error(`webgpu: head_dim ${h.headDim} is over the attention kernel's ${MAX_HEAD_DIM}`);
+  if (h.headDim > MAX_HEAD_DIM) throw new BackendError('webgpu', `head_dim ${h.headDim} is over the attention kernel's ${MAX_HEAD_DIM}`);
   const kvCols = h.numKvHeads * h.headDim;
   const writeParams = ctx.uniform('kv_write params', [kvCols, 0, 0, 0]);
   const attnParams = ctx.uniform('attention params', [h.numHeads, h.numKvHeads, h.headDim, a.pageSize, 1 / Math.sqrt(h.headDim), 0, 0, 0], [4]);

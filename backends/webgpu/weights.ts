@@ -1,6 +1,7 @@
 import type { WeightDType } from '../../src/model/config.js';
 import { bf16ToF32, f32ToF16, toFloat32 } from '../../src/model/dtype.js';
 import { type GpuContext } from './gpu.js';
+import { BackendError } from '../../src/errors.js';
 
 /** A contiguous run of a matrix's rows in one buffer: one storage binding. */
 export interface WeightChunk {
@@ -20,7 +21,7 @@ export interface DeviceMatrix {
 /** Rows per chunk so that a chunk of `cols` elements of `elementBytes` fits in one binding. */
 export function rowsPerChunk(cols: number, elementBytes: number, maxBindingBytes: number): number {
   const rows = Math.floor(maxBindingBytes / (cols * elementBytes));
-  if (rows < 1) throw new Error(`webgpu: one weight row of ${cols} elements exceeds the adapter's ${maxBindingBytes}-byte binding limit`);
+  if (rows < 1) throw new BackendError('webgpu', `one weight row of ${cols} elements exceeds the adapter's ${maxBindingBytes}-byte binding limit`);
   return rows;
 }
 

@@ -112,7 +112,7 @@ async function startEngine(model: LoadedModel, options: ServeOptions, settings: 
     await backend.close().catch(() => {});
     throw e;
   }
-  log.info(`loaded ${(parameterCount(model.config) / 1e9).toFixed(2)}B parameters: ${backend.description}`);
+  log.info(`loaded: ${backend.description}; ${formatParameters(parameterCount(model.config))} parameters`);
   const stats = engine.stats();
   log.info(`KV cache: ${stats.kvPagesTotal * stats.pageSize} tokens in pages of ${stats.pageSize}; context length ${engine.contextLength}`);
   return engine;
@@ -171,6 +171,11 @@ function describeWeights(options: ServeOptions): string {
   if (presets[path.toLowerCase()] && !existsSync(path)) return `serving the ${path} preset with RANDOM weights (output is meaningless text)`;
   if (options.loadFormat === 'dummy') return `serving ${path} with RANDOM weights (--load-format dummy)`;
   return `loading ${path}`;
+}
+
+/** 1.24B, 3.2M: the size people quote models by. */
+function formatParameters(n: number): string {
+  return n >= 1e9 ? `${(n / 1e9).toFixed(2)}B` : `${(n / 1e6).toFixed(1)}M`;
 }
 
 function engineOptions(options: ServeOptions, log: Logger): Partial<EngineOptions> {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseHfConfig, toHfConfig } from '../../src/model/config.js';
+import { parameterCount, parseHfConfig, toHfConfig } from '../../src/model/config.js';
+import { presets } from '../../src/model/presets.js';
 import { UserError } from '../../src/errors.js';
 
 // The config.json files of the released checkpoints (fields that do not matter to sluice omitted).
@@ -136,5 +137,12 @@ describe('parseHfConfig', () => {
     );
     expect(() => parseHfConfig({ ...llama3_8b, rope_scaling: { rope_type: 'yarn', factor: 4 } }, 'c.json')).toThrow(/"yarn"/);
     expect(() => parseHfConfig([], 'c.json')).toThrow(/c\.json: expected a JSON object/);
+  });
+});
+
+describe('parameterCount', () => {
+  it('matches the published sizes of Llama 3.2 1B (tied embeddings) and Llama 3.1 8B', () => {
+    expect(parameterCount(presets['llama-3.2-1b']!)).toBe(1_235_814_400);
+    expect(parameterCount(presets['llama-3.1-8b']!)).toBe(8_030_261_248);
   });
 });
