@@ -146,6 +146,6 @@ describe('webgpu backend without an adapter', () => {
     });
     const lines = run.stdout.trim().split('\n');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^BackendUnavailableError: webgpu backend: no WebGPU adapter \(.*install-vulkan\.sh/);
+    expect(lines[0]).toMatch(/^BackendUnavailableError: webgpu: unavailable here: no WebGPU adapter \(.*install-vulkan\.sh/);
   });
 });
