@@ -6,17 +6,14 @@ import type { Backend, ForwardBatch, StepOutput } from '../../src/engine/backend
  * mix-up, stale prefix or lost retraction changes the output. Runs thousands of steps a second.
  */
 export class HashBackend implements Backend {
-  readonly name = 'ref' as const;
+  readonly name = 'hash';
   readonly description = 'hash model for scheduling tests';
   private kv = new Int32Array(0);
   private pageSize = 1;
 
   async load(): Promise<void> {}
-  memory(): null {
-    return null;
-  }
-  kvBytesPerToken(): number {
-    return 4;
+  kvCapacity(budget: { maxTotalTokens: number | null }): number {
+    return budget.maxTotalTokens ?? 1 << 16;
   }
   async allocateKvCache(spec: { numPages: number; pageSize: number }): Promise<void> {
     this.kv = new Int32Array(spec.numPages * spec.pageSize).fill(-1);

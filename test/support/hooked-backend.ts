@@ -13,8 +13,7 @@ export class HookedBackend implements Backend {
     this.name = inner.name;
   }
   load = (m: Parameters<Backend['load']>[0]) => this.inner.load(m);
-  memory = () => this.inner.memory();
-  kvBytesPerToken = () => this.inner.kvBytesPerToken();
+  kvCapacity = (budget: Parameters<Backend['kvCapacity']>[0]) => this.inner.kvCapacity(budget);
   allocateKvCache = (spec: Parameters<Backend['allocateKvCache']>[0]) => this.inner.allocateKvCache(spec);
   close = () => this.inner.close();
   async forward(batch: ForwardBatch): Promise<StepOutput> {
