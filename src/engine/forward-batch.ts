@@ -29,17 +29,23 @@ export function validateForwardBatch(backend: string, batch: ForwardBatch, limit
   if (batch.pageTableStart[0] !== 0 || batch.pageTableStart[numSeqs]! > batch.pageTable.length) {
     throw fail('pageTableStart must run from 0 to at most the page table length');
   }
-  for (const id of batch.tokenIds) {
-    if (id < 0 || id >= limits.vocabSize) throw new UserError(`${backend}: token id ${id} is outside the vocabulary (0..${limits.vocabSize - 1})`);
+  // Indexed loops with an unsigned compare (negatives wrap above any limit): the page table of a
+  // large decode batch has 10^5 entries, and this runs every step.
+  const tokenIds = batch.tokenIds;
+  for (let i = 0; i < tokenIds.length; i++) {
+    if (tokenIds[i]! >>> 0 >= limits.vocabSize) throw new UserError(`${backend}: token id ${tokenIds[i]} is outside the vocabulary (0..${limits.vocabSize - 1})`);
   }
-  for (const slot of batch.slotMapping) {
-    if (slot < 0 || slot >= numSlots) throw fail(`slotMapping: KV slot ${slot} is outside the cache (${numSlots} slots)`);
+  const slots = batch.slotMapping;
+  for (let i = 0; i < slots.length; i++) {
+    if (slots[i]! >>> 0 >= numSlots) throw fail(`slotMapping: KV slot ${slots[i]} is outside the cache (${numSlots} slots)`);
   }
-  for (const page of batch.pageTable) {
-    if (page < 0 || page >= limits.numPages) throw fail(`pageTable: page ${page} is outside the cache (${limits.numPages} pages)`);
+  const pageTable = batch.pageTable;
+  for (let i = 0; i < pageTable.length; i++) {
+    if (pageTable[i]! >>> 0 >= limits.numPages) throw fail(`pageTable: page ${pageTable[i]} is outside the cache (${limits.numPages} pages)`);
   }
-  for (const id of batch.sampling.penalties?.tokenIds ?? []) {
-    if (id < 0 || id >= limits.vocabSize) throw fail(`penalties: token id ${id} is outside the vocabulary (0..${limits.vocabSize - 1})`);
+  const penalized = batch.sampling.penalties?.tokenIds ?? new Int32Array(0);
+  for (let i = 0; i < penalized.length; i++) {
+    if (penalized[i]! >>> 0 >= limits.vocabSize) throw fail(`penalties: token id ${penalized[i]} is outside the vocabulary (0..${limits.vocabSize - 1})`);
   }
   for (let s = 0; s < numSeqs; s++) {
     const newTokens = batch.queryStart[s + 1]! - batch.queryStart[s]!;
