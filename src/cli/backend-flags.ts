@@ -1,12 +1,13 @@
 import { Option, type Command } from 'commander';
-import { backendChoices, backendHelp, createBackend } from '../../backends/index.js';
+import { backendChoices, backendHelp, createBackend, type BackendName } from '../../backends/index.js';
 import { cpuWeightFormats, type Backend, type BackendOptions, type CpuWeightFormat } from '../engine/backend.js';
 import { UserError } from '../errors.js';
 import { parseIntOption } from './options.js';
 
 /** The flags every backend setting travels by, as commander parses them. */
 export interface BackendFlags {
-  backend: string;
+  /** Commander checks it against the registry's choices. */
+  backend: BackendName | 'auto';
   threads?: number;
   baseGpuId?: number;
   cpuWeights?: CpuWeightFormat;
