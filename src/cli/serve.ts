@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { LlmEngine } from '../engine/engine.js';
+import { defaultMaxTokens } from '../engine/request-parameters.js';
 import { checkEngineOptions, defaultEngineOptions, type EngineOptions } from '../engine/options.js';
 import { UserError } from '../errors.js';
 import { loadModel, type LoadedModel, type LoadFormat } from '../model/load.js';
@@ -43,8 +44,8 @@ export function register(program: Command): void {
     .command('serve')
     .description(
       'serve a model over HTTP: OpenAI-compatible /v1 routes and SGLang-native /generate. ' +
-        'When a request gives no max_tokens: 16 for /v1/completions, the rest of the context for /v1/chat/completions, ' +
-        '128 for /generate. SIGTERM or SIGINT drains (a second one exits at once).',
+        `When a request gives no max_tokens: ${defaultMaxTokens.completions} for /v1/completions, the rest of the context for /v1/chat/completions, ` +
+        `${defaultMaxTokens.generate} for /generate. SIGTERM or SIGINT drains (a second one exits at once).',
     )
     .option('--model-path <path>', `a Hugging Face model folder or a preset name (default: the ${defaultPreset} preset, random weights)`)
     .option('--served-model-name <name>', 'the model name /v1/models lists (default: the folder or preset name)')
