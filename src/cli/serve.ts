@@ -45,7 +45,7 @@ export function register(program: Command): void {
     .description(
       'serve a model over HTTP: OpenAI-compatible /v1 routes and SGLang-native /generate. ' +
         `When a request gives no max_tokens: ${defaultMaxTokens.completions} for /v1/completions, the rest of the context for /v1/chat/completions, ` +
-        `${defaultMaxTokens.generate} for /generate. SIGTERM or SIGINT drains (a second one exits at once).',
+        `${defaultMaxTokens.generate} for /generate. SIGTERM or SIGINT drains (a second one exits at once).`,
     )
     .option('--model-path <path>', `a Hugging Face model folder or a preset name (default: the ${defaultPreset} preset, random weights)`)
     .option('--served-model-name <name>', 'the model name /v1/models lists (default: the folder or preset name)')
