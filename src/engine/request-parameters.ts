@@ -22,6 +22,7 @@ export const defaultSamplingParams: SamplingParams = {
   n: 1,
   logprobs: null,
   skipSpecialTokens: true,
+  grammar: null,
 };
 
 /** max_tokens when a request gives none, per API (each follows the API it copies). */

@@ -27,7 +27,21 @@ export interface SamplingParams {
   /** null: none; 0: the sampled token's log-prob; k > 0: also the top k alternatives. */
   logprobs: number | null;
   skipSpecialTokens: boolean;
+  /** Constrains the output to a grammar (structured output); null: unconstrained. */
+  grammar: GrammarSpec | null;
 }
+
+/**
+ * An output constraint as the request gave it; `param` is the request field it came from, so
+ * an invalid schema or grammar is reported against that field.
+ */
+export type GrammarSpec = { param: string } & (
+  | { type: 'json_schema'; schema: string }
+  | { type: 'json_object' }
+  | { type: 'regex'; pattern: string }
+  | { type: 'ebnf'; grammar: string }
+  | { type: 'choice'; choices: string[] }
+);
 
 export interface GenerateRequest {
   /** Unique; generated when absent. Used by abort(). */

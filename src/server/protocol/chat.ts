@@ -1,5 +1,6 @@
 import { Type, type Static } from '@fastify/type-provider-typebox';
 import { Maybe, openObject, Ranged, SamplingFields } from './schema.js';
+import { StructuredOutputFields } from './structured-output.js';
 import type { UsageInfo } from './usage.js';
 
 const ContentPart = Type.Object(
@@ -32,8 +33,12 @@ export const ChatCompletionRequest = Type.Object(
     logprobs: Maybe(Type.Boolean()),
     top_logprobs: Maybe(Ranged('logprobs')),
     add_generation_prompt: Maybe(Type.Boolean()),
+    ...StructuredOutputFields,
     tools: Maybe(Type.Array(Type.Unknown())),
-    response_format: Maybe(Type.Object({ type: Type.String() }, openObject)),
+    tool_choice: Maybe(Type.Unknown()),
+    parallel_tool_calls: Maybe(Type.Boolean()),
+    functions: Maybe(Type.Unknown()),
+    function_call: Maybe(Type.Unknown()),
   },
   openObject,
 );

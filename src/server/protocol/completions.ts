@@ -1,11 +1,13 @@
 import { Type, type Static } from '@fastify/type-provider-typebox';
 import { Maybe, openObject, Ranged, SamplingFields, TokenIds } from './schema.js';
+import { StructuredOutputFields } from './structured-output.js';
 import type { UsageInfo } from './usage.js';
 
 /** POST /v1/completions, as OpenAI documents it plus vLLM's and SGLang's extras. */
 export const CompletionRequest = Type.Object(
   {
     ...SamplingFields,
+    ...StructuredOutputFields,
     prompt: Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1 }), Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 }), Type.Array(TokenIds, { minItems: 1 })], {
       description: 'a string, a list of strings, a list of token ids or a list of token-id lists',
     }),

@@ -1,5 +1,6 @@
 import { Type, type Static } from '@fastify/type-provider-typebox';
 import { Maybe, openObject, Ranged, StopSchema, TokenIds } from './schema.js';
+import { SglangStructuredFields } from './structured-output.js';
 
 /** SGLang's sampling_params object (its names and defaults). */
 export const SglangSamplingParams = Type.Object(
@@ -19,6 +20,7 @@ export const SglangSamplingParams = Type.Object(
     n: Maybe(Ranged('n')),
     seed: Maybe(Ranged('seed')),
     sampling_seed: Maybe(Ranged('seed')),
+    ...SglangStructuredFields,
   },
   openObject,
 );

@@ -7,6 +7,7 @@ import { invalidParam } from '../http/errors.js';
 import { ChatAccumulator } from '../protocol/chat-accumulator.js';
 import { ChatCompletionRequest } from '../protocol/chat.js';
 import { toSamplingParams } from '../protocol/sampling.js';
+import { openAiGrammar } from '../protocol/structured-output.js';
 import { checkModel, newId, unixSeconds } from './common.js';
 import { replyWithGeneration } from './respond.js';
 
@@ -20,15 +21,18 @@ async function chatCompletions(ctx: ServerContext, request: FastifyRequest<{ Bod
   const body = request.body;
   checkModel(ctx, body.model);
   if (body.tools && body.tools.length > 0) throw invalidParam('tools', 'tools (function calling) are not supported.');
-  if (body.response_format && body.response_format.type !== 'text') {
-    throw invalidParam('response_format', `response_format type ${JSON.stringify(body.response_format.type)} is not supported (only "text").`);
+  for (const field of ['functions', 'function_call'] as const) {
+    if (body[field] != null) throw invalidParam(field, `${field} (deprecated by OpenAI) is not supported; use tools.`);
   }
+  if (body.tool_choice != null) throw invalidParam('tool_choice', 'tool_choice needs tools.');
+  if (body.parallel_tool_calls != null) throw invalidParam('parallel_tool_calls', 'parallel_tool_calls needs tools.');
+  const grammar = openAiGrammar(body);
   if (body.top_logprobs != null && body.top_logprobs > 0 && !body.logprobs) {
     throw invalidParam('top_logprobs', 'top_logprobs needs logprobs set to true.');
   }
   const promptTokenIds = renderPrompt(ctx, body.messages, body.add_generation_prompt ?? true);
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? defaultMaxTokens.chat(ctx.contextLength, promptTokenIds.length);
-  const params = toSamplingParams(body, maxTokens, body.logprobs ? (body.top_logprobs ?? 0) : null);
+  const params = { ...toSamplingParams(body, maxTokens, body.logprobs ? (body.top_logprobs ?? 0) : null), grammar };
   const id = newId('chatcmpl');
   const created = unixSeconds();
   await replyWithGeneration(ctx, reply, {

@@ -6,6 +6,7 @@ import { invalidParam } from '../http/errors.js';
 import { CompletionAccumulator } from '../protocol/completions-accumulator.js';
 import { CompletionRequest } from '../protocol/completions.js';
 import { toSamplingParams } from '../protocol/sampling.js';
+import { openAiGrammar } from '../protocol/structured-output.js';
 import { checkModel, newId, unixSeconds } from './common.js';
 import { replyWithGeneration } from './respond.js';
 
@@ -21,7 +22,7 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
   if (body.suffix) throw invalidParam('suffix', 'suffix is not supported.');
   if (body.echo && body.logprobs != null) throw invalidParam('echo', 'echo together with logprobs is not supported.');
   const prompts = tokenizePrompts(ctx, body.prompt);
-  const params = toSamplingParams(body, body.max_tokens ?? defaultMaxTokens.completions, body.logprobs ?? null);
+  const params = { ...toSamplingParams(body, body.max_tokens ?? defaultMaxTokens.completions, body.logprobs ?? null), grammar: openAiGrammar(body) };
   const id = newId('cmpl');
   const created = unixSeconds();
   await replyWithGeneration(ctx, reply, {

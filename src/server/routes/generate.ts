@@ -4,6 +4,7 @@ import { defaultMaxTokens, defaultSamplingParams } from '../../engine/request-pa
 import type { ServerContext } from '../context.js';
 import { invalidParam } from '../http/errors.js';
 import { toSamplingParams } from '../protocol/sampling.js';
+import { sglangGrammar } from '../protocol/structured-output.js';
 import { SglangAccumulator } from '../protocol/sglang-accumulator.js';
 import { GenerateRequestBody, type SglangSamplingParams } from '../protocol/sglang.js';
 import { newId } from './common.js';
@@ -18,7 +19,8 @@ async function generate(ctx: ServerContext, request: FastifyRequest<{ Body: Gene
   const prompts = tokenizeInput(ctx, body);
   const sp: SglangSamplingParams = body.sampling_params ?? {};
   const logprobs = body.return_logprob ? (body.top_logprobs_num ?? 0) : null;
-  const params = toSamplingParams({ ...sp, seed: sp.seed ?? sp.sampling_seed }, sp.max_new_tokens ?? defaultMaxTokens.generate, logprobs);
+  const sampling = toSamplingParams({ ...sp, seed: sp.seed ?? sp.sampling_seed }, sp.max_new_tokens ?? defaultMaxTokens.generate, logprobs);
+  const params = { ...sampling, grammar: sglangGrammar(sp) };
   const rids = typeof body.rid === 'string' ? [body.rid] : body.rid;
   if (rids && rids.length !== prompts.length) throw invalidParam('rid', `rid has ${rids.length} ids for ${prompts.length} prompts.`);
   const baseId = newId('gen');
