@@ -187,7 +187,7 @@ export async function buildSegmentModel(
       }
       case 'linear': {
         const group = [op];
-        for (let next = ops[i + 1]; next?.op === 'linear' && next.x === op.x && group.every((g) => g.out !== op.x); next = ops[i + group.length + 1]) {
+        for (let next = ops[i + 1]; next?.op === 'linear' && next.x === op.x && group.every((g) => g.out !== op.x); next = ops[i + group.length]) {
           group.push(next);
         }
         i += group.length - 1;

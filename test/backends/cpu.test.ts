@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend } from '../../src/engine/backend.js';
 import { create, type CpuBackendOptions } from '../../backends/cpu/index.js';
+import onnxProto from 'onnx-proto';
+import type { onnx as OnnxTypes } from 'onnx-proto';
 import { planSegments } from '../../backends/cpu/cpu-backend.js';
+import { buildSegmentModel } from '../../backends/cpu/segment-graph.js';
 import { createBackend } from '../../backends/index.js';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
@@ -139,6 +142,15 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
     await expect(cpu.forward(batch)).rejects.toThrow(UserError);
     await expect(cpu.forward(batch)).rejects.toThrow(/token id 306 is outside the vocabulary/);
     await cpu.close();
+  });
+
+  it('compiles the linears that read one input as one GEMM (q/k/v, gate/up)', async () => {
+    const config = oddShapesConfig;
+    const whole = { firstLayer: 0, endLayer: config.numLayers, withHead: true };
+    const bytes = await buildSegmentModel(config, buildLlamaGraph(config), new DummyWeights(config, 0, 'f32'), whole, 'f32');
+    const { onnx } = onnxProto as unknown as { onnx: typeof OnnxTypes };
+    const gemms = onnx.ModelProto.decode(bytes).graph!.node!.filter((n) => n.opType === 'Gemm').length;
+    expect(gemms).toBe(4 * config.numLayers + 1); // qkv, o, gate_up, down per layer; the lm-head
   });
 
   it('splits layers into segments by stored weight bytes', () => {
