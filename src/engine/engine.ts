@@ -10,7 +10,7 @@ import { checkEngineOptions, defaultEngineOptions, type EngineLogger, type Engin
 import { resolveRequest } from './params.js';
 import { NoPrefixCache, RadixCache, type PrefixCache } from './prefix-cache.js';
 import { Scheduler, type StepPlan } from './scheduler.js';
-import { Request, Sequence } from './sequence.js';
+import { epochMs, Request, Sequence } from './sequence.js';
 import type { Engine, EngineStats, GenerateDelta, GenerateRequest, TokenLogprob } from './types.js';
 
 /**
@@ -113,22 +113,25 @@ export class LlmEngine implements Engine {
     for (const seq of req.sequences) {
       if (seq.status === 'finished') continue;
       this.scheduler.abort(seq);
-      req.stream.push(seq.abortDelta());
+      req.stream.push({ ...seq.abortDelta(), timing: { ...req.timing } });
     }
     this.endRequest(req);
   }
 
   stats(): EngineStats {
     const held = [...this.requests.values()].reduce((n, r) => n + (r.samplesStarted ? 0 : r.params.n - 1), 0);
+    const cachedPages = Math.ceil(this.cache.evictableTokens / this.pool.pageSize);
     return {
       runningRequests: this.scheduler.running.length,
       waitingRequests: this.scheduler.waiting.length + held,
       kvPagesTotal: this.pool.numPages,
-      kvPagesUsed: this.pool.numPages - this.pool.freePages,
+      kvPagesUsed: Math.max(0, this.pool.numPages - this.pool.freePages - cachedPages),
+      kvPagesCached: cachedPages,
       kvPagesFree: this.pool.freePages,
       pageSize: this.pool.pageSize,
       prefixCacheTokens: this.cache.evictableTokens,
       prefixCacheHitTokens: this.scheduler.prefixHitTokens,
+      prefixCacheQueryTokens: this.scheduler.prefixQueryTokens,
       promptTokensTotal: this.promptTokensTotal,
       generatedTokensTotal: this.generatedTokensTotal,
       retractions: this.scheduler.retractions,
@@ -166,6 +169,7 @@ export class LlmEngine implements Engine {
           await new Promise<void>((resolve) => (this.wakeLoop = resolve));
           continue;
         }
+        markScheduled(plan);
         const step = this.backend.forward(this.batchBuilder.build(plan));
         this.scheduler.prepareAdmission(); // host work for the next step while the backend computes
         this.processOutput(plan, await step);
@@ -191,6 +195,8 @@ export class LlmEngine implements Engine {
         for (const sibling of req.sequences) if (sibling.status === 'held') this.scheduler.enqueue(sibling);
       }
       const delta = seq.append(output.tokens[s]!, tokenLogprob(output, s, req.params.logprobs));
+      req.timing.firstToken ??= epochMs();
+      if (delta.finishReason !== null) delta.timing = { ...req.timing };
       this.generatedTokensTotal++;
       req.stream.push(delta);
       if (delta.finishReason !== null) {
@@ -234,6 +240,15 @@ function tokenLogprob(output: StepOutput, s: number, want: number | null): Token
     }
   }
   return { tokenId: output.tokens[s]!, logprob: output.logprobs?.[s] ?? NaN, top };
+}
+
+/** Stamps the requests this step runs for the first time. */
+function markScheduled(plan: StepPlan): void {
+  let now: number | undefined;
+  for (const seq of plan.sequences) {
+    const timing = seq.request.timing;
+    if (timing.scheduled === null) timing.scheduled = now ??= epochMs();
+  }
 }
 
 /** max_tokens 0: every sample finishes at once with no tokens, without a step. */

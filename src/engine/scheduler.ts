@@ -35,6 +35,7 @@ export class Scheduler {
   readonly running: Sequence[] = [];
   retractions = 0;
   prefixHitTokens = 0;
+  prefixQueryTokens = 0;
   private newTokenRatio = initNewTokenRatio;
   private waitingSorted = true;
 
@@ -142,6 +143,7 @@ export class Scheduler {
     if (seq.cachedTokens < 0) {
       seq.cachedTokens = Math.min(length, seq.numPromptTokens);
       this.prefixHitTokens += seq.cachedTokens;
+      this.prefixQueryTokens += seq.numPromptTokens;
     }
   }
 

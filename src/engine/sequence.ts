@@ -4,7 +4,7 @@ import type { DeltaStream } from './delta-stream.js';
 import { PageList } from './kv-pool.js';
 import type { CacheNode } from './prefix-cache.js';
 import { StopChecker } from './stop-checker.js';
-import type { FinishReason, GenerateDelta, SamplingParams, TokenLogprob } from './types.js';
+import type { FinishReason, GenerateDelta, RequestTiming, SamplingParams, TokenLogprob } from './types.js';
 
 /** One submitted request: its prompt, parameters, stream and its n samples. */
 export class Request {
@@ -12,6 +12,8 @@ export class Request {
   unfinished: number;
   /** Samples 1..n-1 start once sample 0 has computed the prompt, so they can share its KV. */
   samplesStarted = false;
+  /** When each stage was reached, for the latency metrics. */
+  readonly timing: RequestTiming = { arrival: epochMs(), scheduled: null, firstToken: null };
 
   constructor(
     readonly id: string,
@@ -143,4 +145,9 @@ export class Sequence {
       cachedTokens: Math.max(0, this.cachedTokens),
     };
   }
+}
+
+/** Milliseconds since the epoch at sub-millisecond resolution. */
+export function epochMs(): number {
+  return performance.timeOrigin + performance.now();
 }

@@ -82,19 +82,36 @@ export interface GenerateDelta {
   matchedStop: string | number | null;
   /** On the sample's last delta: tokens of this sample. */
   usage: Usage | null;
+  /** On the sample's last delta: when its request reached each stage (for latency metrics). */
+  timing?: RequestTiming;
+}
+
+/** Milliseconds since the epoch (performance.timeOrigin + performance.now()), so they survive a thread hop. */
+export interface RequestTiming {
+  /** The engine accepted the request. */
+  arrival: number;
+  /** The request was first part of a step (null: never scheduled). */
+  scheduled: number | null;
+  /** The request's first token was sampled (null: none was). */
+  firstToken: number | null;
 }
 
 export interface EngineStats {
   runningRequests: number;
   waitingRequests: number;
   kvPagesTotal: number;
+  /** Pages held by running requests (what vllm:kv_cache_usage_perc reports). */
   kvPagesUsed: number;
+  /** Pages only the prefix cache holds: evictable, so not counted as used. */
+  kvPagesCached: number;
   kvPagesFree: number;
   pageSize: number;
   /** Tokens held by the prefix cache that no running request uses (evictable). */
   prefixCacheTokens: number;
   /** Prompt tokens served from the prefix cache since start. */
   prefixCacheHitTokens: number;
+  /** Prompt tokens looked up in the prefix cache since start (at first admission). */
+  prefixCacheQueryTokens: number;
   /** Prompt tokens seen since start (for the hit rate). */
   promptTokensTotal: number;
   generatedTokensTotal: number;

@@ -44,12 +44,13 @@ export const defaultDrainTimeoutMs = 30_000;
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const engine = options.engine;
   const log = options.log ?? createLogger('info');
+  const servedModelName = options.servedModelName ?? options.model.name;
   const ctx: ServerContext = {
     engine,
     model: options.model,
-    servedModelName: options.servedModelName ?? options.model.name,
+    servedModelName,
     contextLength: engine.contextLength,
-    metrics: new ServerMetrics(() => engine.stats()),
+    metrics: new ServerMetrics(() => engine.stats(), { modelName: servedModelName, maxModelLen: engine.contextLength }),
     log,
     logRequests: options.logRequests ?? true,
     tokenText: new TokenText(options.model.tokenizer),

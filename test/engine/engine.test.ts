@@ -122,9 +122,12 @@ describe('LlmEngine on the ref backend (tiny)', () => {
     for await (const _ of stream) if (++seen === 3) break;
     const stats = engine.stats();
     expect(stats.runningRequests).toBe(0);
-    expect(stats.kvPagesUsed).toBe(stats.prefixCacheTokens);
+    expect(stats.kvPagesUsed).toBe(0);
+    expect(stats.kvPagesCached).toBe(stats.prefixCacheTokens);
+    expect(stats.kvPagesCached).toBeGreaterThan(0);
     expect(engine.flushCache()).toBe(true);
-    expect(engine.stats().kvPagesUsed).toBe(0);
+    expect(engine.stats().kvPagesCached).toBe(0);
+    expect(engine.stats().kvPagesFree).toBe(engine.stats().kvPagesTotal);
     await engine.close();
   });
 

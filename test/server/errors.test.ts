@@ -115,7 +115,7 @@ describe('errors in the OpenAI shape', () => {
       body: JSON.stringify({ prompt: 'waiting', max_tokens: 2, temperature: 0 }),
       signal: leaving.signal,
     }).catch((e: Error) => e);
-    await waitFor(async () => (await scrapeMetrics(server.url)).get('sluice:num_requests_waiting') === 1, 'B to wait');
+    await waitFor(async () => (await scrapeMetrics(server.url)).get('vllm:num_requests_waiting') === 1, 'B to wait');
     const c = await post('/v1/completions', JSON.stringify({ prompt: 'refused', max_tokens: 2 }));
     expect(c.status).toBe(503);
     expect(c.headers.get('retry-after')).toBe('1');
@@ -123,7 +123,7 @@ describe('errors in the OpenAI shape', () => {
     // B's client goes away while B is still queued: B leaves the queue at once.
     leaving.abort();
     expect(await b).toBeInstanceOf(Error);
-    await waitFor(async () => (await scrapeMetrics(server.url)).get('sluice:num_requests_waiting') === 0, 'B to leave the queue');
+    await waitFor(async () => (await scrapeMetrics(server.url)).get('vllm:num_requests_waiting') === 0, 'B to leave the queue');
     const events = await aEvents;
     expect(events.at(-1)).toBe('[DONE]');
     expect(JSON.parse(events.at(-2)!).choices[0].finish_reason).toBe('length');

@@ -16,7 +16,7 @@ function post(path: string, body: unknown, signal?: AbortSignal): Promise<Respon
   return fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal });
 }
 
-const running = async () => (await scrapeMetrics(server.url)).get('sluice:num_requests_running') ?? -1;
+const running = async () => (await scrapeMetrics(server.url)).get('vllm:num_requests_running') ?? -1;
 
 describe('client disconnects', () => {
   it('mid-stream: the request is aborted within a step and its KV freed', async () => {
@@ -29,9 +29,9 @@ describe('client disconnects', () => {
     leaving.abort();
     await waitFor(async () => (await running()) === 0, 'the aborted request to stop running', 5000);
     const after = await scrapeMetrics(server.url);
-    const generated = after.get('sluice:generation_tokens_total')! - before.get('sluice:generation_tokens_total')!;
+    const generated = after.get('vllm:generation_tokens_total')! - before.get('vllm:generation_tokens_total')!;
     expect(generated).toBeLessThan(2000);
-    const aborts = (m: Map<string, number>) => m.get('sluice:request_success_total{finished_reason="abort"}') ?? 0;
+    const aborts = (m: Map<string, number>) => m.get('sluice:request_aborted_total') ?? 0;
     expect(aborts(after) - aborts(before)).toBe(1);
     await expectKvFree(server.url);
   });
@@ -154,13 +154,14 @@ describe('other routes', () => {
     await post('/v1/completions', { prompt, max_tokens: 2, temperature: 0 });
     await post('/v1/completions', { prompt, max_tokens: 2, temperature: 0 });
     const metrics = await scrapeMetrics(server.url);
-    expect(metrics.get('sluice:time_to_first_token_seconds_count')).toBeGreaterThan(0);
-    expect(metrics.get('sluice:inter_token_latency_seconds_count')).toBeGreaterThan(0);
-    expect(metrics.get('sluice:e2e_request_latency_seconds_count')).toBeGreaterThan(0);
-    expect(metrics.get('sluice:prompt_tokens_total')).toBeGreaterThan(0);
-    expect(metrics.get('sluice:generation_tokens_total')).toBeGreaterThan(0);
-    expect(metrics.get('sluice:prefix_cache_hit_rate')).toBeGreaterThan(0);
-    expect(metrics.has('sluice:kv_cache_usage_perc')).toBe(true);
-    expect(metrics.has('sluice:num_requests_waiting')).toBe(true);
+    expect(metrics.get('vllm:time_to_first_token_seconds_count')).toBeGreaterThan(0);
+    expect(metrics.get('vllm:inter_token_latency_seconds_count')).toBeGreaterThan(0);
+    expect(metrics.get('vllm:e2e_request_latency_seconds_count')).toBeGreaterThan(0);
+    expect(metrics.get('vllm:prompt_tokens_total')).toBeGreaterThan(0);
+    expect(metrics.get('vllm:generation_tokens_total')).toBeGreaterThan(0);
+    expect(metrics.get('vllm:prefix_cache_hits_total')).toBeGreaterThan(0);
+    expect(metrics.get('sglang:cache_hit_rate')).toBeGreaterThan(0);
+    expect(metrics.has('vllm:kv_cache_usage_perc')).toBe(true);
+    expect(metrics.has('vllm:num_requests_waiting')).toBe(true);
   });
 });

@@ -4,6 +4,7 @@ import { LlmEngine } from '../../src/engine/engine.js';
 import type { EngineOptions } from '../../src/engine/options.js';
 import { loadModel } from '../../src/model/load.js';
 import { silentLogger, startServer, type RunningServer } from '../../src/server/index.js';
+import { parsePrometheusText, samplesByKey } from './prometheus-text.js';
 
 export interface TestServerOptions {
   apiKey?: string;
@@ -22,16 +23,9 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   return startServer({ engine, model, port: 0, log: silentLogger, apiKey: options.apiKey ?? null, wedgeTimeoutMs: options.wedgeTimeoutMs });
 }
 
-/** Parses /metrics into name{labels} -> value. */
+/** Parses /metrics into name{labels} -> value (labels other than model_name, in the order served). */
 export async function scrapeMetrics(url: string): Promise<Map<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const values = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#') || line.trim() === '') continue;
-    const space = line.lastIndexOf(' ');
-    values.set(line.slice(0, space), Number(line.slice(space + 1)));
-  }
-  return values;
+  return samplesByKey(parsePrometheusText(await (await fetch(`${url}/metrics`)).text()));
 }
 
 export async function waitFor(condition: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
@@ -47,7 +41,8 @@ export async function expectKvFree(url: string, headers: Record<string, string> 
   await waitFor(async () => (await fetch(`${url}/flush_cache`, { method: 'POST', headers })).status === 200, 'the engine to go idle');
   const metrics = await scrapeMetrics(url);
   if (metrics.get('sluice:kv_cache_pages_used') !== 0) throw new Error(`KV pages still in use: ${metrics.get('sluice:kv_cache_pages_used')}`);
-  if (metrics.get('sluice:num_requests_running') !== 0 || metrics.get('sluice:num_requests_waiting') !== 0) {
+  if (metrics.get('sluice:kv_cache_pages_cached') !== 0) throw new Error(`KV pages still cached: ${metrics.get('sluice:kv_cache_pages_cached')}`);
+  if (metrics.get('vllm:num_requests_running') !== 0 || metrics.get('vllm:num_requests_waiting') !== 0) {
     throw new Error('requests still running or waiting');
   }
 }

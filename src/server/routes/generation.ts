@@ -3,6 +3,7 @@ import { InvalidRequestError } from '../../engine/errors.js';
 import type { GenerateDelta, GenerateRequest } from '../../engine/types.js';
 import type { InFlightRequest, ServerContext } from '../context.js';
 import { engineUnavailable, invalidParam, toApiError } from '../http/errors.js';
+import { RequestMetricsRecorder } from '../http/request-metrics.js';
 
 export interface TaggedDelta {
   /** Which of the generation's engine requests (prompts) this delta belongs to. */
@@ -31,8 +32,7 @@ export class Generation implements InFlightRequest {
   private readonly pending = new Map<number, Pending>();
   private aborted = false;
   private disconnected = false;
-  private firstTokenSeen = false;
-  private readonly lastTokenAt = new Map<string, number>();
+  private readonly recorder: RequestMetricsRecorder;
 
   /** Starts every engine request, or none: an engine refusal (bad parameter, too long, overloaded) aborts those started and throws. */
   constructor(
@@ -41,6 +41,7 @@ export class Generation implements InFlightRequest {
     private readonly response: ServerResponse,
   ) {
     if (ctx.draining) throw engineUnavailable('The server is shutting down.');
+    this.recorder = new RequestMetricsRecorder(ctx.metrics, requests.map((r) => r.promptTokenIds.length));
     try {
       for (const request of requests) {
         const { promptParam: _, ...engineRequest } = request;
@@ -80,10 +81,11 @@ export class Generation implements InFlightRequest {
         const { prompt, result } = next;
         if (result.done) {
           this.pending.delete(prompt);
+          this.recorder.onPromptEnd(prompt);
           continue;
         }
         this.readAhead(prompt);
-        this.observe(result.value);
+        this.recorder.onDelta(prompt, result.value);
         yield { prompt, delta: result.value };
       }
     } finally {
@@ -101,7 +103,7 @@ export class Generation implements InFlightRequest {
   dispose(): void {
     if (!this.ctx.inFlight.has(this)) return;
     if (this.pending.size > 0) this.abort();
-    if (!this.aborted) this.ctx.metrics.e2eLatency.observe(this.elapsedMs() / 1000);
+    this.recorder.onDispose();
     this.response.off('close', this.onClose);
     this.ctx.inFlight.delete(this);
   }
@@ -123,22 +125,6 @@ export class Generation implements InFlightRequest {
     this.disconnected = true;
     this.abort();
   };
-
-  private observe(delta: GenerateDelta): void {
-    const now = performance.now();
-    const metrics = this.ctx.metrics;
-    if (delta.tokenIds.length > 0) {
-      if (!this.firstTokenSeen) {
-        this.firstTokenSeen = true;
-        metrics.timeToFirstToken.observe((now - this.arrival) / 1000);
-      }
-      const key = `${delta.requestId}/${delta.index}`;
-      const last = this.lastTokenAt.get(key);
-      if (last !== undefined) metrics.interTokenLatency.observe((now - last) / 1000);
-      this.lastTokenAt.set(key, now);
-    }
-    if (delta.finishReason !== null) metrics.recordFinish(delta.finishReason);
-  }
 }
 
 /** The engine calls the prompt "prompt"; the client knows it by the field it sent. */
