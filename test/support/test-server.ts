@@ -12,6 +12,7 @@ export interface TestServerOptions {
   /** Wraps the ref backend (to make it fail or stall). */
   wrapBackend?: (backend: Backend) => Backend;
   wedgeTimeoutMs?: number;
+  servedModelName?: string;
 }
 
 /** A server on the tiny preset and the ref backend, on a free port, logging nothing. */
@@ -20,7 +21,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const ref = await createBackend('ref');
   const backend = options.wrapBackend ? options.wrapBackend(ref) : ref;
   const engine = await LlmEngine.create(model, backend, { maxTotalTokens: 16384, logger: silentLogger, ...options.engine });
-  return startServer({ engine, model, port: 0, log: silentLogger, apiKey: options.apiKey ?? null, wedgeTimeoutMs: options.wedgeTimeoutMs });
+  return startServer({ engine, model, port: 0, log: silentLogger, apiKey: options.apiKey ?? null, wedgeTimeoutMs: options.wedgeTimeoutMs, servedModelName: options.servedModelName });
 }
 
 /** Parses /metrics into name{labels} -> value (labels other than model_name, in the order served). */
