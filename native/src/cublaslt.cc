@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <glob.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -154,13 +155,25 @@ bool CublasLt::open() {
     where_ = "disabled by SLUICE_NO_CUBLASLT";
     return false;
   }
-  std::string lastError = "not found";
+  // The first file that exists but cannot be used, with dlerror's text (a missing dependency, a
+  // wrong architecture, too old a driver): told apart from "there is no such file anywhere".
+  std::string brokenFile;
+  std::string brokenWhy;
+  int looked = 0;
   auto tryFile = [&](const std::string& file) {
+    looked++;
+    const bool isPath = file.find('/') != std::string::npos;
+    if (isPath && access(file.c_str(), F_OK) != 0) return false;
     void* lib = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
       const char* err = dlerror();
-      if (file.find('/') != std::string::npos && err && std::string(err).find("No such file") == std::string::npos)
-        lastError = err;
+      const std::string text = err ? err : "dlopen failed";
+      // A bare name the loader did not find is "not found"; anything else is a broken file.
+      const bool missing = !isPath && text.find("No such file") != std::string::npos;
+      if (!missing && brokenFile.empty()) {
+        brokenFile = file;
+        brokenWhy = text;
+      }
       return false;
     }
     auto* api = new Api();
@@ -177,7 +190,10 @@ bool CublasLt::open() {
         bind(lib, "cublasLtMatmulAlgoGetHeuristic", api->heuristic) && bind(lib, "cublasLtMatmul", api->matmul);
     lt::Handle handle = nullptr;
     if (!complete || api->create(&handle) != 0) {
-      lastError = file + ": " + (complete ? "cublasLtCreate failed" : "missing symbols");
+      if (brokenFile.empty()) {
+        brokenFile = file;
+        brokenWhy = complete ? "cublasLtCreate failed" : "missing cublasLt symbols";
+      }
       delete api;
       dlclose(lib);
       return false;
@@ -194,7 +210,9 @@ bool CublasLt::open() {
     for (const auto& file : pythonPackageFiles())
       if (tryFile(file)) return true;
   }
-  where_ = "cuBLASLt not loaded (" + lastError + ")";
+  where_ = brokenFile.empty()
+               ? "cuBLASLt not found (" + std::to_string(looked) + " places looked at; SLUICE_CUBLASLT names a file)"
+               : "cuBLASLt found but failed to load (" + brokenFile + ": " + brokenWhy + ")";
   return false;
 }
 
@@ -213,7 +231,31 @@ CublasLt::~CublasLt() {
 
 // Row-major out[m, n] = x[m, k] w[n, k]^T is, in cuBLAS's column-major terms,
 // out^T (n x m) = w^T... i.e. C(n, m) = op(A) B with A = w seen as k x n (transposed), B = x as k x m.
-CublasLt::Plan& CublasLt::plan(int m, int n, int k, DType outType, size_t workspaceBytes) {
+namespace {
+/** m itself up to 16 (decode batches), then 4 buckets per doubling: a bounded set of plans. */
+int mBucket(int m) {
+  if (m <= 16) return m;
+  int octave = 16;
+  while (octave * 2 < m) octave *= 2;
+  const int step = octave / 4;
+  return (m + step - 1) / step * step;
+}
+}  // namespace
+
+std::string CublasLt::failures() const {
+  std::string out;
+  for (const auto& [shape, why] : failed_) {
+    if (!out.empty()) out += ", ";
+    out += std::to_string(std::get<0>(shape)) + "x" + std::to_string(std::get<1>(shape)) + "x" +
+           std::to_string(std::get<2>(shape)) + " (" + why + ")";
+  }
+  return out;
+}
+
+// The plan's layouts are those of its bucket's largest m (what the heuristic ranked); each call
+// makes layouts B and C for its own m, which cuBLASLt reads when the call is made.
+CublasLt::Plan& CublasLt::plan(int mActual, int n, int k, DType outType, size_t workspaceBytes) {
+  const int m = mBucket(mActual);
   const auto key = std::make_tuple(m, n, k, int(outType));
   auto found = plans_.find(key);
   if (found != plans_.end()) return found->second;
@@ -249,13 +291,43 @@ CublasLt::Plan& CublasLt::plan(int m, int n, int k, DType outType, size_t worksp
 bool CublasLt::matmul(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k, void* workspace,
                       size_t workspaceBytes, cudaStream_t stream) {
   if (!ready() || m == 0) return m == 0;
-  Plan& p = plan(m, n, k, outType, workspaceBytes);
+  const auto shape = std::make_tuple(m, n, k, int(outType));
+  if (failed_.count(shape)) return false;
+  Plan* planned = nullptr;
+  try {
+    planned = &plan(m, n, k, outType, workspaceBytes);
+  } catch (const CudaError& e) {
+    failed_[shape] = e.what();
+    return false;
+  }
+  Plan& p = *planned;
   if (!p.usable) return false;
+  void* layoutB = p.layoutB;
+  void* layoutC = p.layoutC;
+  const bool ownLayouts = mBucket(m) != m;
+  if (ownLayouts) {
+    layoutB = layoutC = nullptr;
+    if (api_->layoutCreate(&layoutB, CUDA_R_16BF, k, m, k) != 0 ||
+        api_->layoutCreate(&layoutC, outType == DType::F32 ? CUDA_R_32F : CUDA_R_16BF, n, m, n) != 0) {
+      if (layoutB) api_->layoutDestroy(layoutB);
+      if (layoutC) api_->layoutDestroy(layoutC);
+      failed_[shape] = "layout";
+      return false;
+    }
+  }
   const float alpha = 1.f;
   const float beta = 0.f;
-  checkLt(api_->matmul(handle_, p.desc, &alpha, w, p.layoutA, x, p.layoutB, &beta, out, p.layoutC, out, p.layoutC,
-                       p.algo, workspace, workspaceBytes, stream),
-          "cublasLtMatmul");
+  const lt::Status status = api_->matmul(handle_, p.desc, &alpha, w, p.layoutA, x, layoutB, &beta, out, layoutC, out,
+                                         layoutC, p.algo, workspace, workspaceBytes, stream);
+  if (ownLayouts) {
+    api_->layoutDestroy(layoutB);
+    api_->layoutDestroy(layoutC);
+  }
+  if (status != 0) {
+    // Nothing was enqueued: the caller runs our GEMM for this shape now and from now on.
+    failed_[shape] = "status " + std::to_string(status);
+    return false;
+  }
   return true;
 }
 

@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 
 #include "check.h"
+#include "dummy_hash.h"
 #include "kernels.h"
 
 namespace sluice {
@@ -128,25 +129,10 @@ __global__ void gatherLastKernel(const unsigned char* x, size_t rowBytes, const 
   }
 }
 
-// Must match hash32 / dummyValue in src/model/dummy-weights.ts bit for bit.
-__device__ inline uint32_t hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
-}
-
-__global__ void dummyFillKernel(bf16* out, size_t n, uint32_t key, double halfRange, double offset) {
+// The generator lives in dummy_hash.h, shared with the host build the tests compare with JS.
+__global__ void dummyFillKernel(uint16_t* out, size_t n, uint32_t key, double halfRange, double offset) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const uint32_t lo = uint32_t(i);
-    const uint32_t hi = uint32_t(i >> 32);
-    const uint32_t h = hash32(lo ^ hash32(key + hi));
-    const double u = double(h >> 8) * (1.0 / 16777216.0);
-    const double value = offset + (2.0 * u - 1.0) * halfRange;
-    // JS rounds the double to f32, then f32 to bf16 (nearest even): the same two steps here.
-    out[i] = __float2bfloat16_rn(__double2float_rn(value));
+    out[i] = dummy::elementBf16(key, i, halfRange, offset);
   }
 }
 
@@ -231,7 +217,7 @@ void launchGatherLast(const void* x, size_t rowBytes, const int* queryStart, int
 
 void launchDummyFill(bf16* out, size_t n, uint32_t key, double halfRange, double offset, cudaStream_t stream) {
   if (n == 0) return;
-  dummyFillKernel<<<gridFor(n, 256), 256, 0, stream>>>(out, n, key, halfRange, offset);
+  dummyFillKernel<<<gridFor(n, 256), 256, 0, stream>>>(reinterpret_cast<uint16_t*>(out), n, key, halfRange, offset);
   CUDA_CHECK_LAUNCH("dummy weight kernel");
 }
 

@@ -98,6 +98,9 @@ struct SamplingArgs {
   const int* penaltyStart;  // [S + 1]
   const int* penaltyIds;
   const int* penaltyCounts;
+  // The previous path (SLUICE_CUDA_SAMPLER=sort): a segmented sort of the sampled rows.
+  // The default (sortPath false) uses none of the fields below up to the outputs.
+  bool sortPath;
   // sorting (segments empty for rows that need no sort)
   bool needSort;
   const int* segBegin;  // [S]
@@ -116,6 +119,8 @@ struct SamplingArgs {
   float* rowLse;        // [S] scratch
 };
 
+/** Most top log-probs per token the device sampler returns (validateStep refuses more). */
+constexpr int kMaxTopLogprobs = 256;
 /** Bytes of temporary storage the segmented sort needs for numSeqs rows. */
 size_t samplingSortTempBytes(int numSeqs, int vocab);
 void launchSampling(const SamplingArgs& args, cudaStream_t stream);

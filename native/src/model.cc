@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "check.h"
 #include "step_inputs.h"
@@ -12,6 +14,8 @@ namespace sluice {
 namespace {
 constexpr size_t kWorkspaceBytes = 32u << 20;
 }  // namespace
+
+int grownCapacity(int have, int want);
 
 DeviceProbe probeDevices() {
   DeviceProbe probe;
@@ -28,6 +32,8 @@ DeviceProbe probeDevices() {
 }
 
 Model::Model(int device, bool graphCapture) : device_(device), graphCapture_(graphCapture) {
+  const char* sampler = std::getenv("SLUICE_CUDA_SAMPLER");
+  sortSampler_ = sampler != nullptr && std::string(sampler) == "sort";
   const DeviceProbe probe = probeDevices();
   if (probe.count == 0) throw CudaError(probe.message);
   if (device < 0 || device >= probe.count)
@@ -54,10 +60,12 @@ Model::~Model() {
 
 void Model::useDevice() const { CUDA_CHECK(cudaSetDevice(device_)); }
 
-std::string Model::description() const {
+std::string Model::description() {
+  std::lock_guard<std::mutex> guard(mutex_);
   return "cuda: " + deviceName_ + " (" + std::to_string(numSms_) + " SMs), GEMM " +
          (lt_.ready() ? "cuBLASLt from " + lt_.where() : "own tensor-core kernel; " + lt_.where()) +
-         (graphCapture_ ? ", CUDA graphs" : ", no CUDA graphs");
+         (graphCapture_ ? ", CUDA graphs" : ", no CUDA graphs") +
+         (lt_.failures().empty() ? "" : "; cuBLASLt failed on " + lt_.failures() + ", our GEMM runs those");
 }
 
 void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> activations, std::vector<Op> ops,
@@ -67,6 +75,9 @@ void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> act
     throw CudaError("numHeads must be a multiple of numKvHeads");
   if (config.numHeads / config.numKvHeads > 32) throw CudaError("more than 32 query heads per KV head is not supported");
   if (int(config.invFreq.size()) != config.headDim / 2) throw CudaError("invFreq must have headDim / 2 entries");
+  // A second configure() starts over: no graph, buffer or capacity of the last model survives.
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  resetState();
   config_ = config;
   activationSpecs_ = std::move(activations);
   ops_ = std::move(ops);
@@ -135,8 +146,7 @@ void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> act
   }
   if (logitsBuffer_ < 0) throw CudaError("the graph has no sample op");
   invFreq_.reserve(config_.invFreq.size() * sizeof(double));
-  CUDA_CHECK(cudaMemcpy(invFreq_.ptr, config_.invFreq.data(), config_.invFreq.size() * sizeof(double),
-                        cudaMemcpyHostToDevice));
+  upload(invFreq_.ptr, config_.invFreq.data(), config_.invFreq.size() * sizeof(double));
   ensureCapacity(512, 256, 1 << 16, 0, 0);
 }
 
@@ -149,12 +159,12 @@ void Model::setWeight(int id, const void* bytes, size_t byteLength, DType source
                     " expected");
   weights_[id].reserve(n * sizeof(bf16));
   if (sourceType == DType::BF16) {
-    CUDA_CHECK(cudaMemcpy(weights_[id].ptr, bytes, byteLength, cudaMemcpyHostToDevice));
+    upload(weights_[id].ptr, bytes, byteLength);
     return;
   }
   DeviceBuffer staging;
   staging.reserve(byteLength);
-  CUDA_CHECK(cudaMemcpy(staging.ptr, bytes, byteLength, cudaMemcpyHostToDevice));
+  upload(staging.ptr, bytes, byteLength);
   launchConvertToBf16(staging.ptr, sourceType, static_cast<bf16*>(weights_[id].ptr), n, stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
@@ -209,12 +219,12 @@ void Model::writeActivation(int id, const std::vector<float>& values) {
   const int rows = int(values.size() / a.cols);
   ensureCapacity(a.perToken ? rows : 1, a.perToken ? 1 : rows, 1, 0, 0);
   if (a.dtype == DType::F32) {
-    CUDA_CHECK(cudaMemcpy(activations_[id].ptr, values.data(), values.size() * 4, cudaMemcpyHostToDevice));
+    upload(activations_[id].ptr, values.data(), values.size() * 4);
     return;
   }
   DeviceBuffer staging;
   staging.reserve(std::max<size_t>(values.size(), 1) * 4);
-  CUDA_CHECK(cudaMemcpy(staging.ptr, values.data(), values.size() * 4, cudaMemcpyHostToDevice));
+  upload(staging.ptr, values.data(), values.size() * 4);
   launchConvertToBf16(staging.ptr, DType::F32, static_cast<bf16*>(activations_[id].ptr), values.size(), stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
@@ -226,9 +236,13 @@ void Model::allocateKv(int numPages, int pageSize) {
   kv_.release();
   const size_t slotBytes = size_t(config_.numKvHeads) * config_.headDim * sizeof(bf16);
   kv_.reserve(size_t(config_.numLayers) * 2 * size_t(numPages) * pageSize * slotBytes);
-  CUDA_CHECK(cudaMemset(kv_.ptr, 0, kv_.bytes));
+  CUDA_CHECK(cudaMemsetAsync(kv_.ptr, 0, kv_.bytes, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
   numPages_ = numPages;
   pageSize_ = pageSize;
+  // Sized from the pool once: a step's page table rarely passes one entry per page (shared
+  // prefixes can, and then it doubles), so long runs at page size 1 never regrow it step by step.
+  ensureCapacity(0, 0, numPages + numPages / 4 + 64, 0, 0);
 }
 
 void Model::memory(size_t& freeBytes, size_t& totalBytes) {
@@ -236,18 +250,45 @@ void Model::memory(size_t& freeBytes, size_t& totalBytes) {
   CUDA_CHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
 }
 
+void Model::upload(void* device, const void* host, size_t bytes) {
+  // On the model's stream (kernels there do not wait for the legacy default stream), then waited
+  // for: `host` may be pageable memory the caller frees as soon as this returns.
+  CUDA_CHECK(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void Model::resetState() {
+  dropGraphs();
+  weights_.clear();
+  activations_.clear();
+  kv_.release();
+  numPages_ = pageSize_ = 0;
+  logitsBuffer_ = -1;
+  capTokens_ = capSeqs_ = capPageEntries_ = capTopK_ = capSortRows_ = 0;
+  layout_.reset();
+  partialTokenSplits_ = 0;
+}
+
 void Model::dropGraphs() {
   for (auto& [bucket, exec] : graphs_) cudaGraphExecDestroy(exec);
   graphs_.clear();
+}
+
+int grownCapacity(int have, int want) {
+  if (want <= have) return have;
+  // At least double: each growth reallocates (synchronizing the device) and drops every captured
+  // graph, so a run that creeps upwards pays that a logarithmic number of times, not per step.
+  const long doubled = 2L * std::max(have, 1);
+  return int(std::min<long>(std::max<long>(want, doubled), long(std::numeric_limits<int>::max() / 2)));
 }
 
 void Model::ensureCapacity(int tokens, int seqs, int pageEntries, int maxTopK, int sortRows) {
   const bool grow = tokens > capTokens_ || seqs > capSeqs_ || pageEntries > capPageEntries_;
   if (grow) {
     dropGraphs();
-    capTokens_ = std::max(capTokens_, tokens);
-    capSeqs_ = std::max(capSeqs_, seqs);
-    capPageEntries_ = std::max(capPageEntries_, pageEntries);
+    capTokens_ = grownCapacity(capTokens_, tokens);
+    capSeqs_ = grownCapacity(capSeqs_, seqs);
+    capPageEntries_ = grownCapacity(capPageEntries_, pageEntries);
     layout_ = std::make_unique<StepLayout>(capTokens_, capSeqs_, capPageEntries_);
     meta_.reserve(layout_->words * 4);
     metaHost_.reserve(layout_->words * 4);
@@ -292,7 +333,7 @@ StepResult Model::forward(const StepInput& in) {
     const bool decode = int(in.tokenIds.size()) == S;
     const StepShape shape = shapeStep(in, graphCapture_ && decode ? bucketFor(S) : -1);
     ensureCapacity(shape.rowTokens, shape.rowSeqs, int(in.pageTable.size()), shape.maxTopK,
-                   shape.sortRows > 0 ? S : 0);
+                   sortSampler_ && shape.sortRows > 0 ? S : 0);
     const PackedStep packed = packStep(in, shape, *layout_, config_.vocabSize,
                                        attentionTileQueries(config_.numHeads, config_.numKvHeads), metaHost_.ptr);
     CUDA_CHECK(cudaMemcpyAsync(meta_.ptr, metaHost_.ptr, packed.words * sizeof(int), cudaMemcpyHostToDevice, stream_));

@@ -73,6 +73,8 @@ class Model {
  public:
   Model(int device, bool graphCapture);
   ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
 
   void configure(const ModelConfig& config, std::vector<ActivationSpec> activations, std::vector<Op> ops,
                  std::vector<WeightSpec> weights);
@@ -86,12 +88,20 @@ class Model {
   void allocateKv(int numPages, int pageSize);
   void memory(size_t& freeBytes, size_t& totalBytes);
   StepResult forward(const StepInput& input);
-  std::string description() const;
-  int graphsCaptured() const { return int(graphs_.size()); }
+  /** Both take the model's lock: the addon may ask while a step runs on a worker thread. */
+  std::string description();
+  int graphsCaptured() {
+    std::lock_guard<std::mutex> guard(mutex_);
+    return int(graphs_.size());
+  }
   std::mutex& lock() { return mutex_; }
 
  private:
   void useDevice() const;
+  /** Host-to-device copy on the model's stream, finished before returning. */
+  void upload(void* device, const void* host, size_t bytes);
+  /** Forgets the configured model: graphs, weights, activations, KV cache and capacities. */
+  void resetState();
   void ensureCapacity(int tokens, int seqs, int pageEntries, int maxTopK, int sortRows);
   void allocateActivations();
   void dropGraphs();
@@ -106,6 +116,8 @@ class Model {
 
   int device_;
   bool graphCapture_;
+  /** SLUICE_CUDA_SAMPLER=sort: the previous, sorting sampler (see sampling.cu). */
+  bool sortSampler_ = false;
   cudaStream_t stream_ = nullptr;
   int numSms_ = 0;
   std::string deviceName_;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "check.h"
+#include "kernels.h"
 
 namespace sluice {
 
@@ -50,6 +51,8 @@ void validateStep(const StepInput& in, int vocabSize, int numPages, int pageSize
   if (int(in.temperature.size()) != S || int(in.topP.size()) != S || int(in.topK.size()) != S ||
       int(in.minP.size()) != S || int(in.random.size()) != S || int(in.logprobs.size()) != S)
     throw CudaError("forward: every sampling array needs one entry per sequence");
+  for (int k : in.logprobs)
+    if (k > kMaxTopLogprobs) throw CudaError("forward: at most " + std::to_string(kMaxTopLogprobs) + " top log-probs per token, " + std::to_string(k) + " asked");
   const long slots = long(numPages) * pageSize;
   for (int t = 0; t < T; t++) {
     if (in.tokenIds[t] < 0 || in.tokenIds[t] >= vocabSize) throw CudaError("forward: token id " + std::to_string(in.tokenIds[t]) + " is outside the vocabulary");

@@ -46,7 +46,8 @@ StepResult Model::sample(const StepInput& in, const StepShape& shape) {
     // The copy reads `packed`, which dies with this scope: wait for it.
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
-  sa.needSort = sortRows > 0;
+  sa.sortPath = sortSampler_;
+  sa.needSort = sortSampler_ && sortRows > 0;
   sa.segBegin = meta + L.segBegin;
   sa.segEnd = meta + L.segEnd;
   if (sa.needSort) {
