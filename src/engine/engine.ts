@@ -11,7 +11,7 @@ import { resolveRequest } from './params.js';
 import { NoPrefixCache, RadixCache, type PrefixCache } from './prefix-cache.js';
 import { Scheduler, type StepPlan } from './scheduler.js';
 import { epochMs, Request, Sequence } from './sequence.js';
-import type { Engine, EngineStats, GenerateDelta, GenerateRequest, TokenLogprob } from './types.js';
+import type { Engine, EngineSettings, EngineStats, GenerateDelta, GenerateRequest, TokenLogprob } from './types.js';
 
 /**
  * The engine: requests in, streams of deltas out. Each step the scheduler plans a batch, the
@@ -21,6 +21,7 @@ import type { Engine, EngineStats, GenerateDelta, GenerateRequest, TokenLogprob 
 export class LlmEngine implements Engine {
   /** Prompt plus completion tokens a request may use: the model's (or --context-length), at most the KV pool. */
   readonly contextLength: number;
+  readonly settings: EngineSettings;
   private readonly pool: KvPool;
   private readonly cache: PrefixCache;
   private readonly scheduler: Scheduler;
@@ -50,18 +51,24 @@ export class LlmEngine implements Engine {
     const wanted = options.contextLength ?? model.config.maxPositionEmbeddings;
     this.contextLength = Math.min(wanted, poolSize);
     if (this.contextLength < wanted) log.warn(`context length clipped from ${wanted} to the KV pool size, ${poolSize} tokens`);
-    this.scheduler = new Scheduler(
-      this.pool,
-      this.cache,
-      {
-        pageSize: options.pageSize,
-        chunkedPrefillSize: options.chunkedPrefillSize > 0 ? options.chunkedPrefillSize : options.maxPrefillTokens,
-        maxPrefillTokens: options.maxPrefillTokens,
-        maxRunningRequests: options.maxRunningRequests ?? Math.min(Math.floor(poolSize / 2), 4096),
-        policy: options.disableRadixCache ? 'fcfs' : options.schedulePolicy,
-      },
-      (message) => log.warn(message),
-    );
+    const schedulerConfig = {
+      pageSize: options.pageSize,
+      chunkedPrefillSize: options.chunkedPrefillSize > 0 ? options.chunkedPrefillSize : options.maxPrefillTokens,
+      maxPrefillTokens: options.maxPrefillTokens,
+      maxRunningRequests: options.maxRunningRequests ?? Math.min(Math.floor(poolSize / 2), 4096),
+      policy: options.disableRadixCache ? ('fcfs' as const) : options.schedulePolicy,
+    };
+    this.scheduler = new Scheduler(this.pool, this.cache, schedulerConfig, (message) => log.warn(message));
+    this.settings = {
+      pageSize: options.pageSize,
+      maxTotalTokens: poolSize,
+      maxRunningRequests: schedulerConfig.maxRunningRequests,
+      maxPrefillTokens: options.maxPrefillTokens,
+      chunkedPrefillSize: options.chunkedPrefillSize,
+      maxQueuedRequests: options.maxQueuedRequests,
+      schedulePolicy: schedulerConfig.policy,
+      disableRadixCache: options.disableRadixCache,
+    };
     this.batchBuilder = new BatchBuilder(options.pageSize);
     this.loopDone = this.runLoop();
   }

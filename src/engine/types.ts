@@ -123,6 +123,19 @@ export interface EngineStats {
   error: string | null;
 }
 
+/** The engine's resolved sizes and policies (what SGLang's /server_info reports as server args). */
+export interface EngineSettings {
+  pageSize: number;
+  /** KV pool size in tokens. */
+  maxTotalTokens: number;
+  maxRunningRequests: number;
+  maxPrefillTokens: number;
+  chunkedPrefillSize: number;
+  maxQueuedRequests: number;
+  schedulePolicy: 'lpm' | 'fcfs';
+  disableRadixCache: boolean;
+}
+
 export interface Engine {
   /** Queues a request; the stream yields deltas of every sample and ends when all have finished. */
   generate(request: GenerateRequest): AsyncIterable<GenerateDelta>;

@@ -6,6 +6,7 @@ import { registerChat } from './routes/chat.js';
 import { registerCompletions } from './routes/completions.js';
 import { registerGenerate } from './routes/generate.js';
 import { registerInfo } from './routes/info.js';
+import { registerReplicaRoutes } from './routes/replica.js';
 import { registerTokenize } from './routes/tokenize.js';
 import { validatorCompiler } from './http/validator.js';
 
@@ -15,8 +16,8 @@ const bodyLimit = 64 * 1024 * 1024;
 /**
  * The fastify app with every route; listening is up to the caller.
  * OpenAI: POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/<name>].
- * SGLang: POST /generate, GET /get_model_info, POST|GET /flush_cache.
- * vLLM: POST /tokenize, POST /detokenize. Operations: GET /health, GET /health_generate, GET /metrics, GET /version.
+ * SGLang: POST /generate, GET /[get_]model_info, GET /[get_]server_info, GET /get_load, POST /abort_request, POST|GET /flush_cache.
+ * vLLM: POST /tokenize, POST /detokenize. Operations: GET /health (liveness), GET /readiness, GET /health_generate, GET /metrics, GET /version.
  */
 export function buildApp(ctx: ServerContext, options: { apiKey: string | null; version: string }): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit, forceCloseConnections: 'idle', return503OnClosing: false });
@@ -38,6 +39,7 @@ export function buildApp(ctx: ServerContext, options: { apiKey: string | null; v
   registerGenerate(app, ctx);
   registerTokenize(app, ctx);
   registerInfo(app, ctx, options.version);
+  registerReplicaRoutes(app, ctx, options.version);
   return app;
 }
 

@@ -1,11 +1,11 @@
-import type { Engine } from '../engine/types.js';
+import type { Engine, EngineSettings } from '../engine/types.js';
 import type { LoadedModel } from '../model/load.js';
 import type { Logger } from './http/logger.js';
 import type { ServerMetrics } from './http/metrics.js';
 import type { TokenText } from './protocol/token-text.js';
 
 /** The engine as the server sees it: the Engine interface plus the context it enforces. */
-export type ServedEngine = Engine & { readonly contextLength: number };
+export type ServedEngine = Engine & { readonly contextLength: number; readonly settings: EngineSettings };
 
 /** A request the engine is working on for this server: shutdown aborts what is left after the drain timeout. */
 export interface InFlightRequest {

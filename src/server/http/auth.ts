@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { ApiError } from './errors.js';
 
 /** Routes that monitoring reaches without a key. */
-const openRoutes = new Set(['/health', '/health_generate', '/metrics', '/version']);
+const openRoutes = new Set(['/health', '/health_generate', '/readiness', '/metrics', '/version']);
 
 /** With --api-key, every other route needs `Authorization: Bearer <key>` (or `x-api-key`). */
 export function registerAuth(app: FastifyInstance, apiKey: string | null): void {

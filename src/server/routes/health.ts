@@ -4,9 +4,12 @@ import { newId } from './common.js';
 /** Time without a step, while requests are pending, after which the engine counts as wedged. */
 export const defaultWedgeTimeoutMs = 300_000;
 
-/** Why the server cannot take requests (shutting down, engine dead, or no step for too long while busy), or null when healthy. */
+/**
+ * Why the server is not alive (engine dead, or no step for too long while busy), or null when
+ * it is. Draining is not a liveness problem: /readiness reports it, so a probe does not restart
+ * a server that is finishing its requests.
+ */
 export function healthProblem(ctx: ServerContext, wedgeTimeoutMs = ctx.wedgeTimeoutMs): string | null {
-  if (ctx.draining) return 'The server is shutting down.';
   const stats = ctx.engine.stats();
   if (stats.error !== null) return `The engine has failed: ${stats.error}`;
   const pending = stats.runningRequests + stats.waitingRequests;

@@ -22,13 +22,15 @@ export function registerInfo(app: FastifyInstance, ctx: ServerContext, version: 
     if (name !== ctx.servedModelName) throw unknownModel(name, ctx.servedModelName);
     return modelCard();
   });
-  app.get('/get_model_info', async () => ({
+  const modelInfo = async () => ({
     model_path: ctx.model.path,
     tokenizer_path: ctx.model.path,
     served_model_name: ctx.servedModelName,
     is_generation: true,
     context_length: ctx.contextLength,
-  }));
+  });
+  app.get('/get_model_info', modelInfo);
+  app.get('/model_info', modelInfo);
   app.get('/version', async () => ({ version }));
   app.get('/health', async (_request, reply) => {
     const problem = healthProblem(ctx);
