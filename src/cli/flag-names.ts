@@ -1,5 +1,9 @@
 /** Option names of the lower layers whose flag is not their kebab-case spelling. */
-const flagOverrides: Record<string, string> = { device: '--base-gpu-id', graphCapture: '--disable-cuda-graph' };
+const flagOverrides: Record<string, string> = {
+  device: '--base-gpu-id',
+  graphCapture: '--disable-cuda-graph',
+  allowLongContext: 'SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1',
+};
 
 /** The command-line flag of an option an OptionError names (memFractionStatic -> --mem-fraction-static). */
 export function flagOf(option: string): string {

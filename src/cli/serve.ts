@@ -26,6 +26,7 @@ interface ServeOptions extends BackendFlags {
   maxRunningRequests?: number;
   maxQueuedRequests?: number;
   schedulePolicy?: 'lpm' | 'fcfs';
+  scheduleConservativeness?: number;
   disableRadixCache?: boolean;
   pageSize?: number;
   host: string;
@@ -56,12 +57,17 @@ export function register(program: Command): void {
     .option('--mem-fraction-static <f>', 'fraction of device memory for weights and KV cache (GPU backends)', parseFloatOption)
     .option('--mem-frac <f>', 'alias of --mem-fraction-static', parseFloatOption)
     .option('--max-total-tokens <n>', 'KV cache size in tokens (overrides the memory fraction)', parseIntOption)
-    .option('--context-length <n>', "tokens of prompt plus completion a request may use (default: the model's)", parseIntOption)
-    .option('--chunked-prefill-size <n>', 'prompt tokens one request prefills per step; -1 disables chunking', parseIntOption)
+    .option(
+      '--context-length <n>',
+      `tokens of prompt plus completion a request may use (default: the model's; above the model's maximum only with ${allowLongContextEnv}=1)`,
+      parseIntOption,
+    )
+    .option('--chunked-prefill-size <n>', 'prompt tokens prefilled per step (per request, and all requests together while others decode); -1 disables chunking', parseIntOption)
     .option('--max-prefill-tokens <n>', 'prefill tokens per step, all requests together', parseIntOption)
     .option('--max-running-requests <n>', 'sequences decoding at once', parseIntOption)
     .option('--max-queued-requests <n>', 'waiting requests at most; beyond it requests get 503', parseIntOption)
     .addOption(new Option('--schedule-policy <policy>', 'lpm: longest cached prefix first; fcfs: arrival order').choices(['lpm', 'fcfs']))
+    .option('--schedule-conservativeness <f>', 'above 1: admission reserves more KV for future tokens (fewer retractions); below 1: less (default 1)', parseFloatOption)
     .option('--disable-radix-cache', 'no prefix caching between requests')
     .option('--enable-torch-compile', 'accepted for SGLang compatibility and ignored: there is no torch here (CUDA graphs are on unless --disable-cuda-graph)')
     .option('--disable-cuda-graph', 'cuda backend: run decode steps without graph capture')
@@ -188,11 +194,20 @@ function engineOptions(options: ServeOptions, log: Logger): Partial<EngineOption
     maxPrefillTokens: options.maxPrefillTokens,
     maxRunningRequests: options.maxRunningRequests,
     schedulePolicy: options.schedulePolicy,
+    scheduleConservativeness: options.scheduleConservativeness,
+    allowLongContext: isTruthy(process.env[allowLongContextEnv]),
     disableRadixCache: options.disableRadixCache,
     contextLength: options.contextLength,
     maxQueuedRequests: options.maxQueuedRequests,
     logger: log,
   };
+}
+
+/** SGLang's name for the override, read by `sluice serve` as SGLang reads it. */
+const allowLongContextEnv = 'SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN';
+
+function isTruthy(value: string | undefined): boolean {
+  return value !== undefined && ['1', 'true', 'yes'].includes(value.toLowerCase());
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {

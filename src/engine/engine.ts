@@ -12,6 +12,12 @@ import { NoPrefixCache, RadixCache, type PrefixCache } from './prefix-cache.js';
 import { Scheduler, type StepPlan } from './scheduler.js';
 import { epochMs, Request, Sequence } from './sequence.js';
 import type { Engine, EngineSettings, EngineStats, GenerateDelta, GenerateRequest, TokenLogprob } from './types.js';
+import { OptionError } from '../errors.js';
+
+// lpm lets at most this many admissions of later arrivals pass a waiting request.
+const lpmMaxPassOvers = 32;
+// One retraction warning per this interval at most; the count is in the metrics.
+const retractionWarningIntervalMs = 10_000;
 
 /**
  * The engine: requests in, streams of deltas out. Each step the scheduler plans a batch, the
@@ -37,6 +43,7 @@ export class LlmEngine implements Engine {
   private promptTokensTotal = 0;
   private generatedTokensTotal = 0;
   private lastStepAt = Date.now();
+  private steps = 0;
 
   private constructor(
     readonly model: LoadedModel,
@@ -53,10 +60,13 @@ export class LlmEngine implements Engine {
     if (this.contextLength < wanted) log.warn(`context length clipped from ${wanted} to the KV pool size, ${poolSize} tokens`);
     const schedulerConfig = {
       pageSize: options.pageSize,
-      chunkedPrefillSize: options.chunkedPrefillSize > 0 ? options.chunkedPrefillSize : options.maxPrefillTokens,
+      chunkedPrefillSize: options.chunkedPrefillSize,
       maxPrefillTokens: options.maxPrefillTokens,
       maxRunningRequests: options.maxRunningRequests ?? Math.min(Math.floor(poolSize / 2), 4096),
       policy: options.disableRadixCache ? ('fcfs' as const) : options.schedulePolicy,
+      scheduleConservativeness: options.scheduleConservativeness,
+      lpmMaxPassOvers,
+      retractionWarningIntervalMs,
     };
     this.scheduler = new Scheduler(this.pool, this.cache, schedulerConfig, (message) => log.warn(message));
     this.settings = {
@@ -78,6 +88,7 @@ export class LlmEngine implements Engine {
     const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
     const resolved: EngineOptions = { ...defaultEngineOptions, ...given };
     checkEngineOptions(resolved);
+    checkContextLength(model, resolved);
     await backend.load(model);
     const { memFractionStatic, maxTotalTokens, pageSize } = resolved;
     const poolTokens = backend.kvCapacity({ memFractionStatic, maxTotalTokens, minTokens: pageSize });
@@ -143,6 +154,7 @@ export class LlmEngine implements Engine {
       generatedTokensTotal: this.generatedTokensTotal,
       retractions: this.scheduler.retractions,
       lastStepAt: this.lastStepAt,
+      stepsTotal: this.steps,
       error: this.error,
     };
   }
@@ -179,14 +191,26 @@ export class LlmEngine implements Engine {
         markScheduled(plan);
         const step = this.backend.forward(this.batchBuilder.build(plan));
         this.scheduler.prepareAdmission(); // host work for the next step while the backend computes
-        this.processOutput(plan, await step);
+        this.processOutput(plan, await this.withinStepTimeout(step));
         this.lastStepAt = Date.now();
+        this.steps++;
       } catch (e) {
         this.die(e);
         return;
       }
       await yieldToEventLoop();
     }
+  }
+
+  /** The step's output, or an error once it has taken longer than stepTimeoutMs (a hung backend). */
+  private withinStepTimeout(step: Promise<StepOutput>): Promise<StepOutput> {
+    const limit = this.options.stepTimeoutMs;
+    if (limit === null) return step;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`a backend step did not return within ${limit / 1000} s (hung)`)), limit);
+    });
+    return Promise.race([step, timeout]).finally(() => clearTimeout(timer));
   }
 
   private processOutput(plan: StepPlan, output: StepOutput): void {
@@ -199,6 +223,7 @@ export class LlmEngine implements Engine {
       const req = seq.request;
       if (!req.samplesStarted) {
         req.samplesStarted = true;
+        this.scheduler.cachePrompt(seq);
         for (const sibling of req.sequences) if (sibling.status === 'held') this.scheduler.enqueue(sibling);
       }
       const delta = seq.append(output.tokens[s]!, tokenLogprob(output, s, req.params.logprobs));
@@ -221,13 +246,18 @@ export class LlmEngine implements Engine {
     }
   }
 
+  /** A backend failure: every request ends with the error, their KV is released, and the engine takes nothing more. */
   private die(e: unknown): void {
     this.error = e instanceof Error ? e.message : String(e);
     this.accepting = false;
-    (this.options.logger ?? console).warn(`engine stopped: ${this.error}`);
-    for (const req of this.requests.values()) req.stream.fail(new EngineDeadError(`the backend failed: ${this.error}`));
+    for (const req of this.requests.values()) {
+      for (const seq of req.sequences) this.scheduler.abort(seq);
+      req.stream.fail(new EngineDeadError(`the backend failed: ${this.error}`));
+    }
     this.requests.clear();
     for (const resolve of this.drainWaiters.splice(0)) resolve();
+    if (this.options.onFatal) this.options.onFatal(this.error);
+    else (this.options.logger ?? console).warn(`engine stopped: ${this.error}`);
   }
 
   private wake(): void {
@@ -235,6 +265,18 @@ export class LlmEngine implements Engine {
     this.wakeLoop = null;
     wake?.();
   }
+}
+
+/** A context longer than the model's positions is refused (as SGLang and vLLM do) unless explicitly allowed. */
+function checkContextLength(model: LoadedModel, options: EngineOptions): void {
+  const modelMax = model.config.maxPositionEmbeddings;
+  if (options.contextLength === null || options.contextLength <= modelMax || options.allowLongContext) return;
+  throw new OptionError(
+    'contextLength',
+    (name) =>
+      `${name('contextLength')} ${options.contextLength} is above the model's maximum of ${modelMax} positions ` +
+      `(max_position_embeddings); give at most ${modelMax}, or allow it explicitly with ${name('allowLongContext')} if you know the model copes`,
+  );
 }
 
 function tokenLogprob(output: StepOutput, s: number, want: number | null): TokenLogprob | null {

@@ -25,6 +25,17 @@ export interface EngineOptions {
   contextLength: number | null;
   /** Waiting requests at most; beyond it generate() throws EngineOverloadedError. */
   maxQueuedRequests: number;
+  /** SGLang's --schedule-conservativeness: above 1 admission reserves more KV for future tokens (fewer retractions), below 1 less. */
+  scheduleConservativeness: number;
+  /**
+   * Allows a contextLength above the model's max_position_embeddings (positions the model was
+   * not trained for). Off: such a contextLength is refused.
+   */
+  allowLongContext: boolean;
+  /** Longest a backend step may take before the engine counts the backend as hung and stops; null: no limit. */
+  stepTimeoutMs: number | null;
+  /** Called once when the engine stops for good after a backend failure (a supervisor restarts the process). */
+  onFatal?: (message: string) => void;
   /** Where warnings (retractions, a clipped context) go; console by default. */
   logger?: EngineLogger;
 }
@@ -40,6 +51,9 @@ export const defaultEngineOptions: EngineOptions = {
   disableRadixCache: false,
   contextLength: null,
   maxQueuedRequests: 10000,
+  scheduleConservativeness: 1,
+  allowLongContext: false,
+  stepTimeoutMs: null,
 };
 
 
@@ -61,6 +75,12 @@ export function checkEngineOptions(o: EngineOptions): void {
   positiveInt('maxRunningRequests', true);
   positiveInt('contextLength', true);
   positiveInt('maxQueuedRequests');
+  if (!(o.scheduleConservativeness > 0 && Number.isFinite(o.scheduleConservativeness))) {
+    throw new OptionError('scheduleConservativeness', (name) => `${name('scheduleConservativeness')} must be a number above 0, got ${o.scheduleConservativeness}`);
+  }
+  if (o.stepTimeoutMs !== null && !(o.stepTimeoutMs > 0)) {
+    throw new OptionError('stepTimeoutMs', (name) => `${name('stepTimeoutMs')} must be above 0, got ${o.stepTimeoutMs}`);
+  }
   if (!(o.memFractionStatic > 0 && o.memFractionStatic <= 1)) {
     throw new OptionError('memFractionStatic', (name) => `${name('memFractionStatic')} must be in (0, 1], got ${o.memFractionStatic}`);
   }

@@ -45,6 +45,7 @@ class RadixNode implements CacheNode {
   readonly children = new Map<number | string, RadixNode>();
   lockRef = 0;
   lastAccess = 0;
+  removed = false;
 
   constructor(
     public parent: RadixNode | null,
@@ -63,6 +64,13 @@ export class RadixCache implements PrefixCache {
   private root = new RadixNode(null, [], []);
   private clock = 0;
   private evictable = 0;
+  /**
+   * Eviction candidates by last use: every unlocked leaf has an entry, possibly stale (a later
+   * use, a lock, a new child); stale entries are skipped or re-queued when they come up, so an
+   * eviction pops only what it frees instead of walking and sorting the tree.
+   */
+  private readonly candidates = new MinHeap<RadixNode>();
+  private nodes = 0;
 
   constructor(private readonly pool: KvPool) {}
 
@@ -98,7 +106,10 @@ export class RadixCache implements PrefixCache {
 
   unlock(handle: CacheNode | null): void {
     for (let node = handle as RadixNode | null; node && node !== this.root; node = node.parent) {
-      if (--node.lockRef === 0) this.evictable += node.key.length;
+      if (--node.lockRef === 0) {
+        this.evictable += node.key.length;
+        this.offerCandidate(node);
+      }
     }
   }
 
@@ -116,6 +127,8 @@ export class RadixCache implements PrefixCache {
         leaf.lastAccess = tick;
         node.children.set(this.childKey(leaf.key, 0), leaf);
         this.evictable += leaf.key.length;
+        this.nodes++;
+        this.offerCandidate(leaf);
         return;
       }
       child.lastAccess = tick;
@@ -126,23 +139,18 @@ export class RadixCache implements PrefixCache {
   }
 
   evict(pagesWanted: number): void {
-    const leaves: RadixNode[] = [];
-    const visit = (node: RadixNode) => {
-      for (const child of node.children.values()) visit(child);
-      if (node.children.size === 0 && node !== this.root && node.lockRef === 0) leaves.push(node);
-    };
-    visit(this.root);
-    // Most recently used first, so pop() takes the least recently used.
-    leaves.sort((a, b) => b.lastAccess - a.lastAccess);
-    while (this.pool.freePages < pagesWanted && leaves.length > 0) {
-      const leaf = leaves.pop()!;
-      const parent = leaf.parent!;
-      this.remove(leaf);
-      if (parent !== this.root && parent.children.size === 0 && parent.lockRef === 0) {
-        let i = leaves.length;
-        while (i > 0 && leaves[i - 1]!.lastAccess < parent.lastAccess) i--;
-        leaves.splice(i, 0, parent);
+    while (this.pool.freePages < pagesWanted) {
+      const entry = this.candidates.pop();
+      if (!entry) return;
+      const node = entry.item;
+      if (!this.isEvictable(node)) continue;
+      if (entry.key !== node.lastAccess) {
+        this.candidates.push(node, node.lastAccess); // used since it was queued: back in line
+        continue;
       }
+      const parent = node.parent!;
+      this.remove(node);
+      this.offerCandidate(parent);
     }
   }
 
@@ -154,11 +162,34 @@ export class RadixCache implements PrefixCache {
       }
     };
     removeAll(this.root);
+    this.rebuildCandidates();
+  }
+
+  private isEvictable(node: RadixNode): boolean {
+    return !node.removed && node !== this.root && node.lockRef === 0 && node.children.size === 0;
+  }
+
+  private offerCandidate(node: RadixNode): void {
+    if (!this.isEvictable(node)) return;
+    this.candidates.push(node, node.lastAccess);
+    // Stale entries pile up while nothing is evicted: rebuild from the tree now and then (amortized O(1) per entry).
+    if (this.candidates.size > 2 * this.nodes + 1024) this.rebuildCandidates();
+  }
+
+  private rebuildCandidates(): void {
+    this.candidates.clear();
+    const visit = (node: RadixNode) => {
+      for (const child of node.children.values()) visit(child);
+      if (this.isEvictable(node)) this.candidates.push(node, node.lastAccess);
+    };
+    visit(this.root);
   }
 
   private remove(leaf: RadixNode): void {
     for (const page of leaf.pages) this.pool.release(page);
     leaf.parent!.children.delete(this.childKey(leaf.key, 0));
+    leaf.removed = true;
+    this.nodes--;
     this.evictable -= leaf.key.length;
   }
 
@@ -168,6 +199,7 @@ export class RadixCache implements PrefixCache {
     const parent = node.parent!;
     const upper = new RadixNode(parent, node.key.slice(0, length), node.pages.slice(0, length / pageSize));
     upper.lockRef = node.lockRef;
+    this.nodes++;
     upper.lastAccess = node.lastAccess;
     node.key = node.key.slice(length);
     node.pages = node.pages.slice(length / pageSize);
@@ -189,5 +221,51 @@ export class RadixCache implements PrefixCache {
   private childKey(tokens: readonly number[], start: number): number | string {
     const pageSize = this.pool.pageSize;
     return pageSize === 1 ? tokens[start]! : tokens.slice(start, start + pageSize).join(',');
+  }
+}
+
+/** A binary min-heap of items by numeric key. */
+class MinHeap<T> {
+  private readonly entries: { item: T; key: number }[] = [];
+
+  get size(): number {
+    return this.entries.length;
+  }
+
+  push(item: T, key: number): void {
+    const e = this.entries;
+    e.push({ item, key });
+    let i = e.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (e[parent]!.key <= e[i]!.key) break;
+      [e[parent], e[i]] = [e[i]!, e[parent]!];
+      i = parent;
+    }
+  }
+
+  pop(): { item: T; key: number } | undefined {
+    const e = this.entries;
+    const top = e[0];
+    const last = e.pop();
+    if (e.length > 0 && last) {
+      e[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < e.length && e[l]!.key < e[m]!.key) m = l;
+        if (r < e.length && e[r]!.key < e[m]!.key) m = r;
+        if (m === i) break;
+        [e[m], e[i]] = [e[i]!, e[m]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+
+  clear(): void {
+    this.entries.length = 0;
   }
 }

@@ -10,17 +10,29 @@ export interface StepPlan {
 
 export interface SchedulerConfig {
   pageSize: number;
+  /** Prompt tokens one request prefills per step, and all prefills together while decodes run; -1: no chunking. */
   chunkedPrefillSize: number;
   maxPrefillTokens: number;
   maxRunningRequests: number;
   policy: 'lpm' | 'fcfs';
+  /** SGLang's --schedule-conservativeness: scales how much of max_new_tokens admission reserves (above 1: fewer retractions). */
+  scheduleConservativeness: number;
+  /** Admissions of later arrivals that lpm may let pass a waiting sequence before it goes first. */
+  lpmMaxPassOvers: number;
+  /** Least interval between two retraction warnings (the count is in the metrics). */
+  retractionWarningIntervalMs: number;
+  now?: () => number;
 }
 
 // Admission reserves this fraction of each running sequence's remaining max_new_tokens (SGLang's
 // new_token_ratio): it starts cautious, relaxes every step, and resets when a retraction shows it was too low.
-const initNewTokenRatio = 0.7;
-const minNewTokenRatio = 0.1;
-const newTokenRatioDecay = 0.001;
+const baseInitNewTokenRatio = 0.7;
+const minNewTokenRatioFactor = 0.14;
+const newTokenRatioDecaySteps = 600;
+// The estimate counts at most this many of a request's remaining max_new_tokens (SGLang's
+// CLIP_MAX_NEW_TOKENS_ESTIMATION): a chat request defaulting to the rest of a long context would
+// otherwise reserve most of the pool for tokens it will rarely generate.
+export const clipMaxNewTokensEstimation = 4096;
 // Above this many waiting sequences, lpm's prefix matching costs more than it saves (as SGLang).
 const lpmMaxWaiting = 128;
 
@@ -36,15 +48,27 @@ export class Scheduler {
   retractions = 0;
   prefixHitTokens = 0;
   prefixQueryTokens = 0;
-  private newTokenRatio = initNewTokenRatio;
+  private readonly initNewTokenRatio: number;
+  private readonly minNewTokenRatio: number;
+  private readonly newTokenRatioDecay: number;
+  private newTokenRatio: number;
   private waitingSorted = true;
+  private readonly chunkSize: number;
+  private readonly retractionWarnings: RateLimitedWarning;
 
   constructor(
     private readonly pool: KvPool,
     private readonly cache: PrefixCache,
     private readonly config: SchedulerConfig,
-    private readonly warn: (message: string) => void,
-  ) {}
+    warn: (message: string) => void,
+  ) {
+    this.initNewTokenRatio = Math.min(baseInitNewTokenRatio * config.scheduleConservativeness, 1);
+    this.minNewTokenRatio = Math.min(this.initNewTokenRatio * minNewTokenRatioFactor, 1);
+    this.newTokenRatioDecay = (this.initNewTokenRatio - this.minNewTokenRatio) / newTokenRatioDecaySteps;
+    this.newTokenRatio = this.initNewTokenRatio;
+    this.chunkSize = config.chunkedPrefillSize > 0 ? config.chunkedPrefillSize : Infinity;
+    this.retractionWarnings = new RateLimitedWarning(warn, config.retractionWarningIntervalMs, config.now ?? Date.now);
+  }
 
   enqueue(seq: Sequence): void {
     seq.status = 'waiting';
@@ -54,20 +78,49 @@ export class Scheduler {
 
   schedule(): StepPlan | null {
     const plan: StepPlan = { sequences: [], numTokens: [] };
-    let budget = this.config.maxPrefillTokens;
+    // Decode tokens count against the step's budget. While decodes run, all prefills of the step
+    // also share one chunk (SGLang's per-batch chunk budget), so a long prompt cannot stretch the
+    // step that carries everyone's next token.
+    let decodes = 0;
+    for (const seq of this.running) if (seq.pendingTokens === 1) decodes++;
+    let budget = this.config.maxPrefillTokens - decodes;
+    if (decodes > 0) budget = Math.min(budget, this.chunkSize);
+    const prefillBudget = budget;
+    this.evictForRunning(budget);
     const retractionsBefore = this.retractions;
     for (let i = 0; i < this.running.length; i++) {
       const seq = this.running[i]!;
-      const n = seq.pendingTokens === 1 ? 1 : Math.min(seq.pendingTokens, this.config.chunkedPrefillSize, budget);
+      const decode = seq.pendingTokens === 1;
+      const n = decode ? 1 : this.prefillTokens(seq, budget, budget === prefillBudget);
       if (n <= 0 || !this.reservePages(seq, n)) continue;
       plan.sequences.push(seq);
       plan.numTokens.push(n);
-      budget -= n;
+      if (!decode) budget -= n;
     }
     // Admitting right after a retraction would only take back the pages just freed (unless nothing else runs).
-    if (this.retractions === retractionsBefore || plan.sequences.length === 0) this.admit(plan, budget);
-    this.newTokenRatio = Math.max(minNewTokenRatio, this.newTokenRatio - newTokenRatioDecay);
+    if (this.retractions === retractionsBefore || plan.sequences.length === 0) this.admit(plan, budget, budget === prefillBudget);
+    this.newTokenRatio = Math.max(this.minNewTokenRatio, this.newTokenRatio - this.newTokenRatioDecay);
     return plan.sequences.length > 0 ? plan : null;
+  }
+
+  /**
+   * Prompt tokens `seq` prefills this step: its next chunk within the budget. Without chunking a
+   * prompt runs whole, in a step of its own when it is larger than the budget.
+   */
+  private prefillTokens(seq: Sequence, budget: number, first: boolean): number {
+    if (this.chunkSize !== Infinity) return Math.min(seq.pendingTokens, this.chunkSize, budget);
+    return seq.pendingTokens <= budget || first ? seq.pendingTokens : 0;
+  }
+
+  /** One eviction per step for what the running sequences' new tokens need, rather than one per sequence. */
+  private evictForRunning(budget: number): void {
+    const pageSize = this.config.pageSize;
+    let need = 0;
+    for (const seq of this.running) {
+      const n = seq.pendingTokens === 1 ? 1 : Math.min(seq.pendingTokens, this.chunkSize, budget);
+      need += Math.max(0, Math.ceil((seq.kvLen + n) / pageSize) - seq.pages.length);
+    }
+    if (need > this.pool.freePages) this.cache.evict(need);
   }
 
   /** A finished sequence leaves the running set; its KV goes to the prefix cache. */
@@ -83,36 +136,42 @@ export class Scheduler {
     seq.status = 'finished';
   }
 
-  private admit(plan: StepPlan, budget: number): void {
+  private admit(plan: StepPlan, budget: number, noPrefillYet: boolean): void {
     if (this.waiting.length === 0 || budget <= 0 || this.running.length >= this.config.maxRunningRequests) return;
     if (!this.waitingSorted) this.sortWaiting();
     const pageSize = this.config.pageSize;
     let reserved = 0;
     for (const seq of this.running) reserved += this.futureTokens(seq);
+    let latestAdmitted = -1;
     while (this.waiting.length > 0 && budget > 0 && this.running.length < this.config.maxRunningRequests) {
       const seq = this.waiting[0]!;
       this.matchPrefix(seq);
-      const n = Math.min(seq.pendingTokens, this.config.chunkedPrefillSize, budget);
+      const n = this.prefillTokens(seq, budget, noPrefillYet);
       const need = this.futureTokens(seq);
       const available = this.pool.freePages * pageSize + this.cache.evictableTokens - reserved;
       const fits = this.running.length === 0 || need <= available;
-      if (!fits || !this.allocatePages(seq, seq.kvLen + n)) {
+      if (n <= 0 || !fits || !this.allocatePages(seq, seq.kvLen + n)) {
         this.release(seq);
         break;
       }
+      latestAdmitted = Math.max(latestAdmitted, seq.request.arrival);
       this.waiting.shift();
       seq.status = 'running';
       this.running.push(seq); // in admission order: the last is the newest
       plan.sequences.push(seq);
       plan.numTokens.push(n);
       budget -= n;
+      noPrefillYet = false;
       reserved += need;
+    }
+    if (latestAdmitted >= 0 && this.config.policy === 'lpm') {
+      for (const seq of this.waiting) if (seq.request.arrival < latestAdmitted) seq.passedOver++;
     }
   }
 
   /** Tokens of KV this sequence will still need beyond the pages it holds, as admission estimates them. */
   private futureTokens(seq: Sequence): number {
-    const expected = seq.tokenIds.length + Math.ceil(seq.remainingNewTokens * this.newTokenRatio);
+    const expected = seq.tokenIds.length + Math.ceil(Math.min(seq.remainingNewTokens, clipMaxNewTokensEstimation) * this.newTokenRatio);
     return Math.max(0, expected - seq.pages.length * this.config.pageSize);
   }
 
@@ -141,10 +200,29 @@ export class Scheduler {
     seq.cacheNode = node;
     seq.kvLen = length;
     if (seq.cachedTokens < 0) {
-      seq.cachedTokens = Math.min(length, seq.numPromptTokens);
-      this.prefixHitTokens += seq.cachedTokens;
-      this.prefixQueryTokens += seq.numPromptTokens;
+      if (seq === first) {
+        seq.cachedTokens = Math.min(length, seq.numPromptTokens);
+        this.prefixHitTokens += seq.cachedTokens;
+        this.prefixQueryTokens += seq.numPromptTokens;
+      } else {
+        // Sharing sample 0's prompt is not a prefix-cache hit: the samples report what sample 0 found.
+        seq.cachedTokens = Math.max(0, first.cachedTokens);
+      }
     }
+  }
+
+  /**
+   * Sample 0 has computed the prompt: its KV goes into the prefix cache with sample 0 holding the
+   * lock, so the other samples share it through the cache, locked, and eviction counts it right.
+   */
+  cachePrompt(seq: Sequence): void {
+    const length = seq.numPromptTokens;
+    if (seq.kvLen < length) return;
+    this.cache.insert(seq.tokenIds, length, seq.pages.view());
+    const { node } = this.cache.match(seq.tokenIds, length);
+    this.cache.lock(node);
+    this.cache.unlock(seq.cacheNode);
+    seq.cacheNode = node;
   }
 
   /**
@@ -163,8 +241,13 @@ export class Scheduler {
       this.waiting.sort(byArrival);
       return;
     }
+    // A sequence passed over too often goes first whatever its prefix, so short prompts (a health
+    // probe is a single BOS token) cannot starve behind a stream of cache hits.
     const matched = new Map<Sequence, number>();
-    for (const seq of this.waiting) matched.set(seq, this.cache.match(seq.tokenIds, seq.tokenIds.length - 1).length);
+    const maxPassOvers = this.config.lpmMaxPassOvers;
+    for (const seq of this.waiting) {
+      matched.set(seq, seq.passedOver >= maxPassOvers ? Infinity : this.cache.match(seq.tokenIds, seq.tokenIds.length - 1).length);
+    }
     this.waiting.sort((a, b) => matched.get(b)! - matched.get(a)! || byArrival(a, b));
   }
 
@@ -193,10 +276,13 @@ export class Scheduler {
     remove(this.running, seq);
     this.enqueue(seq);
     this.retractions++;
-    this.newTokenRatio = initNewTokenRatio;
-    this.warn(
-      `KV cache full: retracted request ${seq.request.id} (sample ${seq.index}, ${seq.tokenIds.length} tokens) ` +
-        `to the queue; it will be recomputed (${this.running.length} still running)`,
+    this.newTokenRatio = this.initNewTokenRatio;
+    this.retractionWarnings.report(
+      (suppressed) =>
+        `KV cache full: retracted request ${seq.request.id} (sample ${seq.index}, ${seq.tokenIds.length} tokens) ` +
+        `to the queue; it will be recomputed (${this.running.length} still running)` +
+        (suppressed > 0 ? `; ${suppressed} more retractions since the last warning` : '') +
+        ` (${this.retractions} in all: sluice:num_preemptions_total)`,
     );
   }
 
@@ -208,6 +294,29 @@ export class Scheduler {
     for (let i = 0; i < seq.pages.length; i++) this.pool.release(seq.pages.get(i));
     seq.pages.clear();
     seq.kvLen = 0;
+  }
+}
+
+/** A warning logged at most once per interval; the next one says how many were held back. */
+class RateLimitedWarning {
+  private lastAt = -Infinity;
+  private suppressed = 0;
+
+  constructor(
+    private readonly warn: (message: string) => void,
+    private readonly intervalMs: number,
+    private readonly now: () => number,
+  ) {}
+
+  report(message: (suppressed: number) => string): void {
+    const now = this.now();
+    if (now - this.lastAt < this.intervalMs) {
+      this.suppressed++;
+      return;
+    }
+    this.warn(message(this.suppressed));
+    this.lastAt = now;
+    this.suppressed = 0;
   }
 }
 

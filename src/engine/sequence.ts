@@ -44,6 +44,8 @@ export class Sequence {
   cacheNode: CacheNode | null = null;
   /** Prompt tokens whose KV came from the prefix cache or a sibling sample at first admission. */
   cachedTokens = -1;
+  /** Times lpm admitted a later arrival while this sequence waited (bounded, so short prefixes cannot starve). */
+  passedOver = 0;
   /** Distinct tokens seen with their output counts, when a penalty is on. */
   readonly penaltyCounts: Map<number, number> | null;
   readonly rng: Rng;

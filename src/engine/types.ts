@@ -119,6 +119,8 @@ export interface EngineStats {
   retractions: number;
   /** Time of the last completed step (ms since epoch), for wedge detection. */
   lastStepAt: number;
+  /** Steps completed since start: any increase means the engine makes progress. */
+  stepsTotal: number;
   /** Set when the backend failed: the engine accepts nothing more. */
   error: string | null;
 }

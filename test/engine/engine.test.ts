@@ -216,12 +216,16 @@ describe('LlmEngine on the ref backend (tiny)', () => {
   it('runs n samples on the shared prompt KV, each equal to a single sample with its seed', async () => {
     const p = prompt('My favourite colour is');
     const params = { temperature: 1, topK: 30, maxNewTokens: 5, seed: 10 };
-    const engine = await createEngine({ disableRadixCache: true });
+    let computed = 0;
+    const backend = new HookedBackend(new RefBackend(), (batch) => void (computed += batch.tokenIds.length));
+    const engine = await createEngine({ disableRadixCache: true }, backend);
     const samples = await collect(engine.generate({ promptTokenIds: p, params: { ...params, n: 3 } }));
     expect(samples.map((s) => s.finishReason)).toEqual(['length', 'length', 'length']);
-    // Samples 1 and 2 reused sample 0's prompt KV (all but the last prompt token).
-    expect(engine.stats().prefixCacheHitTokens).toBe(2 * (p.length - 1));
-    expect(samples.map((s) => s.deltas.at(-1)!.usage!.cachedTokens)).toEqual([0, p.length - 1, p.length - 1]);
+    // Samples 1 and 2 reused sample 0's prompt KV: each computed only the last prompt token, then 4 decodes.
+    expect(computed).toBe(p.length + 2 * 1 + 3 * 4);
+    // Sharing between samples is no prefix-cache hit.
+    expect(engine.stats().prefixCacheHitTokens).toBe(0);
+    expect(samples.map((s) => s.deltas.at(-1)!.usage!.cachedTokens)).toEqual([0, 0, 0]);
     for (let i = 0; i < 3; i++) {
       const single = await generateOne(engine, p, { ...params, seed: 10 + i });
       expect(samples[i]!.tokenIds).toEqual(single.tokenIds);
