@@ -6,7 +6,18 @@ import { checkEngineOptions, defaultEngineOptions, type EngineOptions } from '..
 import { UserError } from '../errors.js';
 import { loadModel, type LoadedModel, type LoadFormat } from '../model/load.js';
 import { defaultPreset, presets } from '../model/presets.js';
-import { createLogger, defaultDrainTimeoutMs, defaultWedgeTimeoutMs, logLevels, startServer, type Logger, type LogLevel, type RunningServer } from '../server/index.js';
+import {
+  createLogger,
+  defaultDrainTimeoutMs,
+  defaultKvEventsTopic,
+  defaultWedgeTimeoutMs,
+  KvEventPublisher,
+  logLevels,
+  startServer,
+  type Logger,
+  type LogLevel,
+  type RunningServer,
+} from '../server/index.js';
 import { parseFloatOption, parseIntOption } from './options.js';
 import { addBackendFlags, backendOptions, createBackendFromFlags, type BackendFlags } from './backend-flags.js';
 import { parameterCount } from '../model/config.js';
@@ -37,6 +48,9 @@ interface ServeOptions extends BackendFlags {
   seed?: number;
   drainTimeout: number;
   watchdogTimeout: number;
+  kvEventsEndpoint?: string;
+  kvEventsTopic?: string;
+  kvEventsBlockSize: number;
 }
 
 /** `sluice serve`: flags named as SGLang's launch_server names them, so its commands carry over. */
@@ -79,6 +93,9 @@ export function register(program: Command): void {
     .option('--disable-log-requests', 'no log line per finished request')
     .option('--seed <n>', 'seed of random (dummy) weights', parseIntOption)
     .option('--watchdog-timeout <seconds>', 'no engine step for this long while requests wait makes /health answer 503', parseFloatOption, defaultWedgeTimeoutMs / 1000)
+    .option('--kv-events-endpoint <url>', 'publish KV-cache events (vLLM\'s format, for llm-d / Dynamo prefix-aware routing) on a ZeroMQ PUB socket, e.g. tcp://*:5557; off by default')
+    .option('--kv-events-topic <topic>', 'ZeroMQ topic of the KV events (default: kv@<host>:<port>@<served model name>)')
+    .option('--kv-events-block-size <n>', 'tokens per block in KV events (independent of --page-size; llm-d uses 16 or 64)', parseIntOption, 16)
     .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT, how long in-flight requests may take before they are aborted', parseFloatOption, defaultDrainTimeoutMs / 1000)
     .action(async (options: ServeOptions) => {
       await serve(options);
@@ -90,8 +107,13 @@ async function serve(options: ServeOptions): Promise<void> {
   log.info(describeWeights(options));
   const engineSettings = checkFlags(options, log);
   const model = loadModel({ modelPath: options.modelPath, loadFormat: options.loadFormat, seed: options.seed });
-  const engine = await startEngine(model, options, engineSettings, log);
-  const server = await listen(engine, model, options, log);
+  const kvEvents = await openKvEvents(options, options.servedModelName ?? model.name, log);
+  if (kvEvents) engineSettings.kvEvents = { blockSize: kvEvents.config.blockSize, sink: kvEvents.publish };
+  const engine = await startEngine(model, options, engineSettings, log).catch(async (e) => {
+    await kvEvents?.close();
+    throw e;
+  });
+  const server = await listen(engine, model, options, log, kvEvents);
   log.info(`serving ${server.context.servedModelName} on ${server.url} (OpenAI API under /v1, SGLang's /generate)`);
   drainOnSignals(server, options.drainTimeout * 1000, log);
 }
@@ -103,6 +125,10 @@ function checkFlags(options: ServeOptions, log: Logger): Partial<EngineOptions> 
   if (!(options.drainTimeout >= 0)) throw new UserError(`--drain-timeout ${options.drainTimeout}: give seconds, 0 or more`);
   if (!(options.watchdogTimeout > 0)) throw new UserError(`--watchdog-timeout ${options.watchdogTimeout}: give seconds, more than 0`);
   if (options.port < 0 || options.port > 65535) throw new UserError(`--port ${options.port} is not a port number (0-65535)`);
+  if (!(Number.isInteger(options.kvEventsBlockSize) && options.kvEventsBlockSize > 0)) {
+    throw new UserError(`--kv-events-block-size ${options.kvEventsBlockSize}: give a positive number of tokens`);
+  }
+  if (options.kvEventsTopic !== undefined && options.kvEventsEndpoint === undefined) throw new UserError('--kv-events-topic needs --kv-events-endpoint');
   backendOptions(options);
   const settings = engineOptions(options, log);
   checkEngineOptions({ ...defaultEngineOptions, ...definedOnly(settings) });
@@ -125,7 +151,19 @@ async function startEngine(model: LoadedModel, options: ServeOptions, settings: 
   return engine;
 }
 
-async function listen(engine: LlmEngine, model: LoadedModel, options: ServeOptions, log: Logger): Promise<RunningServer> {
+async function openKvEvents(options: ServeOptions, servedModelName: string, log: Logger): Promise<KvEventPublisher | null> {
+  if (options.kvEventsEndpoint === undefined) return null;
+  const topic = options.kvEventsTopic ?? defaultKvEventsTopic(options.host, options.port, servedModelName);
+  try {
+    const publisher = await KvEventPublisher.open({ endpoint: options.kvEventsEndpoint, topic, blockSize: options.kvEventsBlockSize });
+    log.info(`KV events: ZeroMQ PUB on ${options.kvEventsEndpoint}, topic ${topic}, blocks of ${options.kvEventsBlockSize} tokens`);
+    return publisher;
+  } catch (e) {
+    throw new UserError(`--kv-events-endpoint ${options.kvEventsEndpoint}: ${(e as Error).message}`);
+  }
+}
+
+async function listen(engine: LlmEngine, model: LoadedModel, options: ServeOptions, log: Logger, kvEvents: KvEventPublisher | null): Promise<RunningServer> {
   try {
     return await startServer({
       engine,
@@ -137,9 +175,11 @@ async function listen(engine: LlmEngine, model: LoadedModel, options: ServeOptio
       log,
       logRequests: !options.disableLogRequests,
       wedgeTimeoutMs: options.watchdogTimeout * 1000,
+      kvEvents,
     });
   } catch (e) {
     await engine.close();
+    await kvEvents?.close();
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE') throw new UserError(`${options.host}:${options.port} is already in use (choose another --port)`);
     if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new UserError(`cannot listen on --host ${options.host}: ${(e as Error).message}`);

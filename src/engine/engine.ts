@@ -8,6 +8,7 @@ import { EngineDeadError, EngineDrainingError, EngineOverloadedError, InvalidReq
 import { KvPool } from './kv-pool.js';
 import { checkEngineOptions, defaultEngineOptions, type EngineLogger, type EngineOptions } from './options.js';
 import { resolveRequest } from './params.js';
+import { KvBlockTracker } from './kv-events.js';
 import { NoPrefixCache, RadixCache, type PrefixCache } from './prefix-cache.js';
 import { Scheduler, type StepPlan } from './scheduler.js';
 import { epochMs, Request, Sequence } from './sequence.js';
@@ -53,7 +54,8 @@ export class LlmEngine implements Engine {
   ) {
     const log: EngineLogger = options.logger ?? console;
     this.pool = new KvPool(numPages, options.pageSize);
-    this.cache = options.disableRadixCache ? new NoPrefixCache() : new RadixCache(this.pool);
+    const kvEvents = options.kvEvents ? new KvBlockTracker(options.kvEvents.blockSize, options.kvEvents.sink) : null;
+    this.cache = options.disableRadixCache ? new NoPrefixCache() : new RadixCache(this.pool, kvEvents);
     const poolSize = this.pool.numPages * options.pageSize;
     const wanted = options.contextLength ?? model.config.maxPositionEmbeddings;
     this.contextLength = Math.min(wanted, poolSize);
@@ -163,6 +165,11 @@ export class LlmEngine implements Engine {
     if (this.scheduler.running.length > 0) return false;
     this.cache.clear();
     return true;
+  }
+
+  /** The token sequences the prefix cache holds, one per leaf (for tests and debugging). */
+  cachedPaths(): number[][] {
+    return this.cache.paths();
   }
 
   drain(): Promise<void> {

@@ -1,4 +1,5 @@
 import { OptionError } from '../errors.js';
+import type { KvEventSink } from './kv-events.js';
 
 /** How the engine sizes its KV pool and schedules; the defaults are SGLang v0.3's. */
 export interface EngineOptions {
@@ -38,6 +39,8 @@ export interface EngineOptions {
   onFatal?: (message: string) => void;
   /** Where warnings (retractions, a clipped context) go; console by default. */
   logger?: EngineLogger;
+  /** KV-cache events (vLLM's BlockStored / BlockRemoved / AllBlocksCleared) for prefix-aware routers; off when absent. */
+  kvEvents?: { blockSize: number; sink: KvEventSink } | null;
 }
 
 export const defaultEngineOptions: EngineOptions = {

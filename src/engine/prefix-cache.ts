@@ -9,6 +9,23 @@ export interface PrefixMatch {
 
 export interface CacheNode {
   readonly lockRef: number;
+  /** The node above (the root for a top-level node; null for the root). */
+  readonly parent: CacheNode | null;
+}
+
+/**
+ * Told of every change to the set of cached token prefixes (for KV events). Positions are
+ * absolute: a node's edge holds tokens[start, end) of the path from the root.
+ */
+export interface PrefixCacheObserver {
+  /** A new node caches tokens[start, end); `tokens` holds the whole path [0, end). */
+  stored(node: CacheNode, tokens: readonly number[], start: number, end: number): void;
+  /** `upper` (new) took the first part of `lower`'s edge, up to absolute position `boundary`. */
+  split(upper: CacheNode, lower: CacheNode, boundary: number): void;
+  /** A node left the cache (evicted or flushed). */
+  removed(node: CacheNode): void;
+  /** The cache was flushed. */
+  flushed(): void;
 }
 
 /** What the scheduler needs from a prefix cache; RadixCache and NoPrefixCache implement it. */
@@ -26,6 +43,8 @@ export interface PrefixCache {
   evict(pages: number): void;
   /** Drops every unlocked entry. */
   clear(): void;
+  /** The cached token sequences, one per leaf (for tests and debugging). */
+  paths(): number[][];
 }
 
 /** --disable-radix-cache: nothing is shared, KV is freed when a request finishes. */
@@ -39,6 +58,9 @@ export class NoPrefixCache implements PrefixCache {
   insert(): void {}
   evict(): void {}
   clear(): void {}
+  paths(): number[][] {
+    return [];
+  }
 }
 
 class RadixNode implements CacheNode {
@@ -72,7 +94,10 @@ export class RadixCache implements PrefixCache {
   private readonly candidates = new MinHeap<RadixNode>();
   private nodes = 0;
 
-  constructor(private readonly pool: KvPool) {}
+  constructor(
+    private readonly pool: KvPool,
+    private readonly observer: PrefixCacheObserver | null = null,
+  ) {}
 
   get evictableTokens(): number {
     return this.evictable;
@@ -89,7 +114,7 @@ export class RadixCache implements PrefixCache {
       if (!child) break;
       child.lastAccess = tick;
       const common = this.commonPrefix(child.key, tokens, length, maxLength);
-      const next = common < child.key.length ? this.split(child, common) : child;
+      const next = common < child.key.length ? this.split(child, common, length + common) : child;
       for (const page of next.pages) pages.push(page);
       length += common;
       node = next;
@@ -129,11 +154,12 @@ export class RadixCache implements PrefixCache {
         this.evictable += leaf.key.length;
         this.nodes++;
         this.offerCandidate(leaf);
+        this.observer?.stored(leaf, tokens, position, length);
         return;
       }
       child.lastAccess = tick;
       const common = this.commonPrefix(child.key, tokens, position, length);
-      node = common < child.key.length ? this.split(child, common) : child;
+      node = common < child.key.length ? this.split(child, common, position + common) : child;
       position += common;
     }
   }
@@ -163,6 +189,18 @@ export class RadixCache implements PrefixCache {
     };
     removeAll(this.root);
     this.rebuildCandidates();
+    this.observer?.flushed();
+  }
+
+  paths(): number[][] {
+    const paths: number[][] = [];
+    const visit = (node: RadixNode, prefix: number[]) => {
+      const path = prefix.concat(node.key);
+      if (node.children.size === 0 && node !== this.root) paths.push(path);
+      for (const child of node.children.values()) visit(child, path);
+    };
+    visit(this.root, []);
+    return paths;
   }
 
   private isEvictable(node: RadixNode): boolean {
@@ -191,10 +229,11 @@ export class RadixCache implements PrefixCache {
     leaf.removed = true;
     this.nodes--;
     this.evictable -= leaf.key.length;
+    this.observer?.removed(leaf);
   }
 
-  /** Cuts `node`'s edge after `length` tokens; returns the new upper part. */
-  private split(node: RadixNode, length: number): RadixNode {
+  /** Cuts `node`'s edge after `length` tokens (at absolute position `boundary`); returns the new upper part. */
+  private split(node: RadixNode, length: number, boundary: number): RadixNode {
     const pageSize = this.pool.pageSize;
     const parent = node.parent!;
     const upper = new RadixNode(parent, node.key.slice(0, length), node.pages.slice(0, length / pageSize));
@@ -206,6 +245,7 @@ export class RadixCache implements PrefixCache {
     node.parent = upper;
     upper.children.set(this.childKey(node.key, 0), node);
     parent.children.set(this.childKey(upper.key, 0), upper);
+    this.observer?.split(upper, node, boundary);
     return upper;
   }
 

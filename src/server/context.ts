@@ -3,6 +3,7 @@ import type { LoadedModel } from '../model/load.js';
 import type { Logger } from './http/logger.js';
 import type { ServerMetrics } from './http/metrics.js';
 import type { TokenText } from './protocol/token-text.js';
+import type { KvEventPublisher } from './kv-events-publisher.js';
 
 /** The engine as the server sees it: the Engine interface plus the context it enforces. */
 export type ServedEngine = Engine & { readonly contextLength: number; readonly settings: EngineSettings };
@@ -30,4 +31,6 @@ export interface ServerContext {
   wedgeTimeoutMs: number;
   /** Set once shutdown begins: new generation requests get 503. */
   draining: boolean;
+  /** Where KV-cache events go (--kv-events-endpoint), or null when off. */
+  kvEvents: KvEventPublisher | null;
 }

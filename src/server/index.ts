@@ -5,12 +5,14 @@ import { buildApp } from './app.js';
 import type { ServedEngine, ServerContext } from './context.js';
 import { createLogger, type Logger } from './http/logger.js';
 import { ServerMetrics } from './http/metrics.js';
+import type { KvEventPublisher } from './kv-events-publisher.js';
 import { TokenText } from './protocol/token-text.js';
 import { defaultWedgeTimeoutMs } from './routes/health.js';
 
 export type { ServedEngine } from './context.js';
 export { createLogger, logLevels, silentLogger, type Logger, type LogLevel } from './http/logger.js';
 export { defaultWedgeTimeoutMs } from './routes/health.js';
+export { defaultKvEventsTopic, KvEventPublisher, type KvEventsConfig } from './kv-events-publisher.js';
 
 export interface ServerOptions {
   engine: ServedEngine;
@@ -25,6 +27,8 @@ export interface ServerOptions {
   /** One log line per finished request. */
   logRequests?: boolean;
   wedgeTimeoutMs?: number;
+  /** The KV-event publisher the engine was given; the server reports it and closes it on shutdown. */
+  kvEvents?: KvEventPublisher | null;
 }
 
 export interface RunningServer {
@@ -58,6 +62,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     busySince: Date.now(),
     wedgeTimeoutMs: options.wedgeTimeoutMs ?? defaultWedgeTimeoutMs,
     draining: false,
+    kvEvents: options.kvEvents ?? null,
   };
   const app = buildApp(ctx, { apiKey: options.apiKey ?? null, version: packageVersion() });
   const host = options.host ?? '127.0.0.1';
@@ -99,6 +104,7 @@ async function shutdown(ctx: ServerContext, app: FastifyInstance, timeoutMs: num
   }
   await ctx.engine.drain();
   await ctx.engine.close();
+  await ctx.kvEvents?.close();
 }
 
 function packageVersion(): string {

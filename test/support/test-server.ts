@@ -3,7 +3,8 @@ import { createBackend } from '../../backends/index.js';
 import { LlmEngine } from '../../src/engine/engine.js';
 import type { EngineOptions } from '../../src/engine/options.js';
 import { loadModel } from '../../src/model/load.js';
-import { silentLogger, startServer, type RunningServer } from '../../src/server/index.js';
+import { KvEventPublisher, silentLogger, startServer, type RunningServer } from '../../src/server/index.js';
+import { InstantBackend } from './instant-backend.js';
 import { parsePrometheusText, samplesByKey } from './prometheus-text.js';
 
 export interface TestServerOptions {
@@ -11,17 +12,28 @@ export interface TestServerOptions {
   engine?: Partial<EngineOptions>;
   /** Wraps the ref backend (to make it fail or stall). */
   wrapBackend?: (backend: Backend) => Backend;
+  /** Serve on the instant backend (no model compute) instead of ref: for tests about the engine and server only. */
+  instant?: boolean;
   wedgeTimeoutMs?: number;
   servedModelName?: string;
+  /** Publish KV events on this ZeroMQ endpoint (e.g. tcp://127.0.0.1:*), in blocks of blockSize tokens. */
+  kvEvents?: { endpoint: string; blockSize: number };
 }
 
 /** A server on the tiny preset and the ref backend, on a free port, logging nothing. */
 export async function startTestServer(options: TestServerOptions = {}): Promise<RunningServer> {
   const model = loadModel({ modelPath: 'tiny' });
-  const ref = await createBackend('ref');
-  const backend = options.wrapBackend ? options.wrapBackend(ref) : ref;
-  const engine = await LlmEngine.create(model, backend, { maxTotalTokens: 16384, logger: silentLogger, ...options.engine });
-  return startServer({ engine, model, port: 0, log: silentLogger, apiKey: options.apiKey ?? null, wedgeTimeoutMs: options.wedgeTimeoutMs, servedModelName: options.servedModelName });
+  const base = options.instant ? new InstantBackend() : await createBackend('ref');
+  const backend = options.wrapBackend ? options.wrapBackend(base) : base;
+  const name = options.servedModelName ?? model.name;
+  const kvEvents = options.kvEvents ? await KvEventPublisher.open({ ...options.kvEvents, topic: `kv@127.0.0.1@${name}` }) : null;
+  const engine = await LlmEngine.create(model, backend, {
+    maxTotalTokens: 16384,
+    logger: silentLogger,
+    kvEvents: kvEvents && { blockSize: kvEvents.config.blockSize, sink: kvEvents.publish },
+    ...options.engine,
+  });
+  return startServer({ engine, model, port: 0, log: silentLogger, apiKey: options.apiKey ?? null, wedgeTimeoutMs: options.wedgeTimeoutMs, servedModelName: name, kvEvents });
 }
 
 /** Parses /metrics into name{labels} -> value (labels other than model_name, in the order served). */

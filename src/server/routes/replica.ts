@@ -42,6 +42,7 @@ export function registerReplicaRoutes(app: FastifyInstance, ctx: ServerContext, 
       disable_radix_cache: s.disableRadixCache,
       tp_size: 1,
       dp_size: 1,
+      kv_events_config: ctx.kvEvents ? { publisher: 'zmq', ...ctx.kvEvents.config } : null,
       internal_states: [{ max_total_num_tokens: s.maxTotalTokens, last_gen_throughput: null, num_running_reqs: stats.runningRequests, num_waiting_reqs: stats.waitingRequests }],
       version,
     };
