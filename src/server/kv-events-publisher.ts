@@ -1,7 +1,8 @@
 import { hostname } from 'node:os';
-import { encode } from '@msgpack/msgpack';
-import { Publisher } from 'zeromq';
+import type { Publisher } from 'zeromq';
 import type { KvEvent } from '../engine/kv-events.js';
+
+type Encode = (value: unknown, options?: { useBigInt64?: boolean }) => Uint8Array;
 
 /** Where and how KV events are published (--kv-events-endpoint, --kv-events-topic, --kv-events-block-size). */
 export interface KvEventsConfig {
@@ -26,14 +27,19 @@ export function defaultKvEventsTopic(host: string, port: number, model: string):
  */
 export class KvEventPublisher {
   private sequence = 0n;
-  private readonly socket = new Publisher({ sendHighWaterMark: 100_000, linger: 0 });
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
 
-  private constructor(readonly config: KvEventsConfig) {}
+  private constructor(
+    readonly config: KvEventsConfig,
+    private readonly socket: Publisher,
+    private readonly encode: Encode,
+  ) {}
 
   static async open(config: KvEventsConfig): Promise<KvEventPublisher> {
-    const publisher = new KvEventPublisher(config);
+    // Loaded only when events are on: a server without them needs neither native module.
+    const [{ Publisher }, { encode }] = await Promise.all([import('zeromq'), import('@msgpack/msgpack')]);
+    const publisher = new KvEventPublisher(config, new Publisher({ sendHighWaterMark: 100_000, linger: 0 }), encode);
     const endpoint = config.endpoint;
     if (endpoint.includes('*') || endpoint.includes('::') || endpoint.startsWith('ipc://') || endpoint.startsWith('inproc://')) {
       await publisher.socket.bind(endpoint);
@@ -58,7 +64,7 @@ export class KvEventPublisher {
     if (this.closed || events.length === 0) return;
     const seq = Buffer.alloc(8);
     seq.writeBigUInt64BE(this.sequence++);
-    const payload = encodeEventBatch(Date.now() / 1000, events);
+    const payload = encodeEventBatch(this.encode, Date.now() / 1000, events);
     this.queue = this.queue.then(() => this.socket.send([this.config.topic, seq, payload])).catch(() => {});
   };
 
@@ -69,7 +75,7 @@ export class KvEventPublisher {
   }
 }
 
-export function encodeEventBatch(timestamp: number, events: KvEvent[]): Uint8Array {
+export function encodeEventBatch(encode: Encode, timestamp: number, events: KvEvent[]): Uint8Array {
   const body = events.map((e) => {
     switch (e.type) {
       case 'BlockStored':
