@@ -12,7 +12,7 @@ import { KvBlockTracker } from './kv-events.js';
 import { NoPrefixCache, RadixCache, type PrefixCache } from './prefix-cache.js';
 import { Scheduler, type StepPlan } from './scheduler.js';
 import { epochMs, Request, Sequence } from './sequence.js';
-import type { Engine, EngineSettings, EngineStats, GenerateDelta, GenerateRequest, TokenLogprob } from './types.js';
+import type { Engine, EngineSettings, EngineStats, GenerateDelta, GenerateRequest, SamplingParams, TokenLogprob } from './types.js';
 import { OptionError } from '../errors.js';
 
 // lpm lets at most this many admissions of later arrivals pass a waiting request.
@@ -105,14 +105,75 @@ export class LlmEngine implements Engine {
    * throws EngineDeadError if the backend fails later; leaving it early aborts the request.
    */
   generate(request: GenerateRequest): AsyncIterable<GenerateDelta> {
+    return this.generateMany([request])[0]!;
+  }
+
+  /**
+   * Queues every request or none: each is validated, and the queue must have room for all of
+   * them (sequences and prompt tokens, n > 1 samples counted), before the first is queued. An
+   * InvalidRequestError about one of the requests carries its index (requestIndex).
+   */
+  generateMany(requests: GenerateRequest[]): AsyncIterable<GenerateDelta>[] {
     if (this.error !== null) throw new EngineDeadError(`the engine stopped after a backend error: ${this.error}`);
     if (!this.accepting) throw new EngineDrainingError('the engine is shutting down and accepts no new requests');
-    const params = resolveRequest(request, this.model.config.vocabSize, this.contextLength);
-    if (this.scheduler.waiting.length >= this.options.maxQueuedRequests) {
-      throw new EngineOverloadedError(`too many requests waiting (${this.scheduler.waiting.length}); try again later`);
+    const resolved = requests.map((request, i) => {
+      try {
+        return resolveRequest(request, this.model.config.vocabSize, this.contextLength);
+      } catch (e) {
+        if (e instanceof InvalidRequestError) e.requestIndex = i;
+        throw e;
+      }
+    });
+    const ids = requests.map((request) => request.id ?? randomUUID());
+    const seen = new Set<string>();
+    for (const id of ids) {
+      if (this.requests.has(id) || seen.has(id)) throw new InvalidRequestError(`request id ${id} is already in use`, 'id');
+      seen.add(id);
     }
-    const id = request.id ?? randomUUID();
-    if (this.requests.has(id)) throw new InvalidRequestError(`request id ${id} is already in use`, 'id');
+    this.checkQueueRoom(requests, resolved);
+    return requests.map((request, i) => this.queue(ids[i]!, request, resolved[i]!));
+  }
+
+  /** Sequences and prompt tokens waiting (held n > 1 samples included) stay under the queue bounds. */
+  private checkQueueRoom(requests: GenerateRequest[], resolved: SamplingParams[]): void {
+    let sequences = 0;
+    let tokens = 0;
+    resolved.forEach((params, i) => {
+      if (params.maxNewTokens === 0) return;
+      sequences += params.n;
+      tokens += params.n * requests[i]!.promptTokenIds.length;
+    });
+    if (sequences === 0) return;
+    const { maxQueuedRequests, maxQueuedTokens } = this.options;
+    if (sequences > maxQueuedRequests) {
+      throw new InvalidRequestError(`this request needs ${sequences} sequences (prompts x n) but the queue holds ${maxQueuedRequests} at most (--max-queued-requests)`, 'n');
+    }
+    if (tokens > maxQueuedTokens) {
+      throw new InvalidRequestError(`this request queues ${tokens} prompt tokens (prompts x n) but the queue holds ${maxQueuedTokens} at most (--max-queued-tokens)`, 'prompt');
+    }
+    const queued = this.queuedLoad();
+    if (queued.sequences + sequences > maxQueuedRequests) {
+      throw new EngineOverloadedError(`too many requests waiting (${queued.sequences} sequences); try again later`);
+    }
+    if (queued.tokens + tokens > maxQueuedTokens) {
+      throw new EngineOverloadedError(`too many prompt tokens waiting (${queued.tokens}); try again later`);
+    }
+  }
+
+  /** Sequences waiting to run, with the samples held until their prompt is computed, and their tokens. */
+  private queuedLoad(): { sequences: number; tokens: number } {
+    let sequences = this.scheduler.waiting.length;
+    let tokens = 0;
+    for (const seq of this.scheduler.waiting) tokens += seq.tokenIds.length;
+    for (const req of this.requests.values()) {
+      if (req.samplesStarted) continue;
+      sequences += req.params.n - 1;
+      tokens += (req.params.n - 1) * req.promptIds.length;
+    }
+    return { sequences, tokens };
+  }
+
+  private queue(id: string, request: GenerateRequest, params: SamplingParams): AsyncIterable<GenerateDelta> {
     if (params.maxNewTokens === 0) return finishedAtOnce(id, request.promptTokenIds.length, params.n, params.logprobs !== null);
     const stopTokenIds = new Set(params.ignoreEos ? params.stopTokenIds : [...this.model.stopTokenIds, ...params.stopTokenIds]);
     const stream = new DeltaStream(() => this.abort(id));
@@ -162,7 +223,7 @@ export class LlmEngine implements Engine {
   }
 
   flushCache(): boolean {
-    if (this.scheduler.running.length > 0) return false;
+    if (this.requests.size > 0) return false;
     this.cache.clear();
     return true;
   }

@@ -10,6 +10,8 @@ import { UserError } from '../errors.js';
 /** A request parameter out of range. `param` is the OpenAI-style wire name (max_tokens, top_p, ...; "prompt" for the prompt). */
 export class InvalidRequestError extends UserError {
   override name = 'InvalidRequestError';
+  /** generateMany(): which of the requests it is about, when one of them is. */
+  requestIndex: number | null = null;
   constructor(
     message: string,
     readonly param: string | null = null,

@@ -37,6 +37,8 @@ export interface EngineOptions {
   stepTimeoutMs: number | null;
   /** Called once when the engine stops for good after a backend failure (a supervisor restarts the process). */
   onFatal?: (message: string) => void;
+  /** Prompt tokens of the waiting sequences (n > 1 samples counted) at most; beyond it as maxQueuedRequests. */
+  maxQueuedTokens: number;
   /** Where warnings (retractions, a clipped context) go; console by default. */
   logger?: EngineLogger;
   /** KV-cache events (vLLM's BlockStored / BlockRemoved / AllBlocksCleared) for prefix-aware routers; off when absent. */
@@ -57,6 +59,7 @@ export const defaultEngineOptions: EngineOptions = {
   scheduleConservativeness: 1,
   allowLongContext: false,
   stepTimeoutMs: null,
+  maxQueuedTokens: 4 * 1024 * 1024,
 };
 
 
@@ -84,6 +87,7 @@ export function checkEngineOptions(o: EngineOptions): void {
   if (o.stepTimeoutMs !== null && !(o.stepTimeoutMs > 0)) {
     throw new OptionError('stepTimeoutMs', (name) => `${name('stepTimeoutMs')} must be above 0, got ${o.stepTimeoutMs}`);
   }
+  positiveInt('maxQueuedTokens');
   if (!(o.memFractionStatic > 0 && o.memFractionStatic <= 1)) {
     throw new OptionError('memFractionStatic', (name) => `${name('memFractionStatic')} must be in (0, 1], got ${o.memFractionStatic}`);
   }

@@ -141,10 +141,12 @@ export interface EngineSettings {
 export interface Engine {
   /** Queues a request; the stream yields deltas of every sample and ends when all have finished. */
   generate(request: GenerateRequest): AsyncIterable<GenerateDelta>;
+  /** Queues all of the requests or none of them (one stream each, in order); throws as generate() does. */
+  generateMany(requests: GenerateRequest[]): AsyncIterable<GenerateDelta>[];
   /** Aborts a request at any stage (queued, prefilling, decoding); frees its KV at once. */
   abort(requestId: string): void;
   stats(): EngineStats;
-  /** Drops every evictable prefix-cache entry. Returns false when requests are running. */
+  /** Drops every evictable prefix-cache entry. Returns false when requests are running or waiting. */
   flushCache(): boolean;
   /** Stops accepting requests and resolves when in-flight ones have finished. */
   drain(): Promise<void>;

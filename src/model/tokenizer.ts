@@ -27,7 +27,7 @@ export class Tokenizer {
   private readonly chatTemplate: Template | null;
   private readonly specialIds: Set<number>;
   /** Bytes of each token id when the tokenizer maps tokens to bytes one-to-one (byte-level BPE, byte-fallback). */
-  private readonly tokenBytes: (Uint8Array | null)[] | null;
+  private readonly byteTable: (Uint8Array | null)[] | null;
 
   constructor(tokenizerJson: Json, tokenizerConfig: Json, source: string) {
     this.json = tokenizerJson;
@@ -56,7 +56,7 @@ export class Tokenizer {
     } catch (e) {
       throw new UserError(`${source}: chat_template does not parse: ${(e as Error).message}`);
     }
-    this.tokenBytes = buildTokenBytes(tokenizerJson, this.vocabSize);
+    this.byteTable = buildTokenBytes(tokenizerJson, this.vocabSize);
   }
 
   /** Loads tokenizer.json and tokenizer_config.json from a model folder. */
@@ -93,6 +93,11 @@ export class Tokenizer {
     return this.hf.id_to_token(id);
   }
 
+  /** The bytes a token stands for (byte-level BPE, byte fallback), or null when the tokenizer has no byte table. */
+  tokenBytes(id: number): Uint8Array | null {
+    return this.byteTable?.[id] ?? null;
+  }
+
   isSpecial(id: number): boolean {
     return this.specialIds.has(id);
   }
@@ -114,9 +119,9 @@ export class Tokenizer {
 
   /** A decoder for a growing list of generated ids that never emits half a UTF-8 character. */
   newDetokenizer(skipSpecialTokens = true): IncrementalDetokenizer {
-    return this.tokenBytes === null
+    return this.byteTable === null
       ? new WindowDetokenizer(this, skipSpecialTokens)
-      : new ByteDetokenizer(this.tokenBytes, this.specialIds, skipSpecialTokens);
+      : new ByteDetokenizer(this.byteTable, this.specialIds, skipSpecialTokens);
   }
 }
 

@@ -11,8 +11,7 @@ export function registerAuth(app: FastifyInstance, apiKey: string | null): void 
   const expected = Buffer.from(apiKey);
   app.addHook('onRequest', async (request) => {
     if (openRoutes.has(request.url.split('?')[0]!)) return;
-    const header = request.headers.authorization;
-    const given = header?.startsWith('Bearer ') ? header.slice(7).trim() : (request.headers['x-api-key'] as string | undefined);
+    const given = bearerToken(request.headers.authorization) ?? (request.headers['x-api-key'] as string | undefined);
     if (given === undefined) {
       throw new ApiError(401, 'Missing API key: send "Authorization: Bearer <key>".', 'invalid_request_error', null, 'invalid_api_key');
     }
@@ -21,4 +20,10 @@ export function registerAuth(app: FastifyInstance, apiKey: string | null): void 
       throw new ApiError(401, 'Incorrect API key provided.', 'invalid_request_error', null, 'invalid_api_key');
     }
   });
+}
+
+/** The credentials of `Authorization: Bearer <key>`; the scheme name is case-insensitive (RFC 9110). */
+function bearerToken(header: string | undefined): string | undefined {
+  const match = header === undefined ? null : /^bearer[ \t]+(.*)$/i.exec(header);
+  return match ? match[1]!.trim() : undefined;
 }

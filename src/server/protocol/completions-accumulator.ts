@@ -2,7 +2,7 @@ import type { GenerateDelta } from '../../engine/types.js';
 import type { Accumulator, Fold } from './accumulator.js';
 import type { CompletionChoice, CompletionLogprobs, CompletionResponse } from './completions.js';
 import { appendCompletionLogprobs, emptyCompletionLogprobs } from './logprobs.js';
-import type { TokenText } from './token-text.js';
+import type { TextOffsets, TokenText } from './token-text.js';
 import { UsageTally } from './usage.js';
 
 export interface CompletionSetup {
@@ -17,6 +17,8 @@ export interface CompletionSetup {
   echo: string[] | null;
   /** Log-probs were asked for. */
   logprobs: boolean;
+  /** As the request asked (default true): log-prob text offsets decode the way the engine did. */
+  skipSpecialTokens?: boolean;
   /** Chunks carry `usage: null` and a last usage chunk follows (stream_options.include_usage). */
   includeUsage: boolean;
   tokenText: TokenText;
@@ -25,12 +27,15 @@ export interface CompletionSetup {
 /** /v1/completions: one `text_completion` chunk per delta; the response folds them by choice index. */
 export class CompletionAccumulator implements Accumulator<CompletionResponse, CompletionResponse> {
   readonly usage: UsageTally;
-  /** Characters of text sent so far per choice (log-prob text offsets start there). */
-  private readonly sent: number[];
+  /** Per choice: whether its first chunk (which carries the echo) went out. */
+  private readonly started: boolean[];
+  /** Per choice, when log-probs are asked: where each token's text starts in the completion. */
+  private readonly offsets: (TextOffsets | null)[];
 
   constructor(private readonly setup: CompletionSetup) {
     this.usage = new UsageTally(setup.promptLengths);
-    this.sent = new Array(setup.promptLengths.length * setup.n).fill(-1);
+    this.started = new Array(setup.promptLengths.length * setup.n).fill(false);
+    this.offsets = new Array(setup.promptLengths.length * setup.n).fill(null);
   }
 
   opening(): CompletionResponse[] {
@@ -40,18 +45,18 @@ export class CompletionAccumulator implements Accumulator<CompletionResponse, Co
   chunk(prompt: number, delta: GenerateDelta): CompletionResponse {
     this.usage.add(prompt, delta);
     const index = prompt * this.setup.n + delta.index;
+    const echo = this.setup.echo?.[prompt] ?? '';
     let text = delta.text;
-    if (this.sent[index] === -1) {
-      const echo = this.setup.echo?.[prompt] ?? '';
+    if (!this.started[index]) {
       text = echo + text;
-      this.sent[index] = echo.length;
+      this.started[index] = true;
     }
     let logprobs: CompletionLogprobs | null = null;
     if (delta.logprobs) {
       logprobs = emptyCompletionLogprobs();
-      appendCompletionLogprobs(logprobs, delta.logprobs, this.setup.tokenText, this.sent[index]!);
+      const offsets = (this.offsets[index] ??= this.setup.tokenText.offsets(this.setup.skipSpecialTokens ?? true));
+      appendCompletionLogprobs(logprobs, delta.logprobs, this.setup.tokenText, (id) => echo.length + offsets.next(id));
     }
-    this.sent[index]! += delta.text.length;
     const choice: CompletionChoice = { index, text, logprobs, finish_reason: delta.finishReason };
     if (delta.finishReason !== null) choice.matched_stop = delta.matchedStop;
     return this.setup.includeUsage ? { ...this.head(), choices: [choice], usage: null } : { ...this.head(), choices: [choice] };

@@ -12,8 +12,8 @@ export function emptyCompletionLogprobs(): CompletionLogprobs {
   return { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
 }
 
-/** Appends tokens to a /v1/completions log-prob listing; `offset` is the text length before them. */
-export function appendCompletionLogprobs(target: CompletionLogprobs, logprobs: TokenLogprob[], tokenText: TokenText, offset: number): number {
+/** Appends tokens to a /v1/completions log-prob listing; `offsetOf` gives each token's text offset in the choice's text. */
+export function appendCompletionLogprobs(target: CompletionLogprobs, logprobs: TokenLogprob[], tokenText: TokenText, offsetOf: (tokenId: number) => number): void {
   for (const lp of logprobs) {
     const text = tokenText.text(lp.tokenId);
     target.tokens.push(text);
@@ -25,10 +25,8 @@ export function appendCompletionLogprobs(target: CompletionLogprobs, logprobs: T
       if (!(altText in top)) top[altText] = finite(alt.logprob);
     }
     target.top_logprobs!.push(top);
-    target.text_offset.push(offset);
-    offset += text.length;
+    target.text_offset.push(offsetOf(lp.tokenId));
   }
-  return offset;
 }
 
 export function chatLogprobs(logprobs: TokenLogprob[], tokenText: TokenText): ChatTokenLogprob[] {

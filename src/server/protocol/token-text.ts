@@ -1,4 +1,4 @@
-import type { Tokenizer } from '../../model/tokenizer.js';
+import type { IncrementalDetokenizer, Tokenizer } from '../../model/tokenizer.js';
 
 /** Each token's text on its own (for log-prob listings), decoded once and remembered. */
 export class TokenText {
@@ -16,7 +16,31 @@ export class TokenText {
     return text;
   }
 
+  /** The token's own bytes: a token holding part of a UTF-8 character has bytes its text (U+FFFD) does not show. */
   bytes(id: number): number[] {
-    return Array.from(this.utf8.encode(this.text(id)));
+    const bytes = this.tokenizer.tokenBytes(id);
+    return Array.from(bytes ?? this.utf8.encode(this.text(id)));
+  }
+
+  /** A decoder that tells where each token's text starts in a sample's output. */
+  offsets(skipSpecialTokens = true): TextOffsets {
+    return new TextOffsets(this.tokenizer.newDetokenizer(skipSpecialTokens));
+  }
+}
+
+/**
+ * Character offsets of tokens in the text they decode to, as the engine decodes it: a token that
+ * ends inside a character adds nothing until the character is complete.
+ */
+export class TextOffsets {
+  private length = 0;
+
+  constructor(private readonly detokenizer: IncrementalDetokenizer) {}
+
+  /** The offset of this token's text (the text so far), then counts its text. */
+  next(id: number): number {
+    const at = this.length;
+    this.length += this.detokenizer.push(id).length;
+    return at;
   }
 }

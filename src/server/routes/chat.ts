@@ -57,7 +57,8 @@ async function chatCompletions(ctx: ServerContext, request: FastifyRequest<{ Bod
 export function renderPrompt(ctx: ServerContext, messages: ChatCompletionRequest['messages'], addGenerationPrompt: boolean): number[] {
   const tokenizer = ctx.model.tokenizer;
   if (!tokenizer.hasChatTemplate) throw invalidParam('messages', 'This model has no chat template; use /v1/completions.');
-  const plain: TemplateMessage[] = messages.map((m, i) => ({ role: m.role, content: messageText(m.content, i) }));
+  // Templates written before OpenAI's "developer" role do not know it: it is the system prompt.
+  const plain: TemplateMessage[] = messages.map((m, i) => ({ role: m.role === 'developer' ? 'system' : m.role, content: messageText(m.content, i) }));
   let text: string;
   try {
     text = tokenizer.applyChatTemplate(plain, addGenerationPrompt);
@@ -77,5 +78,5 @@ function messageText(content: ChatCompletionRequest['messages'][number]['content
       }
       return part.text;
     })
-    .join('');
+    .join('\n'); // as vLLM joins text parts
 }

@@ -44,6 +44,7 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
         n: params.n ?? defaultSamplingParams.n,
         echo: body.echo ? echoTexts(ctx, body.prompt, prompts) : null,
         logprobs: body.logprobs != null,
+        skipSpecialTokens: body.skip_special_tokens ?? undefined,
         includeUsage: !body.stream || body.stream_options?.include_usage === true,
         tokenText: ctx.tokenText,
       }),

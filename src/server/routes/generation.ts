@@ -34,7 +34,7 @@ export class Generation implements InFlightRequest {
   private disconnected = false;
   private readonly recorder: RequestMetricsRecorder;
 
-  /** Starts every engine request, or none: an engine refusal (bad parameter, too long, overloaded) aborts those started and throws. */
+  /** Starts every engine request, or none: an engine refusal (bad parameter, too long, overloaded) starts nothing and throws. */
   constructor(
     private readonly ctx: ServerContext,
     readonly requests: PromptRequest[],
@@ -43,13 +43,10 @@ export class Generation implements InFlightRequest {
     if (ctx.draining) throw engineUnavailable('The server is shutting down.');
     this.recorder = new RequestMetricsRecorder(ctx.metrics, requests.map((r) => r.promptTokenIds.length));
     try {
-      for (const request of requests) {
-        const { promptParam: _, ...engineRequest } = request;
-        this.streams.push(ctx.engine.generate(engineRequest)[Symbol.asyncIterator]());
-      }
+      const engineRequests = requests.map(({ promptParam: _, ...engineRequest }) => engineRequest);
+      for (const stream of ctx.engine.generateMany(engineRequests)) this.streams.push(stream[Symbol.asyncIterator]());
     } catch (e) {
-      this.streams.forEach((_, i) => ctx.engine.abort(requests[i]!.id));
-      throw namePromptParam(e, requests[this.streams.length]!.promptParam);
+      throw namePromptParam(e, requests);
     }
     this.streams.forEach((_, i) => this.readAhead(i));
     if (ctx.inFlight.size === 0) ctx.busySince = Date.now();
@@ -128,8 +125,8 @@ export class Generation implements InFlightRequest {
 }
 
 /** The engine calls the prompt "prompt"; the client knows it by the field it sent. */
-function namePromptParam(e: unknown, promptParam: string): unknown {
-  if (!(e instanceof InvalidRequestError) || e.param !== 'prompt') return e;
+function namePromptParam(e: unknown, requests: PromptRequest[]): unknown {
+  if (!(e instanceof InvalidRequestError) || e.param !== 'prompt' || e.requestIndex === null) return e;
   const error = toApiError(e);
-  return invalidParam(promptParam, e.message, error.code);
+  return invalidParam(requests[e.requestIndex]?.promptParam ?? 'prompt', e.message, error.code);
 }

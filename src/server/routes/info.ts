@@ -47,7 +47,7 @@ export function registerInfo(app: FastifyInstance, ctx: ServerContext, version: 
       ctx.log.info('prefix cache flushed');
       return reply.type('text/plain').send('Cache flushed.\n');
     }
-    return reply.code(400).type('text/plain').send('Cache not flushed: there are running or waiting requests.\n');
+    throw new ApiError(400, 'Cache not flushed: there are running or waiting requests.', 'invalid_request_error', null, 'requests_in_flight');
   };
   app.post('/flush_cache', flush);
   app.get('/flush_cache', flush);

@@ -18,15 +18,16 @@ export interface GenerationReply<Chunk, Response> {
 }
 
 /**
- * The one pipeline of the generation routes: start the engine requests, wait for their first
- * deltas, then send each delta as one server-sent event (stream) or fold the same chunks into
- * the one JSON response; log the request and release it whatever happens.
+ * The one pipeline of the generation routes: start the engine requests, then either open the
+ * event stream at once and send each delta as one server-sent event as it comes (whichever
+ * prompt it belongs to), or wait for the first deltas (so that an engine failure is an HTTP
+ * error) and fold the same chunks into the one JSON response; log the request and release it
+ * whatever happens.
  */
 export async function replyWithGeneration<Chunk, Response>(ctx: ServerContext, reply: FastifyReply, options: GenerationReply<Chunk, Response>): Promise<void> {
   const generation = new Generation(ctx, options.requests, reply.raw);
   const accumulator = options.accumulator(generation);
   try {
-    await generation.ready();
     if (options.stream) {
       await streamEvents(
         reply,
@@ -41,6 +42,7 @@ export async function replyWithGeneration<Chunk, Response>(ctx: ServerContext, r
         (e) => toApiError(e).body(),
       );
     } else {
+      await generation.ready();
       const fold = accumulator.fold();
       for (const chunk of accumulator.opening()) fold.add(chunk);
       for await (const { prompt, delta } of generation.deltas()) fold.add(accumulator.chunk(prompt, delta));
