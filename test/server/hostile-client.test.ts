@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, ForwardBatch } from '../../src/engine/backend.js';
 import type { RunningServer } from '../../src/server/index.js';
-import { expectKvFree, json, readEvents, scrapeMetrics, startTestServer, waitFor } from '../support/test-server.js';
+import { expectKvFree, json, startTestServer, waitFor } from '../support/test-server.js';
 
 // Issue 18's hostile-client findings, each with the request shape that showed it. The server runs
 // one sequence at a time with four queue places, so "running" and "waiting" are easy to set up;
@@ -47,7 +47,7 @@ function post(path: string, body: unknown, signal?: AbortSignal): Promise<Respon
   return fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify(body), signal });
 }
 
-const metric = async (name: string) => (await scrapeMetrics(server.url)).get(name) ?? NaN;
+const stats = () => server.context.engine.stats();
 
 /** Reads SSE events as they arrive; `next()` gives the next data payload. */
 function eventReader(response: Response) {
@@ -102,7 +102,7 @@ describe('item 8: streams open at once', () => {
       const events = eventReader(response);
       const first = JSON.parse(await within(3000, "prompt 0's first chunk", events.next()));
       expect(first.choices[0].index).toBe(0);
-      expect(await metric('sluice:num_requests_waiting')).toBe(1);
+      expect(stats().waitingRequests).toBe(1);
       gate.open();
       let chunks = 1;
       while ((await events.next()) !== '[DONE]') chunks++;
@@ -177,8 +177,8 @@ describe('item 14: multi-prompt admission is all or none', () => {
     const runningEvents = eventReader(running);
     await runningEvents.next();
     const waiting = post('/v1/completions', { prompt: 'waiting', max_tokens: 1 });
-    await waitFor(async () => (await metric('sluice:num_requests_waiting')) === 1, 'one request waiting');
-    const promptTokens = await metric('sluice:prompt_tokens_total');
+    await waitFor(async () => stats().waitingRequests === 1, 'one request waiting');
+    const promptTokens = stats().promptTokensTotal;
     const busy = await post('/v1/completions', { prompt: ['a', 'b', 'c', 'd'], max_tokens: 1 });
     expect(busy.status).toBe(503);
     expect(busy.headers.get('retry-after')).toBe('1');
@@ -187,8 +187,8 @@ describe('item 14: multi-prompt admission is all or none', () => {
     expect((await json(never)).error.message).toMatch(/6 sequences .*holds 4/);
     expect(never.headers.get('retry-after')).toBeNull();
     // Nothing of either request reached the engine.
-    expect(await metric('sluice:prompt_tokens_total')).toBe(promptTokens);
-    expect(await metric('sluice:num_requests_waiting')).toBe(1);
+    expect(stats().promptTokensTotal).toBe(promptTokens);
+    expect(stats().waitingRequests).toBe(1);
     expect((await waiting).status).toBe(200);
     while ((await runningEvents.next()) !== '[DONE]');
     await expectKvFree(server.url, auth);
