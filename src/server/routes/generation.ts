@@ -31,6 +31,7 @@ export class Generation implements InFlightRequest {
   /** Each unfinished stream's next result, read one ahead so that ready() can wait for the first. */
   private readonly pending = new Map<number, Pending>();
   private aborted = false;
+  private abortedByShutdown = false;
   private disconnected = false;
   private readonly recorder: RequestMetricsRecorder;
 
@@ -83,6 +84,10 @@ export class Generation implements InFlightRequest {
         }
         this.readAhead(prompt);
         this.recorder.onDelta(prompt, result.value);
+        if (this.abortedByShutdown && result.value.finishReason === 'abort') {
+          // A status a router retries elsewhere, rather than a truncated answer it would pass on.
+          throw engineUnavailable('The server shut down before this request finished; retry it on another replica.');
+        }
         yield { prompt, delta: result.value };
       }
     } finally {
@@ -93,6 +98,7 @@ export class Generation implements InFlightRequest {
   /** Aborts every unfinished engine request (their streams then end with an abort delta). */
   abort(): void {
     this.aborted = true;
+    if (this.ctx.draining && !this.disconnected) this.abortedByShutdown = true;
     for (const prompt of this.pending.keys()) this.ctx.engine.abort(this.requests[prompt]!.id);
   }
 
