@@ -1,0 +1,205 @@
+/**
+ * What /metrics costs a busy server: scrape latency (median, p99) with 256 requests running, the
+ * time to render the exposition in-process, and output tokens/s with and without a 20 Hz
+ * scraper (llm-d scrapes every 50 ms). The instant backend takes the model's compute out, so
+ * the engine, the HTTP server and the metrics are all there is. The load (256 clients) and the
+ * scraper run in child processes, so the server process's CPU time per generated token
+ * measures the scraper's cost even on a shared machine; phases alternate off/on.
+ *
+ *   npm run bench:metrics [-- --running 256] [--seconds 4] [--rounds 5] [--hz 20] [--json]
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { loadavg } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { LlmEngine } from '../src/engine/engine.js';
+import { loadModel } from '../src/model/load.js';
+import { Rng } from '../src/model/rng.js';
+import { silentLogger, startServer, type RunningServer } from '../src/server/index.js';
+import { InstantBackend } from '../test/support/instant-backend.js';
+import { scriptOptions } from './script-options.js';
+
+const options = scriptOptions('bench:metrics', {
+  running: { type: 'string', default: '256' },
+  seconds: { type: 'string', default: '4' },
+  rounds: { type: 'string', default: '5' },
+  hz: { type: 'string', default: '20' },
+  json: { type: 'boolean', default: false },
+  // Internal: the child processes' roles.
+  role: { type: 'string', default: 'server' },
+  url: { type: 'string' },
+});
+const running = Number(options.running);
+const phaseMs = Number(options.seconds) * 1000;
+const rounds = Number(options.rounds);
+const scrapeIntervalMs = 1000 / Number(options.hz);
+const promptTokens = 64;
+const maxNewTokens = 512;
+
+const log = (line: string) => {
+  if (!options.json) console.log(line);
+};
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+/** Child process: keeps `running` /generate requests in flight until told to stop. */
+async function loadProcess(url: string): Promise<void> {
+  let stopping = false;
+  process.on('message', () => (stopping = true));
+  const rng = new Rng(1);
+  const client = async () => {
+    while (!stopping) {
+      const input_ids = Array.from({ length: promptTokens }, () => 1000 + Math.floor(rng.next() * 20000));
+      const response = await fetch(`${url}/generate`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ input_ids, sampling_params: { max_new_tokens: maxNewTokens, temperature: 0, ignore_eos: true } }),
+      });
+      await response.arrayBuffer();
+    }
+  };
+  await Promise.all(Array.from({ length: running }, client));
+  process.disconnect();
+}
+
+/** Child process: scrapes /metrics at the given rate while told to; reports each scrape's latency (ms) and the running gauge it read. */
+async function scrapeProcess(url: string): Promise<void> {
+  let scraping = false;
+  let latencies: number[] = [];
+  let runningSeen: number[] = [];
+  let done = false;
+  process.on('message', (message: string) => {
+    if (message === 'start') scraping = true;
+    if (message === 'stop') {
+      scraping = false;
+      process.send!({ latencies, runningSeen });
+      latencies = [];
+      runningSeen = [];
+    }
+    if (message === 'exit') done = true;
+  });
+  let next = performance.now();
+  while (!done) {
+    if (scraping) {
+      const started = performance.now();
+      const text = await (await fetch(`${url}/metrics`)).text();
+      latencies.push(performance.now() - started);
+      const match = /^vllm:num_requests_running\{[^}]*\} (\S+)$/m.exec(text);
+      runningSeen.push(match ? Number(match[1]) : NaN);
+    }
+    next += scrapeIntervalMs;
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, next - performance.now())));
+  }
+  process.disconnect();
+}
+
+function child(role: string, url: string): ChildProcess {
+  return fork(process.argv[1]!, ['--role', role, '--url', url, '--running', String(running), '--hz', String(1000 / scrapeIntervalMs)], { execArgv: process.execArgv });
+}
+
+async function phase(server: RunningServer, scraper: ChildProcess, scrape: boolean) {
+  const engine = server.context.engine;
+  if (scrape) scraper.send('start');
+  const before = engine.stats().generatedTokensTotal;
+  const cpuBefore = process.cpuUsage();
+  const started = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, phaseMs));
+  const tokens = engine.stats().generatedTokensTotal - before;
+  const cpu = process.cpuUsage(cpuBefore);
+  const seconds = (performance.now() - started) / 1000;
+  let scraped: { latencies: number[]; runningSeen: number[] } | undefined;
+  if (scrape) {
+    const reply = once(scraper, 'message');
+    scraper.send('stop');
+    scraped = (await reply)[0] as { latencies: number[]; runningSeen: number[] };
+  }
+  return { tokensPerSecond: tokens / seconds, cpuUsPerToken: (cpu.user + cpu.system) / tokens, ...scraped };
+}
+
+async function main(): Promise<void> {
+  const model = loadModel({ modelPath: 'tiny' });
+  const engine = await LlmEngine.create(model, new InstantBackend(), {
+    maxTotalTokens: running * (promptTokens + maxNewTokens + 16),
+    maxRunningRequests: running,
+    logger: silentLogger,
+  });
+  const server = await startServer({ engine, model, port: 0, log: silentLogger, logRequests: false });
+  const load = child('load', server.url);
+  const scraper = child('scrape', server.url);
+  // Warm up until every client's request runs.
+  const warmupDeadline = performance.now() + 30_000;
+  while (engine.stats().runningRequests < running && performance.now() < warmupDeadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+
+  const off: number[] = [];
+  const on: number[] = [];
+  const cpuOff: number[] = [];
+  const cpuOn: number[] = [];
+  const latencies: number[] = [];
+  const runningSeen: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const without = await phase(server, scraper, false);
+    const withScraper = await phase(server, scraper, true);
+    off.push(without.tokensPerSecond);
+    on.push(withScraper.tokensPerSecond);
+    cpuOff.push(without.cpuUsPerToken);
+    cpuOn.push(withScraper.cpuUsPerToken);
+    latencies.push(...withScraper.latencies!);
+    runningSeen.push(...withScraper.runningSeen!);
+    log(
+      `round ${round + 1}: without the scraper ${without.tokensPerSecond.toFixed(0)} tok/s, ${without.cpuUsPerToken.toFixed(2)} CPU µs/token; ` +
+        `with it ${withScraper.tokensPerSecond.toFixed(0)} tok/s, ${withScraper.cpuUsPerToken.toFixed(2)} CPU µs/token (load average ${loadavg().map((l) => l.toFixed(2)).join(' ')})`,
+    );
+  }
+  // Rendering alone, in-process, between steps: what the exposition itself costs.
+  const renders: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const started = performance.now();
+    await server.context.metrics.render();
+    renders.push(performance.now() - started);
+  }
+  const bytes = (await server.context.metrics.render()).length;
+  scraper.send('exit');
+  load.send('stop');
+  await Promise.all([once(scraper, 'exit'), once(load, 'exit')]);
+  await server.shutdown(5000);
+
+  const median = (values: number[]) => percentile(values, 50);
+  const result = {
+    date: new Date().toISOString(),
+    running,
+    scrapeHz: 1000 / scrapeIntervalMs,
+    phaseSeconds: phaseMs / 1000,
+    rounds,
+    runningAtScrape: { median: median(runningSeen), min: Math.min(...runningSeen) },
+    scrapeLatencyMs: { median: median(latencies), p99: percentile(latencies, 99), count: latencies.length },
+    renderMs: { median: median(renders), p99: percentile(renders, 99) },
+    exposition: { bytes },
+    outputTokensPerSecond: { withoutScraper: median(off), withScraper: median(on), ratio: median(on) / median(off) },
+    serverCpuUsPerToken: { withoutScraper: median(cpuOff), withScraper: median(cpuOn), ratio: median(cpuOn) / median(cpuOff) },
+    loadAverage: loadavg(),
+  };
+  if (options.json) {
+    console.log(JSON.stringify(result, null, 2));
+    return;
+  }
+  log(`/metrics at ${result.runningAtScrape.median} running requests (min ${result.runningAtScrape.min}), ${result.scrapeLatencyMs.count} scrapes at ${result.scrapeHz} Hz:`);
+  log(`  scrape latency median ${result.scrapeLatencyMs.median.toFixed(2)} ms, p99 ${result.scrapeLatencyMs.p99.toFixed(2)} ms`);
+  log(`  render in-process median ${result.renderMs.median.toFixed(3)} ms, p99 ${result.renderMs.p99.toFixed(3)} ms (${bytes} bytes)`);
+  log(
+    `output tok/s (median of ${rounds} alternating ${phaseMs / 1000} s phases): without scraper ${result.outputTokensPerSecond.withoutScraper.toFixed(0)}, ` +
+      `with ${result.outputTokensPerSecond.withScraper.toFixed(0)} (ratio ${result.outputTokensPerSecond.ratio.toFixed(3)})`,
+  );
+  log(
+    `server CPU per output token (median): without scraper ${result.serverCpuUsPerToken.withoutScraper.toFixed(2)} µs, ` +
+      `with ${result.serverCpuUsPerToken.withScraper.toFixed(2)} µs (ratio ${result.serverCpuUsPerToken.ratio.toFixed(3)})`,
+  );
+  log(`load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} (the machine may be shared)`);
+}
+
+if (options.role === 'load') await loadProcess(options.url!);
+else if (options.role === 'scrape') await scrapeProcess(options.url!);
+else await main();
