@@ -108,7 +108,8 @@ async function serve(options: ServeOptions): Promise<void> {
   const engineSettings = checkFlags(options, log);
   const model = loadModel({ modelPath: options.modelPath, loadFormat: options.loadFormat, seed: options.seed });
   const kvEvents = await openKvEvents(options, options.servedModelName ?? model.name, log);
-  if (kvEvents) engineSettings.kvEvents = { blockSize: kvEvents.config.blockSize, sink: kvEvents.publish };
+  // Block hashes are seeded as vLLM seeds them (PYTHONHASHSEED), so llm-d's hashSeed can match.
+  if (kvEvents) engineSettings.kvEvents = { blockSize: kvEvents.config.blockSize, sink: kvEvents.publish, hashSeed: process.env.PYTHONHASHSEED ?? '' };
   const engine = await startEngine(model, options, engineSettings, log).catch(async (e) => {
     await kvEvents?.close();
     throw e;

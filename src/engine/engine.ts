@@ -54,7 +54,7 @@ export class LlmEngine implements Engine {
   ) {
     const log: EngineLogger = options.logger ?? console;
     this.pool = new KvPool(numPages, options.pageSize);
-    const kvEvents = options.kvEvents ? new KvBlockTracker(options.kvEvents.blockSize, options.kvEvents.sink) : null;
+    const kvEvents = options.kvEvents ? new KvBlockTracker(options.kvEvents.blockSize, options.kvEvents.sink, options.kvEvents.hashSeed) : null;
     this.cache = options.disableRadixCache ? new NoPrefixCache() : new RadixCache(this.pool, kvEvents);
     const poolSize = this.pool.numPages * options.pageSize;
     const wanted = options.contextLength ?? model.config.maxPositionEmbeddings;

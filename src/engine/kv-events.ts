@@ -11,17 +11,80 @@ export type KvEvent =
 export type KvEventSink = (events: KvEvent[]) => void;
 
 /**
- * A block's hash: a function of its parent's hash and its tokens, so it names the whole prefix
- * up to the block's end (as vLLM's chained block hashes do). The first 8 bytes of a SHA-256.
+ * A block's hash as vLLM computes it and llm-d's KV-cache indexer recomputes it from a prompt:
+ * the low 64 bits (last 8 bytes, big-endian) of SHA-256 over the canonical CBOR encoding of
+ * [parent hash, token ids, null]. The first block's parent is the hash of the seed (vLLM's
+ * NONE_HASH from PYTHONHASHSEED; llm-d's hashSeed), though its events say parent null.
  */
-export function blockHash(parent: bigint | null, tokens: readonly number[]): bigint {
-  const buffer = Buffer.alloc(9 + 4 * tokens.length);
-  if (parent !== null) {
-    buffer.writeUInt8(1, 0);
-    buffer.writeBigUInt64BE(parent, 1);
+export function blockHash(parent: bigint | null, tokens: readonly number[], seed = ''): bigint {
+  const out = new CborWriter(16 + 5 * tokens.length);
+  out.head(4, 3n);
+  out.head(0, parent ?? seedHash(seed));
+  out.head(4, BigInt(tokens.length));
+  for (const token of tokens) out.head(0, BigInt(token >>> 0));
+  out.byte(0xf6); // null: no extra keys
+  return lowBits(out.bytes());
+}
+
+const seedHashes = new Map<string, bigint>();
+
+/** The root parent: the hash of the CBOR-encoded seed string. */
+export function seedHash(seed: string): bigint {
+  let hash = seedHashes.get(seed);
+  if (hash === undefined) {
+    const text = Buffer.from(seed, 'utf8');
+    const out = new CborWriter(9 + text.length);
+    out.head(3, BigInt(text.length));
+    for (const b of text) out.byte(b);
+    hash = lowBits(out.bytes());
+    seedHashes.set(seed, hash);
   }
-  for (let i = 0; i < tokens.length; i++) buffer.writeUInt32LE(tokens[i]! >>> 0, 9 + 4 * i);
-  return createHash('sha256').update(buffer).digest().readBigUInt64BE(0);
+  return hash;
+}
+
+function lowBits(bytes: Uint8Array): bigint {
+  return createHash('sha256').update(bytes).digest().readBigUInt64BE(24);
+}
+
+/** Just enough canonical CBOR (RFC 8949 preferred serialization) for unsigned ints, arrays and text heads. */
+class CborWriter {
+  private readonly buffer: Buffer;
+  private length = 0;
+
+  constructor(capacity: number) {
+    this.buffer = Buffer.alloc(capacity);
+  }
+
+  byte(b: number): void {
+    this.buffer[this.length++] = b;
+  }
+
+  /** A major type with its argument in the shortest form. */
+  head(major: number, value: bigint): void {
+    const type = major << 5;
+    if (value < 24n) {
+      this.byte(type | Number(value));
+    } else if (value < 0x100n) {
+      this.byte(type | 24);
+      this.byte(Number(value));
+    } else if (value < 0x10000n) {
+      this.byte(type | 25);
+      this.buffer.writeUInt16BE(Number(value), this.length);
+      this.length += 2;
+    } else if (value < 0x100000000n) {
+      this.byte(type | 26);
+      this.buffer.writeUInt32BE(Number(value), this.length);
+      this.length += 4;
+    } else {
+      this.byte(type | 27);
+      this.buffer.writeBigUInt64BE(value, this.length);
+      this.length += 8;
+    }
+  }
+
+  bytes(): Uint8Array {
+    return this.buffer.subarray(0, this.length);
+  }
 }
 
 interface OwnedBlock {
@@ -50,6 +113,8 @@ export class KvBlockTracker implements PrefixCacheObserver {
   constructor(
     readonly blockSize: number,
     private readonly sink: KvEventSink,
+    /** vLLM's PYTHONHASHSEED (llm-d's hashSeed): seeds the first block's hash. */
+    private readonly hashSeed = '',
   ) {
     if (!Number.isInteger(blockSize) || blockSize < 1) throw new RangeError(`KV event block size must be a positive integer, got ${blockSize}`);
   }
@@ -75,7 +140,7 @@ export class KvBlockTracker implements PrefixCacheObserver {
     };
     for (let k = first; k <= last; k++) {
       const parent = previous;
-      previous = blockHash(parent, tokens.slice(k * size, (k + 1) * size));
+      previous = blockHash(parent, tokens.slice(k * size, (k + 1) * size), this.hashSeed);
       owned.push({ end: (k + 1) * size, hash: previous });
       const holders = this.holders.get(previous) ?? 0;
       this.holders.set(previous, holders + 1);

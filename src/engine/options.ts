@@ -42,7 +42,7 @@ export interface EngineOptions {
   /** Where warnings (retractions, a clipped context) go; console by default. */
   logger?: EngineLogger;
   /** KV-cache events (vLLM's BlockStored / BlockRemoved / AllBlocksCleared) for prefix-aware routers; off when absent. */
-  kvEvents?: { blockSize: number; sink: KvEventSink } | null;
+  kvEvents?: { blockSize: number; sink: KvEventSink; hashSeed?: string } | null;
 }
 
 export const defaultEngineOptions: EngineOptions = {
