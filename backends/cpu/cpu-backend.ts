@@ -61,7 +61,8 @@ export class CpuBackend implements Backend {
   /** Says how the weights run once they are loaded: 8-bit weights change the model's numerics. */
   get description(): string {
     if (this.format === undefined) return this.runtime;
-    const weights = this.format === 'q8' ? `8-bit weights (q8, quantized from ${this.config.dtype}; f32 weights run exact)` : 'f32 weights';
+    const bits = { f32: '', q8: '8-bit weights (q8: Q8_0 blocks', q4: '4-bit weights (q4: Q4_0 blocks' }[this.format];
+    const weights = this.format === 'f32' ? 'f32 weights' : `${bits}, quantized from ${this.config.dtype}; f32 weights run exact)`;
     return `${this.runtime}, ${weights}`;
   }
 

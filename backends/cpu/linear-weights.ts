@@ -1,17 +1,22 @@
 import type { WeightDType } from '../../src/model/config.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
+import { ggmlBlockSize, quantizeRows, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
 import { DataType, type OnnxGraphBuilder } from './onnx-builder.js';
 
 /**
  * How the CPU backend stores a projection matrix:
  * - `f32`: exact; ORT Gemm with the weight prepacked (4 bytes per weight).
- * - `q8`: 8-bit blocks of 32 with one f32 scale each (like GGUF Q8_0, ~1.1 bytes per weight),
- *   run by the com.microsoft MatMulNBits kernel. Decode on a CPU is bound by memory bandwidth,
- *   so this is what makes BF16/F16 checkpoints fast, and it keeps an 8B model well under 24 GiB.
+ * - `q8`: GGUF Q8_0's blocks (32 int8 codes and one f16-valued scale, ~1.1 bytes per weight);
+ * - `q4`: GGUF Q4_0's blocks (32 4-bit codes around 8 and one scale, ~0.6 bytes per weight);
+ *   both run by the com.microsoft MatMulNBits kernel with int8 activations. Decode on a CPU is
+ *   bound by memory bandwidth, so this is what makes BF16/F16 checkpoints fast, and it keeps an
+ *   8B model well under 24 GiB. The blocks are quantized with ggml's rules (ggml-blocks.ts), so
+ *   they equal those of a GGUF file of the same weights.
  */
-export type WeightFormat = 'f32' | 'q8';
+export type WeightFormat = 'f32' | 'q8' | 'q4';
 
-export const q8BlockSize = 32;
+const blockType: Record<Exclude<WeightFormat, 'f32'>, GgmlBlockType> = { q8: 'q8_0', q4: 'q4_0' };
+const bitsOf: Record<Exclude<WeightFormat, 'f32'>, number> = { q8: 8, q4: 4 };
 
 /** A matrix in Hugging Face layout [rows = outFeatures, cols = inFeatures], raw bytes of `dtype`. */
 export interface RawMatrix {
@@ -37,15 +42,14 @@ export function stackRows(parts: RawMatrix[]): RawMatrix {
 /** Bytes the backend holds for a matrix of this shape in this format. */
 export function storedBytes(rows: number, cols: number, format: WeightFormat): number {
   if (format === 'f32') return rows * cols * 4;
-  const blocks = Math.ceil(cols / q8BlockSize);
-  return rows * blocks * (q8BlockSize + 4);
+  const blocks = Math.ceil(cols / ggmlBlockSize);
+  return rows * blocks * ((ggmlBlockSize * bitsOf[format]) / 8 + 4);
 }
 
-/** Quantizes each row in blocks of 32: value = (q - 128) * scale, scale = max|x| / 127. */
-export function quantizeQ8(m: RawMatrix): { blocks: Uint8Array; scales: Float32Array } {
-  const blocksPerRow = Math.ceil(m.cols / q8BlockSize);
-  const blocks = new Uint8Array(m.rows * blocksPerRow * q8BlockSize).fill(128);
-  const scales = new Float32Array(m.rows * blocksPerRow);
+/** Quantizes each row in ggml blocks of 32 (Q8_0 or Q4_0 rules), widening one row at a time. */
+export function quantizeMatrix(m: RawMatrix, type: GgmlBlockType): QuantizedBlocks {
+  const blocksPerRow = Math.ceil(m.cols / ggmlBlockSize);
+  const out: QuantizedBlocks = { codes: new Uint8Array(m.rows * blocksPerRow * ggmlBlockSize), scales: new Float32Array(m.rows * blocksPerRow) };
   const rowBytes = m.cols * bytesPerElement[m.dtype];
   const row = new Float32Array(m.cols);
   const rowBits = new Uint32Array(row.buffer);
@@ -54,23 +58,17 @@ export function quantizeQ8(m: RawMatrix): { blocks: Uint8Array; scales: Float32A
   for (let r = 0; r < m.rows; r++) {
     if (bf16) for (let i = 0, o = r * m.cols; i < m.cols; i++) rowBits[i] = bf16[o + i]! << 16;
     else row.set(toFloat32(m.bytes.subarray(r * rowBytes, (r + 1) * rowBytes), m.dtype));
-    for (let b = 0; b < blocksPerRow; b++) {
-      const start = b * q8BlockSize;
-      const end = Math.min(start + q8BlockSize, m.cols);
-      let maxAbs = 0;
-      for (let i = start; i < end; i++) {
-        const a = row[i]! < 0 ? -row[i]! : row[i]!;
-        if (a > maxAbs) maxAbs = a;
-      }
-      const scale = maxAbs / 127;
-      scales[r * blocksPerRow + b] = scale;
-      if (scale === 0) continue;
-      const inverse = 1 / scale;
-      const out = (r * blocksPerRow + b) * q8BlockSize - start;
-      for (let i = start; i < end; i++) blocks[out + i] = Math.round(row[i]! * inverse) + 128;
-    }
+    quantizeRows(type, row, 1, m.cols, out, r * blocksPerRow * ggmlBlockSize, r * blocksPerRow);
   }
-  return { blocks, scales };
+  return out;
+}
+
+/** MatMulNBits' B layout: 8-bit codes as they are, 4-bit codes two to a byte (low nibble first). */
+export function packCodes(codes: Uint8Array, bits: number): Uint8Array {
+  if (bits === 8) return codes;
+  const packed = new Uint8Array(codes.length / 2);
+  for (let i = 0; i < packed.length; i++) packed[i] = codes[2 * i]! | (codes[2 * i + 1]! << 4);
+  return packed;
 }
 
 /** Adds `x @ m^T` to the graph as an initializer plus one node; returns the output name. */
@@ -79,15 +77,12 @@ export function addLinear(b: OnnxGraphBuilder, x: string, m: RawMatrix, format: 
     const w = b.initializer(name, DataType.FLOAT, [m.rows, m.cols], toFloat32(m.bytes, m.dtype));
     return b.op('Gemm', [x, w], { transB: 1 });
   }
-  const { blocks, scales } = quantizeQ8(m);
-  const blocksPerRow = Math.ceil(m.cols / q8BlockSize);
-  const w = b.initializer(name, DataType.UINT8, [m.rows, blocksPerRow, q8BlockSize], blocks);
+  const bits = bitsOf[format];
+  const { codes, scales } = quantizeMatrix(m, blockType[format]);
+  const blocksPerRow = Math.ceil(m.cols / ggmlBlockSize);
+  const w = b.initializer(name, DataType.UINT8, [m.rows, blocksPerRow, (ggmlBlockSize * bits) / 8], packCodes(codes, bits));
   const s = b.initializer(`${name}.scales`, DataType.FLOAT, [m.rows * blocksPerRow], scales);
+  // No zero points: MatMulNBits' default (128 for 8 bits, 8 for 4) is the zero code of Q8_0 and Q4_0.
   // accuracy_level 4: int8 activations too (the fast AVX2 integer path; level 0 is a slow fallback for 8 bits).
-  return b.op(
-    'MatMulNBits',
-    [x, w, s],
-    { K: m.cols, N: m.rows, bits: 8, block_size: q8BlockSize, accuracy_level: 4 },
-    'com.microsoft',
-  );
+  return b.op('MatMulNBits', [x, w, s], { K: m.cols, N: m.rows, bits, block_size: ggmlBlockSize, accuracy_level: 4 }, 'com.microsoft');
 }

@@ -11,6 +11,8 @@ export interface BackendFlags {
   threads?: number;
   baseGpuId?: number;
   cpuWeights?: CpuWeightFormat;
+  /** SGLang's flag, refused with a pointer to --cpu-weights (see backendOptions). */
+  quantization?: string;
   webgpuAttentionSplit?: number;
   disableCudaGraph?: boolean;
 }
@@ -22,10 +24,14 @@ export function addBackendFlags(command: Command): Command {
     .option('--threads <n>', 'cpu backend: intra-op threads (default: all cores)', parseIntOption)
     .option('--base-gpu-id <n>', 'cuda backend: the GPU to run on', parseIntOption)
     .addOption(
-      new Option('--cpu-weights <format>', 'cpu backend: f32 runs exact; q8 (8-bit weights) is faster (default: f32 for f32 checkpoints, else q8)')
+      new Option(
+        '--cpu-weights <format>',
+        'cpu backend: f32 runs exact; q8 (GGUF Q8_0 blocks) and q4 (GGUF Q4_0 blocks) quantize BF16/F16 weights at load and run faster (default: f32 for f32 checkpoints, else q8)',
+      )
         .choices(cpuWeightFormats)
         .env('SLUICE_CPU_WEIGHTS'),
     )
+    .option('--quantization <method>', "SGLang's checkpoint quantization methods (awq, gptq, fp8, ...) are not supported; the cpu backend's own weight format is --cpu-weights")
     .option('--webgpu-attention-split <n>', 'webgpu backend: KV positions per decode-attention split', parseIntOption);
 }
 
@@ -35,6 +41,15 @@ export function createBackendFromFlags(flags: BackendFlags): Promise<Backend> {
 }
 
 export function backendOptions(flags: BackendFlags): BackendOptions {
+  if (flags.quantization !== undefined) {
+    // SGLang's --quantization names how a checkpoint was quantized ahead of time; sluice's CPU
+    // backend quantizes BF16/F16 weights itself at load, which is a different setting.
+    const hint = (cpuWeightFormats as readonly string[]).includes(flags.quantization) ? `; did you mean --cpu-weights ${flags.quantization}?` : '';
+    throw new UserError(
+      `--quantization ${flags.quantization}: SGLang's quantization methods (awq, gptq, fp8, ...) are not supported; ` +
+        `the cpu backend quantizes BF16/F16 weights at load with --cpu-weights ${cpuWeightFormats.join('|')}${hint}`,
+    );
+  }
   if (flags.threads !== undefined && flags.threads < 1) throw new UserError(`--threads must be at least 1, got ${flags.threads}`);
   if (flags.baseGpuId !== undefined && flags.baseGpuId < 0) throw new UserError(`--base-gpu-id must be 0 or more, got ${flags.baseGpuId}`);
   if (flags.webgpuAttentionSplit !== undefined && flags.webgpuAttentionSplit < 1) {

@@ -17,13 +17,13 @@ export interface BackendOptions {
   threads?: number;
   /** cuda: the device index (default 0). */
   device?: number;
-  /** cpu: f32, or q8 (8-bit weights); default f32 for f32 checkpoints, q8 for BF16/F16 ones. */
+  /** cpu: f32, q8 (GGUF Q8_0 blocks) or q4 (GGUF Q4_0 blocks); default f32 for f32 checkpoints, q8 for BF16/F16 ones. */
   cpuWeights?: CpuWeightFormat;
   /** webgpu: KV positions per attention split before decode attention is split over the KV length (default 256). */
   webgpuAttentionSplit?: number;
 }
 
-export const cpuWeightFormats = ['f32', 'q8'] as const;
+export const cpuWeightFormats = ['f32', 'q8', 'q4'] as const;
 export type CpuWeightFormat = (typeof cpuWeightFormats)[number];
 
 /** What a backend folder exports, and the registry (backends/index.ts) lists. */

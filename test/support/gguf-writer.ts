@@ -5,8 +5,10 @@ import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import type { Tokenizer } from '../../src/model/tokenizer.js';
 import { expectedTensors, layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { UserError } from '../../src/errors.js';
+import { ggmlBlockBytes, ggmlBlockSize, ggufBlocks, quantizeRows, type GgmlBlockType } from '../../backends/cpu/ggml-blocks.js';
 
-export type GgufDType = 'f32' | 'f16';
+/** The type of the matrices; Q8_0 and Q4_0 blocks are quantized as the cpu backend's q8 and q4 are. */
+export type GgufDType = 'f32' | 'f16' | GgmlBlockType;
 
 export interface GgufModel {
   config: LlamaConfig;
@@ -19,6 +21,18 @@ const alignment = 32;
 enum GgmlType {
   F32 = 0,
   F16 = 1,
+  Q4_0 = 2,
+  Q8_0 = 8,
+}
+
+const matrixTypeOf: Record<GgufDType, GgmlType> = { f32: GgmlType.F32, f16: GgmlType.F16, q8_0: GgmlType.Q8_0, q4_0: GgmlType.Q4_0 };
+/** llama.cpp's general.file_type (enum llama_ftype). */
+const fileTypeOf: Record<GgufDType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7 };
+
+function tensorBytes(type: GgmlType, dims: number[]): number {
+  const count = dims.reduce((a, b) => a * b, 1);
+  if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0) return (count / ggmlBlockSize) * ggmlBlockBytes[type === GgmlType.Q8_0 ? 'q8_0' : 'q4_0'];
+  return count * (type === GgmlType.F32 ? 4 : 2);
 }
 
 enum MetaType {
@@ -67,7 +81,7 @@ export async function writeGguf(file: string, model: GgufModel, options: { dtype
   let offset = 0;
   for (const p of plans) {
     p.offset = offset;
-    p.bytes = p.dims.reduce((a, b) => a * b, 1) * (p.type === GgmlType.F32 ? 4 : 2);
+    p.bytes = tensorBytes(p.type, p.dims);
     offset = alignUp(offset + p.bytes);
   }
 
@@ -107,7 +121,7 @@ export async function writeGguf(file: string, model: GgufModel, options: { dtype
 }
 
 function planTensors(config: LlamaConfig, dtype: GgufDType): TensorPlan[] {
-  const matrixType = dtype === 'f16' ? GgmlType.F16 : GgmlType.F32;
+  const matrixType = matrixTypeOf[dtype];
   const names = new Set(expectedTensors(config).map((t) => t.name));
   const hfShape = new Map(expectedTensors(config).map((t) => [t.name, t.shape]));
   const plans: TensorPlan[] = [];
@@ -172,7 +186,7 @@ function metadata(config: LlamaConfig, tokenizer: Tokenizer, dtype: GgufDType): 
   const kvs: Kv[] = [
     str('general.architecture', 'llama'),
     str('general.name', 'sluice export'),
-    u32('general.file_type', dtype === 'f16' ? 1 : 0),
+    u32('general.file_type', fileTypeOf[dtype]),
     u32('general.alignment', alignment),
     u32('llama.vocab_size', config.vocabSize),
     u32('llama.context_length', config.maxPositionEmbeddings),
@@ -268,9 +282,10 @@ async function writeTensor(
   if (!info) throw new UserError(`${weights.description}: tensor "${plan.source}" is missing`);
   const raw = await weights.read(plan.source);
   const cols = plan.dims[0]!;
-  const rows = plan.bytes / (plan.type === GgmlType.F32 ? 4 : 2) / cols;
-  const target: WeightDType = plan.type === GgmlType.F32 ? 'f32' : 'f16';
-  if (info.dtype === target && plan.permuteHeads === undefined) return write(raw);
+  const rows = plan.dims[1] ?? 1;
+  const blockType: GgmlBlockType | null = plan.type === GgmlType.Q8_0 ? 'q8_0' : plan.type === GgmlType.Q4_0 ? 'q4_0' : null;
+  const target: WeightDType = plan.type === GgmlType.F16 ? 'f16' : 'f32';
+  if (info.dtype === target && plan.permuteHeads === undefined && !blockType) return write(raw);
 
   const source = typedView(raw, info.dtype);
   const sourceRow = rowPermutation(rows, plan.permuteHeads, config.headDim);
@@ -282,7 +297,11 @@ async function writeTensor(
       const from = sourceRow(r0 + r) * cols;
       convertRow(source, info.dtype, from, block, target, r * cols, cols);
     }
-    await write(new Uint8Array(block.buffer));
+    if (blockType) {
+      const blocks = { codes: new Uint8Array(n * cols), scales: new Float32Array((n * cols) / ggmlBlockSize) };
+      quantizeRows(blockType, block as Float32Array, n, cols, blocks);
+      await write(ggufBlocks(blockType, blocks));
+    } else await write(new Uint8Array(block.buffer));
   }
 }
 

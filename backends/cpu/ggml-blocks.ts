@@ -1,0 +1,114 @@
+import { f16ToF32, f32ToF16 } from '../../src/model/dtype.js';
+
+/**
+ * GGML's Q8_0 and Q4_0 block quantization (blocks of 32 along a row, one f16 scale each), with
+ * ggml's own rounding rules, so the CPU backend's 8-bit and 4-bit weights are the very blocks a
+ * GGUF file of the same weights holds (the benchmark's llama.cpp peer and the parity tests rely
+ * on it):
+ * - Q8_0: d = max|x| / 127, q = round(x / d) in [-127, 127]; value = q * d.
+ * - Q4_0: d = m / -8 where m is the element of largest magnitude (sign kept),
+ *   q = min(15, trunc(x / d + 8.5)) in [0, 15]; value = (q - 8) * d.
+ * The scale kept is d rounded to f16 (what the file stores); codes are computed with the
+ * unrounded d in f32 arithmetic (Math.fround), as ggml's C code does, so no code is off by one.
+ */
+export type GgmlBlockType = 'q8_0' | 'q4_0';
+
+export const ggmlBlockSize = 32;
+
+/** Bytes of one block in a GGUF file: an f16 scale and the codes. */
+export const ggmlBlockBytes: Record<GgmlBlockType, number> = { q8_0: 34, q4_0: 18 };
+
+/** The codes of one block, as unsigned numbers: Q8_0 as q + 128 (0..255), Q4_0 as q (0..15). */
+export interface QuantizedBlocks {
+  /** One code per element, row-major, padded with the zero code to whole blocks. */
+  codes: Uint8Array;
+  /** One f16-representable scale per block. */
+  scales: Float32Array;
+}
+
+/** The code that stands for 0 (MatMulNBits' default zero point for 8 and 4 bits). */
+export const zeroCode: Record<GgmlBlockType, number> = { q8_0: 128, q4_0: 8 };
+
+const roundToF16 = (x: number) => f16ToF32(f32ToF16(x));
+const fround = Math.fround;
+
+/**
+ * Quantizes `rows` rows of `cols` f32 values (`values` holds rows [0, rows)). `out` receives
+ * codes at `codesOffset` and scales at `scalesOffset` (in elements), so callers can fill one
+ * large array a block of rows at a time.
+ */
+export function quantizeRows(
+  type: GgmlBlockType,
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  out: QuantizedBlocks,
+  codesOffset = 0,
+  scalesOffset = 0,
+): void {
+  const blocksPerRow = Math.ceil(cols / ggmlBlockSize);
+  const { codes, scales } = out;
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < blocksPerRow; b++) {
+      const start = r * cols + b * ggmlBlockSize;
+      const end = r * cols + Math.min((b + 1) * ggmlBlockSize, cols);
+      const at = codesOffset + (r * blocksPerRow + b) * ggmlBlockSize;
+      const scaleAt = scalesOffset + r * blocksPerRow + b;
+      if (type === 'q8_0') {
+        let maxAbs = 0;
+        for (let i = start; i < end; i++) {
+          const a = values[i]! < 0 ? -values[i]! : values[i]!;
+          if (a > maxAbs) maxAbs = a;
+        }
+        const d = fround(maxAbs / 127);
+        const inverse = d === 0 ? 0 : fround(1 / d);
+        scales[scaleAt] = roundToF16(d);
+        codes.fill(128, at, at + ggmlBlockSize);
+        // Math.round rounds .5 up where C's roundf rounds away from zero: mirror it for negatives.
+        for (let i = start; i < end; i++) {
+          const v = fround(values[i]! * inverse);
+          codes[at + i - start] = (v < 0 ? -Math.round(-v) : Math.round(v)) + 128;
+        }
+      } else {
+        let max = 0;
+        let maxAbs = 0;
+        for (let i = start; i < end; i++) {
+          const a = values[i]! < 0 ? -values[i]! : values[i]!;
+          if (a > maxAbs) {
+            maxAbs = a;
+            max = values[i]!;
+          }
+        }
+        const d = fround(max / -8);
+        const inverse = d === 0 ? 0 : fround(1 / d);
+        scales[scaleAt] = roundToF16(d);
+        codes.fill(8, at, at + ggmlBlockSize);
+        for (let i = start; i < end; i++) codes[at + i - start] = Math.min(15, Math.trunc(fround(fround(values[i]! * inverse) + 8.5)));
+      }
+    }
+  }
+}
+
+/** The value a code stands for. */
+export function dequantize(type: GgmlBlockType, code: number, scale: number): number {
+  return (code - zeroCode[type]) * scale;
+}
+
+/**
+ * GGUF bytes of rows already quantized: per block an f16 scale, then Q8_0's 32 int8 codes or
+ * Q4_0's 16 bytes (byte j holds element j in its low nibble and element j + 16 in its high one).
+ */
+export function ggufBlocks(type: GgmlBlockType, blocks: QuantizedBlocks): Uint8Array {
+  const count = blocks.scales.length;
+  const size = ggmlBlockBytes[type];
+  const out = new Uint8Array(count * size);
+  const view = new DataView(out.buffer);
+  for (let b = 0; b < count; b++) {
+    const at = b * size;
+    const codes = blocks.codes.subarray(b * ggmlBlockSize, (b + 1) * ggmlBlockSize);
+    view.setUint16(at, f32ToF16(blocks.scales[b]!), true);
+    if (type === 'q8_0') for (let j = 0; j < 32; j++) out[at + 2 + j] = (codes[j]! - 128) & 0xff;
+    else for (let j = 0; j < 16; j++) out[at + 2 + j] = codes[j]! | (codes[j + 16]! << 4);
+  }
+  return out;
+}
