@@ -5,14 +5,24 @@
  * (the machine may be shared).
  *
  * Measures (a) single-stream decode tok/s, (b) total output tok/s with 8 and 32 concurrent
- * streams, (c) prompt processing tok/s for a 512-token prompt. llama.cpp gets the weights as a
- * GGUF F16 file written once to a cache folder. sluice runs as the engine (src/engine: continuous
- * batching, paged KV) over the CPU backend; --direct drives the backend's forward() itself
- * instead (every stream's prompt in one mixed step, then one decode step for all).
+ * streams, (c) prompt processing tok/s for a 512-token prompt. llama.cpp gets the same weights in
+ * the same bits, as a GGUF file written once to a cache folder: Q8_0 when sluice runs q8, Q4_0
+ * for q4 (the very blocks sluice runs: both quantize with backends/cpu/ggml-blocks.ts), F32 for
+ * f32; --peer-f16 adds llama.cpp on F16 as an extra column. `--weight-format q8,q4` runs each
+ * format in turn in one invocation. sluice runs as the engine (src/engine: continuous batching,
+ * paged KV) over the CPU backend; --direct drives the backend's forward() itself instead (every
+ * stream's prompt in one mixed step, then one decode step for all).
+ *
+ * llama.cpp's streams are sequences of one context: node-llama-cpp queues each sequence's next
+ * token and decodes all queued ones in one llama_decode. Its default dispatch (on the next event
+ * loop turn) often leaves one sequence behind, whose sampling had not finished, so the harness
+ * dispatches once every live sequence has queued (or after 20 ms); it counts the sequences per
+ * llama_decode and prints them.
  *
  * Options: --json, --model NAME (a preset, default llama-3.2-1b), --threads N (default 2),
  * --decode-tokens N (32), --stream-prompt N (16), --stream-tokens N (32), --prefill N (512),
- * --streams 8,32, --cache-dir DIR, --skip-llama-cpp, --weight-format f32|q8, --direct.
+ * --streams 8,32, --cache-dir DIR, --skip-llama-cpp, --weight-format q8|q4|f32 (or a list,
+ * default q8), --peer-f16, --llama-default-dispatch, --direct.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -20,8 +30,9 @@ import { join } from 'node:path';
 import type { Backend } from '../src/engine/backend.js';
 import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
+import { cpuWeightFormats } from '../src/engine/backend.js';
 import { LlmEngine } from '../src/engine/engine.js';
-import { writeGguf } from '../test/support/gguf-writer.js';
+import { writeGguf, type GgufDType } from '../test/support/gguf-writer.js';
 import { SeededRandom } from '../src/bench/seeded-random.js';
 import { loadModel, type LoadedModel } from '../src/model/load.js';
 import { greedySampling, pagedBatch } from '../test/support/paged-batch.js';
@@ -38,7 +49,9 @@ const args = scriptOptions('bench:cpu', {
   streams: { type: 'string', default: '8,32' },
   'cache-dir': { type: 'string', default: join(tmpdir(), 'sluice-bench') },
   'skip-llama-cpp': { type: 'boolean', default: false },
-  'weight-format': { type: 'string' },
+  'weight-format': { type: 'string', default: 'q8' },
+  'peer-f16': { type: 'boolean', default: false },
+  'llama-default-dispatch': { type: 'boolean', default: false },
   direct: { type: 'boolean', default: false },
 });
 
@@ -55,7 +68,13 @@ const settings = {
   streamTokens: positiveInt('stream-tokens', args['stream-tokens']!),
   prefill: positiveInt('prefill', args.prefill!),
   streams: args.streams!.split(',').map((s) => positiveInt('streams', s)),
+  weightFormats: args['weight-format']!.split(',').map((f) => {
+    if (!(cpuWeightFormats as readonly string[]).includes(f)) throw new Error(`--weight-format must be one of ${cpuWeightFormats.join(', ')} (or a comma list), got ${JSON.stringify(f)}`);
+    return f as WeightFormat;
+  }),
 };
+/** The GGUF type that holds the same weights in the same bits as each sluice weight format. */
+const peerWeights: Record<WeightFormat, GgufDType> = { f32: 'f32', q8: 'q8_0', q4: 'q4_0' };
 const decodePrompt = 16;
 const log = (message: string) => process.stderr.write(`[bench:cpu] ${message}\n`);
 
@@ -114,10 +133,10 @@ async function timedRequest(engine: LlmEngine, prompt: number[], maxNewTokens: n
   return { seconds: (performance.now() - start) / 1000, firstSeconds: (first - start) / 1000 };
 }
 
-async function startSluice(model: LoadedModel): Promise<Contender> {
+async function startSluice(model: LoadedModel, format: WeightFormat): Promise<Contender> {
   const pageSize = 16;
   const started = performance.now();
-  const backend = await createCpuBackend({ threads: settings.threads, cpuWeights: args['weight-format'] as WeightFormat | undefined });
+  const backend = await createCpuBackend({ threads: settings.threads, cpuWeights: format });
   const longest = Math.max(settings.prefill, decodePrompt + settings.decodeTokens, settings.streamPrompt + settings.streamTokens);
   const maxStreams = Math.max(1, ...settings.streams);
   const maxTotalTokens = maxStreams * pageSize * Math.ceil((longest + 1) / pageSize);
@@ -149,18 +168,20 @@ async function startSluice(model: LoadedModel): Promise<Contender> {
 
 // ---------------------------------------------------------------- llama.cpp (node-llama-cpp)
 
-async function ensureGguf(model: LoadedModel): Promise<string> {
+async function ensureGguf(model: LoadedModel, dtype: GgufDType): Promise<string> {
   mkdirSync(args['cache-dir']!, { recursive: true });
-  const file = join(args['cache-dir']!, `${model.name}-dummy-seed0-f16.gguf`);
+  // v2: Q8_0/Q4_0 blocks follow ggml's rounding (ggml-blocks.ts); files of other revisions are not reused.
+  const file = join(args['cache-dir']!, `${model.name}-dummy-seed0-${dtype}${dtype.startsWith('q') ? '-v2' : ''}.gguf`);
   if (existsSync(file) && statSync(file).size > 0) return file;
-  log(`writing ${file} (GGUF F16 of the same dummy weights)`);
-  await writeGguf(`${file}.partial`, { config: model.config, tokenizer: model.tokenizer, weights: model.weights }, { dtype: 'f16' });
+  log(`writing ${file} (GGUF ${dtype.toUpperCase()} of the same dummy weights)`);
+  await writeGguf(`${file}.partial`, { config: model.config, tokenizer: model.tokenizer, weights: model.weights }, { dtype });
   renameSync(`${file}.partial`, file);
   return file;
 }
 
-async function startLlamaCpp(model: LoadedModel): Promise<Contender> {
-  const file = await ensureGguf(model);
+/** llama.cpp on a GGUF file; `decodeCalls` counts llama_decode calls and the tokens each carried (streams measures). */
+async function startLlamaCpp(model: LoadedModel, dtype: GgufDType): Promise<Contender & { decodeCalls: { calls: number; tokens: number } }> {
+  const file = await ensureGguf(model, dtype);
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
   const started = performance.now();
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
@@ -169,20 +190,65 @@ async function startLlamaCpp(model: LoadedModel): Promise<Contender> {
   log(`llama.cpp: loaded ${file} in ${loadSeconds.toFixed(1)} s`);
   type Token = Parameters<typeof llamaModel.detokenize>[0][number];
   type Sequence = { evaluate(tokens: Token[], options?: object): AsyncGenerator<Token> };
+  type Context = Awaited<ReturnType<typeof llamaModel.createContext>>;
+  const decodeCalls = { calls: 0, tokens: 0 };
+  let liveSequences = 0;
   const greedy = async (sequence: Sequence, prompt: number[], count: number) => {
     const start = performance.now();
     let first = 0;
     let produced = 0;
-    for await (const token of sequence.evaluate(prompt as Token[], { temperature: 0 })) {
-      void token;
-      if (produced === 0) first = performance.now();
-      if (++produced >= count) break;
+    liveSequences++;
+    try {
+      for await (const token of sequence.evaluate(prompt as Token[], { temperature: 0 })) {
+        void token;
+        if (produced === 0) first = performance.now();
+        if (++produced >= count) break;
+      }
+    } finally {
+      liveSequences--;
     }
     return { seconds: (performance.now() - start) / 1000, firstSeconds: (first - start) / 1000 };
   };
+  /**
+   * node-llama-cpp internals the harness reads (it has no public hook): the native context's
+   * batch calls, to count tokens per llama_decode, and the set of sequences with a queued decode.
+   */
+  type Internals = { _ctx: Record<string, unknown> & { initBatch(size: number): void }; _queuedDecodeSequenceIds?: Set<number> };
+  const countBatches = (context: Context) => {
+    const internals = context as unknown as Internals;
+    const native = internals._ctx;
+    if (typeof native?.initBatch !== 'function') return;
+    internals._ctx = new Proxy(native, {
+      get(target, key) {
+        if (key === 'initBatch') {
+          return (size: number) => {
+            decodeCalls.calls++;
+            decodeCalls.tokens += size;
+            return target.initBatch(size);
+          };
+        }
+        const v = target[key as string];
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+  };
+  /** Dispatches a batch once every live sequence has queued its next token (or after 20 ms). */
+  const dispatchWhenAllQueued = (getContext: () => Context | undefined) => (dispatch: () => void) => {
+    const deadline = performance.now() + 20;
+    const poll = () => {
+      const queued = (getContext() as unknown as Internals | undefined)?._queuedDecodeSequenceIds?.size;
+      if (queued === undefined || queued >= liveSequences || performance.now() >= deadline) dispatch();
+      else setImmediate(poll);
+    };
+    setImmediate(poll);
+  };
   /** A fresh context per measure; contextSize is per sequence (the unified KV cache holds n * contextSize cells). */
-  const withContext = async <T>(sequences: number, contextSize: number, batchSize: number, body: (context: Awaited<ReturnType<typeof llamaModel.createContext>>) => Promise<T>) => {
-    const context = await llamaModel.createContext({ contextSize, batchSize, threads: settings.threads, sequences });
+  const withContext = async <T>(sequences: number, contextSize: number, batchSize: number, body: (context: Context) => Promise<T>) => {
+    let created: Context | undefined;
+    const batching = args['llama-default-dispatch'] ? undefined : { dispatchSchedule: dispatchWhenAllQueued(() => created) };
+    const context = await llamaModel.createContext({ contextSize, batchSize, threads: settings.threads, sequences, batching });
+    created = context;
+    countBatches(context);
     try {
       return await body(context);
     } finally {
@@ -192,6 +258,7 @@ async function startLlamaCpp(model: LoadedModel): Promise<Contender> {
   await withContext(1, 64, 64, (c) => greedy(c.getSequence(), promptTokens(8, 99), 2)); // warm-up
   return {
     loadSeconds,
+    decodeCalls,
     prefill: (length) => withContext(1, length + 64, length, async (c) => length / (await greedy(c.getSequence(), promptTokens(length, 1), 1)).firstSeconds),
     decodeOne: () =>
       withContext(1, decodePrompt + settings.decodeTokens + 64, 512, async (c) => {
@@ -201,8 +268,13 @@ async function startLlamaCpp(model: LoadedModel): Promise<Contender> {
     streams: (n) =>
       withContext(n, settings.streamPrompt + settings.streamTokens + 16, Math.max(512, n * settings.streamPrompt), async (c) => {
         const start = performance.now();
+        decodeCalls.calls = 0;
+        decodeCalls.tokens = 0;
         await Promise.all(streamPrompts(n).map((p) => greedy(c.getSequence(), p, settings.streamTokens)));
-        return (n * settings.streamTokens) / ((performance.now() - start) / 1000);
+        const seconds = (performance.now() - start) / 1000;
+        // The prompts go in the first call(s); the rest are decode steps of up to n sequences.
+        log(`llama.cpp ${n} streams: ${decodeCalls.calls} llama_decode calls for ${decodeCalls.tokens} tokens (${n * settings.streamTokens} generated, ${n * settings.streamPrompt} prompt)`);
+        return (n * settings.streamTokens) / seconds;
       }),
     close: async () => {
       await llamaModel.dispose();
@@ -236,38 +308,49 @@ interface Measure {
   run: (c: Contender) => Promise<number>;
 }
 
-async function main(): Promise<void> {
-  const model = loadModel({ modelPath: settings.model, loadFormat: 'dummy' });
-  const measures: Measure[] = [
-    { key: 'decode_1', label: '(a) decode, 1 stream', run: (c) => c.decodeOne() },
-    ...settings.streams.map((n) => ({ key: `streams_${n}`, label: `(b) total output, ${n} streams`, run: (c: Contender) => c.streams(n) })),
-    { key: `prefill_${settings.prefill}`, label: `(c) prefill, ${settings.prefill}-token prompt`, run: (c) => c.prefill(settings.prefill) },
-  ];
-  const llamaCpp = args['skip-llama-cpp'] ? null : await startLlamaCpp(model);
-  const sluice = await startSluice(model);
+interface Figure {
+  sluice: number;
+  llamaCpp: number | null;
+  ratio: number | null;
+  /** llama.cpp on F16 weights (--peer-f16) and sluice's ratio to it. */
+  llamaCppF16?: number;
+  ratioF16?: number;
+  loadAverage: number[];
+}
+
+/** One weight format: sluice in it against llama.cpp on the same blocks, measure by measure. */
+async function compareFormat(model: LoadedModel, format: WeightFormat, measures: Measure[]) {
+  const peer = peerWeights[format];
+  const llamaCpp = args['skip-llama-cpp'] ? null : await startLlamaCpp(model, peer);
+  const llamaF16 = args['skip-llama-cpp'] || !args['peer-f16'] ? null : await startLlamaCpp(model, 'f16');
+  const sluice = await startSluice(model, format);
   // Each measure runs on both engines back to back, so a change in the machine's load (other
   // processes share it) hits both sides of a ratio alike.
-  const figures: Record<string, { sluice: number; llamaCpp: number | null; ratio: number | null; loadAverage: number[] }> = {};
+  const figures: Record<string, Figure> = {};
+  const decodeCalls: Record<string, { calls: number; tokens: number }> = {};
   try {
     for (const m of measures) {
       const loadAverage = loadAverageNow();
       const theirs = llamaCpp ? await m.run(llamaCpp) : null;
+      if (llamaCpp && m.key.startsWith('streams_')) decodeCalls[m.key] = { ...llamaCpp.decodeCalls };
+      const f16 = llamaF16 ? await m.run(llamaF16) : undefined;
       const ours = await m.run(sluice);
       figures[m.key] = { sluice: ours, llamaCpp: theirs, ratio: theirs ? +(ours / theirs).toFixed(2) : null, loadAverage };
-      log(`${m.label}: sluice ${ours.toFixed(2)} tok/s, llama.cpp ${theirs?.toFixed(2) ?? '-'} tok/s (load ${loadAverage.join(' ')})`);
+      if (f16 !== undefined) Object.assign(figures[m.key]!, { llamaCppF16: f16, ratioF16: +(ours / f16).toFixed(2) });
+      log(
+        `${format} ${m.label}: sluice ${ours.toFixed(2)} tok/s, llama.cpp ${peer.toUpperCase()} ${theirs?.toFixed(2) ?? '-'} tok/s` +
+          `${f16 !== undefined ? `, llama.cpp F16 ${f16.toFixed(2)}` : ''} (load ${loadAverage.join(' ')})`,
+      );
     }
   } finally {
     await sluice.close();
     await llamaCpp?.close();
+    await llamaF16?.close();
   }
   const ratioOf = (key: string) => figures[key]?.ratio ?? null;
-  const report = {
-    date: new Date().toISOString(),
-    machine: machine(),
-    model: settings.model,
-    settings,
-    sluice: { backend: 'cpu', driver: args.direct ? 'forward() directly' : 'LlmEngine', loadSeconds: sluice.loadSeconds },
-    llamaCpp: llamaCpp && { version: 'node-llama-cpp 3.21.1 (CPU build), GGUF F16', loadSeconds: llamaCpp.loadSeconds },
+  return {
+    sluice: { backend: 'cpu', weights: format, driver: args.direct ? 'forward() directly' : 'LlmEngine', loadSeconds: sluice.loadSeconds },
+    peer: { engine: 'llama.cpp', weights: peer.toUpperCase(), version: 'node-llama-cpp 3.21.1 (CPU build)', loadSeconds: llamaCpp?.loadSeconds ?? null, decodeCalls },
     figures,
     ratios: {
       decode_1: ratioOf('decode_1'),
@@ -276,19 +359,42 @@ async function main(): Promise<void> {
       prefill_512: ratioOf(`prefill_${settings.prefill}`),
     },
   };
+}
+
+async function main(): Promise<void> {
+  const model = loadModel({ modelPath: settings.model, loadFormat: 'dummy' });
+  const measures: Measure[] = [
+    { key: 'decode_1', label: '(a) decode, 1 stream', run: (c) => c.decodeOne() },
+    ...settings.streams.map((n) => ({ key: `streams_${n}`, label: `(b) total output, ${n} streams`, run: (c: Contender) => c.streams(n) })),
+    { key: `prefill_${settings.prefill}`, label: `(c) prefill, ${settings.prefill}-token prompt`, run: (c) => c.prefill(settings.prefill) },
+  ];
+  const runs = [];
+  for (const format of settings.weightFormats) runs.push(await compareFormat(model, format, measures));
+  // The first format's comparison at the top level: {"peer": {...}, "ratios": {...}}; every format under "runs".
+  const report = { date: new Date().toISOString(), machine: machine(), model: settings.model, settings, ...runs[0]!, runs };
   if (args.json) {
     process.stdout.write(`${JSON.stringify(report)}\n`);
     return;
   }
   const m = report.machine;
   console.log(`${settings.model} (dummy weights), ${m.cpu}, ${m.cores} cores, ${settings.threads} threads, ${report.date}`);
-  console.log(`${'tok/s'.padEnd(34)}${'sluice cpu'.padStart(12)}${'llama.cpp'.padStart(12)}${'ratio'.padStart(8)}${'load avg'.padStart(10)}`);
-  for (const measure of measures) {
-    const f = figures[measure.key]!;
+  for (const run of runs) {
+    const f16 = args['peer-f16'] && !args['skip-llama-cpp'];
+    console.log(`\nsluice ${run.sluice.weights} against llama.cpp ${run.peer.weights}${f16 ? ' (and F16)' : ''}`);
     console.log(
-      `${measure.label.padEnd(34)}${f.sluice.toFixed(2).padStart(12)}${(f.llamaCpp?.toFixed(2) ?? '-').padStart(12)}` +
-        `${(f.ratio?.toFixed(2) ?? '-').padStart(8)}${f.loadAverage[0]!.toFixed(2).padStart(10)}`,
+      `${'tok/s'.padEnd(34)}${'sluice cpu'.padStart(12)}${`llama ${run.peer.weights}`.padStart(12)}${'ratio'.padStart(8)}` +
+        `${f16 ? `${'llama F16'.padStart(12)}${'ratio'.padStart(8)}` : ''}${'load avg'.padStart(10)}`,
     );
+    for (const measure of measures) {
+      const f = run.figures[measure.key]!;
+      console.log(
+        `${measure.label.padEnd(34)}${f.sluice.toFixed(2).padStart(12)}${(f.llamaCpp?.toFixed(2) ?? '-').padStart(12)}` +
+          `${(f.ratio?.toFixed(2) ?? '-').padStart(8)}` +
+          `${f16 ? `${(f.llamaCppF16?.toFixed(2) ?? '-').padStart(12)}${(f.ratioF16?.toFixed(2) ?? '-').padStart(8)}` : ''}` +
+          `${f.loadAverage[0]!.toFixed(2).padStart(10)}`,
+      );
+    }
+    for (const [key, d] of Object.entries(run.peer.decodeCalls)) console.log(`llama.cpp ${key}: ${d.calls} llama_decode calls carried ${d.tokens} tokens`);
   }
 }
 

@@ -11,7 +11,8 @@ import { sampleLogits } from '../shared/host-sampler.js';
 import type { WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
-import { storedBytes, type WeightFormat } from './linear-weights.js';
+import { ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
+import { blockTypeOf, quantizeMatrix, storedBytes, type WeightFormat } from './linear-weights.js';
 import { attentionGroups, buildSegmentModel, segmentOps, stepInputs, stepOutputs, type Segment } from './segment-graph.js';
 
 export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
@@ -41,7 +42,8 @@ export class CpuBackend implements Backend {
   private readonly threads: number;
   private sessions: { segment: Segment; carriedOut: string[]; session: Ort.InferenceSession }[] = [];
   private graph!: LlamaGraph;
-  private embedding!: { table: Uint8Array; dtype: WeightDType; out: string };
+  /** The embedding table: raw for f32, else in the weight format's blocks (shared with a tied lm-head, as in a GGUF file). */
+  private embedding!: { out: string } & ({ table: Uint8Array; dtype: WeightDType } | { blocks: QuantizedBlocks; type: GgmlBlockType });
   private invFreq!: Float64Array;
   private readonly buffers = new ReusedBuffers();
   private kCache: Float32Array[] = [];
@@ -73,8 +75,19 @@ export class CpuBackend implements Backend {
     this.format = this.options.cpuWeights ?? (config.dtype === 'f32' ? 'f32' : 'q8');
     const embeddingOp = model.graph.ops.find((op) => op.op === 'embedding');
     if (!embeddingOp) throw new BackendError(this.name, 'the graph has no embedding op');
-    const embedInfo = weights.info(embeddingOp.table)!;
-    this.embedding = { table: await weights.read(embeddingOp.table), dtype: embedInfo.dtype, out: embeddingOp.out };
+    const embedInfo = weights.info(embeddingOp.table);
+    if (!embedInfo) throw new BackendError(this.name, `${weights.description}: tensor "${embeddingOp.table}" is missing`);
+    const table = await weights.read(embeddingOp.table);
+    const quantized = new Map<string, QuantizedBlocks>();
+    if (this.format === 'f32') {
+      this.embedding = { table, dtype: embedInfo.dtype, out: embeddingOp.out };
+    } else {
+      const type = blockTypeOf(this.format);
+      const [rows, cols] = embedInfo.shape as [number, number];
+      const blocks = quantizeMatrix({ bytes: table, dtype: embedInfo.dtype, rows, cols }, type);
+      this.embedding = { blocks, type, out: embeddingOp.out };
+      quantized.set(embeddingOp.table, blocks);
+    }
     this.graph = model.graph;
     const sessionOptions: Ort.InferenceSession.SessionOptions = {
       executionProviders: ['cpu'],
@@ -85,16 +98,16 @@ export class CpuBackend implements Backend {
       enableMemPattern: false,
       logSeverityLevel: 3,
     };
-    // A tied lm-head reads the embedding table again: hand it the bytes already held.
+    // A tied lm-head reads the embedding table again: hand it the bytes (or blocks) already held.
     const source: WeightSource = {
       description: weights.description,
       random: weights.random,
       info: (name) => weights.info(name),
-      read: (name) => (name === embeddingOp.table ? Promise.resolve(this.embedding.table) : weights.read(name)),
+      read: (name) => (name === embeddingOp.table ? Promise.resolve(table) : weights.read(name)),
       close: () => weights.close(),
     };
     for (const segment of planSegments(model.graph, this.format, this.options.segmentBytes ?? defaultSegmentBytes)) {
-      const bytes = await buildSegmentModel(config, model.graph, source, segment, this.format);
+      const bytes = await buildSegmentModel(config, model.graph, source, segment, this.format, quantized);
       const { carriedOut } = segmentOps(model.graph, segment);
       this.sessions.push({ segment, carriedOut, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
     }
@@ -211,6 +224,17 @@ export class CpuBackend implements Backend {
 
   private embed(tokenIds: Int32Array, out: Float32Array): Float32Array {
     const h = out.length / tokenIds.length;
+    if ('blocks' in this.embedding) {
+      const { blocks, type } = this.embedding;
+      const zero = zeroCode[type];
+      const blocksPerRow = Math.ceil(h / ggmlBlockSize);
+      tokenIds.forEach((id, t) => {
+        const codes = id * blocksPerRow * ggmlBlockSize;
+        const scales = id * blocksPerRow;
+        for (let i = 0; i < h; i++) out[t * h + i] = (blocks.codes[codes + i]! - zero) * blocks.scales[scales + (i >> 5)]!;
+      });
+      return out;
+    }
     const { table, dtype } = this.embedding;
     const rowBytes = h * bytesPerElement[dtype];
     tokenIds.forEach((id, t) => out.set(toFloat32(table.subarray(id * rowBytes, (id + 1) * rowBytes), dtype), t * h));

@@ -77,8 +77,27 @@ export function addLinear(b: OnnxGraphBuilder, x: string, m: RawMatrix, format: 
     const w = b.initializer(name, DataType.FLOAT, [m.rows, m.cols], toFloat32(m.bytes, m.dtype));
     return b.op('Gemm', [x, w], { transB: 1 });
   }
+  return addBlocksLinear(b, x, quantizeMatrix(m, blockTypeOf(format)), m.rows, m.cols, format, name);
+}
+
+/** The ggml block type of a quantized format. */
+export function blockTypeOf(format: Exclude<WeightFormat, 'f32'>): GgmlBlockType {
+  return blockType[format];
+}
+
+/** Adds `x @ m^T` for a matrix already quantized (a tied lm-head shares the embedding's blocks). */
+export function addBlocksLinear(
+  b: OnnxGraphBuilder,
+  x: string,
+  blocks: QuantizedBlocks,
+  rows: number,
+  cols: number,
+  format: Exclude<WeightFormat, 'f32'>,
+  name: string,
+): string {
+  const m = { rows, cols };
   const bits = bitsOf[format];
-  const { codes, scales } = quantizeMatrix(m, blockType[format]);
+  const { codes, scales } = blocks;
   const blocksPerRow = Math.ceil(m.cols / ggmlBlockSize);
   const w = b.initializer(name, DataType.UINT8, [m.rows, blocksPerRow, (ggmlBlockSize * bits) / 8], packCodes(codes, bits));
   const s = b.initializer(`${name}.scales`, DataType.FLOAT, [m.rows * blocksPerRow], scales);

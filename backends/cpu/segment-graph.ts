@@ -2,7 +2,8 @@ import type { LlamaConfig } from '../../src/model/config.js';
 import { toFloat32 } from '../../src/model/dtype.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import type { WeightSource } from '../../src/model/weights.js';
-import { addLinear, stackRows, type RawMatrix, type WeightFormat } from './linear-weights.js';
+import type { QuantizedBlocks } from './ggml-blocks.js';
+import { addBlocksLinear, addLinear, stackRows, type RawMatrix, type WeightFormat } from './linear-weights.js';
 import { DataType, OnnxGraphBuilder } from './onnx-builder.js';
 
 /** Consecutive decoder layers compiled into one ORT session; the last segment also holds the lm-head. */
@@ -131,6 +132,8 @@ export async function buildSegmentModel(
   weights: WeightSource,
   segment: Segment,
   format: WeightFormat,
+  /** Matrices already quantized in `format`'s blocks (the embedding table, for a tied lm-head). */
+  quantized: ReadonlyMap<string, QuantizedBlocks> = new Map(),
 ): Promise<Uint8Array> {
   const { headDim: hd } = config;
   const b = new OnnxGraphBuilder();
@@ -191,6 +194,12 @@ export async function buildSegmentModel(
           group.push(next);
         }
         i += group.length - 1;
+        const ready = group.length === 1 && format !== 'f32' ? quantized.get(op.weight) : undefined;
+        if (ready) {
+          const info = weights.info(op.weight)!;
+          env.set(op.out, addBlocksLinear(b, value(op.x), ready, info.shape[0]!, info.shape[1]!, format as Exclude<WeightFormat, 'f32'>, op.weight));
+          break;
+        }
         const parts = [];
         for (const g of group) parts.push(await matrix(g.weight));
         const out = addLinear(b, value(op.x), parts.length === 1 ? parts[0]! : stackRows(parts), format, group.map((g) => g.weight).join('+'));

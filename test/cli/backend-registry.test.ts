@@ -30,14 +30,24 @@ describe('the backend registry drives the CLI', () => {
   });
 
   it('refuses an unknown --cpu-weights, also from SLUICE_CPU_WEIGHTS', async () => {
-    const run = await runSluice(['generate', '--backend', 'ref', '--cpu-weights', 'q4', '--prompt', 'x']);
+    const run = await runSluice(['generate', '--backend', 'ref', '--cpu-weights', 'q5', '--prompt', 'x']);
     expect(run.code).not.toBe(0);
-    expect(run.stderr).toMatch(/--cpu-weights <format>' argument 'q4' is invalid. Allowed choices are f32, q8/);
+    expect(run.stderr).toMatch(/--cpu-weights <format>' argument 'q5' is invalid. Allowed choices are f32, q8, q4/);
     const fromEnv = spawnSync(process.execPath, [sluiceBin, 'generate', '--backend', 'ref', '--prompt', 'x'], {
-      env: { ...process.env, SLUICE_CPU_WEIGHTS: 'q4' },
+      env: { ...process.env, SLUICE_CPU_WEIGHTS: 'int4' },
       encoding: 'utf8',
     });
     expect(fromEnv.status).not.toBe(0);
-    expect(fromEnv.stderr).toMatch(/value 'q4' from env 'SLUICE_CPU_WEIGHTS' is invalid. Allowed choices are f32, q8/);
+    expect(fromEnv.stderr).toMatch(/value 'int4' from env 'SLUICE_CPU_WEIGHTS' is invalid. Allowed choices are f32, q8, q4/);
+  });
+
+  it("refuses SGLang's --quantization, pointing at --cpu-weights", async () => {
+    const run = await runSluice(['generate', '--backend', 'ref', '--quantization', 'q4', '--prompt', 'x']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/--quantization q4: SGLang's quantization methods .* are not supported; .*--cpu-weights f32\|q8\|q4; did you mean --cpu-weights q4\?/);
+    const awq = await runSluice(['serve', '--quantization', 'awq']);
+    expect(awq.code).toBe(1);
+    expect(awq.stderr).toMatch(/--quantization awq: SGLang's quantization methods/);
+    expect(awq.stderr).not.toMatch(/did you mean/);
   });
 });
