@@ -21,6 +21,7 @@ import {
 import { parseFloatOption, parseIntOption } from './options.js';
 import { addBackendFlags, backendOptions, createBackendFromFlags, type BackendFlags } from './backend-flags.js';
 import { parameterCount } from '../model/config.js';
+import { FaultInjectingBackend, parseFaultSpec, type FaultSpec } from '../engine/fault-injection.js';
 
 interface ServeOptions extends BackendFlags {
   modelPath?: string;
@@ -51,6 +52,7 @@ interface ServeOptions extends BackendFlags {
   kvEventsEndpoint?: string;
   kvEventsTopic?: string;
   kvEventsBlockSize: number;
+  faultInjection?: string;
 }
 
 /** `sluice serve`: flags named as SGLang's launch_server names them, so its commands carry over. */
@@ -92,10 +94,16 @@ export function register(program: Command): void {
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(logLevels).default('info'))
     .option('--disable-log-requests', 'no log line per finished request')
     .option('--seed <n>', 'seed of random (dummy) weights', parseIntOption)
-    .option('--watchdog-timeout <seconds>', 'no engine step for this long while requests wait makes /health answer 503', parseFloatOption, defaultWedgeTimeoutMs / 1000)
-    .option('--kv-events-endpoint <url>', 'publish KV-cache events (vLLM\'s format, for llm-d / Dynamo prefix-aware routing) on a ZeroMQ PUB socket, e.g. tcp://*:5557; off by default')
+        .option('--kv-events-endpoint <url>', 'publish KV-cache events (vLLM\'s format, for llm-d / Dynamo prefix-aware routing) on a ZeroMQ PUB socket, e.g. tcp://*:5557; off by default')
     .option('--kv-events-topic <topic>', 'ZeroMQ topic of the KV events (default: kv@<host>:<port>@<served model name>)')
     .option('--kv-events-block-size <n>', 'tokens per block in KV events (independent of --page-size; llm-d uses 16 or 64)', parseIntOption, 16)
+    .option(
+      '--watchdog-timeout <seconds>',
+      'no engine step for this long while requests wait makes /health answer 503; a step running this long stops the server (exit 1)',
+      parseFloatOption,
+      defaultWedgeTimeoutMs / 1000,
+    )
+    .addOption(new Option('--fault-injection <spec>', 'testing: make a backend step fail (step-throws:N or step-hangs:N)').hideHelp())
     .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT, how long in-flight requests may take before they are aborted', parseFloatOption, defaultDrainTimeoutMs / 1000)
     .action(async (options: ServeOptions) => {
       await serve(options);
@@ -106,15 +114,18 @@ async function serve(options: ServeOptions): Promise<void> {
   const log = createLogger(options.logLevel);
   log.info(describeWeights(options));
   const engineSettings = checkFlags(options, log);
+  const fault = options.faultInjection === undefined ? null : parseFaultSpec(options.faultInjection);
   const model = loadModel({ modelPath: options.modelPath, loadFormat: options.loadFormat, seed: options.seed });
   const kvEvents = await openKvEvents(options, options.servedModelName ?? model.name, log);
   // Block hashes are seeded as vLLM seeds them (PYTHONHASHSEED), so llm-d's hashSeed can match.
   if (kvEvents) engineSettings.kvEvents = { blockSize: kvEvents.config.blockSize, sink: kvEvents.publish, hashSeed: process.env.PYTHONHASHSEED ?? '' };
-  const engine = await startEngine(model, options, engineSettings, log).catch(async (e) => {
+  let server: RunningServer | null = null;
+  engineSettings.onFatal = (message) => exitOnEngineFailure(message, server, log);
+  const engine = await startEngine(model, options, engineSettings, log, fault).catch(async (e) => {
     await kvEvents?.close();
     throw e;
   });
-  const server = await listen(engine, model, options, log, kvEvents);
+  server = await listen(engine, model, options, log, kvEvents);
   log.info(`serving ${server.context.servedModelName} on ${server.url} (OpenAI API under /v1, SGLang's /generate)`);
   drainOnSignals(server, options.drainTimeout * 1000, log);
 }
@@ -136,8 +147,26 @@ function checkFlags(options: ServeOptions, log: Logger): Partial<EngineOptions> 
   return settings;
 }
 
-async function startEngine(model: LoadedModel, options: ServeOptions, settings: Partial<EngineOptions>, log: Logger): Promise<LlmEngine> {
-  const backend = await createBackendFromFlags(options);
+/**
+ * The backend failed or hung: the engine has ended every request with the error, so say what
+ * happened in one line and exit non-zero for the supervisor to restart the server.
+ */
+function exitOnEngineFailure(message: string, server: RunningServer | null, log: Logger): void {
+  log.error(`engine failed, exiting: ${message}`);
+  const closed = server ? server.shutdown(1000).catch(() => {}) : Promise.resolve();
+  const cap = new Promise((resolve) => setTimeout(resolve, 2000).unref());
+  void Promise.race([closed, cap]).then(() => process.exit(1));
+}
+
+async function startEngine(
+  model: LoadedModel,
+  options: ServeOptions,
+  settings: Partial<EngineOptions>,
+  log: Logger,
+  fault: FaultSpec | null,
+): Promise<LlmEngine> {
+  const created = await createBackendFromFlags(options);
+  const backend = fault ? new FaultInjectingBackend(created, fault) : created;
   log.info(`backend: ${backend.description}; loading the weights`);
   let engine: LlmEngine;
   try {
@@ -240,6 +269,7 @@ function engineOptions(options: ServeOptions, log: Logger): Partial<EngineOption
     disableRadixCache: options.disableRadixCache,
     contextLength: options.contextLength,
     maxQueuedRequests: options.maxQueuedRequests,
+    stepTimeoutMs: options.watchdogTimeout * 1000,
     logger: log,
   };
 }

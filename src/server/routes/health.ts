@@ -1,4 +1,5 @@
 import type { ServerContext } from '../context.js';
+import { EngineOverloadedError } from '../../engine/errors.js';
 import { newId } from './common.js';
 
 /** Time without a step, while requests are pending, after which the engine counts as wedged. */
@@ -21,29 +22,56 @@ export function healthProblem(ctx: ServerContext, wedgeTimeoutMs = ctx.wedgeTime
   return null;
 }
 
+/** How long /health_generate waits for progress (SGLang's HEALTH_CHECK_TIMEOUT), at most the watchdog timeout. */
+export const healthGenerateTimeoutMs = 20_000;
+const progressPollMs = 20;
+
 /**
- * SGLang's /health_generate: one greedy token through the engine, within the wedge timeout.
- * Null when it came back, else what went wrong.
+ * SGLang's /health_generate: healthy when the engine makes progress within the timeout, that is
+ * when any step completes after the probe arrived (a busy engine passes without its probe
+ * running, as SGLang counts any output in the window) or the probe's own greedy token comes back.
+ * A full queue is no failure: the probe then only watches for progress. Null when healthy, else
+ * what went wrong.
  */
 export async function generationProblem(ctx: ServerContext): Promise<string | null> {
   const before = healthProblem(ctx);
   if (before) return before;
+  const timeoutMs = Math.min(ctx.wedgeTimeoutMs, healthGenerateTimeoutMs);
+  const stepsBefore = ctx.engine.stats().stepsTotal;
   const id = newId('health');
-  const promptTokenIds = [ctx.model.tokenizer.bosTokenId ?? 0];
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<string>((resolve) => {
-    timer = setTimeout(() => resolve(`no token within ${(ctx.wedgeTimeoutMs / 1000).toFixed(0)} s`), ctx.wedgeTimeoutMs);
+  let stream: AsyncIterable<unknown> | null = null;
+  try {
+    const promptTokenIds = [ctx.model.tokenizer.bosTokenId ?? 0];
+    stream = ctx.engine.generate({ id, promptTokenIds, params: { maxNewTokens: 1, temperature: 0 } });
+  } catch (e) {
+    if (!(e instanceof EngineOverloadedError)) return `generation failed: ${(e as Error).message}`;
+  }
+  let settled = false;
+  const probe = new Promise<string | null>((resolve) => {
+    if (!stream) return; // the queue is full: progress alone decides
+    void (async () => {
+      try {
+        for await (const _delta of stream);
+        resolve(null);
+      } catch (e) {
+        resolve(`generation failed: ${(e as Error).message}`);
+      }
+    })();
   });
-  const generation = (async () => {
-    try {
-      for await (const _delta of ctx.engine.generate({ id, promptTokenIds, params: { maxNewTokens: 1, temperature: 0 } }));
-      return null;
-    } catch (e) {
-      return `generation failed: ${(e as Error).message}`;
-    }
-  })();
-  const problem = await Promise.race([generation, timeout]);
-  clearTimeout(timer);
-  if (problem) ctx.engine.abort(id);
+  const deadline = Date.now() + timeoutMs;
+  const progress = new Promise<string | null>((resolve) => {
+    const check = () => {
+      if (settled) return;
+      const stats = ctx.engine.stats();
+      if (stats.error !== null) return resolve(`The engine has failed: ${stats.error}`);
+      if (stats.stepsTotal > stepsBefore) return resolve(null);
+      if (Date.now() >= deadline) return resolve(`no engine step within ${(timeoutMs / 1000).toFixed(1)} s`);
+      setTimeout(check, progressPollMs);
+    };
+    setTimeout(check, progressPollMs);
+  });
+  const problem = await Promise.race([probe, progress]);
+  settled = true;
+  if (stream) ctx.engine.abort(id);
   return problem;
 }
