@@ -32,12 +32,12 @@ describe('/health_generate (item 3)', () => {
 
   it('fails within its timeout when no step completes', async () => {
     let stall = false;
-    let release: ((e: Error) => void) | null = null;
+    const stalled: { release?: (e: Error) => void } = {};
     const stalling = (backend: Backend): Backend =>
       new Proxy(backend, {
         get(target, key, receiver) {
           if (key !== 'forward') return Reflect.get(target, key, receiver);
-          return (batch: ForwardBatch) => (stall ? new Promise((_, reject) => (release = reject)) : target.forward(batch));
+          return (batch: ForwardBatch) => (stall ? new Promise((_, reject) => (stalled.release = reject)) : target.forward(batch));
         },
       });
     const server = await startTestServer({ wrapBackend: stalling, wedgeTimeoutMs: 300 });
@@ -50,7 +50,7 @@ describe('/health_generate (item 3)', () => {
       expect(((await probe.json()) as { error: { message: string } }).error.message).toMatch(/no engine step within 0.3 s/);
       expect(Date.now() - started).toBeLessThan(5000);
     } finally {
-      release?.(new Error('test over'));
+      stalled.release?.(new Error('test over'));
       await server.shutdown(100);
     }
   });
