@@ -102,7 +102,7 @@ stage1() {
   say "stage 1: op parity and tiny greedy parity (stops at the first failure)"
   timeout "${SLUICE_GPU_STAGE1_TEST_TIMEOUT:-120}" "$node_bin" node_modules/vitest/vitest.mjs run \
     test/backends/cuda-ops.test.ts test/backends/cuda-model.test.ts \
-    -t 'cuda ops|bit-identical|agrees with ref on tiny' --bail 1 --reporter=verbose
+    -t 'cuda ops|bit-identical|fused q/k/v|every path variant|agrees with ref on tiny' --bail 1 --reporter=verbose
   local rc=$?
   [ $rc -eq 124 ] && say "stage 1 tests ran past their time limit"
   [ $rc -ne 0 ] && return 1

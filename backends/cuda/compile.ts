@@ -25,12 +25,26 @@ export interface CompiledActivation {
   perToken: boolean;
   cols: number;
   dtype: typeof DTYPE_F32 | typeof DTYPE_BF16;
+  /** A column slice of another activation's rows (a fused GEMM's output): its id and first column. */
+  viewOf: number;
+  colOffset: number;
 }
 
 export interface CompiledWeight {
   name: string;
   rows: number;
   cols: number;
+  /** A fused weight: these checkpoint tensors stacked along the rows, in order. */
+  parts?: { name: string; rows: number }[];
+}
+
+export interface CompileOptions {
+  /**
+   * One GEMM for each run of linears over the same input (q/k/v, gate/up): their weights are
+   * concatenated at load and their outputs become column views of one buffer, which rope,
+   * attention and silu_mul read with a row stride. SLUICE_CUDA_FUSE=0 turns it off.
+   */
+  fuseProjections?: boolean;
 }
 
 /** The graph as the addon takes it: numbered buffers and weights, six ints per op. */
@@ -46,7 +60,20 @@ export interface CompiledGraph {
  * embedding writes and add / add_rmsnorm accumulate into), its gathered last rows and the logits
  * are f32; every other activation is bf16, the GEMMs' input and output type.
  */
-export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => number[] | undefined): CompiledGraph {
+export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => number[] | undefined, options: CompileOptions = {}): CompiledGraph {
+  const fused = options.fuseProjections ? fuseProjections(graph, weightShape) : null;
+  if (fused) {
+    graph = fused.graph;
+    const partsOf = fused.parts;
+    const baseShape = weightShape;
+    weightShape = (name) => {
+      const parts = partsOf.get(name);
+      if (!parts) return baseShape(name);
+      const shapes = parts.map((p) => baseShape(p));
+      if (shapes.some((s) => !s)) return undefined;
+      return [shapes.reduce((a, s) => a + s![0]!, 0), ...shapes[0]!.slice(1)];
+    };
+  }
   const f32 = new Set<string>();
   for (const op of graph.ops) {
     if (op.op === 'embedding') f32.add(op.out);
@@ -60,6 +87,8 @@ export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => n
     perToken: graph.activations[name]!.rows === 'tokens',
     cols: graph.activations[name]!.cols,
     dtype: f32.has(name) ? DTYPE_F32 : DTYPE_BF16,
+    viewOf: fused?.views.has(name) ? names.indexOf(fused.views.get(name)!.of) : -1,
+    colOffset: fused?.views.get(name)?.colOffset ?? 0,
   }));
   const bufferId = (name: string): number => {
     const id = names.indexOf(name);
@@ -74,7 +103,8 @@ export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => n
       const shape = weightShape(name);
       if (!shape) throw new BackendError('cuda', `graph op needs weight "${name}", which the model does not have`);
       id = weights.length;
-      weights.push({ name, rows: shape[0]!, cols: shape.length > 1 ? shape.slice(1).reduce((a, b) => a * b, 1) : 1 });
+      const parts = fused?.parts.get(name)?.map((part) => ({ name: part, rows: weightShape(part)![0]! }));
+      weights.push({ name, rows: shape[0]!, cols: shape.length > 1 ? shape.slice(1).reduce((a, b) => a * b, 1) : 1, ...(parts ? { parts } : {}) });
       weightIds.set(name, id);
     }
     return id;
@@ -109,6 +139,61 @@ export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => n
     }
   });
   return { activations, weights, ops };
+}
+
+/** Operands that may be column views: the kernels behind them take a row stride. */
+const stridedOperands: Partial<Record<GraphOp['op'], string[]>> = { rope: ['q', 'k'], attention: ['q', 'k', 'v'], silu_mul: ['gate', 'up'] };
+
+/**
+ * Each run of consecutive linears over the same input becomes one linear whose weight is the
+ * parts stacked along the rows, writing a new activation the parts' outputs are column views of.
+ * Returns null (compile unfused) when a view would reach an op that cannot take a row stride.
+ */
+function fuseProjections(graph: LlamaGraph, weightShape: (name: string) => number[] | undefined) {
+  const ops: GraphOp[] = [];
+  const activations = { ...graph.activations };
+  const views = new Map<string, { of: string; colOffset: number }>();
+  const parts = new Map<string, string[]>();
+  type Linear = Extract<GraphOp, { op: 'linear' }>;
+  for (let i = 0; i < graph.ops.length; ) {
+    const op = graph.ops[i]!;
+    if (op.op !== 'linear') {
+      ops.push(op);
+      i++;
+      continue;
+    }
+    let j = i + 1;
+    while (j < graph.ops.length && graph.ops[j]!.op === 'linear' && (graph.ops[j] as Linear).x === op.x) j++;
+    const run = graph.ops.slice(i, j) as Linear[];
+    const outs = run.map((r) => r.out);
+    const sameRows = run.every((r) => activations[r.out]?.rows === activations[op.x]?.rows && weightShape(r.weight)?.[1] === weightShape(op.weight)?.[1]);
+    if (run.length < 2 || !sameRows || new Set(outs).size !== outs.length || outs.includes(op.x)) {
+      ops.push(...run);
+      i = j;
+      continue;
+    }
+    const out = outs.join('+');
+    const weight = `fused(${run.map((r) => r.weight).join('+')})`;
+    let colOffset = 0;
+    for (const r of run) {
+      const previous = views.get(r.out);
+      if (previous && (previous.of !== out || previous.colOffset !== colOffset)) return null;
+      views.set(r.out, { of: out, colOffset });
+      colOffset += activations[r.out]!.cols;
+    }
+    activations[out] = { rows: activations[op.x]!.rows, cols: colOffset };
+    parts.set(weight, run.map((r) => r.weight));
+    ops.push({ op: 'linear', x: op.x, weight, out });
+    i = j;
+  }
+  for (const op of ops) {
+    const allowed = new Set((stridedOperands[op.op] ?? []).map((k) => (op as Record<string, unknown>)[k] as string));
+    for (const [key, value] of Object.entries(op)) {
+      if (key === 'op' || typeof value !== 'string' || !views.has(value)) continue;
+      if (!allowed.has(value)) return null;
+    }
+  }
+  return { graph: { ...graph, activations, ops }, views, parts };
 }
 
 /** [kind, a, b, c, d, layer]: a is the main input, b the weight (or k), c the output, d the second input. */
@@ -150,7 +235,7 @@ export function nativeConfig(config: LlamaConfig, compiled: CompiledGraph, invFr
     vocabSize: config.vocabSize,
     rmsNormEps: config.rmsNormEps,
     invFreq,
-    activations: Int32Array.from(compiled.activations.flatMap((a) => [a.perToken ? 1 : 0, a.cols, a.dtype])),
+    activations: Int32Array.from(compiled.activations.flatMap((a) => [a.perToken ? 1 : 0, a.cols, a.dtype, a.viewOf, a.colOffset])),
     ops: compiled.ops,
     weights: Int32Array.from(compiled.weights.flatMap((w) => [w.rows, w.cols])),
   };

@@ -43,19 +43,24 @@ export class CudaBackend implements Backend {
   }
 
   async load(spec: ModelSpec): Promise<void> {
-    const compiled = compileGraph(spec.graph, weightShapeOf(spec.weights));
+    const compiled = compileGraph(spec.graph, weightShapeOf(spec.weights), { fuseProjections: process.env.SLUICE_CUDA_FUSE !== '0' });
     this.model.configure(nativeConfig(spec.config, compiled, ropeInverseFrequencies(spec.config)));
     // Weights the source can describe (dummy ones) are generated on the device by the same hash
     // as the host generator: the 8B preset loads in seconds instead of hashing 8e9 elements in JavaScript.
     for (let id = 0; id < compiled.weights.length; id++) {
-      const name = compiled.weights[id]!.name;
-      const recipe = spec.weights.deviceRecipe?.(name) ?? null;
-      if (recipe?.kind === 'hash-uniform') {
-        this.model.dummyWeight(id, recipe.key, recipe.halfRange, recipe.offset);
-      } else {
-        const info = spec.weights.info(name)!;
-        this.model.setWeight(id, await spec.weights.read(name), dtypeCode[info.dtype]);
-        await yieldToEventLoop();
+      const weight = compiled.weights[id]!;
+      // A fused weight loads part by part into its rows; a plain one is its own single part.
+      let rowOffset = 0;
+      for (const part of weight.parts ?? [{ name: weight.name, rows: weight.rows }]) {
+        const recipe = spec.weights.deviceRecipe?.(part.name) ?? null;
+        if (recipe?.kind === 'hash-uniform') {
+          this.model.dummyWeight(id, recipe.key, recipe.halfRange, recipe.offset, rowOffset, part.rows);
+        } else {
+          const info = spec.weights.info(part.name)!;
+          this.model.setWeight(id, await spec.weights.read(part.name), dtypeCode[info.dtype], rowOffset);
+          await yieldToEventLoop();
+        }
+        rowOffset += part.rows;
       }
     }
     this.config = spec.config;

@@ -28,7 +28,7 @@ export interface NativeConfig {
   vocabSize: number;
   rmsNormEps: number;
   invFreq: Float64Array;
-  /** Per activation: perToken (0/1), cols, dtype (0 f32, 1 bf16). */
+  /** Per activation: perToken (0/1), cols, dtype (0 f32, 1 bf16), viewOf (-1: own buffer), colOffset. */
   activations: Int32Array;
   /** Per op: kind, a, b, c, d, layer (see compile.ts). */
   ops: Int32Array;
@@ -47,8 +47,10 @@ export interface NativeStepOutput {
 export interface NativeModel {
   configure(config: NativeConfig): void;
   /** dtype: 0 f32, 1 bf16, 2 f16 (converted to bf16 on the device). */
-  setWeight(id: number, bytes: Uint8Array, dtype: number): void;
-  dummyWeight(id: number, key: number, halfRange: number, offset: number): void;
+  /** rowOffset: where these rows go in the weight (the parts of a fused weight load one by one). */
+  setWeight(id: number, bytes: Uint8Array, dtype: number, rowOffset?: number): void;
+  /** Generates `rows` rows (all when absent) from rowOffset as one dummy tensor of their own. */
+  dummyWeight(id: number, key: number, halfRange: number, offset: number, rowOffset?: number, rows?: number): void;
   readWeight(id: number): Float32Array;
   readActivation(id: number, rows: number): Float32Array;
   writeActivation(id: number, values: Float32Array): void;

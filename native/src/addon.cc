@@ -161,12 +161,13 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     c.vocabSize = intField(o, "vocabSize");
     c.rmsNormEps = o.Get("rmsNormEps").As<Napi::Number>().FloatValue();
     c.invFreq = copyTyped<double>(o, "invFreq");
-    const std::vector<int> acts = copyTyped<int>(o, "activations");  // perToken, cols, dtype
+    const std::vector<int> acts = copyTyped<int>(o, "activations");  // perToken, cols, dtype, viewOf, colOffset
     const std::vector<int> ops = copyTyped<int>(o, "ops");           // kind, a, b, c, d, layer
     const std::vector<int> weights = copyTyped<int>(o, "weights");   // rows, cols
-    if (acts.size() % 3 || ops.size() % 6 || weights.size() % 2) throw Napi::TypeError::New(info.Env(), "configure: malformed tables");
+    if (acts.size() % 5 || ops.size() % 6 || weights.size() % 2) throw Napi::TypeError::New(info.Env(), "configure: malformed tables");
     std::vector<ActivationSpec> activationSpecs;
-    for (size_t i = 0; i < acts.size(); i += 3) activationSpecs.push_back({acts[i] != 0, acts[i + 1], DType(acts[i + 2])});
+    for (size_t i = 0; i < acts.size(); i += 5)
+      activationSpecs.push_back({acts[i] != 0, acts[i + 1], DType(acts[i + 2]), acts[i + 3], acts[i + 4]});
     std::vector<Op> opList;
     for (size_t i = 0; i < ops.size(); i += 6)
       opList.push_back({OpKind(ops[i]), ops[i + 1], ops[i + 2], ops[i + 3], ops[i + 4], ops[i + 5]});
@@ -183,8 +184,9 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     if (!info[1].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "setWeight: bytes must be a Uint8Array");
     const Napi::Uint8Array bytes = info[1].As<Napi::Uint8Array>();
     const DType type = DType(info[2].As<Napi::Number>().Int32Value());
+    const int rowOffset = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
     guarded(info, [&](Model& m) {
-      m.setWeight(id, bytes.Data(), bytes.ByteLength(), type);
+      m.setWeight(id, bytes.Data(), bytes.ByteLength(), type, rowOffset);
       return 0;
     });
   }
@@ -194,8 +196,10 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     const uint32_t key = info[1].As<Napi::Number>().Uint32Value();
     const double halfRange = info[2].As<Napi::Number>().DoubleValue();
     const double offset = info[3].As<Napi::Number>().DoubleValue();
+    const int rowOffset = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Int32Value() : 0;
+    const int rows = info.Length() > 5 && info[5].IsNumber() ? info[5].As<Napi::Number>().Int32Value() : -1;
     guarded(info, [&](Model& m) {
-      m.dummyWeight(id, key, halfRange, offset);
+      m.dummyWeight(id, key, halfRange, offset, rowOffset, rows);
       return 0;
     });
   }

@@ -19,16 +19,15 @@ constexpr int kThreads = 128;
 constexpr int kRows = 32;
 constexpr int kKeysPerTile = 32;
 
-__global__ void kvWriteKernel(const bf16* k, const bf16* v, bf16* kCache, bf16* vCache, const int* slotMapping,
-                              int kvCols) {
+__global__ void kvWriteKernel(const bf16* k, int kStride, const bf16* v, int vStride, bf16* kCache, bf16* vCache,
+                              const int* slotMapping, int kvCols) {
   const int t = blockIdx.x;
   const int slot = slotMapping[t];
   if (slot < 0) return;
-  const size_t src = size_t(t) * kvCols;
   const size_t dst = size_t(slot) * kvCols;
   for (int c = threadIdx.x; c < kvCols; c += blockDim.x) {
-    kCache[dst + c] = k[src + c];
-    vCache[dst + c] = v[src + c];
+    kCache[dst + c] = k[size_t(t) * kStride + c];
+    vCache[dst + c] = v[size_t(t) * vStride + c];
   }
 }
 
@@ -80,7 +79,7 @@ __global__ void __launch_bounds__(kThreads) attentionKernel(AttentionArgs a) {
   float q[kDims];
   float acc[kDims];
   for (int d = 0; d < kDims; d++) {
-    q[d] = valid ? __bfloat162float(a.q[(size_t(token) * a.numHeads + head) * HD + sub * kDims + d]) : 0.f;
+    q[d] = valid ? __bfloat162float(a.q[size_t(token) * a.qStride + size_t(head) * HD + sub * kDims + d]) : 0.f;
     acc[d] = 0.f;
   }
   float runningMax = -FLT_MAX;
@@ -233,8 +232,11 @@ int attentionTileQueries(int numHeads, int numKvHeads) {
 void launchAttention(const AttentionArgs& a, cudaStream_t stream) {
   if (a.numTokens == 0) return;
   const int kvCols = a.numKvHeads * a.headDim;
-  kvWriteKernel<<<a.numTokens, 128, 0, stream>>>(a.k, a.v, a.kCache, a.vCache, a.slotMapping, kvCols);
-  CUDA_CHECK_LAUNCH("KV cache write kernel");
+  if (!a.kvWritten) {
+    kvWriteKernel<<<a.numTokens, 128, 0, stream>>>(a.k, a.kStride, a.v, a.vStride, a.kCache, a.vCache, a.slotMapping,
+                                                   kvCols);
+    CUDA_CHECK_LAUNCH("KV cache write kernel");
+  }
   if (a.numTiles == 0) return;
   switch (a.headDim) {
     case 16: launchFor<16>(a, stream); break;

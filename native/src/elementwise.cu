@@ -87,30 +87,42 @@ __global__ void addKernel(float* x, const bf16* y, size_t n) {
 }
 
 // Angles in double: positions reach 131072, where an f32 angle would be off by ~1e-2 rad.
-__global__ void ropeKernel(bf16* q, bf16* k, const int* positions, int numHeads, int numKvHeads, int headDim,
-                           const double* invFreq) {
+__global__ void ropeKernel(bf16* q, int qStride, bf16* k, int kStride, const int* positions, int numHeads,
+                           int numKvHeads, int headDim, const double* invFreq, RopeKvWrite kv, bool writeKv) {
   const int row = blockIdx.x;
   const int half = headDim / 2;
   const double position = positions[row];
   const int pairs = (numHeads + numKvHeads) * half;
+  const int kvCols = numKvHeads * headDim;
+  const int slot = writeKv ? kv.slotMapping[row] : -1;
   for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
     const int head = p / half;
     const int i = p % half;
-    bf16* base = head < numHeads ? q + (size_t(row) * numHeads + head) * headDim
-                                 : k + (size_t(row) * numKvHeads + (head - numHeads)) * headDim;
+    const bool isQ = head < numHeads;
+    if (!isQ && writeKv && slot < 0) continue;
+    const bf16* src = isQ ? q + size_t(row) * qStride + size_t(head) * headDim
+                          : k + size_t(row) * kStride + size_t(head - numHeads) * headDim;
+    bf16* dst = isQ || !writeKv ? const_cast<bf16*>(src)
+                                : kv.kCache + size_t(slot) * kvCols + size_t(head - numHeads) * headDim;
     double s, c;
     sincos(position * invFreq[i], &s, &c);
-    const float a = __bfloat162float(base[i]);
-    const float b = __bfloat162float(base[i + half]);
-    base[i] = __float2bfloat16_rn(float(a * c - b * s));
-    base[i + half] = __float2bfloat16_rn(float(b * c + a * s));
+    const float a = __bfloat162float(src[i]);
+    const float b = __bfloat162float(src[i + half]);
+    dst[i] = __float2bfloat16_rn(float(a * c - b * s));
+    dst[i + half] = __float2bfloat16_rn(float(b * c + a * s));
+  }
+  if (writeKv && slot >= 0) {
+    for (int col = threadIdx.x; col < kvCols; col += blockDim.x)
+      kv.vCache[size_t(slot) * kvCols + col] = kv.v[size_t(row) * kv.vStride + col];
   }
 }
 
-__global__ void siluMulKernel(const bf16* gate, const bf16* up, bf16* out, size_t n) {
+__global__ void siluMulKernel(const bf16* gate, const bf16* up, int inStride, bf16* out, int cols, size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const float g = __bfloat162float(gate[i]);
-    out[i] = __float2bfloat16_rn(g / (1.f + __expf(-g)) * __bfloat162float(up[i]));
+    const size_t row = i / cols;
+    const size_t in = row * inStride + (i - row * cols);
+    const float g = __bfloat162float(gate[in]);
+    out[i] = __float2bfloat16_rn(g / (1.f + __expf(-g)) * __bfloat162float(up[in]));
   }
 }
 
@@ -194,16 +206,18 @@ void launchAdd(float* x, const bf16* y, size_t n, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH("add kernel");
 }
 
-void launchRope(bf16* q, bf16* k, const int* positions, int rows, int numHeads, int numKvHeads, int headDim,
-                const double* invFreq, cudaStream_t stream) {
+void launchRope(bf16* q, int qStride, bf16* k, int kStride, const int* positions, int rows, int numHeads,
+                int numKvHeads, int headDim, const double* invFreq, const RopeKvWrite* kv, cudaStream_t stream) {
   if (rows == 0) return;
-  ropeKernel<<<rows, 256, 0, stream>>>(q, k, positions, numHeads, numKvHeads, headDim, invFreq);
+  ropeKernel<<<rows, 256, 0, stream>>>(q, qStride, k, kStride, positions, numHeads, numKvHeads, headDim, invFreq,
+                                       kv ? *kv : RopeKvWrite{}, kv != nullptr);
   CUDA_CHECK_LAUNCH("rope kernel");
 }
 
-void launchSiluMul(const bf16* gate, const bf16* up, bf16* out, size_t n, cudaStream_t stream) {
+void launchSiluMul(const bf16* gate, const bf16* up, int inStride, bf16* out, int rows, int cols, cudaStream_t stream) {
+  const size_t n = size_t(rows) * cols;
   if (n == 0) return;
-  siluMulKernel<<<gridFor(n, 256), 256, 0, stream>>>(gate, up, out, n);
+  siluMulKernel<<<gridFor(n, 256), 256, 0, stream>>>(gate, up, inStride, out, cols, n);
   CUDA_CHECK_LAUNCH("silu_mul kernel");
 }
 

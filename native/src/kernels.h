@@ -27,11 +27,23 @@ void launchAddRmsnorm(float* x, const bf16* residual, const bf16* weight, int ro
                       cudaStream_t stream);
 /** x += y, x f32, y bf16. */
 void launchAdd(float* x, const bf16* y, size_t n, cudaStream_t stream);
-/** Rotates q and k in place (pairs i, i + headDim/2) at each token's position; invFreq has headDim/2 entries. */
-void launchRope(bf16* q, bf16* k, const int* positions, int rows, int numHeads, int numKvHeads, int headDim,
-                const double* invFreq, cudaStream_t stream);
-/** out = silu(gate) * up over `rows` rows of `cols`. */
-void launchSiluMul(const bf16* gate, const bf16* up, bf16* out, size_t n, cudaStream_t stream);
+/** Where rope fused with the KV write puts this step's K (rotated) and V: slot rows of the layer's cache. */
+struct RopeKvWrite {
+  const bf16* v;
+  int vStride;
+  bf16* kCache;
+  bf16* vCache;
+  const int* slotMapping;  // negative: padding, not written
+};
+/**
+ * Rotates q and k in place (pairs i, i + headDim/2) at each token's position; invFreq has
+ * headDim/2 entries. Rows of q and k are qStride / kStride elements apart (views of a fused qkv).
+ * With kv, rotated K goes to the cache instead of back into k, and V is copied there too.
+ */
+void launchRope(bf16* q, int qStride, bf16* k, int kStride, const int* positions, int rows, int numHeads,
+                int numKvHeads, int headDim, const double* invFreq, const RopeKvWrite* kv, cudaStream_t stream);
+/** out[r] = silu(gate[r]) * up[r] over `rows` rows of `cols`; gate and up rows are inStride apart, out's cols. */
+void launchSiluMul(const bf16* gate, const bf16* up, int inStride, bf16* out, int rows, int cols, cudaStream_t stream);
 /** out[s] = x[queryStart[s + 1] - 1] for s < numSeqs; rows of rowBytes bytes. */
 void launchGatherLast(const void* x, size_t rowBytes, const int* queryStart, int numSeqs, void* out,
                       cudaStream_t stream);
@@ -47,11 +59,21 @@ void launchBf16ToF32(const bf16* src, float* out, size_t n, cudaStream_t stream)
 void launchGemmFallback(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k,
                         cudaStream_t stream);
 
+// ---- gemv.cu ----
+/** The largest m the bandwidth GEMV takes. */
+constexpr int kGemvMaxRows = 16;
+bool gemvSupports(int m, int k);
+/** out[m, n] = x[m, k] w[n, k]^T for m <= 16, streaming w once with 128-bit loads. */
+void launchGemv(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k, cudaStream_t stream);
+
 // ---- attention.cu ----
 struct AttentionArgs {
-  const bf16* q;      // [T, numHeads, headDim]
-  const bf16* k;      // [T, numKvHeads, headDim]: this step's keys
-  const bf16* v;      // [T, numKvHeads, headDim]
+  const bf16* q;      // [T, numHeads, headDim], rows qStride apart
+  const bf16* k;      // [T, numKvHeads, headDim]: this step's keys, rows kStride apart
+  const bf16* v;      // [T, numKvHeads, headDim], rows vStride apart
+  int qStride, kStride, vStride;
+  /** This step's K and V are in the cache already (rope wrote them). */
+  bool kvWritten;
   bf16* kCache;       // [slots, numKvHeads, headDim] for this layer
   bf16* vCache;
   bf16* out;          // [T, numHeads, headDim]

@@ -34,6 +34,14 @@ DeviceProbe probeDevices() {
 Model::Model(int device, bool graphCapture) : device_(device), graphCapture_(graphCapture) {
   const char* sampler = std::getenv("SLUICE_CUDA_SAMPLER");
   sortSampler_ = sampler != nullptr && std::string(sampler) == "sort";
+  const char* fuse = std::getenv("SLUICE_CUDA_FUSE");
+  fuseRopeKv_ = !(fuse != nullptr && std::string(fuse) == "0");
+  const char* gemv = std::getenv("SLUICE_CUDA_GEMV");
+  const std::string gemvMode = gemv ? gemv : "auto";
+  if (gemvMode == "off") gemvMode_ = GemvMode::Off;
+  else if (gemvMode == "on") gemvMode_ = GemvMode::On;
+  else if (gemvMode == "auto") gemvMode_ = GemvMode::Auto;
+  else throw CudaError("SLUICE_CUDA_GEMV must be off, on or auto, not " + gemvMode);
   const DeviceProbe probe = probeDevices();
   if (probe.count == 0) throw CudaError(probe.message);
   if (device < 0 || device >= probe.count)
@@ -65,6 +73,8 @@ std::string Model::description() {
   return "cuda: " + deviceName_ + " (" + std::to_string(numSms_) + " SMs), GEMM " +
          (lt_.ready() ? "cuBLASLt from " + lt_.where() : "own tensor-core kernel; " + lt_.where()) +
          (graphCapture_ ? ", CUDA graphs" : ", no CUDA graphs") +
+         (gemvMode_ == GemvMode::Off ? ", no GEMV" : gemvMode_ == GemvMode::On ? ", GEMV for m <= 16" : ", GEMV for m <= 16 where timed faster") +
+         (sortSampler_ ? ", sorting sampler" : "") +
          (lt_.failures().empty() ? "" : "; cuBLASLt failed on " + lt_.failures() + ", our GEMM runs those");
 }
 
@@ -84,9 +94,31 @@ void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> act
   weightSpecs_ = std::move(weights);
   weights_ = std::vector<DeviceBuffer>(weightSpecs_.size());
   activations_ = std::vector<DeviceBuffer>(activationSpecs_.size());
+  for (size_t i = 0; i < activationSpecs_.size(); i++) {
+    const ActivationSpec& a = activationSpecs_[i];
+    if (a.viewOf < 0) continue;
+    if (a.viewOf >= int(activationSpecs_.size()) || activationSpecs_[a.viewOf].viewOf >= 0)
+      throw CudaError("a view must be of an activation that is not itself a view");
+    const ActivationSpec& parent = activationSpecs_[a.viewOf];
+    if (parent.perToken != a.perToken || parent.dtype != a.dtype || a.colOffset < 0 || a.colOffset + a.cols > parent.cols)
+      throw CudaError("a view must lie within its parent's columns, with the same rows and dtype");
+  }
   auto checkBuffer = [&](int id, const char* what) {
     if (id < 0 || id >= int(activationSpecs_.size())) throw CudaError(std::string("op refers to a bad buffer: ") + what);
     return activationSpecs_[id];
+  };
+  // Only these operands read or write with a row stride; any other use of a view is refused.
+  auto rowStride = [&](int id) {
+    const ActivationSpec& a = activationSpecs_[id];
+    return a.viewOf < 0 ? a.cols : activationSpecs_[a.viewOf].cols;
+  };
+  auto strided = [&](int id, const char* what) {
+    checkBuffer(id, what);
+  };
+  auto plain = [&](int id, const char* what) {
+    const ActivationSpec a = checkBuffer(id, what);
+    if (a.viewOf >= 0) throw CudaError(std::string("this op cannot take a view (column slice) as ") + what);
+    return a;
   };
   auto checkWeight = [&](int id) {
     if (id < 0 || id >= int(weightSpecs_.size())) throw CudaError("op refers to a bad weight");
@@ -100,8 +132,8 @@ void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> act
         break;
       case OpKind::Rmsnorm:
         checkWeight(op.b);
-        checkBuffer(op.a, "rmsnorm x");
-        if (checkBuffer(op.c, "rmsnorm out").dtype != DType::BF16) throw CudaError("rmsnorm writes a bf16 buffer");
+        plain(op.a, "rmsnorm x");
+        if (plain(op.c, "rmsnorm out").dtype != DType::BF16) throw CudaError("rmsnorm writes a bf16 buffer");
         break;
       case OpKind::AddRmsnorm:
         checkWeight(op.b);
@@ -111,27 +143,33 @@ void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> act
         break;
       case OpKind::Linear: {
         const WeightSpec w = checkWeight(op.b);
-        const ActivationSpec x = checkBuffer(op.a, "linear x");
-        const ActivationSpec out = checkBuffer(op.c, "linear out");
+        const ActivationSpec x = plain(op.a, "linear x");
+        const ActivationSpec out = plain(op.c, "linear out");
         if (x.dtype != DType::BF16 || w.cols != x.cols || w.rows != out.cols)
           throw CudaError("linear: shapes or dtypes do not match");
         break;
       }
       case OpKind::Rope:
-        checkBuffer(op.a, "q");
-        checkBuffer(op.d, "k");
+        strided(op.a, "q");
+        strided(op.d, "k");
         break;
       case OpKind::Attention:
-        checkBuffer(op.a, "q");
-        checkBuffer(op.b, "k");
-        checkBuffer(op.d, "v");
-        checkBuffer(op.c, "attention out");
+        strided(op.a, "q");
+        strided(op.b, "k");
+        strided(op.d, "v");
+        plain(op.c, "attention out");
         if (op.layer < 0 || op.layer >= config_.numLayers) throw CudaError("attention: bad layer");
         break;
       case OpKind::SiluMul:
+        strided(op.a, "gate");
+        strided(op.d, "up");
+        if (activationSpecs_[op.a].cols != activationSpecs_[op.d].cols || rowStride(op.a) != rowStride(op.d))
+          throw CudaError("silu_mul: gate and up differ in width or row stride");
+        plain(op.c, "out");
+        break;
       case OpKind::GatherLast:
-        checkBuffer(op.a, "x");
-        checkBuffer(op.c, "out");
+        plain(op.a, "x");
+        plain(op.c, "out");
         break;
       case OpKind::Add:
         if (checkBuffer(op.a, "x").dtype != DType::F32 || checkBuffer(op.d, "y").dtype != DType::BF16)
@@ -145,36 +183,60 @@ void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> act
     }
   }
   if (logitsBuffer_ < 0) throw CudaError("the graph has no sample op");
+  for (const Op& op : ops_) {
+    if ((op.kind == OpKind::Embedding || op.kind == OpKind::AddRmsnorm || op.kind == OpKind::Add) &&
+        ((op.c >= 0 && activationSpecs_[op.c].viewOf >= 0) || (op.a >= 0 && activationSpecs_[op.a].viewOf >= 0) ||
+         (op.d >= 0 && activationSpecs_[op.d].viewOf >= 0)))
+      throw CudaError("this op cannot take a view (column slice)");
+  }
+  // Rope writes this step's K (rotated) and V into the cache itself when the attention op that
+  // follows reads the same q, k and v: one kernel and one pass over K fewer per layer.
+  ropeAttention_.assign(ops_.size(), -1);
+  for (size_t i = 0; i < ops_.size(); i++) {
+    if (ops_[i].kind != OpKind::Rope) continue;
+    for (size_t j = i + 1; j < ops_.size(); j++) {
+      if (ops_[j].kind != OpKind::Attention) continue;
+      if (ops_[j].a == ops_[i].a && ops_[j].b == ops_[i].d) ropeAttention_[i] = int(j);
+      break;
+    }
+  }
   invFreq_.reserve(config_.invFreq.size() * sizeof(double));
   upload(invFreq_.ptr, config_.invFreq.data(), config_.invFreq.size() * sizeof(double));
   ensureCapacity(512, 256, 1 << 16, 0, 0);
 }
 
-void Model::setWeight(int id, const void* bytes, size_t byteLength, DType sourceType) {
+void Model::setWeight(int id, const void* bytes, size_t byteLength, DType sourceType, int rowOffset) {
   useDevice();
   if (id < 0 || id >= int(weightSpecs_.size())) throw CudaError("setWeight: bad weight id");
-  const size_t n = size_t(weightSpecs_[id].rows) * weightSpecs_[id].cols;
-  if (byteLength != n * dtypeSize(sourceType))
-    throw CudaError("setWeight: " + std::to_string(byteLength) + " bytes given, " + std::to_string(n * dtypeSize(sourceType)) +
-                    " expected");
-  weights_[id].reserve(n * sizeof(bf16));
+  const WeightSpec& spec = weightSpecs_[id];
+  const size_t rowBytes = size_t(spec.cols) * dtypeSize(sourceType);
+  const size_t rows = byteLength / rowBytes;
+  if (byteLength % rowBytes != 0 || rows == 0 || rowOffset < 0 || rowOffset + rows > size_t(spec.rows))
+    throw CudaError("setWeight: " + std::to_string(byteLength) + " bytes from row " + std::to_string(rowOffset) +
+                    " do not fit a " + std::to_string(spec.rows) + " x " + std::to_string(spec.cols) + " weight");
+  const size_t n = rows * spec.cols;
+  weights_[id].reserve(size_t(spec.rows) * spec.cols * sizeof(bf16));
+  bf16* target = static_cast<bf16*>(weights_[id].ptr) + size_t(rowOffset) * spec.cols;
   if (sourceType == DType::BF16) {
-    upload(weights_[id].ptr, bytes, byteLength);
+    upload(target, bytes, byteLength);
     return;
   }
   DeviceBuffer staging;
   staging.reserve(byteLength);
   upload(staging.ptr, bytes, byteLength);
-  launchConvertToBf16(staging.ptr, sourceType, static_cast<bf16*>(weights_[id].ptr), n, stream_);
+  launchConvertToBf16(staging.ptr, sourceType, target, n, stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-void Model::dummyWeight(int id, uint32_t key, double halfRange, double offset) {
+void Model::dummyWeight(int id, uint32_t key, double halfRange, double offset, int rowOffset, int rows) {
   useDevice();
   if (id < 0 || id >= int(weightSpecs_.size())) throw CudaError("dummyWeight: bad weight id");
-  const size_t n = size_t(weightSpecs_[id].rows) * weightSpecs_[id].cols;
-  weights_[id].reserve(n * sizeof(bf16));
-  launchDummyFill(static_cast<bf16*>(weights_[id].ptr), n, key, halfRange, offset, stream_);
+  const WeightSpec& spec = weightSpecs_[id];
+  if (rows < 0) rows = spec.rows - rowOffset;
+  if (rowOffset < 0 || rowOffset + rows > spec.rows) throw CudaError("dummyWeight: rows outside the weight");
+  weights_[id].reserve(size_t(spec.rows) * spec.cols * sizeof(bf16));
+  launchDummyFill(static_cast<bf16*>(weights_[id].ptr) + size_t(rowOffset) * spec.cols, size_t(rows) * spec.cols, key,
+                  halfRange, offset, stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
@@ -195,6 +257,7 @@ std::vector<float> Model::readActivation(int id, int rows) {
   useDevice();
   if (id < 0 || id >= int(activationSpecs_.size())) throw CudaError("readActivation: bad buffer id");
   const ActivationSpec& a = activationSpecs_[id];
+  if (a.viewOf >= 0) throw CudaError("readActivation: buffer " + std::to_string(id) + " is a view; read its parent");
   if (rows < 0 || rows > (a.perToken ? capTokens_ : capSeqs_)) throw CudaError("readActivation: more rows than the buffer holds");
   const size_t n = size_t(rows) * a.cols;
   std::vector<float> out(n);
@@ -215,6 +278,7 @@ void Model::writeActivation(int id, const std::vector<float>& values) {
   useDevice();
   if (id < 0 || id >= int(activationSpecs_.size())) throw CudaError("writeActivation: bad buffer id");
   const ActivationSpec& a = activationSpecs_[id];
+  if (a.viewOf >= 0) throw CudaError("writeActivation: buffer " + std::to_string(id) + " is a view; write its parent");
   if (values.size() % a.cols) throw CudaError("writeActivation: length is not a multiple of the buffer's columns");
   const int rows = int(values.size() / a.cols);
   ensureCapacity(a.perToken ? rows : 1, a.perToken ? 1 : rows, 1, 0, 0);
@@ -259,6 +323,7 @@ void Model::upload(void* device, const void* host, size_t bytes) {
 
 void Model::resetState() {
   dropGraphs();
+  gemvChoice_.clear();
   weights_.clear();
   activations_.clear();
   kv_.release();
@@ -317,6 +382,7 @@ void Model::ensureCapacity(int tokens, int seqs, int pageEntries, int maxTopK, i
 void Model::allocateActivations() {
   for (size_t i = 0; i < activationSpecs_.size(); i++) {
     const ActivationSpec& a = activationSpecs_[i];
+    if (a.viewOf >= 0) continue;  // lives in its parent
     const size_t rows = a.perToken ? capTokens_ : capSeqs_;
     activations_[i].reserve(rows * a.cols * dtypeSize(a.dtype));
   }

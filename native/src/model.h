@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cublaslt.h"
@@ -47,6 +48,9 @@ struct ActivationSpec {
   bool perToken;
   int cols;
   DType dtype;
+  /** A view: columns [colOffset, colOffset + cols) of activation viewOf's rows (-1: its own buffer). */
+  int viewOf = -1;
+  int colOffset = 0;
 };
 
 struct WeightSpec {
@@ -78,8 +82,10 @@ class Model {
 
   void configure(const ModelConfig& config, std::vector<ActivationSpec> activations, std::vector<Op> ops,
                  std::vector<WeightSpec> weights);
-  void setWeight(int id, const void* bytes, size_t byteLength, DType sourceType);
-  void dummyWeight(int id, uint32_t key, double halfRange, double offset);
+  /** Rows [rowOffset, rowOffset + byteLength / row bytes) of weight id (fused weights load part by part). */
+  void setWeight(int id, const void* bytes, size_t byteLength, DType sourceType, int rowOffset = 0);
+  /** `rows` rows (all when < 0) from rowOffset, generated as a tensor of their own. */
+  void dummyWeight(int id, uint32_t key, double halfRange, double offset, int rowOffset = 0, int rows = -1);
   /** Copies a weight back as f32 (tests compare it with the host generator). */
   std::vector<float> readWeight(int id);
   /** Test access to activation buffers: the first `rows` rows, as f32 (bf16 buffers converted). */
@@ -110,14 +116,26 @@ class Model {
   int chooseSplits(int numTiles, int maxRange, int tokens, bool forGraph) const;
   void runOps(int tokens, int seqs, int numTiles, int splits);
   void gemm(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k);
+  /** The GEMM without the GEMV: cuBLASLt, else our tensor-core kernel. */
+  void libraryGemm(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k);
+  /** Times the GEMV against libraryGemm on this shape (eager runs only); true when the GEMV is faster. */
+  bool gemvWins(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k);
   int bucketFor(int seqs) const;
   // step_sampling.cc: next tokens (and log-probs) of the real sequences, read back to the host.
   StepResult sample(const StepInput& in, const StepShape& shape);
 
   int device_;
   bool graphCapture_;
+  /** SLUICE_CUDA_FUSE=0: rope and the KV write as separate kernels (default: rope writes K and V). */
+  bool fuseRopeKv_ = true;
+  /** Per op: for a rope op followed by an attention op on the same q and k, that attention op. */
+  std::vector<int> ropeAttention_;
   /** SLUICE_CUDA_SAMPLER=sort: the previous, sorting sampler (see sampling.cu). */
   bool sortSampler_ = false;
+  /** SLUICE_CUDA_GEMV: m <= 16 GEMMs on our GEMV never (off), always (on) or when timed faster (auto). */
+  enum class GemvMode { Off, On, Auto } gemvMode_ = GemvMode::Auto;
+  /** Auto mode's verdict per (m, n, k, out type): true when the GEMV won. */
+  std::map<std::tuple<int, int, int, int>, bool> gemvChoice_;
   cudaStream_t stream_ = nullptr;
   int numSms_ = 0;
   std::string deviceName_;

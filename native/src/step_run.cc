@@ -27,20 +27,76 @@ int Model::chooseSplits(int numTiles, int maxRange, int tokens, bool forGraph) c
   return splits;
 }
 
-void Model::gemm(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k) {
+void Model::libraryGemm(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k) {
   if (lt_.ready() && lt_.matmul(x, w, out, outType, m, n, k, workspace_.ptr, workspace_.bytes, stream_)) return;
   launchGemmFallback(x, w, out, outType, m, n, k, stream_);
+}
+
+bool Model::gemvWins(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k) {
+  cudaEvent_t marks[3];
+  for (auto& e : marks) CUDA_CHECK(cudaEventCreate(&e));
+  constexpr int kReps = 3;
+  // One warm-up each (cuBLASLt picks its plan on the first call), then both timed back to back.
+  launchGemv(x, w, out, outType, m, n, k, stream_);
+  libraryGemm(x, w, out, outType, m, n, k);
+  CUDA_CHECK(cudaEventRecord(marks[0], stream_));
+  for (int i = 0; i < kReps; i++) launchGemv(x, w, out, outType, m, n, k, stream_);
+  CUDA_CHECK(cudaEventRecord(marks[1], stream_));
+  for (int i = 0; i < kReps; i++) libraryGemm(x, w, out, outType, m, n, k);
+  CUDA_CHECK(cudaEventRecord(marks[2], stream_));
+  CUDA_CHECK(cudaEventSynchronize(marks[2]));
+  float gemvMs = 0.f, libraryMs = 0.f;
+  CUDA_CHECK(cudaEventElapsedTime(&gemvMs, marks[0], marks[1]));
+  CUDA_CHECK(cudaEventElapsedTime(&libraryMs, marks[1], marks[2]));
+  for (auto& e : marks) cudaEventDestroy(e);
+  return gemvMs < libraryMs;
+}
+
+void Model::gemm(const bf16* x, const bf16* w, void* out, DType outType, int m, int n, int k) {
+  if (gemvMode_ != GemvMode::Off && gemvSupports(m, k)) {
+    bool useGemv = gemvMode_ == GemvMode::On;
+    if (gemvMode_ == GemvMode::Auto) {
+      const auto shape = std::make_tuple(m, n, k, int(outType));
+      auto choice = gemvChoice_.find(shape);
+      if (choice == gemvChoice_.end()) {
+        cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+        CUDA_CHECK(cudaStreamIsCapturing(stream_, &capturing));
+        // A graph's launches were all run eagerly just before its capture, so a shape first
+        // seen while capturing is rare; it takes the library path until an eager run decides.
+        if (capturing == cudaStreamCaptureStatusNone) choice = gemvChoice_.emplace(shape, gemvWins(x, w, out, outType, m, n, k)).first;
+      }
+      useGemv = choice != gemvChoice_.end() && choice->second;
+    }
+    if (useGemv) {
+      launchGemv(x, w, out, outType, m, n, k, stream_);
+      return;
+    }
+  }
+  libraryGemm(x, w, out, outType, m, n, k);
 }
 
 void Model::runOps(int T, int S, int numTiles, int splits) {
   const StepLayout& L = *layout_;
   int* meta = static_cast<int*>(meta_.ptr);
-  auto buf = [&](int id) { return activations_[id].ptr; };
-  auto bf = [&](int id) { return static_cast<bf16*>(activations_[id].ptr); };
+  // A view's rows live in its parent's, from its column offset, parent-width apart.
+  auto buf = [&](int id) -> void* {
+    const ActivationSpec& a = activationSpecs_[id];
+    if (a.viewOf < 0) return activations_[id].ptr;
+    return static_cast<unsigned char*>(activations_[a.viewOf].ptr) + size_t(a.colOffset) * dtypeSize(a.dtype);
+  };
+  auto stride = [&](int id) {
+    const ActivationSpec& a = activationSpecs_[id];
+    return a.viewOf < 0 ? a.cols : activationSpecs_[a.viewOf].cols;
+  };
+  auto bf = [&](int id) { return static_cast<bf16*>(buf(id)); };
   auto weight = [&](int id) { return static_cast<const bf16*>(weights_[id].ptr); };
   auto rows = [&](int id) { return activationSpecs_[id].perToken ? T : S; };
   const size_t layerSlots = size_t(numPages_) * pageSize_ * config_.numKvHeads * config_.headDim;
-  for (const Op& op : ops_) {
+  auto kCacheOf = [&](int layer) { return static_cast<bf16*>(kv_.ptr) + size_t(2 * layer) * layerSlots; };
+  auto vCacheOf = [&](int layer) { return static_cast<bf16*>(kv_.ptr) + size_t(2 * layer + 1) * layerSlots; };
+  std::vector<bool> kvWritten(ops_.size(), false);
+  for (size_t index = 0; index < ops_.size(); index++) {
+    const Op& op = ops_[index];
     switch (op.kind) {
       case OpKind::Embedding:
         launchEmbedding(weight(op.a), config_.vocabSize, activationSpecs_[op.c].cols, meta + L.tokens, T,
@@ -58,17 +114,30 @@ void Model::runOps(int T, int S, int numTiles, int splits) {
         gemm(bf(op.a), weight(op.b), buf(op.c), activationSpecs_[op.c].dtype, rows(op.a), weightSpecs_[op.b].rows,
              weightSpecs_[op.b].cols);
         break;
-      case OpKind::Rope:
-        launchRope(bf(op.a), bf(op.d), meta + L.positions, T, config_.numHeads, config_.numKvHeads, config_.headDim,
-                   static_cast<const double*>(invFreq_.ptr), stream_);
+      case OpKind::Rope: {
+        const int attention = fuseRopeKv_ ? ropeAttention_[index] : -1;
+        RopeKvWrite kvWrite{};
+        if (attention >= 0) {
+          const Op& at = ops_[attention];
+          kvWrite = RopeKvWrite{bf(at.d), stride(at.d), kCacheOf(at.layer), vCacheOf(at.layer), meta + L.slots};
+          kvWritten[attention] = true;
+        }
+        launchRope(bf(op.a), stride(op.a), bf(op.d), stride(op.d), meta + L.positions, T, config_.numHeads,
+                   config_.numKvHeads, config_.headDim, static_cast<const double*>(invFreq_.ptr),
+                   attention >= 0 ? &kvWrite : nullptr, stream_);
         break;
+      }
       case OpKind::Attention: {
         AttentionArgs a{};
         a.q = bf(op.a);
         a.k = bf(op.b);
         a.v = bf(op.d);
-        a.kCache = static_cast<bf16*>(kv_.ptr) + size_t(2 * op.layer) * layerSlots;
-        a.vCache = static_cast<bf16*>(kv_.ptr) + size_t(2 * op.layer + 1) * layerSlots;
+        a.qStride = stride(op.a);
+        a.kStride = stride(op.b);
+        a.vStride = stride(op.d);
+        a.kvWritten = kvWritten[index];
+        a.kCache = kCacheOf(op.layer);
+        a.vCache = vCacheOf(op.layer);
         a.out = bf(op.c);
         a.partialO = static_cast<float*>(partialO_.ptr);
         a.partialML = static_cast<float*>(partialML_.ptr);
@@ -91,7 +160,7 @@ void Model::runOps(int T, int S, int numTiles, int splits) {
         break;
       }
       case OpKind::SiluMul:
-        launchSiluMul(bf(op.a), bf(op.d), bf(op.c), size_t(rows(op.a)) * activationSpecs_[op.a].cols, stream_);
+        launchSiluMul(bf(op.a), bf(op.d), stride(op.a), bf(op.c), rows(op.a), activationSpecs_[op.a].cols, stream_);
         break;
       case OpKind::Add:
         launchAdd(static_cast<float*>(buf(op.a)), bf(op.d), size_t(rows(op.a)) * activationSpecs_[op.a].cols, stream_);

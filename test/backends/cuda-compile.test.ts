@@ -52,10 +52,48 @@ describe('cuda graph compilation (no GPU needed)', () => {
     const { config, compiled } = compilePreset('tiny');
     const native = nativeConfig(config, compiled, ropeInverseFrequencies(config));
     expect(native.invFreq).toHaveLength(config.headDim / 2);
-    expect(native.activations).toHaveLength(compiled.activations.length * 3);
+    expect(native.activations).toHaveLength(compiled.activations.length * 5);
     expect(native.weights).toHaveLength(compiled.weights.length * 2);
     const logits = compiled.activations.findIndex((a) => a.name === 'logits');
-    expect(Array.from(native.activations.subarray(logits * 3, logits * 3 + 3))).toEqual([0, config.vocabSize, DTYPE_F32]);
+    expect(Array.from(native.activations.subarray(logits * 5, logits * 5 + 5))).toEqual([0, config.vocabSize, DTYPE_F32, -1, 0]);
+  });
+
+  it('fuses q/k/v and gate/up into one GEMM each: weights stacked by rows, outputs as column views', () => {
+    const config = presets['llama-3.1-8b']!;
+    const graph = buildLlamaGraph(config);
+    const weights = new DummyWeights(config);
+    const shape = (n: string) => weights.info(n)?.shape;
+    const plain = compileGraph(graph, shape);
+    const fused = compileGraph(graph, shape, { fuseProjections: true });
+    // Per layer: three linears become one, two become one.
+    expect(fused.ops.length / 6).toBe(graph.ops.length - 3 * config.numLayers);
+    const act = (name: string) => fused.activations.find((a) => a.name === name)!;
+    const qkv = fused.activations.findIndex((a) => a.name === 'q+k+v');
+    const [qCols, kvCols] = [config.numHeads * config.headDim, config.numKvHeads * config.headDim];
+    expect(act('q+k+v').cols).toBe(qCols + 2 * kvCols);
+    expect([act('q'), act('k'), act('v')].map((a) => [a.viewOf, a.colOffset])).toEqual([[qkv, 0], [qkv, qCols], [qkv, qCols + kvCols]]);
+    expect(act('gate').colOffset).toBe(0);
+    expect(act('up').colOffset).toBe(config.intermediateSize);
+    const w = fused.weights.find((x) => x.name === 'fused(model.layers.5.mlp.gate_proj.weight+model.layers.5.mlp.up_proj.weight)')!;
+    expect([w.rows, w.cols]).toEqual([2 * config.intermediateSize, config.hiddenSize]);
+    expect(w.parts).toEqual([
+      { name: 'model.layers.5.mlp.gate_proj.weight', rows: config.intermediateSize },
+      { name: 'model.layers.5.mlp.up_proj.weight', rows: config.intermediateSize },
+    ]);
+    // Every checkpoint tensor is still loaded exactly once, whole or as a part.
+    const loaded = fused.weights.flatMap((x) => (x.parts ?? [x]).map((p) => p.name)).sort();
+    expect(loaded).toEqual(plain.weights.map((x) => x.name).sort());
+    expect(plain.activations.every((a) => a.viewOf === -1)).toBe(true);
+  });
+
+  it('compiles unfused when a view would reach an op that cannot take a row stride', () => {
+    const { graph } = compilePreset('tiny');
+    const weights = new DummyWeights(presets.tiny!);
+    const shape = (n: string) => weights.info(n)?.shape;
+    const readsQ: LlamaGraph = { ...graph, ops: [...graph.ops.slice(0, -1), { op: 'rmsnorm', x: 'q', weight: 'model.norm.weight', out: 'h' }, graph.ops.at(-1)!] };
+    const compiled = compileGraph(readsQ, shape, { fuseProjections: true });
+    expect(compiled.activations.some((a) => a.viewOf >= 0)).toBe(false);
+    expect(compiled.ops.length / 6).toBe(readsQ.ops.length);
   });
 
   it('rejects graphs the kernels cannot run, naming the problem', () => {

@@ -11,6 +11,7 @@ import { presets } from '../../src/model/presets.js';
 import { SingleSequence } from '../support/single-sequence.js';
 import { randomData } from '../support/random-data.js';
 import { cudaForTests } from '../support/cuda-harness.js';
+import { cudaVariants, withVariant } from '../../backends/cuda/variants.js';
 
 const { addon, gpu, skipReason } = cudaForTests();
 const seed = Number(process.env.SLUICE_TEST_SEED ?? Date.now() % 1_000_000);
@@ -61,6 +62,50 @@ describe.skipIf(!gpu)(`cuda backend, whole model (seed ${seed}) ${gpu ? `on ${gp
         for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) mismatches++;
         expect(mismatches, `${preset} ${name}`).toBe(0);
       }
+    }
+  });
+
+  it('loads a fused q/k/v weight part by part, each part as the host generates it', async () => {
+    const b = await cuda('tiny');
+    const host = new DummyWeights(presets.tiny!, 0, 'bf16');
+    const id = b.compiledGraph!.weights.findIndex((w) => w.parts?.length === 3);
+    expect(id, 'the default compile fuses q/k/v').toBeGreaterThanOrEqual(0);
+    const fused = b.compiledGraph!.weights[id]!;
+    const want = (await Promise.all(fused.parts!.map(async (p) => toFloat32(await host.read(p.name), 'bf16')))).flatMap((x) => Array.from(x));
+    const got = b.native.readWeight(id);
+    expect(got.length).toBe(want.length);
+    expect(got.filter((v, i) => v !== want[i]).length).toBe(0);
+  });
+
+  it('every path variant (fused or not, GEMV or not, either sampler) gives the same greedy steps on tiny', async () => {
+    const prompt = Array.from({ length: 17 }, () => r.int(0, 127999));
+    const names = Object.keys(cudaVariants);
+    // The default path's steps; the other variants are teacher-forced along its tokens.
+    let forced: number[] = [];
+    let reference: Awaited<ReturnType<SingleSequence['step']>>[] = [];
+    for (const name of names) {
+      const b = await withVariant(cudaVariants[name]!, async () => cuda('tiny'));
+      await b.allocateKvCache({ numPages: 64, pageSize: 1 });
+      const seq = new SingleSequence(b, 5);
+      const outs = [await seq.step(prompt)];
+      for (let i = 0; i < 8; i++) outs.push(await seq.step([name === names[0] ? outs[i]!.tokens[0]! : forced[i]!]));
+      if (name === names[0]) {
+        reference = outs;
+        forced = outs.map((o) => o.tokens[0]!);
+        continue;
+      }
+      let exact = 0;
+      outs.forEach((o, i) => {
+        const want = reference[i]!;
+        const rank = Array.from(want.topLogprobs!.ids).indexOf(o.tokens[0]!);
+        expect(rank, `${name} step ${i}: token not in the default path's top 5`).toBeGreaterThanOrEqual(0);
+        expect(want.topLogprobs!.logprobs[0]! - want.topLogprobs!.logprobs[rank]!, `${name} step ${i}`).toBeLessThan(0.05);
+        if (rank === 0) {
+          exact++;
+          expect(Math.abs(o.logprobs![0]! - want.logprobs![0]!), `${name} step ${i} log-prob`).toBeLessThan(0.05);
+        }
+      });
+      expect(exact, name).toBeGreaterThanOrEqual(7);
     }
   });
 

@@ -8,6 +8,7 @@ import { expectClose } from '../support/parity.js';
 import { randomData } from '../support/random-data.js';
 import type { OpGraphSpec } from '../support/cuda-harness.js';
 import { cudaForTests, OpHarness, roundBf16, singleSequenceBatch } from '../support/cuda-harness.js';
+import { withVariant } from '../../backends/cuda/variants.js';
 
 const { addon, gpu, skipReason } = cudaForTests();
 // Fresh random shapes every run; the seed is in the test names so a failure can be replayed.
@@ -122,14 +123,17 @@ describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `o
     expectClose(h.read('x', T), x, 1e-5, 1e-6, 'residual after add_rmsnorm and add');
   });
 
-  for (const gemm of ['cuBLASLt (when present)', 'own tensor-core kernel'] as const) {
+  const gemmPaths = {
+    'cuBLASLt (when present)': { SLUICE_CUDA_GEMV: 'off' },
+    'own tensor-core kernel': { SLUICE_NO_CUBLASLT: '1', SLUICE_CUDA_GEMV: 'off' },
+    'bandwidth GEMV (m <= 16)': { SLUICE_CUDA_GEMV: 'on' },
+  } as const;
+  for (const [gemm, variant] of Object.entries(gemmPaths)) {
     it(`linear with ${gemm}: bf16 and f32 outputs, every element`, async () => {
-      const saved = process.env.SLUICE_NO_CUBLASLT;
-      if (gemm === 'own tensor-core kernel') process.env.SLUICE_NO_CUBLASLT = '1';
-      try {
+      await withVariant(variant, async () => {
         const K = 8 * r.int(2, 300);
         const N = r.int(1, 700);
-        const T = r.pick([1, 3, r.int(1, 130)]);
+        const T = gemm.includes('GEMV') ? r.pick([1, 3, r.int(1, 12)]) : r.pick([1, 3, r.int(1, 130)]);
         const S = r.int(1, 5);
         const w = roundBf16(r.uniform(N * K, 1 / Math.sqrt(K)));
         const h = harness({
@@ -146,6 +150,7 @@ describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `o
           weights: { w: { shape: [N, K], values: w } },
         }, { numPages: T + S, pageSize: 1 });
         if (gemm === 'own tensor-core kernel') expect(h.model.description()).toMatch(/own tensor-core kernel/);
+        if (gemm.includes('GEMV')) expect(h.model.description()).toMatch(/GEMV for m <= 16(,|$)/);
         // S sequences sharing the tokens: the first takes all but S - 1 of them.
         const sizes = Array.from({ length: S }, (_, s) => (s === 0 ? Math.max(1, T - (S - 1)) : 1));
         const total = sizes.reduce((x, y) => x + y, 0);
@@ -161,10 +166,7 @@ describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `o
         const wantF32 = new Float32Array(S * N);
         ref.linear(as, w, S, K, wantF32);
         expectClose(h.read('logits', S), wantF32, 1e-3, 1e-3, `linear f32 out m=${S} n=${N} k=${K}`);
-      } finally {
-        if (saved === undefined) delete process.env.SLUICE_NO_CUBLASLT;
-        else process.env.SLUICE_NO_CUBLASLT = saved;
-      }
+      });
     });
   }
 
@@ -310,7 +312,7 @@ describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `o
     expect(eager.model.graphsCaptured()).toBe(0);
   });
 
-  it('sampling on the device follows backends/shared/host-sampler.ts (greedy, top-k, top-p, min-p, penalties, log-probs)', async () => {
+  for (const sampler of ['radix select', 'sort'] as const) it(`sampling on the device (${sampler}) follows backends/shared/host-sampler.ts (greedy, top-k, top-p, min-p, penalties, log-probs)`, () => withVariant({ SLUICE_CUDA_SAMPLER: sampler === 'sort' ? 'sort' : undefined }, async () => {
     const vocab = r.pick([r.int(64, 3000), r.int(3000, 140000)]);
     const S = r.int(1, 12);
     const h = harness({
@@ -352,7 +354,7 @@ describe.skipIf(!gpu)(`cuda ops vs backends/ref/ops.ts (seed ${seed}) ${gpu ? `o
         }
       }
     }
-  });
+  }));
 
   it('rejects a malformed batch with a clear error and keeps working', async () => {
     const h = harness({
