@@ -34,6 +34,7 @@ const phaseMs = Number(options.seconds) * 1000;
 const rounds = Number(options.rounds);
 const scrapeIntervalMs = 1000 / Number(options.hz);
 const promptTokens = 64;
+const burstScrapes = 1000;
 const maxNewTokens = 512;
 
 const log = (line: string) => {
@@ -80,6 +81,12 @@ async function scrapeProcess(url: string): Promise<void> {
       runningSeen = [];
     }
     if (message === 'exit') done = true;
+    if (message === 'burst') {
+      void (async () => {
+        for (let i = 0; i < burstScrapes; i++) await (await fetch(`${url}/metrics`)).text();
+        process.send!('burst done');
+      })();
+    }
   });
   let next = performance.now();
   while (!done) {
@@ -127,8 +134,18 @@ async function main(): Promise<void> {
     logger: silentLogger,
   });
   const server = await startServer({ engine, model, port: 0, log: silentLogger, logRequests: false });
-  const load = child('load', server.url);
   const scraper = child('scrape', server.url);
+  // The server's CPU time per scrape, measured on the idle server: what 20 scrapes a second take from serving.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const burstCpu = process.cpuUsage();
+  const burstStarted = performance.now();
+  const burstDone = once(scraper, 'message');
+  scraper.send('burst');
+  await burstDone;
+  const burstUsage = process.cpuUsage(burstCpu);
+  const cpuPerScrapeUs = (burstUsage.user + burstUsage.system) / burstScrapes;
+  const idleScrapeMs = (performance.now() - burstStarted) / burstScrapes;
+  const load = child('load', server.url);
   // Warm up until every client's request runs.
   const warmupDeadline = performance.now() + 30_000;
   while (engine.stats().runningRequests < running && performance.now() < warmupDeadline) await new Promise((resolve) => setTimeout(resolve, 50));
@@ -158,10 +175,10 @@ async function main(): Promise<void> {
   const renders: number[] = [];
   for (let i = 0; i < 200; i++) {
     const started = performance.now();
-    await server.context.metrics.render();
+    server.context.metrics.render();
     renders.push(performance.now() - started);
   }
-  const bytes = (await server.context.metrics.render()).length;
+  const bytes = server.context.metrics.render().length;
   scraper.send('exit');
   load.send('stop');
   await Promise.all([once(scraper, 'exit'), once(load, 'exit')]);
@@ -177,6 +194,7 @@ async function main(): Promise<void> {
     runningAtScrape: { median: median(runningSeen), min: Math.min(...runningSeen) },
     scrapeLatencyMs: { median: median(latencies), p99: percentile(latencies, 99), count: latencies.length },
     renderMs: { median: median(renders), p99: percentile(renders, 99) },
+    idleServer: { cpuUsPerScrape: cpuPerScrapeUs, scrapeMs: idleScrapeMs, coreShareAtScrapeRate: (cpuPerScrapeUs * (1000 / scrapeIntervalMs)) / 1e6 },
     exposition: { bytes },
     outputTokensPerSecond: { withoutScraper: median(off), withScraper: median(on), ratio: median(on) / median(off) },
     serverCpuUsPerToken: { withoutScraper: median(cpuOff), withScraper: median(cpuOn), ratio: median(cpuOn) / median(cpuOff) },
@@ -188,6 +206,10 @@ async function main(): Promise<void> {
   }
   log(`/metrics at ${result.runningAtScrape.median} running requests (min ${result.runningAtScrape.min}), ${result.scrapeLatencyMs.count} scrapes at ${result.scrapeHz} Hz:`);
   log(`  scrape latency median ${result.scrapeLatencyMs.median.toFixed(2)} ms, p99 ${result.scrapeLatencyMs.p99.toFixed(2)} ms`);
+  log(
+    `  idle server: ${result.idleServer.cpuUsPerScrape.toFixed(0)} µs of server CPU per scrape (${result.idleServer.scrapeMs.toFixed(2)} ms each back to back), ` +
+      `${(100 * result.idleServer.coreShareAtScrapeRate).toFixed(2)}% of one core at ${result.scrapeHz} Hz`,
+  );
   log(`  render in-process median ${result.renderMs.median.toFixed(3)} ms, p99 ${result.renderMs.p99.toFixed(3)} ms (${bytes} bytes)`);
   log(
     `output tok/s (median of ${rounds} alternating ${phaseMs / 1000} s phases): without scraper ${result.outputTokensPerSecond.withoutScraper.toFixed(0)}, ` +

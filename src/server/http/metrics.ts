@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { contentType, Exposition, type Histogram, type LabelledCounter } from './exposition.js';
 import type { EngineStats } from '../../engine/types.js';
 
 // Buckets as vLLM's V1 Prometheus logger has them, so its dashboards' quantiles read the same.
@@ -28,52 +28,34 @@ export interface FinishedRequest {
  * vLLM's dashboards read) and SGLang's (what its gateway and dashboards read), every series
  * labelled with the served model name, plus the few sluice-only series that add something.
  * Engine gauges and counters are read from one engine.stats() snapshot per scrape; request
- * latencies are observed by the server as tokens arrive.
+ * latencies are observed by the server as tokens arrive (once, even where both names serve them).
  */
 export class ServerMetrics {
-  readonly registry = new Registry();
+  readonly contentType = contentType;
+  private readonly exposition: Exposition;
   private snapshot: EngineStats | null = null;
-  private readonly ttft: Histogram[];
-  private readonly itl: Histogram[];
+  private readonly ttft: Histogram;
+  private readonly itl: Histogram;
   private readonly tpot: Histogram;
-  private readonly e2e: Histogram[];
+  private readonly e2e: Histogram;
   private readonly queueTime: Histogram;
   private readonly prefillTime: Histogram;
   private readonly decodeTime: Histogram;
   private readonly inferenceTime: Histogram;
   private readonly promptTokens: Histogram;
   private readonly generationTokens: Histogram;
-  private readonly success: Counter<'finished_reason'>;
-  private readonly aborted: Counter;
-  private readonly sglangRequests: Counter;
+  private readonly success: LabelledCounter;
+  private readonly aborted: LabelledCounter;
+  private readonly sglangRequests: LabelledCounter;
 
   constructor(
     private readonly stats: () => EngineStats,
     info: { modelName: string; maxModelLen: number },
   ) {
-    this.registry.setDefaultLabels({ model_name: info.modelName });
-    const registers = [this.registry];
+    const x = (this.exposition = new Exposition({ model_name: info.modelName }));
     const read = () => (this.snapshot ??= this.stats());
-    const gauge = (name: string, help: string, value: (s: EngineStats) => number) =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          this.set(value(read()));
-        },
-      });
-    const engineCounter = (name: string, help: string, value: (s: EngineStats) => number) =>
-      new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          this.reset();
-          this.inc(value(read()));
-        },
-      });
-    const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers });
+    const gauge = (name: string, help: string, value: (s: EngineStats) => number) => x.sampled('gauge', name, help, () => value(read()));
+    const engineCounter = (name: string, help: string, value: (s: EngineStats) => number) => x.sampled('counter', name, help, () => value(read()));
     const usage = (s: EngineStats) => (s.kvPagesTotal > 0 ? s.kvPagesUsed / s.kvPagesTotal : 0);
     const hitRate = (s: EngineStats) => (s.prefixCacheQueryTokens > 0 ? s.prefixCacheHitTokens / s.prefixCacheQueryTokens : 0);
 
@@ -83,36 +65,33 @@ export class ServerMetrics {
     gauge('vllm:kv_cache_usage_perc', 'KV-cache usage by running requests (1 = 100%); evictable prefix-cache pages are not counted.', usage);
     gauge('vllm:gpu_cache_usage_perc', 'Deprecated name of vllm:kv_cache_usage_perc (same value).', usage);
     const first = this.stats();
-    const cacheInfo = new Gauge({
-      name: 'vllm:cache_config_info',
-      help: 'Information of the LLMEngine CacheConfig',
-      labelNames: ['block_size', 'num_gpu_blocks', 'enable_prefix_caching'],
-      registers,
+    x.info('vllm:cache_config_info', 'Information of the LLMEngine CacheConfig', {
+      block_size: String(first.pageSize),
+      num_gpu_blocks: String(first.kvPagesTotal),
+      enable_prefix_caching: 'True',
     });
-    cacheInfo.set({ block_size: String(first.pageSize), num_gpu_blocks: String(first.kvPagesTotal), enable_prefix_caching: 'True' }, 1);
     engineCounter('vllm:prompt_tokens_total', 'Number of prefill tokens processed.', (s) => s.promptTokensTotal);
     engineCounter('vllm:generation_tokens_total', 'Number of generation tokens processed.', (s) => s.generatedTokensTotal);
     engineCounter('vllm:prefix_cache_queries_total', 'Prefix cache queries, in terms of number of queried tokens.', (s) => s.prefixCacheQueryTokens);
     engineCounter('vllm:prefix_cache_hits_total', 'Prefix cache hits, in terms of number of cached tokens.', (s) => s.prefixCacheHitTokens);
     engineCounter('vllm:num_preemptions_total', 'Cumulative number of preemptions from the engine.', (s) => s.retractions);
-    this.success = new Counter({
-      name: 'vllm:request_success_total',
-      help: 'Count of successfully processed requests (one per request, whatever its n), by finish reason.',
-      labelNames: ['finished_reason'],
-      registers,
-    });
-    for (const reason of ['stop', 'length']) this.success.inc({ finished_reason: reason }, 0);
-    const ttft = histogram('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', ttftBuckets);
-    const itl = histogram('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', tokenGapBuckets);
-    this.tpot = histogram('vllm:time_per_output_token_seconds', 'Histogram of time per output token in seconds.', tokenGapBuckets);
-    const e2e = histogram('vllm:e2e_request_latency_seconds', 'Histogram of e2e request latency in seconds.', requestLatencyBuckets);
-    this.queueTime = histogram('vllm:request_queue_time_seconds', 'Histogram of time spent in WAITING phase for request.', requestLatencyBuckets);
-    this.inferenceTime = histogram('vllm:request_inference_time_seconds', 'Histogram of time spent in RUNNING phase for request.', requestLatencyBuckets);
-    this.prefillTime = histogram('vllm:request_prefill_time_seconds', 'Histogram of time spent in PREFILL phase for request.', requestLatencyBuckets);
-    this.decodeTime = histogram('vllm:request_decode_time_seconds', 'Histogram of time spent in DECODE phase for request.', requestLatencyBuckets);
+    this.success = x.counter(
+      'vllm:request_success_total',
+      'Count of successfully processed requests (one per request, whatever its n), by finish reason.',
+      'finished_reason',
+      ['stop', 'length'],
+    );
+    this.ttft = x.histogram('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', ttftBuckets);
+    this.itl = x.histogram('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', tokenGapBuckets);
+    this.tpot = x.histogram('vllm:time_per_output_token_seconds', 'Histogram of time per output token in seconds.', tokenGapBuckets);
+    this.e2e = x.histogram('vllm:e2e_request_latency_seconds', 'Histogram of e2e request latency in seconds.', requestLatencyBuckets);
+    this.queueTime = x.histogram('vllm:request_queue_time_seconds', 'Histogram of time spent in WAITING phase for request.', requestLatencyBuckets);
+    this.inferenceTime = x.histogram('vllm:request_inference_time_seconds', 'Histogram of time spent in RUNNING phase for request.', requestLatencyBuckets);
+    this.prefillTime = x.histogram('vllm:request_prefill_time_seconds', 'Histogram of time spent in PREFILL phase for request.', requestLatencyBuckets);
+    this.decodeTime = x.histogram('vllm:request_decode_time_seconds', 'Histogram of time spent in DECODE phase for request.', requestLatencyBuckets);
     const lengthBuckets = oneTwoFiveBuckets(info.maxModelLen);
-    this.promptTokens = histogram('vllm:request_prompt_tokens', 'Number of prefill tokens processed.', lengthBuckets);
-    this.generationTokens = histogram('vllm:request_generation_tokens', 'Number of generation tokens processed.', lengthBuckets);
+    this.promptTokens = x.histogram('vllm:request_prompt_tokens', 'Number of prefill tokens processed.', lengthBuckets);
+    this.generationTokens = x.histogram('vllm:request_generation_tokens', 'Number of generation tokens processed.', lengthBuckets);
 
     // SGLang
     gauge('sglang:num_running_reqs', 'The number of running requests.', (s) => s.runningRequests);
@@ -123,42 +102,35 @@ export class ServerMetrics {
     engineCounter('sglang:prompt_tokens_total', 'Number of prefill tokens processed.', (s) => s.promptTokensTotal);
     engineCounter('sglang:generation_tokens_total', 'Number of generation tokens processed.', (s) => s.generatedTokensTotal);
     engineCounter('sglang:cached_tokens_total', 'Number of cached prompt tokens.', (s) => s.prefixCacheHitTokens);
-    this.sglangRequests = new Counter({ name: 'sglang:num_requests_total', help: 'Number of requests processed.', registers });
-    const sglangTtft = histogram('sglang:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', ttftBuckets);
-    const sglangItl = histogram('sglang:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', tokenGapBuckets);
-    const sglangE2e = histogram('sglang:e2e_request_latency_seconds', 'Histogram of End-to-end request latency in seconds', requestLatencyBuckets);
-    this.ttft = [ttft, sglangTtft];
-    this.itl = [itl, sglangItl];
-    this.e2e = [e2e, sglangE2e];
+    this.sglangRequests = x.counter('sglang:num_requests_total', 'Number of requests processed.', undefined, ['']);
+    x.alias(this.ttft, 'sglang:time_to_first_token_seconds', 'Histogram of time to first token in seconds.');
+    x.alias(this.itl, 'sglang:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.');
+    x.alias(this.e2e, 'sglang:e2e_request_latency_seconds', 'Histogram of End-to-end request latency in seconds');
 
     // sluice: the page accounting behind the usage fraction, and aborts (not successes).
     gauge('sluice:kv_cache_pages_total', 'KV cache pages in all.', (s) => s.kvPagesTotal);
     gauge('sluice:kv_cache_pages_used', 'KV cache pages held by running requests.', (s) => s.kvPagesUsed);
     gauge('sluice:kv_cache_pages_cached', 'KV cache pages only the prefix cache holds (evictable on demand).', (s) => s.kvPagesCached);
     gauge('sluice:kv_cache_pages_free', 'KV cache pages free.', (s) => s.kvPagesFree);
-    this.aborted = new Counter({ name: 'sluice:request_aborted_total', help: 'Requests aborted (client gone, abort_request, shutdown) before they finished.', registers });
+    this.aborted = x.counter('sluice:request_aborted_total', 'Requests aborted (client gone, abort_request, shutdown) before they finished.', undefined, ['']);
   }
 
   /** The exposition text, from one engine snapshot. */
-  async render(): Promise<string> {
+  render(): string {
     this.snapshot = null;
     try {
-      return await this.registry.metrics();
+      return this.exposition.render();
     } finally {
       this.snapshot = null;
     }
   }
 
-  get contentType(): string {
-    return this.registry.contentType;
-  }
-
   observeFirstToken(seconds: number): void {
-    for (const h of this.ttft) h.observe(seconds);
+    this.ttft.observe(seconds);
   }
 
   observeInterToken(seconds: number): void {
-    for (const h of this.itl) h.observe(seconds);
+    this.itl.observe(seconds);
   }
 
   recordFinished(request: FinishedRequest): void {
@@ -166,9 +138,9 @@ export class ServerMetrics {
       this.aborted.inc();
       return;
     }
-    this.success.inc({ finished_reason: request.finishReason });
+    this.success.inc(request.finishReason);
     this.sglangRequests.inc();
-    for (const h of this.e2e) h.observe(request.e2eSeconds);
+    this.e2e.observe(request.e2eSeconds);
     if (request.queueSeconds !== null) this.queueTime.observe(request.queueSeconds);
     if (request.prefillSeconds !== null) this.prefillTime.observe(request.prefillSeconds);
     if (request.decodeSeconds !== null) this.decodeTime.observe(request.decodeSeconds);
