@@ -25,10 +25,18 @@ export class KvEventSubscriber {
   private readonly socket = new Subscriber();
   private readonly done: Promise<void>;
 
-  constructor(endpoint: string, topicPrefix = 'kv@') {
-    this.socket.connect(endpoint);
+  /** Connects to a publisher that binds (sluice with a wildcard endpoint). */
+  constructor(endpoint: string, topicPrefix = 'kv@', bind = false) {
+    if (!bind) this.socket.connect(endpoint);
     this.socket.subscribe(topicPrefix);
-    this.done = this.receive();
+    this.done = bind ? this.socket.bind(endpoint).then(() => this.receive()) : this.receive();
+  }
+
+  /** Binds, for publishers that connect (llm-d's layout: one indexer socket, many pods). */
+  static async bound(endpoint: string, topicPrefix = 'kv@'): Promise<KvEventSubscriber> {
+    const subscriber = new KvEventSubscriber(endpoint, topicPrefix, true);
+    while (!subscriber.socket.lastEndpoint) await new Promise((resolve) => setTimeout(resolve, 5));
+    return subscriber;
   }
 
   private async receive(): Promise<void> {
