@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { LlmEngine } from '../engine/engine.js';
+import { WorkerEngine } from '../engine/worker/worker-engine.js';
 import { defaultMaxTokens } from '../engine/request-parameters.js';
 import { checkEngineOptions, defaultEngineOptions, type EngineOptions } from '../engine/options.js';
 import { UserError } from '../errors.js';
@@ -17,6 +18,7 @@ import {
   type Logger,
   type LogLevel,
   type RunningServer,
+  type ServedEngine,
 } from '../server/index.js';
 import { parseFloatOption, parseIntOption } from './options.js';
 import { addBackendFlags, backendOptions, createBackendFromFlags, type BackendFlags } from './backend-flags.js';
@@ -53,7 +55,11 @@ interface ServeOptions extends BackendFlags {
   kvEventsTopic?: string;
   kvEventsBlockSize: number;
   faultInjection?: string;
+  engineThread: EngineThread;
 }
+
+export const engineThreads = ['main', 'worker'] as const;
+export type EngineThread = (typeof engineThreads)[number];
 
 /** `sluice serve`: flags named as SGLang's launch_server names them, so its commands carry over. */
 export function register(program: Command): void {
@@ -94,7 +100,15 @@ export function register(program: Command): void {
     .addOption(new Option('--log-level <level>', 'log verbosity').choices(logLevels).default('info'))
     .option('--disable-log-requests', 'no log line per finished request')
     .option('--seed <n>', 'seed of random (dummy) weights', parseIntOption)
-        .option('--kv-events-endpoint <url>', 'publish KV-cache events (vLLM\'s format, for llm-d / Dynamo prefix-aware routing) on a ZeroMQ PUB socket, e.g. tcp://*:5557; off by default')
+        .addOption(
+      new Option(
+        '--engine-thread <where>',
+        'worker: the scheduler and backend run in their own thread and long prompts are tokenized in another, so the HTTP side (parsing, tokenizing, streaming) never delays a step; main: one thread for everything',
+      )
+        .choices(engineThreads)
+        .default('main'),
+    )
+    .option('--kv-events-endpoint <url>', 'publish KV-cache events (vLLM\'s format, for llm-d / Dynamo prefix-aware routing) on a ZeroMQ PUB socket, e.g. tcp://*:5557; off by default')
     .option('--kv-events-topic <topic>', 'ZeroMQ topic of the KV events (default: kv@<host>:<port>@<served model name>)')
     .option('--kv-events-block-size <n>', 'tokens per block in KV events (independent of --page-size; llm-d uses 16 or 64)', parseIntOption, 16)
     .option(
@@ -164,6 +178,35 @@ async function startEngine(
   settings: Partial<EngineOptions>,
   log: Logger,
   fault: FaultSpec | null,
+): Promise<ServedEngine> {
+  const engine =
+    options.engineThread === 'worker' ? await startWorkerEngine(model, options, settings, log, fault) : await startMainEngine(model, options, settings, log, fault);
+  const stats = engine.stats();
+  log.info(`KV cache: ${stats.kvPagesTotal * stats.pageSize} tokens in pages of ${stats.pageSize}; context length ${engine.contextLength}`);
+  return engine;
+}
+
+async function startWorkerEngine(model: LoadedModel, options: ServeOptions, settings: Partial<EngineOptions>, log: Logger, fault: FaultSpec | null): Promise<WorkerEngine> {
+  log.info('engine thread: starting; it loads the backend and the weights');
+  const { logger: _, ...engine } = settings;
+  const engineThread = await WorkerEngine.start({
+    model,
+    load: { modelPath: options.modelPath, loadFormat: options.loadFormat, seed: options.seed },
+    // Every flag travels (plain values only): the engine thread's backend reads the ones it knows.
+    backend: { kind: 'flags', flags: plainValues(options) as unknown as BackendFlags, fault },
+    engine,
+    logger: log,
+  });
+  log.info(`loaded in the engine thread: ${engineThread.backendDescription}; ${formatParameters(parameterCount(model.config))} parameters`);
+  return engineThread;
+}
+
+async function startMainEngine(
+  model: LoadedModel,
+  options: ServeOptions,
+  settings: Partial<EngineOptions>,
+  log: Logger,
+  fault: FaultSpec | null,
 ): Promise<LlmEngine> {
   const created = await createBackendFromFlags(options);
   const backend = fault ? new FaultInjectingBackend(created, fault) : created;
@@ -176,9 +219,11 @@ async function startEngine(
     throw e;
   }
   log.info(`loaded: ${backend.description}; ${formatParameters(parameterCount(model.config))} parameters`);
-  const stats = engine.stats();
-  log.info(`KV cache: ${stats.kvPagesTotal * stats.pageSize} tokens in pages of ${stats.pageSize}; context length ${engine.contextLength}`);
   return engine;
+}
+
+function plainValues(o: object): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && ['string', 'number', 'boolean'].includes(typeof v)));
 }
 
 async function openKvEvents(options: ServeOptions, servedModelName: string, log: Logger): Promise<KvEventPublisher | null> {
@@ -193,7 +238,7 @@ async function openKvEvents(options: ServeOptions, servedModelName: string, log:
   }
 }
 
-async function listen(engine: LlmEngine, model: LoadedModel, options: ServeOptions, log: Logger, kvEvents: KvEventPublisher | null): Promise<RunningServer> {
+async function listen(engine: ServedEngine, model: LoadedModel, options: ServeOptions, log: Logger, kvEvents: KvEventPublisher | null): Promise<RunningServer> {
   try {
     return await startServer({
       engine,
@@ -206,6 +251,7 @@ async function listen(engine: LlmEngine, model: LoadedModel, options: ServeOptio
       logRequests: !options.disableLogRequests,
       wedgeTimeoutMs: options.watchdogTimeout * 1000,
       kvEvents,
+      tokenizerThread: options.engineThread === 'worker',
     });
   } catch (e) {
     await engine.close();

@@ -146,8 +146,8 @@ export interface Engine {
   /** Aborts a request at any stage (queued, prefilling, decoding); frees its KV at once. */
   abort(requestId: string): void;
   stats(): EngineStats;
-  /** Drops every evictable prefix-cache entry. Returns false when requests are running or waiting. */
-  flushCache(): boolean;
+  /** Drops every evictable prefix-cache entry. Returns false when requests are running or waiting. (A promise when the engine runs in another thread.) */
+  flushCache(): boolean | Promise<boolean>;
   /** Stops accepting requests and resolves when in-flight ones have finished. */
   drain(): Promise<void>;
   close(): Promise<void>;

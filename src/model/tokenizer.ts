@@ -21,6 +21,8 @@ export class Tokenizer {
   readonly vocabSize: number;
   /** The tokenizer.json object as loaded (vocab, merges, added tokens), for exporters such as the GGUF writer. */
   readonly json: Json;
+  /** The tokenizer_config.json object as loaded (with json: what a tokenizer thread builds its copy from). */
+  readonly config: Json;
   /** The chat template's Jinja source, or null. */
   readonly chatTemplateSource: string | null;
   private readonly hf: HfTokenizer;
@@ -31,6 +33,7 @@ export class Tokenizer {
 
   constructor(tokenizerJson: Json, tokenizerConfig: Json, source: string) {
     this.json = tokenizerJson;
+    this.config = tokenizerConfig;
     this.hf = new HfTokenizer(tokenizerJson, tokenizerConfig);
     const added: { id: number; content: string; special: boolean }[] = tokenizerJson.added_tokens ?? [];
     this.specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));

@@ -2,6 +2,7 @@ import type { Engine, EngineSettings } from '../engine/types.js';
 import type { LoadedModel } from '../model/load.js';
 import type { Logger } from './http/logger.js';
 import type { ServerMetrics } from './http/metrics.js';
+import type { PromptEncoder } from './prompt-encoder.js';
 import type { TokenText } from './protocol/token-text.js';
 import type { KvEventPublisher } from './kv-events-publisher.js';
 
@@ -23,6 +24,8 @@ export interface ServerContext {
   log: Logger;
   logRequests: boolean;
   tokenText: TokenText;
+  /** Prompt text to token ids (long texts off the HTTP thread when the server was started so). */
+  prompts: PromptEncoder;
   /** Requests the engine is working on for this server (for drain and wedge detection). */
   inFlight: Set<InFlightRequest>;
   /** When the server last went from idle to busy (ms since epoch). */

@@ -6,6 +6,7 @@ import type { ServedEngine, ServerContext } from './context.js';
 import { createLogger, type Logger } from './http/logger.js';
 import { ServerMetrics } from './http/metrics.js';
 import type { KvEventPublisher } from './kv-events-publisher.js';
+import { PromptEncoder } from './prompt-encoder.js';
 import { TokenText } from './protocol/token-text.js';
 import { defaultWedgeTimeoutMs } from './routes/health.js';
 
@@ -29,6 +30,8 @@ export interface ServerOptions {
   wedgeTimeoutMs?: number;
   /** The KV-event publisher the engine was given; the server reports it and closes it on shutdown. */
   kvEvents?: KvEventPublisher | null;
+  /** Long prompt texts are tokenized in a thread of their own, off the HTTP thread (with `--engine-thread worker`). */
+  tokenizerThread?: boolean;
 }
 
 export interface RunningServer {
@@ -63,6 +66,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     wedgeTimeoutMs: options.wedgeTimeoutMs ?? defaultWedgeTimeoutMs,
     draining: false,
     kvEvents: options.kvEvents ?? null,
+    prompts: new PromptEncoder(options.model.tokenizer, { thread: options.tokenizerThread ?? false }),
   };
   const app = buildApp(ctx, { apiKey: options.apiKey ?? null, version: packageVersion() });
   const host = options.host ?? '127.0.0.1';
@@ -105,6 +109,7 @@ async function shutdown(ctx: ServerContext, app: FastifyInstance, timeoutMs: num
   await ctx.engine.drain();
   await ctx.engine.close();
   await ctx.kvEvents?.close();
+  await ctx.prompts.close();
 }
 
 function packageVersion(): string {

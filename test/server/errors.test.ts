@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, ForwardBatch } from '../../src/engine/backend.js';
+import { Control, recipe } from '../support/worker-backends.js';
 import type { RunningServer } from '../../src/server/index.js';
 import { expectKvFree, json, readEvents, scrapeMetrics, startTestServer, waitFor } from '../support/test-server.js';
 
@@ -133,29 +133,23 @@ describe('errors in the OpenAI shape', () => {
 
 describe('/health', () => {
   it('is 503 when the engine is wedged, then when it has died; requests in flight get a 503 error', async () => {
-    let release: ((e: Error) => void) | null = null;
-    let stall = false;
-    const stalling = (backend: Backend): Backend =>
-      new Proxy(backend, {
-        get(target, key, receiver) {
-          if (key !== 'forward') return Reflect.get(target, key, receiver);
-          return (batch: ForwardBatch) => (stall ? new Promise((_, reject) => (release = reject)) : target.forward(batch));
-        },
-      });
-    const sick = await startTestServer({ wrapBackend: stalling, wedgeTimeoutMs: 300 });
+    // Steered through shared memory, so the backend can run in the engine thread too.
+    const control = new Int32Array(new SharedArrayBuffer(8));
+    const sick = await startTestServer({ backend: recipe('controlled', control), wedgeTimeoutMs: 300 });
     try {
       const ask = () => fetch(`${sick.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x', max_tokens: 2, temperature: 0 }) });
       expect((await ask()).status).toBe(200);
       expect((await fetch(`${sick.url}/health`)).status).toBe(200);
       expect((await fetch(`${sick.url}/health_generate`)).status).toBe(200);
-      stall = true;
+      Atomics.store(control, Control.mode, Control.stall);
+      const stepsBefore = Atomics.load(control, Control.steps);
       const stuck = ask();
-      await waitFor(async () => release !== null, 'the step to stall');
+      await waitFor(async () => Atomics.load(control, Control.steps) > stepsBefore, 'the step to stall');
       await new Promise((resolve) => setTimeout(resolve, 400));
       const wedged = await fetch(`${sick.url}/health`);
       expect(wedged.status).toBe(503);
       expect((await json(wedged)).error.message).toMatch(/wedged/);
-      release!(new Error('device lost'));
+      Atomics.store(control, Control.mode, Control.fail);
       const failed = await stuck;
       expect(failed.status).toBe(503);
       expectOpenAiError(await json(failed), null);

@@ -12,8 +12,8 @@ const textTokenRange = 50000;
  * compute out of the picture so `npm run bench:engine` measures the engine's own host time.
  */
 export class InstantBackend implements Backend {
-  readonly name = 'instant';
-  readonly description = 'instant: returns each step at once without computing (engine host-overhead benchmark)';
+  readonly name: string = 'instant';
+  readonly description: string = 'instant: returns each step at once without computing (engine host-overhead benchmark)';
   private config!: LlamaConfig;
 
   async load(model: ModelSpec): Promise<void> {

@@ -2,38 +2,60 @@ import type { Backend } from '../../src/engine/backend.js';
 import { createBackend } from '../../backends/index.js';
 import { LlmEngine } from '../../src/engine/engine.js';
 import type { EngineOptions } from '../../src/engine/options.js';
+import { createBackendFromRecipe, type BackendRecipe } from '../../src/engine/worker/backend-recipe.js';
+import { WorkerEngine } from '../../src/engine/worker/worker-engine.js';
 import { loadModel } from '../../src/model/load.js';
-import { KvEventPublisher, silentLogger, startServer, type RunningServer } from '../../src/server/index.js';
-import { InstantBackend } from './instant-backend.js';
+import { KvEventPublisher, silentLogger, startServer, type Logger, type RunningServer } from '../../src/server/index.js';
 import { parsePrometheusText, samplesByKey } from './prometheus-text.js';
+
+export type EngineThread = 'main' | 'worker';
+
+/** Where test servers run their engine: SLUICE_TEST_ENGINE_THREAD=worker runs every server suite against the engine thread. */
+export const testEngineThread: EngineThread = process.env.SLUICE_TEST_ENGINE_THREAD === 'worker' ? 'worker' : 'main';
+
+const instantRecipe: BackendRecipe = { kind: 'module', module: new URL('./worker-backends.ts', import.meta.url).href, factory: 'instant', args: [] };
 
 export interface TestServerOptions {
   apiKey?: string;
-  engine?: Partial<EngineOptions>;
-  /** Wraps the ref backend (to make it fail or stall). */
+  engine?: Partial<Omit<EngineOptions, 'logger'>>;
+  /** Wraps the ref backend (to make it fail or stall); main-thread engines only (a function cannot cross threads: use `backend`). */
   wrapBackend?: (backend: Backend) => Backend;
   /** Serve on the instant backend (no model compute) instead of ref: for tests about the engine and server only. */
   instant?: boolean;
+  /** The backend, as a recipe either thread can follow (test/support/worker-backends.ts); the ref backend when absent. */
+  backend?: BackendRecipe;
   wedgeTimeoutMs?: number;
   servedModelName?: string;
   /** Publish KV events on this ZeroMQ endpoint (e.g. tcp://127.0.0.1:*), in blocks of blockSize tokens. */
   kvEvents?: { endpoint: string; blockSize: number };
+  engineThread?: EngineThread;
+  log?: Logger;
 }
 
 /** A server on the tiny preset and the ref backend, on a free port, logging nothing. */
 export async function startTestServer(options: TestServerOptions = {}): Promise<RunningServer> {
   const model = loadModel({ modelPath: 'tiny' });
-  const base = options.instant ? new InstantBackend() : await createBackend('ref');
-  const backend = options.wrapBackend ? options.wrapBackend(base) : base;
+  const log = options.log ?? silentLogger;
   const name = options.servedModelName ?? model.name;
   const kvEvents = options.kvEvents ? await KvEventPublisher.open({ ...options.kvEvents, topic: `kv@127.0.0.1@${name}` }) : null;
-  const engine = await LlmEngine.create(model, backend, {
+  const engineOptions = {
     maxTotalTokens: 16384,
-    logger: silentLogger,
     kvEvents: kvEvents && { blockSize: kvEvents.config.blockSize, sink: kvEvents.publish },
     ...options.engine,
-  });
-  return startServer({ engine, model, port: 0, log: silentLogger, apiKey: options.apiKey ?? null, wedgeTimeoutMs: options.wedgeTimeoutMs, servedModelName: name, kvEvents });
+  };
+  const thread = options.engineThread ?? testEngineThread;
+  const recipe: BackendRecipe | undefined = options.instant ? instantRecipe : options.backend;
+  let engine: LlmEngine | WorkerEngine;
+  if (thread === 'worker') {
+    if (options.wrapBackend) throw new Error('wrapBackend needs a main-thread engine; give a backend recipe instead');
+    const backend = recipe ?? { kind: 'flags', flags: { backend: 'ref' } };
+    engine = await WorkerEngine.start({ model, load: { modelPath: 'tiny' }, backend, engine: engineOptions, logger: log });
+  } else {
+    const base = recipe ? await createBackendFromRecipe(recipe) : await createBackend('ref');
+    const backend = options.wrapBackend ? options.wrapBackend(base) : base;
+    engine = await LlmEngine.create(model, backend, { ...engineOptions, logger: log });
+  }
+  return startServer({ engine, model, port: 0, log, apiKey: options.apiKey ?? null, wedgeTimeoutMs: options.wedgeTimeoutMs, servedModelName: name, kvEvents, tokenizerThread: thread === 'worker' });
 }
 
 /** Parses /metrics into name{labels} -> value (labels other than model_name, in the order served). */

@@ -30,7 +30,7 @@ async function chatCompletions(ctx: ServerContext, request: FastifyRequest<{ Bod
   if (body.top_logprobs != null && body.top_logprobs > 0 && !body.logprobs) {
     throw invalidParam('top_logprobs', 'top_logprobs needs logprobs set to true.');
   }
-  const promptTokenIds = renderPrompt(ctx, body.messages, body.add_generation_prompt ?? true);
+  const promptTokenIds = await renderPrompt(ctx, body.messages, body.add_generation_prompt ?? true);
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? defaultMaxTokens.chat(ctx.contextLength, promptTokenIds.length);
   const params = { ...toSamplingParams(body, maxTokens, body.logprobs ? (body.top_logprobs ?? 0) : null), grammar };
   const id = newId('chatcmpl');
@@ -54,7 +54,7 @@ async function chatCompletions(ctx: ServerContext, request: FastifyRequest<{ Bod
   });
 }
 
-export function renderPrompt(ctx: ServerContext, messages: ChatCompletionRequest['messages'], addGenerationPrompt: boolean): number[] {
+export async function renderPrompt(ctx: ServerContext, messages: ChatCompletionRequest['messages'], addGenerationPrompt: boolean): Promise<number[]> {
   const tokenizer = ctx.model.tokenizer;
   if (!tokenizer.hasChatTemplate) throw invalidParam('messages', 'This model has no chat template; use /v1/completions.');
   // Templates written before OpenAI's "developer" role do not know it: it is the system prompt.
@@ -65,7 +65,7 @@ export function renderPrompt(ctx: ServerContext, messages: ChatCompletionRequest
   } catch (e) {
     throw invalidParam('messages', `The chat template could not render these messages: ${(e as Error).message}`);
   }
-  return tokenizer.encode(text, false);
+  return ctx.prompts.encode(text, false);
 }
 
 function messageText(content: ChatCompletionRequest['messages'][number]['content'], i: number): string {

@@ -21,7 +21,7 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
   checkModel(ctx, body.model);
   if (body.suffix) throw invalidParam('suffix', 'suffix is not supported.');
   if (body.echo && body.logprobs != null) throw invalidParam('echo', 'echo together with logprobs is not supported.');
-  const prompts = tokenizePrompts(ctx, body.prompt);
+  const prompts = await tokenizePrompts(ctx, body.prompt);
   const params = { ...toSamplingParams(body, body.max_tokens ?? defaultMaxTokens.completions, body.logprobs ?? null), grammar: openAiGrammar(body) };
   const id = newId('cmpl');
   const created = unixSeconds();
@@ -51,10 +51,9 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
   });
 }
 
-function tokenizePrompts(ctx: ServerContext, prompt: CompletionRequest['prompt']): number[][] {
-  const tokenizer = ctx.model.tokenizer;
-  if (typeof prompt === 'string') return [tokenizer.encode(prompt)];
-  if (prompt.every((p) => typeof p === 'string')) return (prompt as string[]).map((p) => tokenizer.encode(p));
+async function tokenizePrompts(ctx: ServerContext, prompt: CompletionRequest['prompt']): Promise<number[][]> {
+  if (typeof prompt === 'string') return [await ctx.prompts.encode(prompt)];
+  if (prompt.every((p) => typeof p === 'string')) return Promise.all((prompt as string[]).map((p) => ctx.prompts.encode(p)));
   if (prompt.every((p) => typeof p === 'number')) return [prompt as number[]];
   return prompt as number[][];
 }

@@ -16,7 +16,7 @@ export function registerGenerate(app: FastifyInstance, ctx: ServerContext): void
 
 async function generate(ctx: ServerContext, request: FastifyRequest<{ Body: GenerateRequestBody }>, reply: FastifyReply) {
   const body = request.body;
-  const prompts = tokenizeInput(ctx, body);
+  const prompts = await tokenizeInput(ctx, body);
   const sp: SglangSamplingParams = body.sampling_params ?? {};
   const logprobs = body.return_logprob ? (body.top_logprobs_num ?? 0) : null;
   const sampling = toSamplingParams({ ...sp, seed: sp.seed ?? sp.sampling_seed }, sp.max_new_tokens ?? defaultMaxTokens.generate, logprobs);
@@ -44,9 +44,9 @@ async function generate(ctx: ServerContext, request: FastifyRequest<{ Body: Gene
   });
 }
 
-function tokenizeInput(ctx: ServerContext, body: GenerateRequestBody): number[][] {
+async function tokenizeInput(ctx: ServerContext, body: GenerateRequestBody): Promise<number[][]> {
   if ((body.text == null) === (body.input_ids == null)) throw invalidParam('text', 'Give exactly one of text or input_ids.');
-  if (body.text != null) return (typeof body.text === 'string' ? [body.text] : body.text).map((t) => ctx.model.tokenizer.encode(t));
+  if (body.text != null) return Promise.all((typeof body.text === 'string' ? [body.text] : body.text).map((t) => ctx.prompts.encode(t)));
   const ids = body.input_ids!;
   return ids.every((x) => typeof x === 'number') ? [ids as number[]] : (ids as number[][]);
 }

@@ -43,7 +43,7 @@ export function registerInfo(app: FastifyInstance, ctx: ServerContext, version: 
     return reply.code(200).send();
   });
   const flush = async (_request: unknown, reply: import('fastify').FastifyReply) => {
-    if (ctx.engine.flushCache()) {
+    if (await ctx.engine.flushCache()) {
       ctx.log.info('prefix cache flushed');
       return reply.type('text/plain').send('Cache flushed.\n');
     }

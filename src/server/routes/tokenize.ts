@@ -13,7 +13,7 @@ export function registerTokenize(app: FastifyInstance, ctx: ServerContext): void
     const tokenizer = ctx.model.tokenizer;
     let tokens: number[];
     if ('messages' in body) {
-      tokens = renderPrompt(ctx, body.messages, body.add_generation_prompt ?? true);
+      tokens = await renderPrompt(ctx, body.messages, body.add_generation_prompt ?? true);
       if (body.add_special_tokens) tokens = tokenizer.encode(tokenizer.decode(tokens, false), true);
     } else {
       tokens = tokenizer.encode(body.prompt, body.add_special_tokens ?? true);

@@ -1,0 +1,268 @@
+/**
+ * Serving overhead without a GPU: the real HTTP server over a simulated backend whose every step
+ * takes a fixed time (test/support/fixed-step-backend.ts), driven by the project's own bench
+ * client (streaming, ShareGPT-shaped prompts, chat and completions mixed) at a fixed number of
+ * concurrent streams. A perfect host keeps the device busy: steps per second = 1 / step time.
+ *
+ *   npm run bench:serving-overhead [-- --json] [--step-ms 5,12] [--streams 64,256,1024]
+ *       [--engine-thread main,worker] [--requests-per-stream 2] [--no-long-prompts]
+ *
+ * The engine threads alternate row by row (same settings side by side). Each row runs a fresh server in a child process (scripts/serving-overhead/server.ts), so the
+ * client's CPU time is not spent on the server's event loop; both share this machine's cores.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import http from 'node:http';
+import { loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { sendRequest, type ClientBackend, type RequestSettings } from '../src/bench/client-backends.js';
+import { latencySamples, percentile } from '../src/bench/metrics.js';
+import { SeededRandom } from '../src/bench/seeded-random.js';
+import { firstTurnPairs, sampleShareGptRequests } from '../src/bench/sharegpt.js';
+import { synthesizeShareGpt } from '../src/bench/synth-sharegpt.js';
+import type { BenchRequest, RequestResult } from '../src/bench/types.js';
+import { Tokenizer } from '../src/model/tokenizer.js';
+import { scriptOptions } from './script-options.js';
+import type { ChildMessage, ParentMessage, ServerSettings } from './serving-overhead/server.js';
+
+const options = scriptOptions('bench:serving-overhead', {
+  json: { type: 'boolean', default: false },
+  'step-ms': { type: 'string', default: '5,12' },
+  streams: { type: 'string', default: '64,256,1024' },
+  'engine-thread': { type: 'string', default: 'main,worker' },
+  'requests-per-stream': { type: 'string', default: '2' },
+  'no-long-prompts': { type: 'boolean', default: false },
+  seed: { type: 'string', default: '1' },
+});
+const numbers = (text: string, name: string) =>
+  text.split(',').map((s) => {
+    const n = Number(s);
+    if (!(n > 0)) throw new Error(`--${name} ${text}: give positive numbers`);
+    return n;
+  });
+const stepTimes = numbers(options['step-ms'], 'step-ms');
+const streamCounts = numbers(options.streams, 'streams');
+const engineThreads = options['engine-thread'].split(',').map((t) => {
+  if (t !== 'main' && t !== 'worker') throw new Error(`--engine-thread ${t}: give main, worker or both`);
+  return t;
+});
+const requestsPerStream = Number(options['requests-per-stream']);
+const seed = Number(options.seed);
+/** The long-prompt rows: one chat request with this many tokens of text every longPromptEveryMs, during decode at longPromptStreams. */
+const longPromptTokens = 8192;
+const longPromptEveryMs = 500;
+const longPromptStreams = 256;
+
+export interface Row {
+  engine_thread: string;
+  streams: number;
+  step_ms: number;
+  long_prompts: boolean;
+  steps_per_s: number;
+  ideal_steps_per_s: number;
+  efficiency: number;
+  output_tok_s: number;
+  median_itl_ms: number;
+  p99_itl_ms: number;
+  median_ttft_ms: number;
+  p99_ttft_ms: number;
+  event_loop_p99_ms: number;
+  requests: number;
+  failed: number;
+  load_avg_1m: number;
+}
+
+const log = (line: string) => {
+  if (!options.json) process.stdout.write(`${line}\n`);
+  else process.stderr.write(`${line}\n`);
+};
+
+const tokenizer = Tokenizer.llama3();
+
+/** ShareGPT-shaped requests (synthetic text with ShareGPT's length distribution, filtered as bench_serving does). */
+function shareGptRequests(count: number): BenchRequest[] {
+  const conversations = synthesizeShareGpt(tokenizer, { numConversations: Math.ceil(count * 1.15) + 16, seed, exactLengths: false });
+  const requests = sampleShareGptRequests(firstTurnPairs(conversations), { numPrompts: count }, tokenizer, new SeededRandom(seed));
+  if (requests.length < count) throw new Error(`only ${requests.length} of ${count} synthetic prompts passed the ShareGPT filter`);
+  return requests;
+}
+
+function longPrompt(pool: BenchRequest[]): BenchRequest {
+  const parts: string[] = [];
+  let tokens = 0;
+  for (const r of pool) {
+    if (tokens >= longPromptTokens) break;
+    parts.push(r.prompt);
+    tokens += r.promptLen;
+  }
+  return { prompt: parts.join('\n\n'), promptLen: tokens, outputLen: 8 };
+}
+
+class ServerProcess {
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly url: string,
+  ) {}
+
+  static async start(settings: ServerSettings): Promise<ServerProcess> {
+    const entry = fileURLToPath(new URL('./serving-overhead/server.ts', import.meta.url));
+    const child = fork(entry, [JSON.stringify(settings)], { execArgv: ['--import', 'tsx', ...(process.env.SLUICE_BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const [message] = (await Promise.race([once(child, 'message'), once(child, 'exit').then(() => [null])])) as [ChildMessage | null];
+    if (message?.type !== 'listening') throw new Error('the benchmark server did not start');
+    return new ServerProcess(child, message.url);
+  }
+
+  send(message: ParentMessage): void {
+    this.child.send(message);
+  }
+
+  async report(): Promise<Extract<ChildMessage, { type: 'report' }>> {
+    this.send({ type: 'report' });
+    const [message] = (await once(this.child, 'message')) as [ChildMessage];
+    if (message.type !== 'report') throw new Error(`unexpected message ${JSON.stringify(message)}`);
+    return message;
+  }
+
+  async stop(): Promise<void> {
+    this.send({ type: 'stop' });
+    await once(this.child, 'exit');
+  }
+}
+
+function clientSettings(baseUrl: string): Omit<RequestSettings, 'agent'> {
+  return { baseUrl, model: 'tiny', stream: true, ignoreEos: true, extraBody: {}, timeoutMs: 900_000, stallTimeoutMs: 300_000 };
+}
+
+/**
+ * Keeps `streams` requests in flight until all are sent: every other request goes to
+ * /v1/completions, the rest to /v1/chat/completions. Timed from the first send to the last answer.
+ */
+async function mixedRun(baseUrl: string, requests: BenchRequest[], streams: number): Promise<{ results: RequestResult[]; durationMs: number }> {
+  const agent = new http.Agent({ keepAlive: true });
+  const settings = { ...clientSettings(baseUrl), agent };
+  const backendOf = (i: number): ClientBackend => (i % 2 === 0 ? 'sluice' : 'openai-chat');
+  const results: RequestResult[] = new Array(requests.length);
+  let next = 0;
+  const start = performance.now();
+  const stream = async () => {
+    while (next < requests.length) {
+      const i = next++;
+      results[i] = await sendRequest(backendOf(i), requests[i]!, settings);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(streams, requests.length) }, stream));
+  const durationMs = performance.now() - start;
+  agent.destroy();
+  return { results, durationMs };
+}
+
+/** One request of each kind must succeed before the measured window opens. */
+async function warmUp(baseUrl: string, request: BenchRequest): Promise<void> {
+  for (const backend of ['sluice', 'openai-chat'] as const) {
+    const result = await sendRequest(backend, { ...request, outputLen: 4 }, clientSettings(baseUrl));
+    if (!result.success) throw new Error(`warm-up ${backend} request failed: ${result.error}`);
+  }
+}
+
+/** Sends one long-prompt chat request every longPromptEveryMs until stopped; returns how many failed. */
+function longPromptSender(baseUrl: string, prompt: BenchRequest): { stop(): Promise<number> } {
+  const agent = new http.Agent({ keepAlive: true });
+  const sent: Promise<RequestResult>[] = [];
+  const timer = setInterval(() => sent.push(sendRequest('openai-chat', prompt, { ...clientSettings(baseUrl), agent })), longPromptEveryMs);
+  return {
+    async stop() {
+      clearInterval(timer);
+      const results = await Promise.all(sent);
+      agent.destroy();
+      return results.filter((r) => !r.success).length;
+    },
+  };
+}
+
+async function measureRow(engineThread: 'main' | 'worker', stepMs: number, streams: number, requests: BenchRequest[], long: BenchRequest | null): Promise<Row> {
+  const server = await ServerProcess.start({ stepMs, maxTotalTokens: streams * 2400 + 40_000, contextLength: 16_384, engineThread });
+  try {
+    await warmUp(server.url, requests[0]!);
+    server.send({ type: 'reset' });
+    const sender = long ? longPromptSender(server.url, long) : null;
+    const { results, durationMs } = await mixedRun(server.url, requests, streams);
+    const longFailed = (await sender?.stop()) ?? 0;
+    const report = await server.report();
+    const s = latencySamples(results);
+    const ok = results.filter((r) => r.success);
+    const outputTokens = ok.reduce((n, r) => n + r.outputLen, 0);
+    const stepsPerS = (report.steps / report.elapsedMs) * 1000;
+    const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
+    return {
+      engine_thread: engineThread,
+      streams,
+      step_ms: stepMs,
+      long_prompts: long !== null,
+      steps_per_s: round(stepsPerS, 1),
+      ideal_steps_per_s: round(1000 / stepMs, 1),
+      efficiency: round(stepsPerS / (1000 / stepMs), 3),
+      output_tok_s: Math.round((outputTokens / durationMs) * 1000),
+      median_itl_ms: round(percentile(s.itl, 50)),
+      p99_itl_ms: round(percentile(s.itl, 99)),
+      median_ttft_ms: round(percentile(s.ttft, 50)),
+      p99_ttft_ms: round(percentile(s.ttft, 99)),
+      event_loop_p99_ms: round(report.eventLoopP99Ms),
+      requests: results.length,
+      failed: results.length - ok.length + longFailed,
+      load_avg_1m: round(loadavg()[0]!),
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
+function formatTable(rows: Row[]): string {
+  const header = ['thread', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'loop p99', 'failed', 'load'];
+  const cells = rows.map((r) => [
+    r.engine_thread,
+    String(r.streams),
+    String(r.step_ms),
+    r.long_prompts ? '8K' : '-',
+    r.steps_per_s.toFixed(1),
+    r.ideal_steps_per_s.toFixed(1),
+    `${(r.efficiency * 100).toFixed(1)}%`,
+    String(r.output_tok_s),
+    r.median_itl_ms.toFixed(2),
+    r.p99_itl_ms.toFixed(2),
+    r.median_ttft_ms.toFixed(1),
+    r.p99_ttft_ms.toFixed(1),
+    r.event_loop_p99_ms.toFixed(2),
+    String(r.failed),
+    r.load_avg_1m.toFixed(2),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]) => c.map((x, i) => x.padStart(widths[i]!)).join('  ');
+  return [line(header), ...cells.map(line)].join('\n');
+}
+
+const rows: Row[] = [];
+const requestSets = new Map<number, BenchRequest[]>();
+const requestsFor = (streams: number) => {
+  let set = requestSets.get(streams);
+  if (!set) requestSets.set(streams, (set = shareGptRequests(streams * requestsPerStream)));
+  return set;
+};
+const plan: { streams: number; long: boolean }[] = streamCounts.map((streams) => ({ streams, long: false }));
+if (!options['no-long-prompts']) plan.push({ streams: longPromptStreams, long: true });
+const long = longPrompt(requestsFor(Math.max(...streamCounts, longPromptStreams)));
+log(`serving overhead: tiny preset, fixed-step backend, ${requestsPerStream} ShareGPT-shaped requests per stream, chat and completions mixed, streaming`);
+log(`machine: load average ${loadavg().map((x) => x.toFixed(2)).join(' ')} at start`);
+// The modes alternate row by row, so a change in the machine's load hits both alike.
+for (const stepMs of stepTimes) {
+  for (const { streams, long: withLong } of plan) {
+    for (const engineThread of engineThreads) {
+      const row = await measureRow(engineThread, stepMs, streams, requestsFor(streams), withLong ? long : null);
+      rows.push(row);
+      const [header, line] = formatTable([row]).split('\n');
+      if (rows.length === 1) log(header!);
+      log(line!);
+    }
+  }
+}
+if (options.json) process.stdout.write(`${JSON.stringify({ load_avg: loadavg(), rows })}\n`);
+else log(`\n${formatTable(rows)}\nload average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
