@@ -9,6 +9,8 @@
  *   SLUICE_CUDA_GEMV=off|on   m <= 16 GEMMs: never / always our bandwidth GEMV (default auto:
  *                             timed against cuBLASLt per shape on its first eager run)
  *   SLUICE_CUDA_SAMPLER=sort  the sorting sampler (default: radix-select, no scratch)
+ *   SLUICE_CUDA_GRAPH_MAX=N   decode batches above N run without a CUDA graph (default 512;
+ *                             256 was the old limit; 0 captures none)
  *   SLUICE_NO_CUBLASLT=1      our tensor-core GEMM instead of cuBLASLt
  */
 export type CudaVariant = Readonly<Record<string, string | undefined>>;
@@ -18,7 +20,7 @@ export const cudaVariants: Record<string, CudaVariant> = {
   unfused: { SLUICE_CUDA_FUSE: '0' },
   'no-gemv': { SLUICE_CUDA_GEMV: 'off' },
   /** Every path as it was before issue 19's performance steps. */
-  previous: { SLUICE_CUDA_FUSE: '0', SLUICE_CUDA_GEMV: 'off', SLUICE_CUDA_SAMPLER: 'sort' },
+  previous: { SLUICE_CUDA_FUSE: '0', SLUICE_CUDA_GEMV: 'off', SLUICE_CUDA_SAMPLER: 'sort', SLUICE_CUDA_GRAPH_MAX: '256' },
 };
 
 /** Runs `fn` with the variant's variables set (unset where undefined), then restores them. */

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 
 #include "check.h"
 #include "step_inputs.h"
@@ -14,8 +13,6 @@ namespace sluice {
 namespace {
 constexpr size_t kWorkspaceBytes = 32u << 20;
 }  // namespace
-
-int grownCapacity(int have, int want);
 
 DeviceProbe probeDevices() {
   DeviceProbe probe;
@@ -36,6 +33,11 @@ Model::Model(int device, bool graphCapture) : device_(device), graphCapture_(gra
   sortSampler_ = sampler != nullptr && std::string(sampler) == "sort";
   const char* fuse = std::getenv("SLUICE_CUDA_FUSE");
   fuseRopeKv_ = !(fuse != nullptr && std::string(fuse) == "0");
+  if (const char* graphMax = std::getenv("SLUICE_CUDA_GRAPH_MAX")) {
+    graphMaxBatch_ = std::atoi(graphMax);
+    if (graphMaxBatch_ < 0 || graphMaxBatch_ > kMaxGraphBatch)
+      throw CudaError("SLUICE_CUDA_GRAPH_MAX must be 0 to " + std::to_string(kMaxGraphBatch));
+  }
   const char* gemv = std::getenv("SLUICE_CUDA_GEMV");
   const std::string gemvMode = gemv ? gemv : "auto";
   if (gemvMode == "off") gemvMode_ = GemvMode::Off;
@@ -72,7 +74,7 @@ std::string Model::description() {
   std::lock_guard<std::mutex> guard(mutex_);
   return "cuda: " + deviceName_ + " (" + std::to_string(numSms_) + " SMs), GEMM " +
          (lt_.ready() ? "cuBLASLt from " + lt_.where() : "own tensor-core kernel; " + lt_.where()) +
-         (graphCapture_ ? ", CUDA graphs" : ", no CUDA graphs") +
+         (graphCapture_ ? ", CUDA graphs up to batch " + std::to_string(graphMaxBatch_) : ", no CUDA graphs") +
          (gemvMode_ == GemvMode::Off ? ", no GEMV" : gemvMode_ == GemvMode::On ? ", GEMV for m <= 16" : ", GEMV for m <= 16 where timed faster") +
          (sortSampler_ ? ", sorting sampler" : "") +
          (lt_.failures().empty() ? "" : "; cuBLASLt failed on " + lt_.failures() + ", our GEMM runs those");
@@ -306,7 +308,7 @@ void Model::allocateKv(int numPages, int pageSize) {
   pageSize_ = pageSize;
   // Sized from the pool once: a step's page table rarely passes one entry per page (shared
   // prefixes can, and then it doubles), so long runs at page size 1 never regrow it step by step.
-  ensureCapacity(0, 0, numPages + numPages / 4 + 64, 0, 0);
+  ensureCapacity(0, 0, pageTableCapacityFor(numPages), 0, 0);
 }
 
 void Model::memory(size_t& freeBytes, size_t& totalBytes) {
@@ -337,14 +339,6 @@ void Model::resetState() {
 void Model::dropGraphs() {
   for (auto& [bucket, exec] : graphs_) cudaGraphExecDestroy(exec);
   graphs_.clear();
-}
-
-int grownCapacity(int have, int want) {
-  if (want <= have) return have;
-  // At least double: each growth reallocates (synchronizing the device) and drops every captured
-  // graph, so a run that creeps upwards pays that a logarithmic number of times, not per step.
-  const long doubled = 2L * std::max(have, 1);
-  return int(std::min<long>(std::max<long>(want, doubled), long(std::numeric_limits<int>::max() / 2)));
 }
 
 void Model::ensureCapacity(int tokens, int seqs, int pageEntries, int maxTopK, int sortRows) {

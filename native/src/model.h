@@ -23,7 +23,7 @@ namespace sluice {
 
 /** Attention work splits per tile, and the largest decode batch with a CUDA graph. */
 constexpr int kMaxSplits = 16;
-constexpr int kMaxGraphBatch = 256;
+constexpr int kMaxGraphBatch = 512;
 
 enum class OpKind : int {
   Embedding = 0,
@@ -130,6 +130,8 @@ class Model {
   bool fuseRopeKv_ = true;
   /** Per op: for a rope op followed by an attention op on the same q and k, that attention op. */
   std::vector<int> ropeAttention_;
+  /** Largest decode batch replayed from a graph: SLUICE_CUDA_GRAPH_MAX (256 was the old limit). */
+  int graphMaxBatch_ = kMaxGraphBatch;
   /** SLUICE_CUDA_SAMPLER=sort: the previous, sorting sampler (see sampling.cu). */
   bool sortSampler_ = false;
   /** SLUICE_CUDA_GEMV: m <= 16 GEMMs on our GEMV never (off), always (on) or when timed faster (auto). */

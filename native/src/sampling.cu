@@ -246,7 +246,7 @@ __device__ inline uint64_t weightOf(const RowView& r, const Filter& f, float v, 
   if (key < f.cutoff) return 0;
   if (!f.weighted) return 1;
   const float p = expf((v - r.maxLogit) * r.invTemperature);
-  if (p < f.minP) return 0;
+  if (!(p >= f.minP)) return 0;  // NaN too
   return __float2ull_rn(p * r.massScale);
 }
 
@@ -381,17 +381,17 @@ __global__ void __launch_bounds__(kThreads) selectKernel(SamplingArgs a) {
     if (k < a.vocab) f.cutoff = searchKey(sh, r, f, uint64_t(k));
     f.weighted = true;
     const float topP = a.topP[s];
+    // A row without a finite maximum has no mass anywhere: it keeps its argmax.
     if (topP < 1.f) {
       const uint64_t total = totalWeight(sh, r, f);
       const uint64_t goal = uint64_t(ceil(double(topP) * double(total)));
-      f.cutoff = searchKey(sh, r, f, min(max(goal, uint64_t(1)), total));
+      if (total > 0) f.cutoff = searchKey(sh, r, f, min(max(goal, uint64_t(1)), total));
     }
     f.minP = min(a.minP[s], 1.f);
     const uint64_t kept = totalWeight(sh, r, f);
     // cumulative > random * kept  <=>  cumulative >= floor(random * kept) + 1
     const uint64_t target = uint64_t(floor(double(a.random[s]) * double(kept))) + 1;
-    const uint64_t key = searchKey(sh, r, f, min(target, kept));
-    token = a.vocab - 1 - int(uint32_t(key));
+    if (kept > 0) token = a.vocab - 1 - int(uint32_t(searchKey(sh, r, f, min(target, kept))));
   }
   if (threadIdx.x == 0) a.tokens[s] = token;
   if (want < 0 || a.logprobs == nullptr) return;

@@ -41,6 +41,21 @@ struct PackedStep {
   size_t words = 0;  // leading words of the metadata buffer to copy to the device
 };
 
+/**
+ * A buffer's new capacity (elements) for `want`: at least double the old one, since each growth
+ * reallocates (synchronizing the device) and drops every captured graph; a run that creeps
+ * upwards then pays that a logarithmic number of times, not once per step.
+ */
+inline int grownCapacity(int have, int want) {
+  if (want <= have) return have;
+  const long doubled = 2L * (have > 1 ? have : 1);
+  const long wanted = want > doubled ? want : doubled;
+  return int(wanted < 0x3fffffffL ? wanted : 0x3fffffffL);
+}
+
+/** The page table's capacity sized from the KV pool: a step rarely lists more pages than exist. */
+inline int pageTableCapacityFor(int numPages) { return numPages + numPages / 4 + 64; }
+
 /** Throws CudaError naming the first malformed field. */
 void validateStep(const StepInput& in, int vocabSize, int numPages, int pageSize);
 

@@ -10,12 +10,13 @@
 namespace sluice {
 
 namespace {
-constexpr int kGraphBuckets[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256};
+constexpr int kGraphBuckets[] = {1,   2,   4,   8,   12,  16,  24,  32,  48,  64,  80, 96,
+                                 128, 160, 192, 224, 256, 320, 384, 448, 512};
 }  // namespace
 
 int Model::bucketFor(int seqs) const {
   for (int b : kGraphBuckets)
-    if (b >= seqs) return b;
+    if (b >= seqs) return b <= graphMaxBatch_ ? b : -1;
   return -1;
 }
 
