@@ -41,6 +41,7 @@ interface ServeOptions extends BackendFlags {
   maxQueuedRequests?: number;
   schedulePolicy?: 'lpm' | 'fcfs';
   scheduleConservativeness?: number;
+  enableDeterministicInference?: boolean;
   disableRadixCache?: boolean;
   pageSize?: number;
   host: string;
@@ -91,6 +92,10 @@ export function register(program: Command): void {
     .addOption(new Option('--schedule-policy <policy>', 'lpm: longest cached prefix first; fcfs: arrival order').choices(['lpm', 'fcfs']))
     .option('--schedule-conservativeness <f>', 'above 1: admission reserves more KV for future tokens (fewer retractions); below 1: less (default 1)', parseFloatOption)
     .option('--disable-radix-cache', 'no prefix caching between requests')
+    .option(
+      '--enable-deterministic-inference',
+      'seeded requests give the same output whatever else is batched (every token runs in a forward of its own: slower); ref and cpu only',
+    )
     .option('--enable-torch-compile', 'accepted for SGLang compatibility and ignored: there is no torch here (CUDA graphs are on unless --disable-cuda-graph)')
     .option('--disable-cuda-graph', 'cuda backend: run decode steps without graph capture')
     .option('--page-size <n>', 'token slots per KV page', parseIntOption)
@@ -312,6 +317,7 @@ function engineOptions(options: ServeOptions, log: Logger): Partial<EngineOption
     schedulePolicy: options.schedulePolicy,
     scheduleConservativeness: options.scheduleConservativeness,
     allowLongContext: isTruthy(process.env[allowLongContextEnv]),
+    deterministicInference: options.enableDeterministicInference,
     disableRadixCache: options.disableRadixCache,
     contextLength: options.contextLength,
     maxQueuedRequests: options.maxQueuedRequests,

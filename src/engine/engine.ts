@@ -14,6 +14,7 @@ import { Scheduler, type StepPlan } from './scheduler.js';
 import { epochMs, Request, Sequence } from './sequence.js';
 import type { Engine, EngineSettings, EngineStats, GenerateDelta, GenerateRequest, SamplingParams, TokenLogprob } from './types.js';
 import { OptionError } from '../errors.js';
+import { BatchInvariantBackend } from './batch-invariant.js';
 
 // lpm lets at most this many admissions of later arrivals pass a waiting request.
 const lpmMaxPassOvers = 32;
@@ -86,11 +87,12 @@ export class LlmEngine implements Engine {
   }
 
   /** Loads the weights into `backend` (created, not loaded), sizes and allocates the KV pool, starts the loop. */
-  static async create(model: LoadedModel, backend: Backend, options: Partial<EngineOptions> = {}): Promise<LlmEngine> {
+  static async create(model: LoadedModel, created: Backend, options: Partial<EngineOptions> = {}): Promise<LlmEngine> {
     const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
     const resolved: EngineOptions = { ...defaultEngineOptions, ...given };
     checkEngineOptions(resolved);
     checkContextLength(model, resolved);
+    const backend = resolved.deterministicInference ? batchInvariant(created) : created;
     await backend.load(model);
     const { memFractionStatic, maxTotalTokens, pageSize } = resolved;
     const poolTokens = backend.kvCapacity({ memFractionStatic, maxTotalTokens, minTokens: pageSize });
@@ -333,6 +335,23 @@ export class LlmEngine implements Engine {
     this.wakeLoop = null;
     wake?.();
   }
+}
+
+/** Backends whose kernels are not verified run-to-run deterministic for a fixed shape refuse the flag. */
+const notDeterministic: Record<string, string> = {
+  webgpu: 'WGSL kernels on arbitrary adapters are not verified to be run-to-run deterministic',
+  cuda: 'the CUDA kernels (cuBLASLt algorithm choice, split-KV attention) are not verified to be run-to-run deterministic',
+};
+
+function batchInvariant(backend: Backend): Backend {
+  const why = notDeterministic[backend.name];
+  if (why) {
+    throw new OptionError(
+      'deterministicInference',
+      (name) => `${name('deterministicInference')} is not supported on the ${backend.name} backend: ${why}; use --backend ref or cpu`,
+    );
+  }
+  return new BatchInvariantBackend(backend);
 }
 
 /** A context longer than the model's positions is refused (as SGLang and vLLM do) unless explicitly allowed. */

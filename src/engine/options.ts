@@ -33,6 +33,12 @@ export interface EngineOptions {
    * not trained for). Off: such a contextLength is refused.
    */
   allowLongContext: boolean;
+  /**
+   * SGLang's --enable-deterministic-inference: every token runs in a forward of its own shape
+   * (BatchInvariantBackend), so seeded requests give the same output whatever else is batched.
+   * Refused on webgpu and cuda, whose kernels are not verified run-to-run deterministic.
+   */
+  deterministicInference: boolean;
   /** Longest a backend step may take before the engine counts the backend as hung and stops; null: no limit. */
   stepTimeoutMs: number | null;
   /** Called once when the engine stops for good after a backend failure (a supervisor restarts the process). */
@@ -58,6 +64,7 @@ export const defaultEngineOptions: EngineOptions = {
   maxQueuedRequests: 10000,
   scheduleConservativeness: 1,
   allowLongContext: false,
+  deterministicInference: false,
   stepTimeoutMs: null,
   maxQueuedTokens: 4 * 1024 * 1024,
 };
