@@ -12,7 +12,8 @@ import type { WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
-import { blockTypeOf, quantizeMatrix, storedBytes, type WeightFormat } from './linear-weights.js';
+import { BlockPool } from './block-pool.js';
+import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { attentionGroups, buildSegmentModel, segmentOps, stepInputs, stepOutputs, type Segment } from './segment-graph.js';
 
 export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
@@ -20,6 +21,10 @@ export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
 export interface CpuBackendOptions extends BackendOptions {
   /** Upper bound on the weight bytes compiled into one ORT session (one run each per step). */
   segmentBytes?: number;
+  /** ORT's per-node profiling, written as JSON files starting with this prefix when the backend closes (scripts/profile-cpu.ts). */
+  profilePrefix?: string;
+  /** Extra ORT session options, for experiments (scripts/profile-cpu.ts). */
+  sessionOptions?: Partial<Ort.InferenceSession.SessionOptions>;
 }
 
 const defaultSegmentBytes = 1.25 * 2 ** 30;
@@ -77,17 +82,36 @@ export class CpuBackend implements Backend {
     if (!embeddingOp) throw new BackendError(this.name, 'the graph has no embedding op');
     const embedInfo = weights.info(embeddingOp.table);
     if (!embedInfo) throw new BackendError(this.name, `${weights.description}: tensor "${embeddingOp.table}" is missing`);
-    const table = await weights.read(embeddingOp.table);
-    const quantized = new Map<string, QuantizedBlocks>();
-    if (this.format === 'f32') {
-      this.embedding = { table, dtype: embedInfo.dtype, out: embeddingOp.out };
-    } else {
-      const type = blockTypeOf(this.format);
-      const [rows, cols] = embedInfo.shape as [number, number];
-      const blocks = quantizeMatrix({ bytes: table, dtype: embedInfo.dtype, rows, cols }, type);
-      this.embedding = { blocks, type, out: embeddingOp.out };
-      quantized.set(embeddingOp.table, blocks);
+    const format = this.format;
+    // Quantized formats: every matrix is made into blocks on worker threads (dummy weights are
+    // generated there from their recipe, never as BF16 bytes); the embedding table's blocks are
+    // kept for lookups and shared with a tied lm-head.
+    const pool = new BlockPool(this.threads);
+    const blocksOf = async (name: string): Promise<QuantizedBlocks> => {
+      if (format === 'f32') throw new Error('f32 weights are not blocks');
+      if (name === embeddingOp.table && this.embedding !== undefined && 'blocks' in this.embedding) return this.embedding.blocks;
+      const info = weights.info(name)!;
+      const recipe = weights.deviceRecipe?.(name);
+      const source = recipe ? { recipe } : { bytes: await weights.read(name) };
+      return pool.quantize(blockTypeOf(format), info.shape[0]!, info.shape[1]!, info.dtype, source);
+    };
+    let table: Uint8Array | null = null;
+    try {
+      if (format === 'f32') {
+        table = await weights.read(embeddingOp.table);
+        this.embedding = { table, dtype: embedInfo.dtype, out: embeddingOp.out };
+      } else {
+        this.embedding = { blocks: await blocksOf(embeddingOp.table), type: blockTypeOf(format), out: embeddingOp.out };
+      }
+      await this.compile(model, table, blocksOf);
+    } finally {
+      await pool.close();
     }
+  }
+
+  private async compile(model: ModelSpec, table: Uint8Array | null, blocksOf: (name: string) => Promise<QuantizedBlocks>): Promise<void> {
+    const { config, weights } = model;
+    const embeddingTable = model.graph.ops.find((op) => op.op === 'embedding')!.table;
     this.graph = model.graph;
     const sessionOptions: Ort.InferenceSession.SessionOptions = {
       executionProviders: ['cpu'],
@@ -97,17 +121,19 @@ export class CpuBackend implements Backend {
       graphOptimizationLevel: 'all',
       enableMemPattern: false,
       logSeverityLevel: 3,
+      ...(this.options.profilePrefix ? { enableProfiling: true, profileFilePrefix: this.options.profilePrefix } : {}),
+      ...this.options.sessionOptions,
     };
     // A tied lm-head reads the embedding table again: hand it the bytes (or blocks) already held.
     const source: WeightSource = {
       description: weights.description,
       random: weights.random,
       info: (name) => weights.info(name),
-      read: (name) => (name === embeddingOp.table ? Promise.resolve(table) : weights.read(name)),
+      read: (name) => (name === embeddingTable && table ? Promise.resolve(table) : weights.read(name)),
       close: () => weights.close(),
     };
-    for (const segment of planSegments(model.graph, this.format, this.options.segmentBytes ?? defaultSegmentBytes)) {
-      const bytes = await buildSegmentModel(config, model.graph, source, segment, this.format, quantized);
+    for (const segment of planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes)) {
+      const bytes = await buildSegmentModel(config, model.graph, source, segment, this.format!, blocksOf);
       const { carriedOut } = segmentOps(model.graph, segment);
       this.sessions.push({ segment, carriedOut, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
     }
@@ -210,7 +236,10 @@ export class CpuBackend implements Backend {
   }
 
   async close(): Promise<void> {
-    for (const { session } of this.sessions) await session.release();
+    for (const { session } of this.sessions) {
+      if (this.options.profilePrefix) session.endProfiling();
+      await session.release();
+    }
     this.sessions = [];
     this.kCache = [];
     this.vCache = [];

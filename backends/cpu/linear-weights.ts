@@ -50,17 +50,40 @@ export function storedBytes(rows: number, cols: number, format: WeightFormat): n
 export function quantizeMatrix(m: RawMatrix, type: GgmlBlockType): QuantizedBlocks {
   const blocksPerRow = Math.ceil(m.cols / ggmlBlockSize);
   const out: QuantizedBlocks = { codes: new Uint8Array(m.rows * blocksPerRow * ggmlBlockSize), scales: new Float32Array(m.rows * blocksPerRow) };
-  const rowBytes = m.cols * bytesPerElement[m.dtype];
   const row = new Float32Array(m.cols);
-  const rowBits = new Uint32Array(row.buffer);
-  // bf16 rows are widened in place (a shift), the other dtypes through the shared decoder.
-  const bf16 = m.dtype === 'bf16' ? new Uint16Array(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength / 2) : null;
   for (let r = 0; r < m.rows; r++) {
-    if (bf16) for (let i = 0, o = r * m.cols; i < m.cols; i++) rowBits[i] = bf16[o + i]! << 16;
-    else row.set(toFloat32(m.bytes.subarray(r * rowBytes, (r + 1) * rowBytes), m.dtype));
+    widenRow(m.bytes, m.dtype, r, m.cols, row);
     quantizeRows(type, row, 1, m.cols, out, r * blocksPerRow * ggmlBlockSize, r * blocksPerRow);
   }
   return out;
+}
+
+/** Row `r` of a raw matrix as f32 into `row`: bf16 by a shift, the other dtypes through the shared decoder. */
+export function widenRow(bytes: Uint8Array, dtype: WeightDType, r: number, cols: number, row: Float32Array): void {
+  if (dtype === 'bf16' && bytes.byteOffset % 2 === 0) {
+    const bf16 = new Uint16Array(bytes.buffer, bytes.byteOffset + r * cols * 2, cols);
+    const bits = new Uint32Array(row.buffer, row.byteOffset, cols);
+    for (let i = 0; i < cols; i++) bits[i] = bf16[i]! << 16;
+    return;
+  }
+  const rowBytes = cols * bytesPerElement[dtype];
+  row.set(toFloat32(bytes.subarray(r * rowBytes, (r + 1) * rowBytes), dtype));
+}
+
+/** Matrices quantized row by row, stacked along their rows (q/k/v or gate/up into one GEMM). */
+export function stackBlocks(parts: QuantizedBlocks[]): QuantizedBlocks {
+  if (parts.length === 1) return parts[0]!;
+  const codes = new Uint8Array(parts.reduce((n, p) => n + p.codes.length, 0));
+  const scales = new Float32Array(parts.reduce((n, p) => n + p.scales.length, 0));
+  let c = 0;
+  let s = 0;
+  for (const p of parts) {
+    codes.set(p.codes, c);
+    scales.set(p.scales, s);
+    c += p.codes.length;
+    s += p.scales.length;
+  }
+  return { codes, scales };
 }
 
 /** MatMulNBits' B layout: 8-bit codes as they are, 4-bit codes two to a byte (low nibble first). */
@@ -75,7 +98,7 @@ export function packCodes(codes: Uint8Array, bits: number): Uint8Array {
 export function addLinear(b: OnnxGraphBuilder, x: string, m: RawMatrix, format: WeightFormat, name: string): string {
   if (format === 'f32') {
     const w = b.initializer(name, DataType.FLOAT, [m.rows, m.cols], toFloat32(m.bytes, m.dtype));
-    return b.op('Gemm', [x, w], { transB: 1 });
+    return b.node('Gemm', [x, w], { transB: 1 }, [`${name}.matmul`])[0]!;
   }
   return addBlocksLinear(b, x, quantizeMatrix(m, blockTypeOf(format)), m.rows, m.cols, format, name);
 }
@@ -103,5 +126,6 @@ export function addBlocksLinear(
   const s = b.initializer(`${name}.scales`, DataType.FLOAT, [m.rows * blocksPerRow], scales);
   // No zero points: MatMulNBits' default (128 for 8 bits, 8 for 4) is the zero code of Q8_0 and Q4_0.
   // accuracy_level 4: int8 activations too (the fast AVX2 integer path; level 0 is a slow fallback for 8 bits).
-  return b.op('MatMulNBits', [x, w, s], { K: m.cols, N: m.rows, bits, block_size: ggmlBlockSize, accuracy_level: 4 }, 'com.microsoft');
+  const attributes = { K: m.cols, N: m.rows, bits, block_size: ggmlBlockSize, accuracy_level: 4 };
+  return b.node('MatMulNBits', [x, w, s], attributes, [`${name}.matmul`], 'com.microsoft')[0]!;
 }

@@ -46,6 +46,8 @@ export class OnnxGraphBuilder {
   node(opType: string, inputs: string[], attributes: Record<string, AttributeValue> = {}, outputs: number | string[] = 1, domain = ''): string[] {
     const outNames = typeof outputs === 'number' ? Array.from({ length: outputs }, () => this.fresh(opType)) : outputs;
     this.nodes.push({
+      // Named after its first output: ORT's profiles and errors then say which node.
+      name: outNames[0],
       opType,
       domain,
       input: inputs,

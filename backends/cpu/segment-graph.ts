@@ -3,7 +3,7 @@ import { toFloat32 } from '../../src/model/dtype.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import type { WeightSource } from '../../src/model/weights.js';
 import type { QuantizedBlocks } from './ggml-blocks.js';
-import { addBlocksLinear, addLinear, stackRows, type RawMatrix, type WeightFormat } from './linear-weights.js';
+import { addBlocksLinear, addLinear, stackBlocks, stackRows, type RawMatrix, type WeightFormat } from './linear-weights.js';
 import { DataType, OnnxGraphBuilder } from './onnx-builder.js';
 
 /** Consecutive decoder layers compiled into one ORT session; the last segment also holds the lm-head. */
@@ -132,8 +132,8 @@ export async function buildSegmentModel(
   weights: WeightSource,
   segment: Segment,
   format: WeightFormat,
-  /** Matrices already quantized in `format`'s blocks (the embedding table, for a tied lm-head). */
-  quantized: ReadonlyMap<string, QuantizedBlocks> = new Map(),
+  /** A matrix in `format`'s blocks (required unless format is f32): the backend quantizes on worker threads. */
+  blocksOf?: (name: string) => Promise<QuantizedBlocks>,
 ): Promise<Uint8Array> {
   const { headDim: hd } = config;
   const b = new OnnxGraphBuilder();
@@ -194,17 +194,25 @@ export async function buildSegmentModel(
           group.push(next);
         }
         i += group.length - 1;
-        const ready = group.length === 1 && format !== 'f32' ? quantized.get(op.weight) : undefined;
-        if (ready) {
-          const info = weights.info(op.weight)!;
-          env.set(op.out, addBlocksLinear(b, value(op.x), ready, info.shape[0]!, info.shape[1]!, format as Exclude<WeightFormat, 'f32'>, op.weight));
-          break;
+        const name = group.map((g) => g.weight).join('+');
+        const shapes = group.map((g) => weights.info(g.weight)?.shape ?? []);
+        let out: string;
+        if (format === 'f32') {
+          const parts = [];
+          for (const g of group) parts.push(await matrix(g.weight));
+          out = addLinear(b, value(op.x), parts.length === 1 ? parts[0]! : stackRows(parts), format, name);
+        } else {
+          if (!blocksOf) throw new Error(`buildSegmentModel: ${format} weights need a block source`);
+          const parts = [];
+          for (const g of group) {
+            if (!weights.info(g.weight)) throw new Error(`${weights.description}: tensor "${g.weight}" is missing`);
+            parts.push(await blocksOf(g.weight));
+          }
+          const rowsTotal = shapes.reduce((n, shape) => n + shape[0]!, 0);
+          out = addBlocksLinear(b, value(op.x), stackBlocks(parts), rowsTotal, shapes[0]![1]!, format, name);
         }
-        const parts = [];
-        for (const g of group) parts.push(await matrix(g.weight));
-        const out = addLinear(b, value(op.x), parts.length === 1 ? parts[0]! : stackRows(parts), format, group.map((g) => g.weight).join('+'));
         if (group.length === 1) env.set(op.out, out);
-        else b.node('Split', [out, b.int64s(parts.map((p) => p.rows))], { axis: 1 }, group.map((g) => `${g.out}_${i}`)).forEach((v, j) => env.set(group[j]!.out, v));
+        else b.node('Split', [out, b.int64s(shapes.map((shape) => shape[0]!))], { axis: 1 }, group.map((g) => `${g.out}_${i}`)).forEach((v, j) => env.set(group[j]!.out, v));
         break;
       }
       case 'rope':

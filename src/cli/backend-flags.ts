@@ -13,6 +13,8 @@ export interface BackendFlags {
   cpuWeights?: CpuWeightFormat;
   /** SGLang's flag, refused with a pointer to --cpu-weights (see backendOptions). */
   quantization?: string;
+  /** SGLang's KV cache dtype: only `auto` (the backend's own: f32 on cpu) is implemented. */
+  kvCacheDtype?: string;
   webgpuAttentionSplit?: number;
   disableCudaGraph?: boolean;
 }
@@ -31,6 +33,7 @@ export function addBackendFlags(command: Command): Command {
         .choices(cpuWeightFormats)
         .env('SLUICE_CPU_WEIGHTS'),
     )
+    .option('--kv-cache-dtype <dtype>', 'KV cache data type: only auto (the backend\'s own; f32 on the cpu backend) is implemented', 'auto')
     .option('--quantization <method>', "SGLang's checkpoint quantization methods (awq, gptq, fp8, ...) are not supported; the cpu backend's own weight format is --cpu-weights")
     .option('--webgpu-attention-split <n>', 'webgpu backend: KV positions per decode-attention split', parseIntOption);
 }
@@ -41,6 +44,9 @@ export function createBackendFromFlags(flags: BackendFlags): Promise<Backend> {
 }
 
 export function backendOptions(flags: BackendFlags): BackendOptions {
+  if (flags.kvCacheDtype !== undefined && flags.kvCacheDtype !== 'auto') {
+    throw new UserError(`--kv-cache-dtype ${flags.kvCacheDtype}: not implemented; only auto (each backend's own KV dtype: f32 on cpu) is supported`);
+  }
   if (flags.quantization !== undefined) {
     // SGLang's --quantization names how a checkpoint was quantized ahead of time; sluice's CPU
     // backend quantizes BF16/F16 weights itself at load, which is a different setting.

@@ -7,6 +7,8 @@ import type { Backend, CpuWeightFormat } from '../../src/engine/backend.js';
 import { create } from '../../backends/cpu/index.js';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
 import { dequantize, ggufBlocks, quantizeRows, type GgmlBlockType } from '../../backends/cpu/ggml-blocks.js';
+import { BlockPool } from '../../backends/cpu/block-pool.js';
+import { quantizeMatrix } from '../../backends/cpu/linear-weights.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../../src/model/graph.js';
@@ -123,6 +125,24 @@ describe('ggml blocks', () => {
       expect(error).toBeLessThanOrEqual(d * (type === 'q4_0' ? 1 : 0.5) + top * d * 2 ** -11 + 1e-9);
     }
     expect(blocks.codes[40]).toBe(type === 'q8_0' ? 128 - 127 : 0);
+  });
+
+  it.each(['q8_0', 'q4_0'] as const)('%s blocks made on worker threads from dummy recipes equal those of the BF16 bytes', async (type) => {
+    const weights = new DummyWeights(config, 3, 'bf16');
+    const name = 'model.layers.1.mlp.down_proj.weight';
+    const [rows, cols] = weights.info(name)!.shape as [number, number];
+    const expected = quantizeMatrix({ bytes: await weights.read(name), dtype: 'bf16', rows, cols }, type);
+    const pool = new BlockPool(2);
+    try {
+      const fromRecipe = await pool.quantize(type, rows, cols, 'bf16', { recipe: weights.deviceRecipe(name) });
+      const fromBytes = await pool.quantize(type, rows, cols, 'bf16', { bytes: await weights.read(name) });
+      for (const actual of [fromRecipe, fromBytes]) {
+        expect(Buffer.from(actual.codes).equals(Buffer.from(expected.codes))).toBe(true);
+        expect(Array.from(actual.scales)).toEqual(Array.from(expected.scales));
+      }
+    } finally {
+      await pool.close();
+    }
   });
 
   it('writes GGUF Q8_0 and Q4_0 block bytes (f16 scale, then the codes)', () => {

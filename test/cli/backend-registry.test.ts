@@ -41,6 +41,12 @@ describe('the backend registry drives the CLI', () => {
     expect(fromEnv.stderr).toMatch(/value 'int4' from env 'SLUICE_CPU_WEIGHTS' is invalid. Allowed choices are f32, q8, q4/);
   });
 
+  it('refuses a --kv-cache-dtype other than auto, naming it', async () => {
+    const run = await runSluice(['generate', '--backend', 'ref', '--kv-cache-dtype', 'fp8_e5m2', '--prompt', 'x']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/--kv-cache-dtype fp8_e5m2: not implemented; only auto/);
+  });
+
   it("refuses SGLang's --quantization, pointing at --cpu-weights", async () => {
     const run = await runSluice(['generate', '--backend', 'ref', '--quantization', 'q4', '--prompt', 'x']);
     expect(run.code).toBe(1);

@@ -1,0 +1,124 @@
+/**
+ * `npm run profile:cpu`: where a single-stream decode step of the CPU backend goes. Runs a
+ * prompt, warm-up steps, then `--steps` greedy decode steps driven through forward() directly,
+ * with ORT's per-node profiling on, and prints per step: the wall time, the time inside ORT's
+ * session runs, the time in kernels, and the kernels by op type (the lm-head apart), with the
+ * weight bytes streamed per second. Host time = wall - session runs; run overhead = session
+ * runs - kernels. The load average is printed: the machine may be shared.
+ *
+ * Options: --model NAME (preset, default llama-3.2-1b), --layers N (fewer decoder layers: a
+ * quicker load with the same per-layer profile), --weight-format q8|q4|f32 (q8), --threads N
+ * (2), --steps N (32), --prompt N (16), --json.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { create as createCpuBackend } from '../backends/cpu/index.js';
+import { storedBytes, type WeightFormat } from '../backends/cpu/linear-weights.js';
+import { cpuWeightFormats } from '../src/engine/backend.js';
+import { buildLlamaGraph } from '../src/model/graph.js';
+import { DummyWeights } from '../src/model/dummy-weights.js';
+import { presets } from '../src/model/presets.js';
+import { SingleSequence } from '../test/support/single-sequence.js';
+import { scriptOptions } from './script-options.js';
+
+const args = scriptOptions('profile:cpu', {
+  model: { type: 'string', default: 'llama-3.2-1b' },
+  layers: { type: 'string' },
+  'weight-format': { type: 'string', default: 'q8' },
+  threads: { type: 'string', default: '2' },
+  steps: { type: 'string', default: '32' },
+  prompt: { type: 'string', default: '16' },
+  json: { type: 'boolean', default: false },
+});
+
+const preset = presets[args.model!];
+if (!preset) throw new Error(`--model must be a preset (${Object.keys(presets).join(', ')}), got ${args.model}`);
+const format = args['weight-format'] as WeightFormat;
+if (!(cpuWeightFormats as readonly string[]).includes(format)) throw new Error(`--weight-format must be one of ${cpuWeightFormats.join(', ')}`);
+const config = { ...preset, numLayers: args.layers ? Number(args.layers) : preset.numLayers };
+const steps = Number(args.steps);
+const promptLength = Number(args.prompt);
+const warmup = 4;
+
+interface ProfileEvent {
+  cat: string;
+  name: string;
+  ts: number;
+  dur: number;
+  args?: { op_name?: string };
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-profile-'));
+  const graph = buildLlamaGraph(config);
+  const started = performance.now();
+  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, profilePrefix: join(dir, 'segment') });
+  await backend.load({ config, graph, weights: new DummyWeights(config, 0) });
+  await backend.allocateKvCache({ numPages: promptLength + warmup + steps + 8, pageSize: 1 });
+  process.stderr.write(`[profile:cpu] ${backend.description}; loaded in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  const sequence = new SingleSequence(backend);
+  let out = await sequence.step(Array.from({ length: promptLength }, (_, i) => 1000 + i));
+  for (let i = 0; i < warmup; i++) out = await sequence.step([out.tokens[0]!]);
+  const loadAverage = loadavg().map((x) => +x.toFixed(2));
+  const wall: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const t = performance.now();
+    out = await sequence.step([out.tokens[0]!]);
+    wall.push(performance.now() - t);
+  }
+  await backend.close();
+
+  // Each segment wrote one profile; its runs are in order: the prompt, the warm-up, then the measured steps.
+  const byOp = new Map<string, number>();
+  let runUs = 0;
+  let kernelUs = 0;
+  let runs = 0;
+  for (const file of readdirSync(dir)) {
+    const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as ProfileEvent[];
+    const modelRuns = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
+    const measured = modelRuns.slice(1 + warmup);
+    runs += measured.length;
+    for (const r of measured) runUs += r.dur;
+    const first = measured[0]?.ts ?? Infinity;
+    for (const e of events) {
+      if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || e.ts < first) continue;
+      const op = e.args?.op_name ?? '?';
+      const key = op === 'MatMulNBits' || op === 'Gemm' ? (e.name.includes('embed_tokens') || e.name.includes('lm_head') ? `${op} (lm-head)` : `${op} (layers)`) : op;
+      byOp.set(key, (byOp.get(key) ?? 0) + e.dur);
+      kernelUs += e.dur;
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+  const perStep = (us: number) => us / 1000 / steps;
+  const wallMs = wall.reduce((a, b) => a + b, 0) / steps;
+  const linearBytes = graph.ops.reduce((sum, op) => (op.op === 'linear' ? sum + storedBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols, format) : sum), 0);
+  const report = {
+    model: args.model,
+    layers: config.numLayers,
+    format,
+    threads: Number(args.threads),
+    loadAverage,
+    sessionRunsPerStep: runs / steps,
+    msPerStep: { wall: +wallMs.toFixed(3), sessionRuns: +perStep(runUs).toFixed(3), kernels: +perStep(kernelUs).toFixed(3) },
+    tokPerSecond: +(1000 / wallMs).toFixed(2),
+    weightGBps: +(linearBytes / (wallMs / 1000) / 1e9).toFixed(2),
+    ops: Object.fromEntries([...byOp].sort((a, b) => b[1] - a[1]).map(([op, us]) => [op, +perStep(us).toFixed(3)])),
+  };
+  if (args.json) {
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+    return;
+  }
+  console.log(`${args.model} (${config.numLayers} layers), ${format}, ${report.threads} threads, load average ${loadAverage.join(' ')}`);
+  console.log(`decode step: ${wallMs.toFixed(2)} ms wall (${report.tokPerSecond} tok/s, ${report.weightGBps} GB/s of weights)`);
+  console.log(`  in ${report.sessionRunsPerStep} session runs: ${report.msPerStep.sessionRuns} ms; in kernels: ${report.msPerStep.kernels} ms`);
+  console.log(`  host between runs: ${(wallMs - report.msPerStep.sessionRuns).toFixed(2)} ms; run overhead (not in kernels): ${(report.msPerStep.sessionRuns - report.msPerStep.kernels).toFixed(2)} ms`);
+  for (const [op, ms] of Object.entries(report.ops)) {
+    console.log(`  ${op.padEnd(34)}${ms.toFixed(3).padStart(9)} ms ${((100 * ms) / report.msPerStep.kernels).toFixed(1).padStart(6)}%`);
+  }
+}
+
+main().catch((e: Error) => {
+  console.error(`profile:cpu failed: ${e.stack ?? e.message}`);
+  process.exitCode = 1;
+});
