@@ -43,6 +43,11 @@ export function createBackendFromFlags(flags: BackendFlags): Promise<Backend> {
   return createBackend(flags.backend, backendOptions(flags));
 }
 
+/** The dtype a GGUF file's quantized matrices are dequantized to: bf16 for the GPU backends, f32 for the rest. */
+export function dequantizedDType(flags: BackendFlags): 'bf16' | 'f32' {
+  return flags.backend === 'cuda' || flags.backend === 'webgpu' ? 'bf16' : 'f32';
+}
+
 export function backendOptions(flags: BackendFlags): BackendOptions {
   if (flags.kvCacheDtype !== undefined && flags.kvCacheDtype !== 'auto') {
     throw new UserError(`--kv-cache-dtype ${flags.kvCacheDtype}: not implemented; only auto (each backend's own KV dtype: f32 on cpu) is supported`);

@@ -1,12 +1,14 @@
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
-import { loadModel, type LoadFormat } from '../model/load.js';
+import { openModel, type LoadFormat } from '../model/load.js';
 import { LlmEngine } from '../engine/engine.js';
 import { parseFloatOption, parseIntOption } from './options.js';
-import { addBackendFlags, backendOptions, createBackendFromFlags, type BackendFlags } from './backend-flags.js';
+import { addBackendFlags, backendOptions, createBackendFromFlags, dequantizedDType, type BackendFlags } from './backend-flags.js';
 
 interface GenerateOptions extends BackendFlags {
   modelPath?: string;
+  revision?: string;
+  chatTemplate?: string;
   loadFormat: LoadFormat;
   prompt?: string;
   chat?: boolean;
@@ -23,8 +25,10 @@ export function register(program: Command): void {
   const command = program
     .command('generate')
     .description('complete one prompt and print the result')
-    .option('--model-path <path>', 'a Hugging Face model folder or a preset name')
-    .option('--load-format <format>', 'auto | safetensors | dummy', 'auto');
+    .option('--model-path <path>', 'a Hugging Face model id (org/name) or folder, a GGUF file or a preset name')
+    .option('--revision <rev>', 'Hugging Face model ids: the branch, tag or commit (default main)')
+    .option('--chat-template <file>', "a Jinja chat template file replacing the tokenizer's (with --chat)")
+    .option('--load-format <format>', 'auto | safetensors | gguf | dummy', 'auto');
   addBackendFlags(command)
     .option('--prompt <text>', 'the prompt text')
     .option('--chat', 'wrap the prompt as a user message in the chat template')
@@ -45,7 +49,14 @@ async function generate(options: GenerateOptions): Promise<void> {
     throw new UserError('give exactly one of --prompt or --prompt-ids');
   }
   backendOptions(options);
-  const model = loadModel({ modelPath: options.modelPath, loadFormat: options.loadFormat });
+  const model = await openModel({
+    modelPath: options.modelPath,
+    loadFormat: options.loadFormat,
+    dequantizeTo: dequantizedDType(options),
+    revision: options.revision,
+    chatTemplate: options.chatTemplate,
+    log: (line) => process.stderr.write(`${line}\n`),
+  });
   let promptIds: number[];
   if (options.promptIds !== undefined) {
     promptIds = options.promptIds.split(',').map((s) => {

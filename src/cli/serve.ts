@@ -5,7 +5,7 @@ import { WorkerEngine } from '../engine/worker/worker-engine.js';
 import { defaultMaxTokens } from '../engine/request-parameters.js';
 import { checkEngineOptions, defaultEngineOptions, type EngineOptions } from '../engine/options.js';
 import { UserError } from '../errors.js';
-import { loadModel, type LoadedModel, type LoadFormat } from '../model/load.js';
+import { openModel, type LoadedModel, type LoadFormat } from '../model/load.js';
 import { defaultPreset, presets } from '../model/presets.js';
 import {
   createLogger,
@@ -21,12 +21,14 @@ import {
   type ServedEngine,
 } from '../server/index.js';
 import { parseFloatOption, parseIntOption } from './options.js';
-import { addBackendFlags, backendOptions, createBackendFromFlags, type BackendFlags } from './backend-flags.js';
+import { addBackendFlags, backendOptions, createBackendFromFlags, dequantizedDType, type BackendFlags } from './backend-flags.js';
 import { parameterCount } from '../model/config.js';
 import { FaultInjectingBackend, parseFaultSpec, type FaultSpec } from '../engine/fault-injection.js';
 
 interface ServeOptions extends BackendFlags {
   modelPath?: string;
+  revision?: string;
+  chatTemplate?: string;
   servedModelName?: string;
   loadFormat: LoadFormat;
   tpSize?: number;
@@ -71,9 +73,14 @@ export function register(program: Command): void {
         `When a request gives no max_tokens: ${defaultMaxTokens.completions} for /v1/completions, the rest of the context for /v1/chat/completions, ` +
         `${defaultMaxTokens.generate} for /generate. SIGTERM or SIGINT drains (a second one exits at once).`,
     )
-    .option('--model-path <path>', `a Hugging Face model folder or a preset name (default: the ${defaultPreset} preset, random weights)`)
-    .option('--served-model-name <name>', 'the model name /v1/models lists (default: the folder or preset name)')
-    .addOption(new Option('--load-format <format>', 'where weights come from').choices(['auto', 'safetensors', 'dummy']).default('auto'));
+    .option(
+      '--model-path <path>',
+      `a Hugging Face model id (org/name, fetched into the HF cache) or folder, a GGUF file or a preset name (default: the ${defaultPreset} preset, random weights)`,
+    )
+    .option('--revision <rev>', 'Hugging Face model ids: the branch, tag or commit to load (default main)')
+    .option('--served-model-name <name>', 'the model name /v1/models lists (default: the Hugging Face id, file, folder or preset name)')
+    .option('--chat-template <file>', "a Jinja chat template file (or the template itself) replacing the tokenizer's")
+    .addOption(new Option('--load-format <format>', 'where weights come from').choices(['auto', 'safetensors', 'gguf', 'dummy']).default('auto'));
   addBackendFlags(command)
     .option('--tp-size <n>', 'tensor-parallel ranks (only 1 is supported)', parseIntOption)
     .option('--tp <n>', 'alias of --tp-size', parseIntOption)
@@ -134,7 +141,15 @@ async function serve(options: ServeOptions): Promise<void> {
   log.info(describeWeights(options));
   const engineSettings = checkFlags(options, log);
   const fault = options.faultInjection === undefined ? null : parseFaultSpec(options.faultInjection);
-  const model = loadModel({ modelPath: options.modelPath, loadFormat: options.loadFormat, seed: options.seed });
+  const model = await openModel({
+    modelPath: options.modelPath,
+    loadFormat: options.loadFormat,
+    seed: options.seed,
+    dequantizeTo: dequantizedDType(options),
+    revision: options.revision,
+    chatTemplate: options.chatTemplate,
+    log: (line) => log.info(line),
+  });
   const kvEvents = await openKvEvents(options, options.servedModelName ?? model.name, log);
   // Block hashes are seeded as vLLM seeds them (PYTHONHASHSEED), so llm-d's hashSeed can match.
   if (kvEvents) engineSettings.kvEvents = { blockSize: kvEvents.config.blockSize, sink: kvEvents.publish, hashSeed: process.env.PYTHONHASHSEED ?? '' };

@@ -120,7 +120,7 @@ export class LlmEngine implements Engine {
     if (!this.accepting) throw new EngineDrainingError('the engine is shutting down and accepts no new requests');
     const resolved = requests.map((request, i) => {
       try {
-        return resolveRequest(request, this.model.config.vocabSize, this.contextLength);
+        return resolveRequest(request, this.model.config.vocabSize, this.contextLength, this.model.samplingDefaults);
       } catch (e) {
         if (e instanceof InvalidRequestError) e.requestIndex = i;
         throw e;

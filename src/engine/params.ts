@@ -1,13 +1,26 @@
 import { ContextLengthError, InvalidRequestError } from './errors.js';
-import { defaultSamplingParams, describeRange, inRange, parameterRanges, type RangedParameter } from './request-parameters.js';
+import {
+  defaultSamplingParams,
+  describeRange,
+  inRange,
+  parameterRanges,
+  type ModelSamplingDefaults,
+  type RangedParameter,
+} from './request-parameters.js';
 import type { GenerateRequest, SamplingParams } from './types.js';
 
 /**
- * Fills a request's sampling parameters with the defaults and checks every value against the
+ * Fills a request's sampling parameters with the model's defaults (generation_config.json), then
+ * the engine's, and checks every value against the
  * limits of request-parameters.ts, throwing InvalidRequestError (param = the OpenAI-style name;
  * "prompt" for the prompt) or ContextLengthError.
  */
-export function resolveRequest(request: GenerateRequest, vocabSize: number, contextLength: number): SamplingParams {
+export function resolveRequest(
+  request: GenerateRequest,
+  vocabSize: number,
+  contextLength: number,
+  modelDefaults: ModelSamplingDefaults = {},
+): SamplingParams {
   const ids = request.promptTokenIds;
   if (!Array.isArray(ids)) throw new InvalidRequestError('the prompt must be a list of token ids', 'prompt');
   if (ids.length === 0) throw new InvalidRequestError('the prompt is empty', 'prompt');
@@ -16,7 +29,7 @@ export function resolveRequest(request: GenerateRequest, vocabSize: number, cont
       throw new InvalidRequestError(`prompt token id ${id} is not an integer in [0, ${vocabSize})`, 'prompt');
     }
   }
-  const p: SamplingParams = { ...defaultSamplingParams };
+  const p: SamplingParams = { ...defaultSamplingParams, ...modelDefaults };
   for (const [key, value] of Object.entries(request.params ?? {})) {
     if (value !== undefined && key in p) (p as unknown as Record<string, unknown>)[key] = value;
   }

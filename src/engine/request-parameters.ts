@@ -1,3 +1,4 @@
+import { UserError } from '../errors.js';
 import type { SamplingParams } from './types.js';
 
 /**
@@ -76,4 +77,31 @@ export function describeRange(range: ParameterRange): string {
   const low = `${range.exclusiveMin ? '(' : '['}${range.min}`;
   if (range.max === Infinity) return `${kind} ${range.exclusiveMin ? '>' : '>='} ${range.min}`;
   return `${kind} in ${low}, ${range.max}]`;
+}
+
+/**
+ * generation_config.json fields a model's authors set as its sampling defaults, by SamplingParams
+ * field: applied when a request leaves the parameter out (as vLLM's --generation-config auto).
+ */
+export const generationConfigFields = {
+  temperature: 'temperature',
+  top_p: 'topP',
+  top_k: 'topK',
+  min_p: 'minP',
+  repetition_penalty: 'repetitionPenalty',
+} as const satisfies Record<string, RangedParameter>;
+
+export type ModelSamplingDefaults = Partial<Pick<SamplingParams, (typeof generationConfigFields)[keyof typeof generationConfigFields]>>;
+
+/** The sampling defaults in a generation_config.json object; a value outside the request range is an error naming `file`. */
+export function samplingDefaultsFrom(generationConfig: Record<string, unknown>, file: string): ModelSamplingDefaults {
+  const out: ModelSamplingDefaults = {};
+  for (const [field, key] of Object.entries(generationConfigFields)) {
+    const value = generationConfig[field];
+    if (value === undefined || value === null) continue;
+    const range = parameterRanges[key];
+    if (!inRange(value, range)) throw new UserError(`${file}: ${field} must be ${describeRange(range)}, got ${JSON.stringify(value)}`);
+    out[key] = value;
+  }
+  return out;
 }

@@ -15,7 +15,16 @@ export interface LinearRopeScaling {
   factor: number;
 }
 
-export type RopeScaling = Llama3RopeScaling | LinearRopeScaling;
+/**
+ * Per-frequency divisors of the rotary angle, one per pair of head dimensions: how llama.cpp's
+ * GGUF files carry llama3 scaling (the `rope_freqs.weight` tensor).
+ */
+export interface FrequencyFactorsRopeScaling {
+  type: 'frequency-factors';
+  factors: number[];
+}
+
+export type RopeScaling = Llama3RopeScaling | LinearRopeScaling | FrequencyFactorsRopeScaling;
 
 export type WeightDType = 'bf16' | 'f16' | 'f32';
 
@@ -151,6 +160,7 @@ function parseRopeScaling(v: unknown, file: string): RopeScaling | null {
 export function toHfConfig(config: LlamaConfig): Json {
   const torchDtype = { bf16: 'bfloat16', f16: 'float16', f32: 'float32' }[config.dtype];
   const s = config.ropeScaling;
+  if (s?.type === 'frequency-factors') throw new UserError('rope scaling given as per-frequency factors (from a GGUF file) has no config.json form');
   return {
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',

@@ -1,6 +1,11 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { parseHfConfig, type LlamaConfig } from './config.js';
+import { parseHfConfig, type LlamaConfig, type WeightDType } from './config.js';
+import { parseGgufShardFilename } from '@huggingface/gguf';
+import { loadGguf } from './gguf/load-gguf.js';
+import { resolveHubModel } from './hub/hub-download.js';
+import { parseHubModelId } from './hub/hub-id.js';
+import type { HubSettings } from './hub/hub-settings.js';
 import { DummyWeights } from './dummy-weights.js';
 import { buildLlamaGraph, type LlamaGraph } from './graph.js';
 import { defaultPreset, presetNames, presets } from './presets.js';
@@ -8,8 +13,9 @@ import { SafetensorsWeights } from './safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 import { validateWeights, type WeightSource } from './weights.js';
 import { OptionError, UserError } from '../errors.js';
+import { samplingDefaultsFrom, type ModelSamplingDefaults } from '../engine/request-parameters.js';
 
-export type LoadFormat = 'auto' | 'safetensors' | 'dummy';
+export type LoadFormat = 'auto' | 'safetensors' | 'gguf' | 'dummy';
 
 export interface LoadOptions {
   /** A preset name or a Hugging Face model folder; the default preset when absent. */
@@ -17,6 +23,19 @@ export interface LoadOptions {
   loadFormat?: LoadFormat;
   /** Seed of dummy weights. */
   seed?: number;
+}
+
+export interface OpenOptions extends LoadOptions {
+  /** GGUF: the dtype quantized matrices are dequantized to (default f32; bf16 suits GPU backends). */
+  dequantizeTo?: WeightDType;
+  /** Hugging Face ids: the branch, tag or commit (default main). */
+  revision?: string;
+  /** Download progress lines. */
+  log?: (line: string) => void;
+  /** Hub endpoint, token, offline mode and cache; from the HF_* environment variables by default. */
+  hub?: HubSettings;
+  /** A Jinja chat template file (or the template itself) replacing the tokenizer's. */
+  chatTemplate?: string;
 }
 
 /** Everything about a model except the backend that runs it. */
@@ -30,6 +49,67 @@ export interface LoadedModel {
   weights: WeightSource;
   /** Token ids that end generation: the config's, the generation config's and the tokenizer's. */
   stopTokenIds: number[];
+  /** Sampling defaults from generation_config.json, for requests that leave them out. */
+  samplingDefaults?: ModelSamplingDefaults;
+}
+
+/**
+ * Everything loadModel opens, and GGUF files: `model.gguf`, the first shard of a split one, or a
+ * folder holding one GGUF model and no config.json.
+ */
+export async function openModel(options: OpenOptions = {}): Promise<LoadedModel> {
+  const model = await openModelFiles(options);
+  if (options.chatTemplate === undefined) return model;
+  return { ...model, tokenizer: model.tokenizer.withChatTemplate(...readChatTemplate(options.chatTemplate)) };
+}
+
+/** A template from a file, or given inline when no such file exists and it looks like Jinja (as vLLM accepts both). */
+function readChatTemplate(arg: string): [template: string, origin: string] {
+  if (existsSync(arg)) return [readFileSync(arg, 'utf8'), arg];
+  if (/\{[{%]/.test(arg)) return [arg, 'the chat template given inline'];
+  throw new OptionError('chatTemplate', (name) => `${name('chatTemplate')} ${arg}: no such file`);
+}
+
+async function openModelFiles(options: OpenOptions): Promise<LoadedModel> {
+  const given = options.modelPath;
+  const hubId = given === undefined || (presets[given.toLowerCase()] && !existsSync(given)) ? null : parseHubModelId(given);
+  if (hubId === null) {
+    if (options.revision !== undefined) throw new OptionError('revision', (name) => `${name('revision')} applies to Hugging Face model ids (org/name), not ${given ?? 'a preset'}`);
+    return openLocal(options);
+  }
+  const modelPath = await resolveHubModel(hubId, { revision: options.revision, log: options.log, settings: options.hub });
+  return { ...(await openLocal({ ...options, modelPath })), name: given! };
+}
+
+async function openLocal(options: OpenOptions): Promise<LoadedModel> {
+  const gguf = options.modelPath === undefined ? null : findGguf(options.modelPath, options.loadFormat ?? 'auto');
+  if (gguf === null) {
+    if (options.loadFormat === 'gguf') throw new UserError(`model path ${options.modelPath ?? defaultPreset} holds no GGUF file`);
+    return loadModel(options);
+  }
+  if (options.loadFormat === 'dummy' || options.loadFormat === 'safetensors') {
+    throw new OptionError('loadFormat', (name) => `${gguf}: a GGUF file loads with ${name('loadFormat')} auto or gguf`);
+  }
+  const { config, tokenizer, weights } = await loadGguf(gguf, { dequantizeTo: options.dequantizeTo });
+  validateWeights(config, weights);
+  return finish(basename(gguf), gguf, config, tokenizer, weights, []);
+}
+
+/** The GGUF file a model path names, or null when it names something else. */
+function findGguf(modelPath: string, loadFormat: LoadFormat): string | null {
+  if (!existsSync(modelPath)) {
+    if (modelPath.endsWith('.gguf')) throw new UserError(`model path ${modelPath} does not exist`);
+    return null;
+  }
+  if (!statSync(modelPath).isDirectory()) return modelPath.endsWith('.gguf') || loadFormat === 'gguf' ? resolve(modelPath) : null;
+  if (existsSync(join(modelPath, 'config.json')) && loadFormat !== 'gguf') return null;
+  // A split model counts once, by its first shard.
+  const ggufs = readdirSync(modelPath)
+    .filter((f) => f.endsWith('.gguf') && (parseGgufShardFilename(f)?.shard ?? '00001') === '00001')
+    .sort();
+  if (ggufs.length === 0) return null;
+  if (ggufs.length > 1) throw new UserError(`${modelPath} holds several GGUF models (${ggufs.join(', ')}): give one file as --model-path`);
+  return resolve(modelPath, ggufs[0]!);
 }
 
 export function loadModel(options: LoadOptions = {}): LoadedModel {
@@ -45,15 +125,16 @@ export function loadModel(options: LoadOptions = {}): LoadedModel {
   }
   const dir = resolve(modelPath);
   if (!existsSync(dir)) {
-    throw new UserError(`model path ${modelPath} does not exist (give a Hugging Face model folder or a preset: ${presetNames().join(', ')})`);
+    throw new UserError(`model path ${modelPath} does not exist (give a model folder, a GGUF file, a Hugging Face id org/name or a preset: ${presetNames().join(', ')})`);
   }
   if (!statSync(dir).isDirectory()) throw new UserError(`model path ${modelPath} is not a folder`);
   const configFile = join(dir, 'config.json');
   if (!existsSync(configFile)) throw new UserError(`${configFile}: not found (a model folder needs config.json)`);
   const config = parseHfConfig(readJson(configFile), configFile);
   const tokenizer = Tokenizer.fromDir(dir);
-  const generationConfig = join(dir, 'generation_config.json');
-  const extraEos = existsSync(generationConfig) ? eosList(readJson(generationConfig).eos_token_id) : [];
+  const generationConfigFile = join(dir, 'generation_config.json');
+  const generationConfig = existsSync(generationConfigFile) ? readJson(generationConfigFile) : {};
+  const extraEos = eosList(generationConfig.eos_token_id);
   let weights: WeightSource;
   if (loadFormat === 'dummy') {
     weights = new DummyWeights(config, options.seed ?? 0);
@@ -65,7 +146,8 @@ export function loadModel(options: LoadOptions = {}): LoadedModel {
     weights = found;
   }
   validateWeights(config, weights);
-  return finish(basename(dir), dir, config, tokenizer, weights, extraEos);
+  const model = finish(basename(dir), dir, config, tokenizer, weights, extraEos);
+  return { ...model, samplingDefaults: samplingDefaultsFrom(generationConfig, generationConfigFile) };
 }
 
 function finish(

@@ -9,7 +9,10 @@ export function ropeInverseFrequencies(config: Pick<LlamaConfig, 'headDim' | 'ro
   const inv = new Float64Array(half);
   for (let i = 0; i < half; i++) inv[i] = 1 / config.ropeTheta ** ((2 * i) / config.headDim);
   const s = config.ropeScaling;
-  if (s?.type === 'linear') {
+  if (s?.type === 'frequency-factors') {
+    if (s.factors.length !== half) throw new Error(`rope frequency factors: ${s.factors.length} given for ${half} frequencies`);
+    for (let i = 0; i < half; i++) inv[i] = inv[i]! / s.factors[i]!;
+  } else if (s?.type === 'linear') {
     for (let i = 0; i < half; i++) inv[i] = inv[i]! / s.factor;
   } else if (s?.type === 'llama3') {
     const lowFreqWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;

@@ -62,6 +62,18 @@ export class Tokenizer {
     this.byteTable = buildTokenBytes(tokenizerJson, this.vocabSize);
   }
 
+  /** The same tokenizer with another chat template (--chat-template); `origin` names it in errors. */
+  withChatTemplate(template: string, origin: string): Tokenizer {
+    let parsed: Template;
+    try {
+      parsed = new Template(template);
+    } catch (e) {
+      throw new UserError(`${origin}: chat template does not parse: ${(e as Error).message}`);
+    }
+    const copy = Object.create(Tokenizer.prototype) as Tokenizer;
+    return Object.assign(copy, this, { chatTemplateSource: template, chatTemplate: parsed });
+  }
+
   /** Loads tokenizer.json and tokenizer_config.json from a model folder. */
   static fromDir(dir: string): Tokenizer {
     const tokenizerFile = join(dir, 'tokenizer.json');

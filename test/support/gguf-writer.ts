@@ -1,14 +1,22 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
-import { bf16ToF32, f16ToF32, f32ToF16 } from '../../src/model/dtype.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import type { Tokenizer } from '../../src/model/tokenizer.js';
 import { expectedTensors, layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { UserError } from '../../src/errors.js';
-import { ggmlBlockBytes, ggmlBlockSize, ggufBlocks, quantizeRows, type GgmlBlockType } from '../../backends/cpu/ggml-blocks.js';
+import { quantBlock, quantizeRow, type QuantType } from './ggml-quantize.js';
 
-/** The type of the matrices; Q8_0 and Q4_0 blocks are quantized as the cpu backend's q8 and q4 are. */
-export type GgufDType = 'f32' | 'f16' | GgmlBlockType;
+/** The type of the matrices (norms and rope factors stay f32, as llama.cpp's converter keeps them). */
+export type GgufDType = 'f32' | 'f16' | 'bf16' | QuantType;
+
+export interface GgufWriteOptions {
+  dtype: GgufDType;
+  /** Write a split model: `name-00001-of-0000N.gguf` and so on, tensors spread in order. */
+  split?: number;
+  /** Changes the metadata before it is written (tests of bad files). */
+  editMetadata?: (kvs: Kv[]) => Kv[];
+}
 
 export interface GgufModel {
   config: LlamaConfig;
@@ -23,19 +31,40 @@ enum GgmlType {
   F16 = 1,
   Q4_0 = 2,
   Q8_0 = 8,
+  Q4_K = 12,
+  Q6_K = 14,
+  BF16 = 30,
 }
 
-const matrixTypeOf: Record<GgufDType, GgmlType> = { f32: GgmlType.F32, f16: GgmlType.F16, q8_0: GgmlType.Q8_0, q4_0: GgmlType.Q4_0 };
-/** llama.cpp's general.file_type (enum llama_ftype). */
-const fileTypeOf: Record<GgufDType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7 };
+const ggmlTypeOf: Record<GgufDType, GgmlType> = {
+  f32: GgmlType.F32,
+  f16: GgmlType.F16,
+  bf16: GgmlType.BF16,
+  q8_0: GgmlType.Q8_0,
+  q4_0: GgmlType.Q4_0,
+  q4_k: GgmlType.Q4_K,
+  q6_k: GgmlType.Q6_K,
+};
 
-function tensorBytes(type: GgmlType, dims: number[]): number {
-  const count = dims.reduce((a, b) => a * b, 1);
-  if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0) return (count / ggmlBlockSize) * ggmlBlockBytes[type === GgmlType.Q8_0 ? 'q8_0' : 'q4_0'];
-  return count * (type === GgmlType.F32 ? 4 : 2);
+/** llama.cpp's general.file_type (enum llama_ftype) of a file whose matrices are all of one type. */
+const fileTypeOf: Record<GgufDType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k: 15, q6_k: 18, bf16: 32 };
+
+function dtypeOfType(type: GgmlType): GgufDType {
+  return (Object.keys(ggmlTypeOf) as GgufDType[]).find((k) => ggmlTypeOf[k] === type)!;
 }
 
-enum MetaType {
+/** Bytes of one row of `cols` elements. */
+function rowBytes(type: GgmlType, cols: number): number {
+  const dtype = dtypeOfType(type);
+  if (dtype === 'f32') return cols * 4;
+  if (dtype === 'f16' || dtype === 'bf16') return cols * 2;
+  const block = quantBlock[dtype];
+  if (cols % block.size !== 0) throw new Error(`${dtype}: rows of ${cols} are not whole blocks of ${block.size}`);
+  return (cols / block.size) * block.bytes;
+}
+
+export enum MetaType {
+  UINT16 = 2,
   UINT32 = 4,
   INT32 = 5,
   FLOAT32 = 6,
@@ -75,21 +104,42 @@ interface TensorPlan {
  * - rope scaling is given as per-frequency divisors in `rope_freqs.weight`, which llama.cpp
  *   applies as theta / factor[i] (its converter writes llama3 scaling that way).
  */
-export async function writeGguf(file: string, model: GgufModel, options: { dtype: GgufDType }): Promise<void> {
+export async function writeGguf(file: string, model: GgufModel, options: GgufWriteOptions): Promise<string[]> {
   const { config, tokenizer, weights } = model;
   const plans = planTensors(config, options.dtype);
+  for (const p of plans) p.bytes = p.dims.length === 1 ? p.dims[0]! * 4 : rowBytes(p.type, p.dims[0]!) * p.dims[1]!;
+  const count = options.split ?? 1;
+  const meta = (options.editMetadata ?? ((kvs) => kvs))(metadata(config, tokenizer, options.dtype));
+  const perFile = Math.ceil(plans.length / count);
+  const files: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = count === 1 ? file : file.replace(/\.gguf$/, `-${String(i + 1).padStart(5, '0')}-of-${String(count).padStart(5, '0')}.gguf`);
+    const shardPlans = plans.slice(i * perFile, (i + 1) * perFile);
+    // As llama.cpp's gguf-split: every shard says where it stands; the first also carries the model's metadata.
+    const splitKvs: Kv[] =
+      count === 1
+        ? []
+        : [
+            { key: 'split.no', type: MetaType.UINT16, value: i },
+            { key: 'split.count', type: MetaType.UINT16, value: count },
+            { key: 'split.tensors.count', type: MetaType.INT32, value: plans.length },
+          ];
+    await writeFile(name, i === 0 ? [...meta, ...splitKvs] : splitKvs, shardPlans, config, weights);
+    files.push(name);
+  }
+  return files;
+}
+
+async function writeFile(file: string, meta: Kv[], plans: TensorPlan[], config: LlamaConfig, weights: WeightSource): Promise<void> {
   let offset = 0;
   for (const p of plans) {
     p.offset = offset;
-    p.bytes = tensorBytes(p.type, p.dims);
     offset = alignUp(offset + p.bytes);
   }
-
   const header = new ByteWriter();
   header.u32(0x46554747); // "GGUF"
   header.u32(3);
   header.u64(plans.length);
-  const meta = metadata(config, tokenizer, options.dtype);
   header.u64(meta.length);
   for (const kv of meta) writeKv(header, kv);
   for (const p of plans) {
@@ -121,7 +171,7 @@ export async function writeGguf(file: string, model: GgufModel, options: { dtype
 }
 
 function planTensors(config: LlamaConfig, dtype: GgufDType): TensorPlan[] {
-  const matrixType = matrixTypeOf[dtype];
+  const matrixType = ggmlTypeOf[dtype];
   const names = new Set(expectedTensors(config).map((t) => t.name));
   const hfShape = new Map(expectedTensors(config).map((t) => [t.name, t.shape]));
   const plans: TensorPlan[] = [];
@@ -170,8 +220,8 @@ export function ropeFrequencyFactors(config: LlamaConfig): Float32Array | null {
   return Float32Array.from(unscaled, (f, i) => f / scaled[i]!);
 }
 
-type Kv = { key: string } & (
-  | { type: MetaType.UINT32 | MetaType.FLOAT32; value: number }
+export type Kv = { key: string } & (
+  | { type: MetaType.UINT16 | MetaType.UINT32 | MetaType.INT32 | MetaType.FLOAT32; value: number }
   | { type: MetaType.BOOL; value: boolean }
   | { type: MetaType.STRING; value: string }
   | { type: MetaType.ARRAY; itemType: MetaType.STRING; value: string[] }
@@ -254,8 +304,12 @@ function writeKv(w: ByteWriter, kv: Kv): void {
   w.string(kv.key);
   w.u32(kv.type);
   switch (kv.type) {
+    case MetaType.UINT16:
+      return w.u16(kv.value);
     case MetaType.UINT32:
       return w.u32(kv.value);
+    case MetaType.INT32:
+      return w.i32(kv.value);
     case MetaType.FLOAT32:
       return w.f32(kv.value);
     case MetaType.BOOL:
@@ -282,26 +336,34 @@ async function writeTensor(
   if (!info) throw new UserError(`${weights.description}: tensor "${plan.source}" is missing`);
   const raw = await weights.read(plan.source);
   const cols = plan.dims[0]!;
-  const rows = plan.dims[1] ?? 1;
-  const blockType: GgmlBlockType | null = plan.type === GgmlType.Q8_0 ? 'q8_0' : plan.type === GgmlType.Q4_0 ? 'q4_0' : null;
-  const target: WeightDType = plan.type === GgmlType.F16 ? 'f16' : 'f32';
-  if (info.dtype === target && plan.permuteHeads === undefined && !blockType) return write(raw);
+  const rows = plan.dims.length === 1 ? 1 : plan.dims[1]!;
+  const target = plan.dims.length === 1 ? 'f32' : dtypeOfType(plan.type);
+  if (info.dtype === target && plan.permuteHeads === undefined) return write(raw);
 
   const source = typedView(raw, info.dtype);
   const sourceRow = rowPermutation(rows, plan.permuteHeads, config.headDim);
   const blockRows = Math.max(1, Math.floor((1 << 22) / cols));
+  const row = new Float32Array(cols);
   for (let r0 = 0; r0 < rows; r0 += blockRows) {
     const n = Math.min(blockRows, rows - r0);
-    const block = target === 'f32' ? new Float32Array(n * cols) : new Uint16Array(n * cols);
-    for (let r = 0; r < n; r++) {
-      const from = sourceRow(r0 + r) * cols;
-      convertRow(source, info.dtype, from, block, target, r * cols, cols);
+    if (target === 'f32' || target === 'f16') {
+      const block = target === 'f32' ? new Float32Array(n * cols) : new Uint16Array(n * cols);
+      for (let r = 0; r < n; r++) convertRow(source, info.dtype, sourceRow(r0 + r) * cols, block, target, r * cols, cols);
+      await write(new Uint8Array(block.buffer));
+      continue;
     }
-    if (blockType) {
-      const blocks = { codes: new Uint8Array(n * cols), scales: new Float32Array((n * cols) / ggmlBlockSize) };
-      quantizeRows(blockType, block as Float32Array, n, cols, blocks);
-      await write(ggufBlocks(blockType, blocks));
-    } else await write(new Uint8Array(block.buffer));
+    const bytesPerRow = rowBytes(plan.type, cols);
+    const block = new Uint8Array(n * bytesPerRow);
+    for (let r = 0; r < n; r++) {
+      convertRow(source, info.dtype, sourceRow(r0 + r) * cols, row, 'f32', 0, cols);
+      if (target === 'bf16') {
+        const bits = Uint16Array.from(row, f32ToBf16);
+        block.set(new Uint8Array(bits.buffer), r * bytesPerRow);
+      } else {
+        block.set(quantizeRow(target, row), r * bytesPerRow);
+      }
+    }
+    await write(block);
   }
 }
 
@@ -396,6 +458,12 @@ class ByteWriter {
     this.reserve(1);
     this.buf.writeUInt8(v, this.length);
     this.length += 1;
+  }
+
+  u16(v: number): void {
+    this.reserve(2);
+    this.buf.writeUInt16LE(v, this.length);
+    this.length += 2;
   }
 
   u32(v: number): void {
