@@ -70,48 +70,133 @@ export function sampleToken(logits: Float32Array, sampling: SamplingBatch, s: nu
   const temperature = sampling.temperature[s]!;
   if (temperature <= 0) return argmax(logits);
   const vocab = logits.length;
+  // Candidates in rule order (descending logit, lower id first) are found by partial selection:
+  // only the prefixes the cut-offs need are ordered, never the whole vocabulary.
+  const order = scratchOrder(vocab);
   const k = sampling.topK[s]! > 0 ? Math.min(sampling.topK[s]!, vocab) : vocab;
-  let candidates: { ids: Int32Array; values: Float32Array };
-  if (k < vocab) {
-    candidates = topK(logits, k);
-  } else {
-    const order = Array.from({ length: vocab }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b);
-    candidates = { ids: Int32Array.from(order), values: Float32Array.from(order, (i) => logits[i]!) };
-  }
-  const n = candidates.ids.length;
-  const max = candidates.values[0]!;
-  const probs = new Float64Array(n);
+  if (k < vocab) selectPrefix(order, 0, vocab, logits, k - 1);
+  const n = k;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, logits[order[i]!]!);
+  const probs = scratchProbs(vocab);
   let total = 0;
   for (let i = 0; i < n; i++) {
-    probs[i] = Math.exp((candidates.values[i]! - max) / temperature);
-    total += probs[i]!;
+    const id = order[i]!;
+    probs[id] = Math.exp((logits[id]! - max) / temperature);
+    total += probs[id]!;
   }
   let keep = n;
   const topP = sampling.topP[s]!;
-  if (topP < 1) {
-    let cumulative = 0;
-    for (let i = 0; i < n; i++) {
-      cumulative += probs[i]! / total;
-      if (cumulative >= topP) {
-        keep = i + 1;
-        break;
-      }
-    }
-  }
+  if (topP < 1) keep = findCumulative(order, n, logits, probs, topP * total, true) + 1;
   const minP = sampling.minP[s]!;
   if (minP > 0) {
-    const threshold = (minP * probs[0]!) / total;
-    while (keep > 1 && probs[keep - 1]! / total < threshold) keep--;
+    // The most likely token has probability exp(0) = 1 and always stays (min_p <= 1).
+    let kept = 0;
+    for (let i = 0; i < keep; i++) if (probs[order[i]!]! >= minP) order[kept++] = order[i]!;
+    keep = kept;
   }
   let kept = 0;
-  for (let i = 0; i < keep; i++) kept += probs[i]!;
-  const target = sampling.random[s]! * kept;
-  let cumulative = 0;
-  for (let i = 0; i < keep; i++) {
-    cumulative += probs[i]!;
-    if (cumulative > target) return candidates.ids[i]!;
+  for (let i = 0; i < keep; i++) kept += probs[order[i]!]!;
+  return order[findCumulative(order, keep, logits, probs, sampling.random[s]! * kept, false)]!;
+}
+
+let orderBuffer = new Int32Array(0);
+let probsBuffer = new Float64Array(0);
+
+/** 0 .. vocab-1, in a buffer reused from row to row. */
+function scratchOrder(vocab: number): Int32Array {
+  if (orderBuffer.length < vocab) orderBuffer = new Int32Array(vocab);
+  const order = orderBuffer.subarray(0, vocab);
+  for (let i = 0; i < vocab; i++) order[i] = i;
+  return order;
+}
+
+function scratchProbs(vocab: number): Float64Array {
+  if (probsBuffer.length < vocab) probsBuffer = new Float64Array(vocab);
+  return probsBuffer;
+}
+
+/** Token a comes before token b in rule order: higher logit, then lower id. */
+function ranksBefore(logits: Float32Array, a: number, b: number): boolean {
+  const x = logits[a]!;
+  const y = logits[b]!;
+  return x > y || (x === y && a < b);
+}
+
+/**
+ * The position, in rule order, of the first candidate among order[0, n) at which the cumulative
+ * probability passes `target` (reaches it when `inclusive`); the last one if rounding keeps it
+ * from passing. On return order[0 .. position] holds the candidates ranked up to it.
+ */
+function findCumulative(order: Int32Array, n: number, logits: Float32Array, probs: Float64Array, target: number, inclusive: boolean): number {
+  const passes = (mass: number) => (inclusive ? mass >= target : mass > target);
+  let lo = 0;
+  let hi = n;
+  let before = 0;
+  while (hi - lo > 32) {
+    const split = partition(order, lo, hi, logits);
+    let mass = 0;
+    for (let i = lo; i < split; i++) mass += probs[order[i]!]!;
+    if (passes(before + mass)) {
+      hi = split;
+      continue;
+    }
+    before += mass;
+    if (passes(before + probs[order[split]!]!)) return split;
+    before += probs[order[split]!]!;
+    lo = split + 1;
   }
-  return candidates.ids[keep - 1]!;
+  sortRange(order, lo, hi, logits);
+  for (let i = lo; i < hi; i++) {
+    before += probs[order[i]!]!;
+    if (passes(before)) return i;
+  }
+  return Math.max(0, Math.min(hi, n) - 1);
+}
+
+/** Partitions order[lo, hi) so that order[lo .. rank] are the candidates ranked up to `rank`, with order[rank] in its place. */
+function selectPrefix(order: Int32Array, lo: number, hi: number, logits: Float32Array, rank: number): void {
+  while (hi - lo > 32) {
+    const split = partition(order, lo, hi, logits);
+    if (split === rank) return;
+    if (rank < split) hi = split;
+    else lo = split + 1;
+  }
+  sortRange(order, lo, hi, logits);
+}
+
+/** Lomuto partition around a median-of-three pivot: returns the pivot's final position. */
+function partition(order: Int32Array, lo: number, hi: number, logits: Float32Array): number {
+  const mid = lo + ((hi - lo) >> 1);
+  const last = hi - 1;
+  if (ranksBefore(logits, order[mid]!, order[lo]!)) swap(order, mid, lo);
+  if (ranksBefore(logits, order[last]!, order[lo]!)) swap(order, last, lo);
+  if (ranksBefore(logits, order[mid]!, order[last]!)) swap(order, mid, last);
+  const pivot = order[last]!;
+  let store = lo;
+  for (let i = lo; i < last; i++) {
+    if (ranksBefore(logits, order[i]!, pivot)) swap(order, i, store++);
+  }
+  swap(order, store, last);
+  return store;
+}
+
+function sortRange(order: Int32Array, lo: number, hi: number, logits: Float32Array): void {
+  for (let i = lo + 1; i < hi; i++) {
+    const id = order[i]!;
+    let j = i;
+    while (j > lo && ranksBefore(logits, id, order[j - 1]!)) {
+      order[j] = order[j - 1]!;
+      j--;
+    }
+    order[j] = id;
+  }
+}
+
+function swap(order: Int32Array, i: number, j: number): void {
+  const t = order[i]!;
+  order[i] = order[j]!;
+  order[j] = t;
 }
 
 /**

@@ -10,6 +10,7 @@ import { defaultPreset, presets } from '../model/presets.js';
 import {
   createLogger,
   defaultDrainTimeoutMs,
+  defaultHttpSettings,
   defaultKvEventsTopic,
   defaultWedgeTimeoutMs,
   KvEventPublisher,
@@ -41,6 +42,13 @@ interface ServeOptions extends BackendFlags {
   maxPrefillTokens?: number;
   maxRunningRequests?: number;
   maxQueuedRequests?: number;
+  maxQueuedTokens?: number;
+  allowedOrigins?: string[];
+  requestTimeout?: number;
+  timeoutKeepAlive: number;
+  headerTimeout: number;
+  bodyTimeout: number;
+  logFormat: 'text' | 'json';
   schedulePolicy?: 'lpm' | 'fcfs';
   scheduleConservativeness?: number;
   enableDeterministicInference?: boolean;
@@ -95,7 +103,14 @@ export function register(program: Command): void {
     .option('--chunked-prefill-size <n>', 'prompt tokens prefilled per step (per request, and all requests together while others decode); -1 disables chunking', parseIntOption)
     .option('--max-prefill-tokens <n>', 'prefill tokens per step, all requests together', parseIntOption)
     .option('--max-running-requests <n>', 'sequences decoding at once', parseIntOption)
-    .option('--max-queued-requests <n>', 'waiting requests at most; beyond it requests get 503', parseIntOption)
+    .option('--max-queued-requests <n>', 'waiting sequences at most (n > 1 samples count); beyond it requests get 503', parseIntOption)
+    .option('--max-queued-tokens <n>', 'prompt tokens of the waiting sequences at most; beyond it requests get 503', parseIntOption)
+    .option('--allowed-origins <origins...>', 'CORS: origins browsers may call from ("*" for any); none by default')
+    .option('--request-timeout <seconds>', 'abort a generation (freeing its KV) that runs longer than this', parseFloatOption)
+    .option('--timeout-keep-alive <seconds>', 'close keep-alive connections idle for this long', parseFloatOption, defaultHttpSettings.keepAliveTimeoutMs / 1000)
+    .option('--header-timeout <seconds>', 'time a client has to send its request headers', parseFloatOption, defaultHttpSettings.headersTimeoutMs / 1000)
+    .option('--body-timeout <seconds>', 'time a client has to send its whole request', parseFloatOption, defaultHttpSettings.bodyTimeoutMs / 1000)
+    .addOption(new Option('--log-format <format>', 'log lines as text or JSON lines').choices(['text', 'json']).default('text'))
     .addOption(new Option('--schedule-policy <policy>', 'lpm: longest cached prefix first; fcfs: arrival order').choices(['lpm', 'fcfs']))
     .option('--schedule-conservativeness <f>', 'above 1: admission reserves more KV for future tokens (fewer retractions); below 1: less (default 1)', parseFloatOption)
     .option('--disable-radix-cache', 'no prefix caching between requests')
@@ -137,7 +152,7 @@ export function register(program: Command): void {
 }
 
 async function serve(options: ServeOptions): Promise<void> {
-  const log = createLogger(options.logLevel);
+  const log = createLogger(options.logLevel, undefined, options.logFormat);
   log.info(describeWeights(options));
   const engineSettings = checkFlags(options, log);
   const fault = options.faultInjection === undefined ? null : parseFaultSpec(options.faultInjection);
@@ -169,6 +184,10 @@ function checkFlags(options: ServeOptions, log: Logger): Partial<EngineOptions> 
   const tpSize = options.tpSize ?? options.tp ?? 1;
   if (tpSize !== 1) throw new UserError(`--tp-size ${tpSize}: tensor parallelism is not supported by sluice's backends yet; use --tp-size 1`);
   if (!(options.drainTimeout >= 0)) throw new UserError(`--drain-timeout ${options.drainTimeout}: give seconds, 0 or more`);
+  for (const flag of ['requestTimeout', 'timeoutKeepAlive', 'headerTimeout', 'bodyTimeout'] as const) {
+    const seconds = options[flag];
+    if (seconds !== undefined && !(seconds > 0)) throw new UserError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${seconds}: give seconds, more than 0`);
+  }
   if (!(options.watchdogTimeout > 0)) throw new UserError(`--watchdog-timeout ${options.watchdogTimeout}: give seconds, more than 0`);
   if (options.port < 0 || options.port > 65535) throw new UserError(`--port ${options.port} is not a port number (0-65535)`);
   if (!(Number.isInteger(options.kvEventsBlockSize) && options.kvEventsBlockSize > 0)) {
@@ -270,6 +289,14 @@ async function listen(engine: ServedEngine, model: LoadedModel, options: ServeOp
       log,
       logRequests: !options.disableLogRequests,
       wedgeTimeoutMs: options.watchdogTimeout * 1000,
+      http: {
+        allowedOrigins: options.allowedOrigins,
+        requestTimeoutMs: options.requestTimeout === undefined ? undefined : options.requestTimeout * 1000,
+        keepAliveTimeoutMs: options.timeoutKeepAlive * 1000,
+        headersTimeoutMs: options.headerTimeout * 1000,
+        bodyTimeoutMs: options.bodyTimeout * 1000,
+        logFormat: options.logFormat,
+      },
       kvEvents,
       tokenizerThread: options.engineThread === 'worker',
     });
@@ -337,6 +364,7 @@ function engineOptions(options: ServeOptions, log: Logger): Partial<EngineOption
     contextLength: options.contextLength,
     maxQueuedRequests: options.maxQueuedRequests,
     stepTimeoutMs: options.watchdogTimeout * 1000,
+    maxQueuedTokens: options.maxQueuedTokens,
     logger: log,
   };
 }

@@ -9,9 +9,10 @@ import { registerInfo } from './routes/info.js';
 import { registerReplicaRoutes } from './routes/replica.js';
 import { registerTokenize } from './routes/tokenize.js';
 import { validatorCompiler } from './http/validator.js';
-
-/** Request bodies up to this size (a long prompt as token ids is a few MB). */
-const bodyLimit = 64 * 1024 * 1024;
+import cors from '@fastify/cors';
+import { clientErrorHandler, registerHttpEdges } from './http/edges.js';
+import { registerRequestId } from './http/request-id.js';
+import { generationBodyLimit } from './http/settings.js';
 
 /**
  * The fastify app with every route; listening is up to the caller.
@@ -20,11 +21,25 @@ const bodyLimit = 64 * 1024 * 1024;
  * vLLM: POST /tokenize, POST /detokenize. Operations: GET /health (liveness), GET /readiness, GET /health_generate, GET /metrics, GET /version.
  */
 export function buildApp(ctx: ServerContext, options: { apiKey: string | null; version: string }): FastifyInstance {
-  const app = Fastify({ logger: false, bodyLimit, forceCloseConnections: 'idle', return503OnClosing: false });
+  const http = ctx.http;
+  const app = Fastify({
+    logger: false,
+    // No route takes more than a context's worth of prompt (bodies are parsed on the engine's thread).
+    bodyLimit: generationBodyLimit(ctx.contextLength, ctx.tokenText.maxTokenBytes),
+    forceCloseConnections: 'idle',
+    return503OnClosing: false,
+    // Slow clients: headers, then the whole request, within these times; idle keep-alive closes.
+    requestTimeout: http.bodyTimeoutMs,
+    keepAliveTimeout: http.keepAliveTimeoutMs,
+    http: { headersTimeout: Math.min(http.headersTimeoutMs, http.bodyTimeoutMs), connectionsCheckingInterval: Math.min(1000, http.headersTimeoutMs / 2) },
+    clientErrorHandler,
+  });
   app.setValidatorCompiler(validatorCompiler);
-  // Any content type is read as JSON, so `curl -d '{...}'` works without a content-type header.
-  app.removeContentTypeParser('text/plain');
-  app.addContentTypeParser('*', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'ignore'));
+  registerRequestId(app);
+  if (http.allowedOrigins.length > 0) {
+    app.register(cors, { origin: http.allowedOrigins.includes('*') ? '*' : http.allowedOrigins, exposedHeaders: ['x-request-id'] });
+  }
+  registerHttpEdges(app);
   app.setErrorHandler((error, _request, reply) => {
     const apiError = toApiError(error);
     if (apiError.status >= 500 && apiError.code === null) ctx.log.error(`${apiError.message}\n${(error as Error).stack ?? ''}`);

@@ -1,6 +1,7 @@
 import type { Engine, EngineSettings } from '../engine/types.js';
 import type { LoadedModel } from '../model/load.js';
 import type { Logger } from './http/logger.js';
+import type { HttpSettings } from './http/settings.js';
 import type { ServerMetrics } from './http/metrics.js';
 import type { PromptEncoder } from './prompt-encoder.js';
 import type { TokenText } from './protocol/token-text.js';
@@ -32,6 +33,7 @@ export interface ServerContext {
   busySince: number;
   /** How long the engine may go without a step while busy before /health says it is wedged. */
   wedgeTimeoutMs: number;
+  http: HttpSettings;
   /** Set once shutdown begins: new generation requests get 503. */
   draining: boolean;
   /** Where KV-cache events go (--kv-events-endpoint), or null when off. */

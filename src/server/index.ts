@@ -9,10 +9,12 @@ import type { KvEventPublisher } from './kv-events-publisher.js';
 import { PromptEncoder } from './prompt-encoder.js';
 import { TokenText } from './protocol/token-text.js';
 import { defaultWedgeTimeoutMs } from './routes/health.js';
+import { defaultHttpSettings, type HttpSettings } from './http/settings.js';
 
 export type { ServedEngine } from './context.js';
 export { createLogger, logLevels, silentLogger, type Logger, type LogLevel } from './http/logger.js';
 export { defaultWedgeTimeoutMs } from './routes/health.js';
+export { defaultHttpSettings, type HttpSettings } from './http/settings.js';
 export { defaultKvEventsTopic, KvEventPublisher, type KvEventsConfig } from './kv-events-publisher.js';
 
 export interface ServerOptions {
@@ -28,6 +30,8 @@ export interface ServerOptions {
   /** One log line per finished request. */
   logRequests?: boolean;
   wedgeTimeoutMs?: number;
+  /** Timeouts, CORS, request timeout and log format (defaults: defaultHttpSettings). */
+  http?: Partial<HttpSettings>;
   /** The KV-event publisher the engine was given; the server reports it and closes it on shutdown. */
   kvEvents?: KvEventPublisher | null;
   /** Long prompt texts are tokenized in a thread of their own, off the HTTP thread (with `--engine-thread worker`). */
@@ -65,6 +69,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     busySince: Date.now(),
     wedgeTimeoutMs: options.wedgeTimeoutMs ?? defaultWedgeTimeoutMs,
     draining: false,
+    http: { ...defaultHttpSettings, ...definedOnly(options.http ?? {}) },
     kvEvents: options.kvEvents ?? null,
     prompts: new PromptEncoder(options.model.tokenizer, { thread: options.tokenizerThread ?? false }),
   };
@@ -93,6 +98,10 @@ async function shutdown(ctx: ServerContext, app: FastifyInstance, timeoutMs: num
   const pending = ctx.inFlight.size;
   if (pending > 0) ctx.log.info(`draining: waiting up to ${(timeoutMs / 1000).toFixed(0)} s for ${pending} requests in flight`);
   const closed = app.close();
+  // A keep-alive connection whose last request ends while draining would hold close() until the
+  // client hangs up or keep-alive times out: close each as soon as it is idle.
+  const closeIdle = setInterval(() => app.server.closeIdleConnections(), 50);
+  closed.finally(() => clearInterval(closeIdle)).catch(() => {});
   let timer: NodeJS.Timeout | undefined;
   const timedOut = await Promise.race([
     closed.then(() => false),
@@ -118,4 +127,8 @@ function packageVersion(): string {
   } catch {
     return 'unknown';
   }
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -5,7 +5,7 @@ import type { EngineOptions } from '../../src/engine/options.js';
 import { createBackendFromRecipe, type BackendRecipe } from '../../src/engine/worker/backend-recipe.js';
 import { WorkerEngine } from '../../src/engine/worker/worker-engine.js';
 import { loadModel } from '../../src/model/load.js';
-import { KvEventPublisher, silentLogger, startServer, type Logger, type RunningServer } from '../../src/server/index.js';
+import { KvEventPublisher, silentLogger, startServer, type HttpSettings, type Logger, type RunningServer } from '../../src/server/index.js';
 import { parsePrometheusText, samplesByKey } from './prometheus-text.js';
 
 export type EngineThread = 'main' | 'worker';
@@ -30,6 +30,10 @@ export interface TestServerOptions {
   kvEvents?: { endpoint: string; blockSize: number };
   engineThread?: EngineThread;
   log?: Logger;
+  /** Timeouts, CORS, request timeout, log format. */
+  http?: Partial<HttpSettings>;
+  /** Request log lines (off by default; they go to `log`). */
+  logRequests?: boolean;
 }
 
 /** A server on the tiny preset and the ref backend, on a free port, logging nothing. */
@@ -55,7 +59,19 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     const backend = options.wrapBackend ? options.wrapBackend(base) : base;
     engine = await LlmEngine.create(model, backend, { ...engineOptions, logger: log });
   }
-  return startServer({ engine, model, port: 0, log, apiKey: options.apiKey ?? null, wedgeTimeoutMs: options.wedgeTimeoutMs, servedModelName: name, kvEvents, tokenizerThread: thread === 'worker' });
+  return startServer({
+    engine,
+    model,
+    port: 0,
+    log,
+    logRequests: options.logRequests ?? false,
+    apiKey: options.apiKey ?? null,
+    wedgeTimeoutMs: options.wedgeTimeoutMs,
+    servedModelName: name,
+    kvEvents,
+    tokenizerThread: thread === 'worker',
+    http: options.http,
+  });
 }
 
 /** Parses /metrics into name{labels} -> value (labels other than model_name, in the order served). */

@@ -10,7 +10,8 @@ export function registerAuth(app: FastifyInstance, apiKey: string | null): void 
   if (!apiKey) return;
   const expected = Buffer.from(apiKey);
   app.addHook('onRequest', async (request) => {
-    if (openRoutes.has(request.url.split('?')[0]!)) return;
+    // CORS preflights carry no credentials.
+    if (request.method === 'OPTIONS' || openRoutes.has(request.url.split('?')[0]!)) return;
     const given = bearerToken(request.headers.authorization) ?? (request.headers['x-api-key'] as string | undefined);
     if (given === undefined) {
       throw new ApiError(401, 'Missing API key: send "Authorization: Bearer <key>".', 'invalid_request_error', null, 'invalid_api_key');

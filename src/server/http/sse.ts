@@ -52,14 +52,17 @@ export class SseWriter {
  * went out is sent as one `data: {"error": ...}` event followed by `[DONE]`.
  */
 export async function streamEvents(
-  reply: { hijack(): unknown; raw: ServerResponse },
+  reply: { hijack(): unknown; raw: ServerResponse; getHeaders(): Record<string, unknown> },
   produce: (sse: SseWriter) => Promise<void>,
   toErrorBody: (e: unknown) => unknown,
 ): Promise<void> {
+  // The headers hooks set on the reply (X-Request-Id, CORS) go out with the stream's.
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) headers[name] = String(value);
   reply.hijack();
   const sse = new SseWriter(reply.raw);
   if (sse.closed) return;
-  sse.open();
+  sse.open(headers);
   try {
     await produce(sse);
     await sse.done();

@@ -1,11 +1,33 @@
 import type { IncrementalDetokenizer, Tokenizer } from '../../model/tokenizer.js';
 
+/** Assumed when the tokenizer has no byte table (Llama 3's longest token has 128 bytes). */
+const unknownTokenBytes = 256;
+
 /** Each token's text on its own (for log-prob listings), decoded once and remembered. */
 export class TokenText {
   private readonly cache = new Map<number, string>();
   private readonly utf8 = new TextEncoder();
 
+  private longest = -1;
+
   constructor(private readonly tokenizer: Tokenizer) {}
+
+  /** The most bytes any one token stands for: a text of more characters than context x this cannot fit. */
+  get maxTokenBytes(): number {
+    if (this.longest < 0) {
+      let longest = 0;
+      for (let id = 0; id < this.tokenizer.vocabSize; id++) {
+        const bytes = this.tokenizer.tokenBytes(id);
+        if (bytes === null) {
+          longest = unknownTokenBytes;
+          break;
+        }
+        longest = Math.max(longest, bytes.length);
+      }
+      this.longest = longest;
+    }
+    return this.longest;
+  }
 
   text(id: number): string {
     let text = this.cache.get(id);

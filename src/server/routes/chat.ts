@@ -8,7 +8,7 @@ import { ChatAccumulator } from '../protocol/chat-accumulator.js';
 import { ChatCompletionRequest } from '../protocol/chat.js';
 import { toSamplingParams } from '../protocol/sampling.js';
 import { openAiGrammar } from '../protocol/structured-output.js';
-import { checkModel, newId, unixSeconds } from './common.js';
+import { checkModel, encodePrompt, newId, unixSeconds } from './common.js';
 import { replyWithGeneration } from './respond.js';
 
 export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
@@ -65,7 +65,7 @@ export async function renderPrompt(ctx: ServerContext, messages: ChatCompletionR
   } catch (e) {
     throw invalidParam('messages', `The chat template could not render these messages: ${(e as Error).message}`);
   }
-  return ctx.prompts.encode(text, false);
+  return encodePrompt(ctx, text, 'messages', false);
 }
 
 function messageText(content: ChatCompletionRequest['messages'][number]['content'], i: number): string {

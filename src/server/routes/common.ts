@@ -22,8 +22,53 @@ export function checkTokenIds(ctx: ServerContext, ids: number[], param: string):
   if (bad !== undefined) throw invalidParam(param, `Invalid value for '${param}': token id ${bad} is not below the vocabulary size ${vocab}.`);
 }
 
-/** Logs one line per finished request unless --disable-log-requests. */
-export function logRequest(ctx: ServerContext, route: string, id: string, promptTokens: number, completionTokens: number, ms: number, outcome: string): void {
+export interface RequestLog {
+  route: string;
+  /** The response's id (cmpl-..., rid). */
+  id: string;
+  /** X-Request-Id. */
+  requestId: string | null;
+  promptTokens: number;
+  completionTokens: number;
+  ms: number;
+  outcome: string;
+}
+
+/** Logs one line per finished request unless --disable-log-requests (as JSON fields with --log-format json). */
+export function logRequest(ctx: ServerContext, r: RequestLog): void {
   if (!ctx.logRequests) return;
-  ctx.log.info(`${route} ${id}: ${promptTokens} prompt + ${completionTokens} completion tokens in ${ms.toFixed(0)} ms (${outcome})`);
+  const requestId = r.requestId && r.requestId !== r.id ? ` [${r.requestId}]` : '';
+  ctx.log.info(`${r.route} ${r.id}${requestId}: ${r.promptTokens} prompt + ${r.completionTokens} completion tokens in ${r.ms.toFixed(0)} ms (${r.outcome})`, {
+    route: r.route,
+    id: r.id,
+    request_id: r.requestId,
+    prompt_tokens: r.promptTokens,
+    completion_tokens: r.completionTokens,
+    duration_ms: Math.round(r.ms),
+    outcome: r.outcome,
+  });
+}
+
+/** Characters of text tokenized to look at before tokenizing a long text whole, per context token. */
+const probeCharsPerToken = 8;
+/** Tokens a cut-off text may gain at the cut (its last word split differently). */
+const probeSlack = 256;
+
+/**
+ * Tokenizes a prompt text, refusing text that cannot fit the context before tokenizing all of it
+ * (tokenizing megabytes blocks the event loop for seconds): more characters than the context
+ * times the longest token's bytes cannot fit at all; for a long text, a leading part that
+ * already has more tokens than the context settles it.
+ */
+export async function encodePrompt(ctx: ServerContext, text: string, param: string, addSpecialTokens = true): Promise<number[]> {
+  const context = ctx.contextLength;
+  const tooLong = (atLeast: string) =>
+    invalidParam(param, `This model's maximum context length is ${context} tokens. However, your prompt is ${atLeast}. Please reduce the length of the prompt.`, 'context_length_exceeded');
+  if (text.length > context * ctx.tokenText.maxTokenBytes) throw tooLong(`${text.length} characters long, more than ${context} tokens can hold`);
+  const probe = context * probeCharsPerToken;
+  if (text.length > probe) {
+    const head = (await ctx.prompts.encode(text.slice(0, probe), false)).length;
+    if (head > context + probeSlack) throw tooLong(`longer than ${head - probeSlack} tokens`);
+  }
+  return ctx.prompts.encode(text, addSpecialTokens);
 }

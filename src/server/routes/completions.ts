@@ -7,7 +7,7 @@ import { CompletionAccumulator } from '../protocol/completions-accumulator.js';
 import { CompletionRequest } from '../protocol/completions.js';
 import { toSamplingParams } from '../protocol/sampling.js';
 import { openAiGrammar } from '../protocol/structured-output.js';
-import { checkModel, newId, unixSeconds } from './common.js';
+import { checkModel, encodePrompt, newId, unixSeconds } from './common.js';
 import { replyWithGeneration } from './respond.js';
 
 export function registerCompletions(app: FastifyInstance, ctx: ServerContext): void {
@@ -52,8 +52,8 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
 }
 
 async function tokenizePrompts(ctx: ServerContext, prompt: CompletionRequest['prompt']): Promise<number[][]> {
-  if (typeof prompt === 'string') return [await ctx.prompts.encode(prompt)];
-  if (prompt.every((p) => typeof p === 'string')) return Promise.all((prompt as string[]).map((p) => ctx.prompts.encode(p)));
+  if (typeof prompt === 'string') return [await encodePrompt(ctx, prompt, 'prompt')];
+  if (prompt.every((p) => typeof p === 'string')) return Promise.all((prompt as string[]).map((p, i) => encodePrompt(ctx, p, prompt.length === 1 ? 'prompt' : `prompt[${i}]`)));
   if (prompt.every((p) => typeof p === 'number')) return [prompt as number[]];
   return prompt as number[][];
 }

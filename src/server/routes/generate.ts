@@ -7,7 +7,7 @@ import { toSamplingParams } from '../protocol/sampling.js';
 import { sglangGrammar } from '../protocol/structured-output.js';
 import { SglangAccumulator } from '../protocol/sglang-accumulator.js';
 import { GenerateRequestBody, type SglangSamplingParams } from '../protocol/sglang.js';
-import { newId } from './common.js';
+import { encodePrompt, newId } from './common.js';
 import { replyWithGeneration } from './respond.js';
 
 export function registerGenerate(app: FastifyInstance, ctx: ServerContext): void {
@@ -46,7 +46,9 @@ async function generate(ctx: ServerContext, request: FastifyRequest<{ Body: Gene
 
 async function tokenizeInput(ctx: ServerContext, body: GenerateRequestBody): Promise<number[][]> {
   if ((body.text == null) === (body.input_ids == null)) throw invalidParam('text', 'Give exactly one of text or input_ids.');
-  if (body.text != null) return Promise.all((typeof body.text === 'string' ? [body.text] : body.text).map((t) => ctx.prompts.encode(t)));
+  if (body.text != null) {
+    return Promise.all(typeof body.text === 'string' ? [encodePrompt(ctx, body.text, 'text')] : body.text.map((t, i) => encodePrompt(ctx, t, `text[${i}]`)));
+  }
   const ids = body.input_ids!;
   return ids.every((x) => typeof x === 'number') ? [ids as number[]] : (ids as number[][]);
 }

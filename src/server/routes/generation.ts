@@ -32,6 +32,9 @@ export class Generation implements InFlightRequest {
   private readonly pending = new Map<number, Pending>();
   private aborted = false;
   private abortedByShutdown = false;
+  /** Aborted for running longer than --request-timeout. */
+  timedOut = false;
+  private timeout: NodeJS.Timeout | undefined;
   private disconnected = false;
   private readonly recorder: RequestMetricsRecorder;
 
@@ -50,6 +53,13 @@ export class Generation implements InFlightRequest {
       throw namePromptParam(e, requests);
     }
     this.streams.forEach((_, i) => this.readAhead(i));
+    const limit = ctx.http.requestTimeoutMs;
+    if (limit !== null) {
+      this.timeout = setTimeout(() => {
+        this.timedOut = true;
+        this.abort();
+      }, limit);
+    }
     if (ctx.inFlight.size === 0) ctx.busySince = Date.now();
     ctx.inFlight.add(this);
     if (response.destroyed || response.socket?.destroyed) this.onClose();
@@ -105,6 +115,7 @@ export class Generation implements InFlightRequest {
   /** Ends the generation: aborts what is unfinished and records its latency. Safe to call more than once. */
   dispose(): void {
     if (!this.ctx.inFlight.has(this)) return;
+    clearTimeout(this.timeout);
     if (this.pending.size > 0) this.abort();
     this.recorder.onDispose();
     this.response.off('close', this.onClose);

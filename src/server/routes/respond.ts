@@ -5,6 +5,7 @@ import { streamEvents } from '../http/sse.js';
 import type { Accumulator } from '../protocol/accumulator.js';
 import { Generation, type PromptRequest } from './generation.js';
 import { logRequest } from './common.js';
+import { requestIdOf } from '../http/request-id.js';
 
 export interface GenerationReply<Chunk, Response> {
   /** The route's name in request logs. */
@@ -25,6 +26,7 @@ export interface GenerationReply<Chunk, Response> {
  * whatever happens.
  */
 export async function replyWithGeneration<Chunk, Response>(ctx: ServerContext, reply: FastifyReply, options: GenerationReply<Chunk, Response>): Promise<void> {
+  const request = reply.request;
   const generation = new Generation(ctx, options.requests, reply.raw);
   const accumulator = options.accumulator(generation);
   try {
@@ -51,7 +53,15 @@ export async function replyWithGeneration<Chunk, Response>(ctx: ServerContext, r
       else await reply.send(fold.result());
     }
     const { promptTokens, completionTokens } = accumulator.usage;
-    logRequest(ctx, options.route, options.id, promptTokens, completionTokens, generation.elapsedMs(), generation.clientGone ? 'client gone' : 'done');
+    logRequest(ctx, {
+      route: options.route,
+      id: options.id,
+      requestId: requestIdOf(request),
+      promptTokens,
+      completionTokens,
+      ms: generation.elapsedMs(),
+      outcome: generation.clientGone ? 'client gone' : generation.timedOut ? 'timed out' : 'done',
+    });
   } finally {
     generation.dispose();
   }

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { ServerContext } from '../context.js';
 import { DetokenizeRequest, TokenizeRequest, type DetokenizeResponse, type TokenizeResponse } from '../protocol/vllm.js';
-import { checkModel, checkTokenIds } from './common.js';
+import { checkModel, checkTokenIds, encodePrompt } from './common.js';
 import { renderPrompt } from './chat.js';
 
 export function registerTokenize(app: FastifyInstance, ctx: ServerContext): void {
@@ -16,7 +16,7 @@ export function registerTokenize(app: FastifyInstance, ctx: ServerContext): void
       tokens = await renderPrompt(ctx, body.messages, body.add_generation_prompt ?? true);
       if (body.add_special_tokens) tokens = tokenizer.encode(tokenizer.decode(tokens, false), true);
     } else {
-      tokens = tokenizer.encode(body.prompt, body.add_special_tokens ?? true);
+      tokens = await encodePrompt(ctx, body.prompt, 'prompt', body.add_special_tokens ?? true);
     }
     const response: TokenizeResponse = { count: tokens.length, max_model_len: ctx.contextLength, tokens };
     if (body.return_token_strs) response.token_strs = tokens.map((id) => tokenizer.idToToken(id) ?? '');
