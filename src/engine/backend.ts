@@ -103,6 +103,15 @@ export interface ForwardBatch {
   /** The slot each new token's K and V are written to (derivable from the page table; precomputed). */
   slotMapping: Int32Array; // [T]
   sampling: SamplingBatch;
+  /**
+   * Overlap (SGLang's overlap scheduler): step N+1 launched before step N's tokens reached the
+   * host. Where set, row t's input token is not tokenIds[t] (which holds -1) but the token that
+   * sequence previousRow[t] of the PREVIOUS forward() sampled, read from device memory; -1 rows
+   * take tokenIds[t]. Only sent to a backend whose `overlapsSteps` is true, and only while that
+   * previous step is the last one launched. Not yet produced by the engine (see
+   * docs/architecture.md, "The engine thread"): backends may ignore it until then.
+   */
+  previousRow?: Int32Array; // [T]
 }
 
 export interface TopLogprobs {
@@ -132,5 +141,11 @@ export interface Backend {
   allocateKvCache(spec: KvCacheSpec): Promise<void>;
   /** Runs one step asynchronously (the Node event loop stays free while it computes). */
   forward(batch: ForwardBatch): Promise<StepOutput>;
+  /**
+   * True when forward() may be called again before the previous call resolved, with
+   * ForwardBatch.previousRow naming input tokens still on the device (queued on the same stream,
+   * so step N+1 starts the moment step N ends). Absent: one step at a time, ids from the host.
+   */
+  readonly overlapsSteps?: boolean;
   close(): Promise<void>;
 }
