@@ -22,7 +22,7 @@ async function start(init: WorkerInit): Promise<void> {
     engine = await LlmEngine.create(model, backend, {
       ...init.engine,
       logger: { warn: (message) => post({ type: 'log', message }) },
-      onFatal: (message) => queueMicrotask(() => post({ type: 'engine-stopped', message, stats: engine.stats() })),
+      onFatal: (message) => queueMicrotask(() => post({ type: 'engine-stopped', message, stats: engine.stats(), seen })),
       kvEvents: init.kvEvents === null ? null : { ...init.kvEvents, sink: (events) => post({ type: 'kv-events', events }) },
     });
   } catch (e) {
@@ -30,13 +30,20 @@ async function start(init: WorkerInit): Promise<void> {
     throw e;
   }
   const outbox = new DeltaBatchWriter();
+  /** Sequences of the generate messages taken so far, and as of the last stats sent. */
+  let seen = 0;
+  let seenReported = 0;
   let flushQueued = false;
   // Runs in the check phase after the engine's own setImmediate, i.e. once the next step is launched.
   const flush = () => {
     flushQueued = false;
-    if (outbox.empty) return;
-    const { batch, transfer } = outbox.build();
-    post({ type: 'step', batch, stats: engine.stats() }, transfer);
+    if (outbox.empty) {
+      if (seenReported < seen) post({ type: 'stats', stats: engine.stats(), seen });
+    } else {
+      const { batch, transfer } = outbox.build();
+      post({ type: 'step', batch, stats: engine.stats(), seen }, transfer);
+    }
+    seenReported = seen;
   };
   const queueFlush = () => {
     if (flushQueued) return;
@@ -66,6 +73,8 @@ async function start(init: WorkerInit): Promise<void> {
   port.on('message', (message: ToEngine) => {
     switch (message.type) {
       case 'generate':
+        seen += message.sequences;
+        queueFlush(); // the new requests show in the stats at once, not after the next step
         try {
           const streams = engine.generateMany(message.requests);
           streams.forEach((stream, i) => relay(message.handles[i]!, stream[Symbol.asyncIterator]()));
@@ -78,20 +87,20 @@ async function start(init: WorkerInit): Promise<void> {
         engine.abort(message.id);
         return;
       case 'call':
-        void answer(engine, message.call, message.method, flush);
+        void answer(engine, message.call, message.method, flush, () => seen);
         return;
     }
   });
-  post({ type: 'ready', contextLength: engine.contextLength, settings: engine.settings, description: backend.description, stats: engine.stats() });
+  post({ type: 'ready', contextLength: engine.contextLength, settings: engine.settings, description: backend.description, stats: engine.stats(), seen });
 }
 
-async function answer(engine: LlmEngine, call: number, method: 'flushCache' | 'drain' | 'close', flush: () => void): Promise<void> {
+async function answer(engine: LlmEngine, call: number, method: 'flushCache' | 'drain' | 'close', flush: () => void, seen: () => number): Promise<void> {
   let value: unknown = null;
   if (method === 'flushCache') value = engine.flushCache();
   else if (method === 'drain') await engine.drain();
   else await engine.close();
   flush(); // whatever the call made (abort deltas of close) goes out before its answer
-  post({ type: 'reply', call, value, stats: engine.stats() });
+  post({ type: 'reply', call, value, stats: engine.stats(), seen: seen() });
   if (method === 'close') port.close();
 }
 

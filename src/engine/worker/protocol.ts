@@ -22,19 +22,24 @@ export interface WorkerInit {
 /** HTTP thread -> engine thread. */
 export type ToEngine =
   /** generateMany: one handle per request, all admitted or none. */
-  | { type: 'generate'; handles: number[]; requests: GenerateRequest[] }
+  | { type: 'generate'; handles: number[]; requests: GenerateRequest[]; sequences: number }
   | { type: 'abort'; id: string }
   | { type: 'call'; call: number; method: 'flushCache' | 'drain' | 'close' };
 
-/** Engine thread -> HTTP thread. */
+/**
+ * Engine thread -> HTTP thread. Every `stats` comes with `seen`: the sequences of all generate
+ * messages the engine thread had taken by then, so the HTTP side counts the ones still in
+ * flight between the threads as waiting.
+ */
 export type FromEngine =
-  | { type: 'ready'; contextLength: number; settings: EngineSettings; description: string; stats: EngineStats }
-  | { type: 'step'; batch: DeltaBatch; stats: EngineStats }
-  | { type: 'reply'; call: number; value: unknown; stats: EngineStats }
+  | { type: 'ready'; contextLength: number; settings: EngineSettings; description: string; stats: EngineStats; seen: number }
+  | { type: 'step'; batch: DeltaBatch; stats: EngineStats; seen: number }
+  | { type: 'stats'; stats: EngineStats; seen: number }
+  | { type: 'reply'; call: number; value: unknown; stats: EngineStats; seen: number }
   | { type: 'log'; message: string }
   | { type: 'kv-events'; events: KvEvent[] }
   /** The engine stopped after a backend failure (its onFatal); the thread lives on, refusing work. */
-  | { type: 'engine-stopped'; message: string; stats: EngineStats }
+  | { type: 'engine-stopped'; message: string; stats: EngineStats; seen: number }
   | { type: 'fatal'; error: SerializedError };
 
 /**

@@ -45,8 +45,9 @@ export class WorkerEngine implements Engine {
   private nextHandle = 1;
   private nextCall = 1;
   private latest: EngineStats;
-  /** Requests sent since the last stats arrived (counted as waiting until the engine says otherwise). */
-  private sentSinceStats = 0;
+  /** Sequences sent to the engine thread in all, and how many of them it had taken as of the latest stats. */
+  private sent = 0;
+  private seen = 0;
   private accepting = true;
   private error: string | null = null;
   private exited = false;
@@ -61,6 +62,7 @@ export class WorkerEngine implements Engine {
     this.settings = ready.settings;
     this.backendDescription = ready.description;
     this.latest = ready.stats;
+    this.seen = ready.seen;
     worker.on('message', (message: FromEngine) => this.receive(message));
     worker.on('error', (e) => this.die(`the engine thread crashed: ${e.stack ?? e.message}`));
     worker.on('exit', (code) => {
@@ -132,8 +134,8 @@ export class WorkerEngine implements Engine {
       this.handlesById.set(id, handle);
       return handle;
     });
-    this.sentSinceStats += sequences;
-    this.send({ type: 'generate', handles, requests: requests.map((request, i) => ({ ...request, id: ids[i] })) });
+    this.sent += sequences;
+    this.send({ type: 'generate', handles, requests: requests.map((request, i) => ({ ...request, id: ids[i] })), sequences });
     return handles.map((handle) => this.requests.get(handle)!.stream);
   }
 
@@ -144,11 +146,12 @@ export class WorkerEngine implements Engine {
 
   /**
    * The engine's stats as of its last message (sent with every step, so at most one step old),
-   * with the requests sent since counted as waiting: a stalled first step still shows as pending.
+   * with the sequences still on their way to the engine thread counted as waiting.
    */
   stats(): EngineStats {
-    if (this.error === null && this.sentSinceStats === 0) return this.latest;
-    return { ...this.latest, waitingRequests: this.latest.waitingRequests + this.sentSinceStats, error: this.error ?? this.latest.error };
+    const inTransit = this.sent - this.seen;
+    if (this.error === null && inTransit === 0) return this.latest;
+    return { ...this.latest, waitingRequests: this.latest.waitingRequests + inTransit, error: this.error ?? this.latest.error };
   }
 
   flushCache(): Promise<boolean> {
@@ -188,7 +191,7 @@ export class WorkerEngine implements Engine {
   private receive(message: FromEngine): void {
     switch (message.type) {
       case 'step': {
-        this.takeStats(message.stats);
+        this.takeStats(message);
         const batch = message.batch;
         for (let i = 0; i < batch.count; i++) {
           const pending = this.requests.get(batch.handles[i]!);
@@ -199,7 +202,7 @@ export class WorkerEngine implements Engine {
         return;
       }
       case 'reply':
-        this.takeStats(message.stats);
+        this.takeStats(message);
         this.calls.get(message.call)?.(message.value);
         this.calls.delete(message.call);
         return;
@@ -209,11 +212,14 @@ export class WorkerEngine implements Engine {
       case 'fatal':
         this.die(`the engine thread failed: ${message.error.message}`);
         return;
+      case 'stats':
+        this.takeStats(message);
+        return;
       case 'kv-events':
         this.options.engine.kvEvents?.sink(message.events);
         return;
       case 'engine-stopped':
-        this.takeStats(message.stats);
+        this.takeStats(message);
         if (this.options.engine.onFatal) this.options.engine.onFatal(message.message);
         else (this.options.logger ?? console).warn(`engine stopped: ${message.message}`);
         return;
@@ -222,9 +228,9 @@ export class WorkerEngine implements Engine {
     }
   }
 
-  private takeStats(stats: EngineStats): void {
-    this.latest = stats;
-    this.sentSinceStats = 0;
+  private takeStats(report: { stats: EngineStats; seen: number }): void {
+    this.latest = report.stats;
+    this.seen = report.seen;
   }
 
   private settle(handle: number): Pending | undefined {
