@@ -12,6 +12,7 @@ import type { WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
+import { Presets, SingleBar } from 'cli-progress';
 import { BlockPool } from './block-pool.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { attentionGroups, buildSegmentModel, segmentOps, stepInputs, stepOutputs, type Segment } from './segment-graph.js';
@@ -23,6 +24,8 @@ export interface CpuBackendOptions extends BackendOptions {
   segmentBytes?: number;
   /** ORT's per-node profiling, written as JSON files starting with this prefix when the backend closes (scripts/profile-cpu.ts). */
   profilePrefix?: string;
+  /** A progress bar on stderr while weights are quantized and compiled (default: when stderr is a terminal). */
+  progress?: boolean;
   /** Extra ORT session options, for experiments (scripts/profile-cpu.ts). */
   sessionOptions?: Partial<Ort.InferenceSession.SessionOptions>;
 }
@@ -87,13 +90,16 @@ export class CpuBackend implements Backend {
     // generated there from their recipe, never as BF16 bytes); the embedding table's blocks are
     // kept for lookups and shared with a tied lm-head.
     const pool = new BlockPool(this.threads);
+    const bar = (this.options.progress ?? process.stderr.isTTY) ? loadProgress(model.graph, format) : null;
     const blocksOf = async (name: string): Promise<QuantizedBlocks> => {
       if (format === 'f32') throw new Error('f32 weights are not blocks');
       if (name === embeddingOp.table && this.embedding !== undefined && 'blocks' in this.embedding) return this.embedding.blocks;
       const info = weights.info(name)!;
       const recipe = weights.deviceRecipe?.(name);
       const source = recipe ? { recipe } : { bytes: await weights.read(name) };
-      return pool.quantize(blockTypeOf(format), info.shape[0]!, info.shape[1]!, info.dtype, source);
+      const blocks = await pool.quantize(blockTypeOf(format), info.shape[0]!, info.shape[1]!, info.dtype, source);
+      bar?.increment(storedBytes(info.shape[0]!, info.shape[1]!, format) / 2 ** 20);
+      return blocks;
     };
     let table: Uint8Array | null = null;
     try {
@@ -105,6 +111,7 @@ export class CpuBackend implements Backend {
       }
       await this.compile(model, table, blocksOf);
     } finally {
+      bar?.stop();
       await pool.close();
     }
   }
@@ -344,4 +351,23 @@ export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: 
   }
   segments.push({ firstLayer: first, endLayer: numLayers, withHead: true });
   return segments;
+}
+
+/** A terminal progress bar over the MiB of blocks a quantized load makes (the embedding table included). */
+function loadProgress(graph: LlamaGraph, format: WeightFormat): SingleBar | null {
+  if (format === 'f32') return null;
+  const embedding = graph.ops.find((op) => op.op === 'embedding')!;
+  const table = graph.activations[embedding.out]!.cols;
+  let total = 0;
+  for (const op of graph.ops) if (op.op === 'linear') total += storedBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols, format);
+  // A tied lm-head reuses the table's blocks; an untied one is a linear op of its own.
+  const tied = graph.ops.some((op) => op.op === 'linear' && op.weight === embedding.table);
+  const lmHead = graph.ops.findLast((op) => op.op === 'linear');
+  if (!tied && lmHead?.op === 'linear') total += storedBytes(graph.activations[lmHead.out]!.cols, table, format);
+  const bar = new SingleBar(
+    { format: `cpu: quantizing weights to ${format} [{bar}] {percentage}% | {value}/{total} MiB | {duration}s`, stream: process.stderr, clearOnComplete: false, hideCursor: false, formatValue: (v, _o, type) => (type === 'value' || type === 'total' ? Math.round(v).toString() : String(v)) },
+    Presets.shades_classic,
+  );
+  bar.start(Math.round(total / 2 ** 20), 0);
+  return bar;
 }
