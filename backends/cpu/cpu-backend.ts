@@ -8,10 +8,10 @@ import type { LlamaGraph } from '../../src/model/graph.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../shared/host-sampler.js';
-import type { WeightSource } from '../../src/model/weights.js';
+import { layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
-import { ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
+import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
 import { Presets, SingleBar } from 'cli-progress';
 import { BlockPool } from './block-pool.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
@@ -47,6 +47,8 @@ export class CpuBackend implements Backend {
   private readonly runtime: string;
   private config!: LlamaConfig;
   private format: WeightFormat | undefined;
+  /** True when the matrices are a GGUF file's own blocks. */
+  private blocksFromFile = false;
   private readonly threads: number;
   private sessions: { segment: Segment; carriedOut: string[]; session: Ort.InferenceSession }[] = [];
   private graph!: LlamaGraph;
@@ -72,7 +74,8 @@ export class CpuBackend implements Backend {
   get description(): string {
     if (this.format === undefined) return this.runtime;
     const bits = { f32: '', q8: '8-bit weights (q8: Q8_0 blocks', q4: '4-bit weights (q4: Q4_0 blocks' }[this.format];
-    const weights = this.format === 'f32' ? 'f32 weights' : `${bits}, quantized from ${this.config.dtype}; f32 weights run exact)`;
+    const origin = this.blocksFromFile ? 'as the GGUF file stores them' : `quantized from ${this.config.dtype}; f32 weights run exact`;
+    const weights = this.format === 'f32' ? 'f32 weights' : `${bits}, ${origin})`;
     return `${this.runtime}, ${weights}`;
   }
 
@@ -80,7 +83,7 @@ export class CpuBackend implements Backend {
     const { config, weights } = model;
     this.config = config;
     this.invFreq = ropeInverseFrequencies(config);
-    this.format = this.options.cpuWeights ?? (config.dtype === 'f32' ? 'f32' : 'q8');
+    this.format = this.options.cpuWeights ?? storedFormat(model) ?? (config.dtype === 'f32' ? 'f32' : 'q8');
     const embeddingOp = model.graph.ops.find((op) => op.op === 'embedding');
     if (!embeddingOp) throw new BackendError(this.name, 'the graph has no embedding op');
     const embedInfo = weights.info(embeddingOp.table);
@@ -95,6 +98,13 @@ export class CpuBackend implements Backend {
       if (format === 'f32') throw new Error('f32 weights are not blocks');
       if (name === embeddingOp.table && this.embedding !== undefined && 'blocks' in this.embedding) return this.embedding.blocks;
       const info = weights.info(name)!;
+      // A GGUF file's own Q8_0 / Q4_0 blocks run as they are, never requantized.
+      const stored = weights.storedType?.(name) === ggmlTypeName[blockTypeOf(format)] ? await weights.storedBlocks?.(name) : null;
+      if (stored) {
+        this.blocksFromFile = true;
+        bar?.increment(storedBytes(info.shape[0]!, info.shape[1]!, format) / 2 ** 20);
+        return blocksFromGguf(blockTypeOf(format), stored.bytes);
+      }
       const recipe = weights.deviceRecipe?.(name);
       const source = recipe ? { recipe } : { bytes: await weights.read(name) };
       const blocks = await pool.quantize(blockTypeOf(format), info.shape[0]!, info.shape[1]!, info.dtype, source);
@@ -370,4 +380,12 @@ function loadProgress(graph: LlamaGraph, format: WeightFormat): SingleBar | null
   );
   bar.start(Math.round(total / 2 ** 20), 0);
   return bar;
+}
+
+const ggmlTypeName: Record<GgmlBlockType, string> = { q8_0: 'Q8_0', q4_0: 'Q4_0' };
+
+/** A GGUF source whose matrices are Q8_0 or Q4_0 blocks runs at those bits unless --cpu-weights says otherwise. */
+function storedFormat(model: ModelSpec): WeightFormat | undefined {
+  const type = model.weights.storedType?.(`${layerPrefix(0)}.self_attn.q_proj.weight`);
+  return type === 'Q8_0' ? 'q8' : type === 'Q4_0' ? 'q4' : undefined;
 }

@@ -112,3 +112,24 @@ export function ggufBlocks(type: GgmlBlockType, blocks: QuantizedBlocks): Uint8A
   }
   return out;
 }
+
+/** The inverse of ggufBlocks: codes and scales of Q8_0 or Q4_0 blocks as a GGUF file stores them. */
+export function blocksFromGguf(type: GgmlBlockType, bytes: Uint8Array): QuantizedBlocks {
+  const size = ggmlBlockBytes[type];
+  const count = bytes.byteLength / size;
+  const codes = new Uint8Array(count * ggmlBlockSize);
+  const scales = new Float32Array(count);
+  for (let b = 0; b < count; b++) {
+    const at = b * size;
+    scales[b] = f16ToF32(bytes[at]! | (bytes[at + 1]! << 8));
+    const c = b * ggmlBlockSize;
+    if (type === 'q8_0') for (let j = 0; j < 32; j++) codes[c + j] = (bytes[at + 2 + j]! + 128) & 0xff;
+    else {
+      for (let j = 0; j < 16; j++) {
+        codes[c + j] = bytes[at + 2 + j]! & 0x0f;
+        codes[c + j + 16] = bytes[at + 2 + j]! >> 4;
+      }
+    }
+  }
+  return { codes, scales };
+}

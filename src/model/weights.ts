@@ -26,7 +26,22 @@ export interface WeightSource {
   deviceRecipe?(name: string): DeviceWeightRecipe | null;
   /** Raw little-endian bytes of one tensor in its stored dtype. */
   read(name: string): Promise<Uint8Array>;
+  /**
+   * Quantized sources (GGUF): a matrix's GGML blocks as stored, for backends that run those
+   * blocks as they are; null for a tensor stored as floats. Absent: the source has no blocks.
+   */
+  storedBlocks?(name: string): Promise<StoredBlocks | null>;
+  /** Quantized sources: the GGML type a tensor is stored in ("Q8_0", "Q4_0", "F32", ...). */
+  storedType?(name: string): string | undefined;
   close(): Promise<void>;
+}
+
+/** A matrix's GGML blocks: [rows, cols] (HF layout), each row cols / blockSize blocks in the file's byte layout. */
+export interface StoredBlocks {
+  /** The GGML type name: Q8_0, Q4_0, Q4_K, Q6_K. */
+  type: string;
+  shape: [number, number];
+  bytes: Uint8Array;
 }
 
 /**

@@ -163,7 +163,7 @@ describe('GGUF reader', () => {
     const { weights: w } = await loadGguf(file, { dequantizeTo: 'bf16' });
     const name = 'model.layers.0.self_attn.k_proj.weight';
     expect(w.info(name)!.dtype).toBe('bf16');
-    const blocks = (await w.quantizedBlocks(name))!;
+    const blocks = (await w.storedBlocks(name))!;
     expect(blocks.type).toBe('Q4_0');
     expect(blocks.shape).toEqual([config.numKvHeads * config.headDim, config.hiddenSize]);
     // Row by row, the blocks are the writer's quantization of the HF row.
@@ -173,7 +173,7 @@ describe('GGUF reader', () => {
     for (let r = 0; r < blocks.shape[0]; r++) {
       expect(sameBytes(blocks.bytes.subarray(r * rowBytes, (r + 1) * rowBytes), quantizeRow('q4_0', hf.subarray(r * h, (r + 1) * h))), `row ${r}`).toBe(true);
     }
-    expect(await w.quantizedBlocks('model.norm.weight')).toBeNull();
+    expect(await w.storedBlocks('model.norm.weight')).toBeNull();
     await w.close();
   });
 

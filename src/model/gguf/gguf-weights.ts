@@ -1,7 +1,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import type { LlamaConfig, WeightDType } from '../config.js';
 import { fromFloat32 } from '../dtype.js';
-import type { TensorInfo, WeightSource } from '../weights.js';
+import type { StoredBlocks, TensorInfo, WeightSource } from '../weights.js';
 import { UserError } from '../../errors.js';
 import { dequantize } from './dequantize.js';
 import type { GgufModelFile, GgufTensor } from './gguf-file.js';
@@ -10,13 +10,6 @@ import { ggufSettingTensors, ggufToHfName } from './tensor-names.js';
 
 const floatTypes: Partial<Record<GgmlTypeName, WeightDType>> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
 
-/** A quantized tensor's blocks as stored, rows in Hugging Face order (Q/K heads un-permuted). */
-export interface QuantizedBlocks {
-  type: GgmlTypeName;
-  /** [out, in]: each row holds in / blockSize blocks. */
-  shape: [number, number];
-  bytes: Uint8Array;
-}
 
 interface Entry {
   tensor: GgufTensor;
@@ -75,8 +68,8 @@ export class GgufWeights implements WeightSource {
     return fromFloat32(values, this.dequantizeTo);
   }
 
-  /** The stored blocks of a quantized tensor (Q8_0, Q4_0, ...); null for float tensors. */
-  async quantizedBlocks(name: string): Promise<QuantizedBlocks | null> {
+  /** The stored blocks of a quantized tensor (Q8_0, Q4_0, ...), rows in Hugging Face order; null for float tensors. */
+  async storedBlocks(name: string): Promise<StoredBlocks | null> {
     const entry = this.need(name);
     if (floatTypes[entry.tensor.type.name] !== undefined) return null;
     const [cols, rows] = entry.tensor.dims as [number, number];
