@@ -230,7 +230,8 @@ async function startWorkerEngine(model: LoadedModel, options: ServeOptions, sett
   const { logger: _, ...engine } = settings;
   const engineThread = await WorkerEngine.start({
     model,
-    load: { modelPath: options.modelPath, loadFormat: options.loadFormat, seed: options.seed },
+    // The files the main thread found (a Hugging Face id's snapshot, a GGUF file): no second download.
+    load: { modelPath: model.path, loadFormat: options.loadFormat, seed: options.seed, dequantizeTo: dequantizedDType(options) },
     // Every flag travels (plain values only): the engine thread's backend reads the ones it knows.
     backend: { kind: 'flags', flags: plainValues(options) as unknown as BackendFlags, fault },
     engine,

@@ -23,11 +23,11 @@ export interface LoadOptions {
   loadFormat?: LoadFormat;
   /** Seed of dummy weights. */
   seed?: number;
+  /** GGUF (openModel): the dtype quantized matrices are dequantized to (default f32; bf16 suits GPU backends). */
+  dequantizeTo?: WeightDType;
 }
 
 export interface OpenOptions extends LoadOptions {
-  /** GGUF: the dtype quantized matrices are dequantized to (default f32; bf16 suits GPU backends). */
-  dequantizeTo?: WeightDType;
   /** Hugging Face ids: the branch, tag or commit (default main). */
   revision?: string;
   /** Download progress lines. */

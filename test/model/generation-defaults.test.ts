@@ -83,12 +83,13 @@ describe('--chat-template', () => {
 });
 
 describe('sluice serve with a GGUF file', () => {
-  it('serves it under --served-model-name, chatting through --chat-template', async () => {
+  // In an engine thread: it loads the same file again, so GGUF must work there too.
+  it('serves it under --served-model-name, chatting through --chat-template, the engine in its own thread', async () => {
     const file = join(dir, 'model.gguf');
     await writeGguf(file, { config, tokenizer: Tokenizer.llama3(), weights: new DummyWeights(config, 2) }, { dtype: 'q8_0' });
     const template = join(dir, 'plain.jinja');
     writeFileSync(template, '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:');
-    const server = spawnSluice(['serve', '--model-path', file, '--backend', 'ref', '--port', '0', '--served-model-name', 'my-model', '--chat-template', template]);
+    const server = spawnSluice(['serve', '--model-path', file, '--backend', 'ref', '--port', '0', '--served-model-name', 'my-model', '--chat-template', template, '--engine-thread', 'worker']);
     try {
       const url = await waitForServing(server, 120_000);
       const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };

@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { setImmediate } from 'node:timers';
 import { LlmEngine } from '../engine.js';
-import { loadModel } from '../../model/load.js';
+import { openModel } from '../../model/load.js';
 import type { GenerateDelta } from '../types.js';
 import { createBackendFromRecipe } from './backend-recipe.js';
 import { DeltaBatchWriter, serializeError, type FromEngine, type ToEngine, type WorkerInit } from './protocol.js';
@@ -15,7 +15,7 @@ const port = parentPort!;
 const post = (message: FromEngine, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);
 
 async function start(init: WorkerInit): Promise<void> {
-  const model = loadModel(init.load);
+  const model = await openModel(init.load);
   const backend = await createBackendFromRecipe(init.backend);
   let engine: LlmEngine;
   try {
