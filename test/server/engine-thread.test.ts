@@ -3,6 +3,7 @@ import { WorkerEngine } from '../../src/engine/worker/worker-engine.js';
 import { loadModel } from '../../src/model/load.js';
 import type { RunningServer } from '../../src/server/index.js';
 import { expectKvFree, json, readEvents, scrapeMetrics, startTestServer, waitFor } from '../support/test-server.js';
+import { KvEventSubscriber } from '../support/kv-event-subscriber.js';
 import { Control, recipe, workerBackendsModule } from '../support/worker-backends.js';
 
 /** The engine in its own thread (--engine-thread worker): what crosses the boundary must behave as on one thread. */
@@ -70,6 +71,29 @@ describe('engine thread: 1000 concurrent streams', () => {
     const after = (await scrapeMetrics(server.url)).get('vllm:generation_tokens_total')!;
     expect(tokens).toBe(after - before);
     await expectKvFree(server.url);
+  });
+});
+
+describe('engine thread: KV events', () => {
+  it('the engine thread\'s KV events are published by the HTTP thread', async () => {
+    const server = await startTestServer({ engineThread: 'worker', instant: true, kvEvents: { endpoint: 'tcp://127.0.0.1:*', blockSize: 4 }, engine: { pageSize: 4 } });
+    const subscriber = new KvEventSubscriber(server.context.kvEvents!.endpoint);
+    try {
+      // A PUB socket drops what it sends before the subscription arrives: flush until one batch gets through.
+      await waitFor(async () => {
+        await fetch(`${server.url}/flush_cache`, { method: 'POST' });
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        return subscriber.batches > 0;
+      }, 'the subscription to reach the publisher');
+      const prompt = 'one two three four five six seven eight nine ten eleven twelve thirteen fourteen';
+      expect((await json(post(server, '/v1/completions', { prompt, max_tokens: 8 }))).choices[0].finish_reason).toBe('length');
+      await waitFor(async () => subscriber.blocks.size >= 4, 'BlockStored events for the prompt');
+      expect(await (await fetch(`${server.url}/flush_cache`, { method: 'POST' })).text()).toMatch(/flushed/i);
+      await waitFor(async () => subscriber.blocks.size === 0, 'AllBlocksCleared');
+    } finally {
+      await subscriber.close();
+      await server.shutdown(1000);
+    }
   });
 });
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { Backend, ForwardBatch } from '../../src/engine/backend.js';
-import { FaultInjectingBackend, parseFaultSpec } from '../../src/engine/fault-injection.js';
+import { parseFaultSpec } from '../../src/engine/fault-injection.js';
 import { freePort, spawnSluice, waitForServing } from '../support/sluice-process.js';
 import { expectKvFree, startTestServer, waitFor } from '../support/test-server.js';
+import { Control, recipe } from '../support/worker-backends.js';
 
 const post = (url: string, body: unknown, signal?: AbortSignal) =>
   fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal });
@@ -31,26 +31,19 @@ describe('/health_generate (item 3)', () => {
   });
 
   it('fails within its timeout when no step completes', async () => {
-    let stall = false;
-    const stalled: { release?: (e: Error) => void } = {};
-    const stalling = (backend: Backend): Backend =>
-      new Proxy(backend, {
-        get(target, key, receiver) {
-          if (key !== 'forward') return Reflect.get(target, key, receiver);
-          return (batch: ForwardBatch) => (stall ? new Promise((_, reject) => (stalled.release = reject)) : target.forward(batch));
-        },
-      });
-    const server = await startTestServer({ wrapBackend: stalling, wedgeTimeoutMs: 300 });
+    // Steered through shared memory, so the backend can run in the engine thread too.
+    const control = new Int32Array(new SharedArrayBuffer(8));
+    const server = await startTestServer({ backend: recipe('controlled', control), wedgeTimeoutMs: 300 });
     try {
       expect((await fetch(`${server.url}/health_generate`)).status).toBe(200);
-      stall = true;
+      Atomics.store(control, Control.mode, Control.stall);
       const started = Date.now();
       const probe = await fetch(`${server.url}/health_generate`);
       expect(probe.status).toBe(503);
       expect(((await probe.json()) as { error: { message: string } }).error.message).toMatch(/no engine step within 0.3 s/);
       expect(Date.now() - started).toBeLessThan(5000);
     } finally {
-      stalled.release?.(new Error('test over'));
+      Atomics.store(control, Control.mode, Control.fail);
       await server.shutdown(100);
     }
   });
@@ -60,7 +53,7 @@ describe('fault injection (item 22)', () => {
   for (const spec of ['step-throws:6', 'step-hangs:6']) {
     it(`${spec}: in-flight requests end with the error, /health is 503 at once, no KV page stays held`, async () => {
       const server = await startTestServer({
-        wrapBackend: (backend) => new FaultInjectingBackend(backend, parseFaultSpec(spec)),
+        backend: { kind: 'flags', flags: { backend: 'ref' }, fault: parseFaultSpec(spec) },
         engine: { stepTimeoutMs: 500 },
       });
       try {
@@ -77,7 +70,7 @@ describe('fault injection (item 22)', () => {
         expect(((await health.json()) as { error: { message: string } }).error.message).toMatch(expected);
         const stats = server.context.engine.stats();
         expect(stats.runningRequests + stats.waitingRequests).toBe(0);
-        expect(server.context.engine.flushCache()).toBe(true);
+        expect(await server.context.engine.flushCache()).toBe(true);
         expect(server.context.engine.stats().kvPagesUsed).toBe(0);
       } finally {
         await server.shutdown(100);

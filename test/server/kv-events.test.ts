@@ -16,7 +16,8 @@ afterEach(async () => {
 });
 
 async function start(pageSize: number, blockSize: number, maxTotalTokens: number): Promise<{ server: RunningServer; subscriber: KvEventSubscriber }> {
-  server = await startTestServer({ instant: true, kvEvents: { endpoint: 'tcp://127.0.0.1:*', blockSize }, engine: { pageSize, maxTotalTokens } });
+  // On the main thread whatever SLUICE_TEST_ENGINE_THREAD says: the test reads the engine's radix cache directly.
+  server = await startTestServer({ instant: true, kvEvents: { endpoint: 'tcp://127.0.0.1:*', blockSize }, engine: { pageSize, maxTotalTokens }, engineThread: 'main' });
   subscriber = new KvEventSubscriber(server.context.kvEvents!.endpoint);
   // A PUB socket drops what it sends before the subscription arrives: flush (which always
   // publishes AllBlocksCleared) until one gets through, so nothing after it is missed.
