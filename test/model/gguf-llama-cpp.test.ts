@@ -101,7 +101,7 @@ describe('sluice reads GGUF files as llama.cpp does', () => {
     } finally {
       await ref.close();
     }
-  });
+  }, 600_000);
 
   // Quantized files: llama.cpp multiplies with activations quantized to 8 bits, sluice's ref with
   // f32 activations and the same dequantized weights, so near ties may part. Random weights give
@@ -124,5 +124,5 @@ describe('sluice reads GGUF files as llama.cpp does', () => {
     const agree = ours.filter((t, i) => t === theirs[i]).length / forcedLength;
     console.log(`${dtype}: top-1 agreement with llama.cpp ${(agree * 100).toFixed(1)}% of ${forcedLength} positions`);
     expect(agree).toBeGreaterThanOrEqual(0.9);
-  });
+  }, 600_000);
 });

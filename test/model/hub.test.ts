@@ -11,6 +11,8 @@ import { openModel } from '../../src/model/load.js';
 import { FakeHub, folderFiles, type FakeRevision } from '../support/fake-hub.js';
 import { tinyVariant } from '../support/reference-runs.js';
 import { writeSafetensorsCheckpoint } from '../support/safetensors-writer.js';
+import { writeGguf } from '../support/gguf-writer.js';
+import { Tokenizer } from '../../src/model/tokenizer.js';
 
 const mainCommit = 'a'.repeat(40);
 const tagCommit = 'b'.repeat(40);
@@ -46,6 +48,10 @@ beforeAll(async () => {
       [tagCommit, { commit: tagCommit, files: tagged }],
     ]),
   });
+  const ggufFile = join(root, 'tiny-f16.gguf');
+  await writeGguf(ggufFile, { config, tokenizer: Tokenizer.llama3(), weights: new DummyWeights(config, 1, 'bf16') }, { dtype: 'f16' });
+  const ggufRevision = { commit: 'c'.repeat(40), files: new Map([['tiny-f16.gguf', readFileSync(ggufFile)], ['README.md', Buffer.from('# gguf\n')]]) };
+  hub.addRepo('sluice-test/tiny-GGUF', { revisions: new Map([['main', ggufRevision], [ggufRevision.commit, ggufRevision]]) });
   hub.addRepo('sluice-test/gated', { revisions: new Map([['main', main], [mainCommit, main]]), gatedToken });
   await hub.start();
 });
@@ -163,6 +169,22 @@ describe('Hugging Face model ids through the HF cache', () => {
     await closed.stop();
     await expect(resolveHubModel(id('sluice-test/tiny'), { settings: { ...settings, endpoint: url } })).rejects.toThrow(
       new RegExp(`^sluice-test/tiny \\(revision main\\): cannot reach the Hugging Face Hub at ${url} \\(ECONNREFUSED\\)`),
+    );
+  });
+
+  it('a repo of GGUF files: its one GGUF model, or the file named as org/name/FILE.gguf', async () => {
+    const model = await openModel({ modelPath: 'sluice-test/tiny-GGUF', hub: settings });
+    expect(model.name).toBe('sluice-test/tiny-GGUF');
+    expect(model.path).toBe(join(settings.cacheDir, 'models--sluice-test--tiny-GGUF', 'snapshots', 'c'.repeat(40), 'tiny-f16.gguf'));
+    expect(model.config.dtype).toBe('f16');
+    await model.weights.close();
+    hub.requests.length = 0;
+    const named = await openModel({ modelPath: 'sluice-test/tiny-GGUF/tiny-f16.gguf', hub: settings });
+    expect(named.path).toBe(model.path);
+    expect(hub.requests).toEqual([]);
+    await named.weights.close();
+    await expect(openModel({ modelPath: 'sluice-test/tiny-GGUF/other.gguf', hub: { ...settings, cacheDir: mkdtempSync(join(root, 'cache-')) } })).rejects.toThrow(
+      'sluice-test/tiny-GGUF: the repository has no file other.gguf',
     );
   });
 
