@@ -7,7 +7,8 @@ struct Step {
   splitSize: u32,
   numPenalties: u32,
   topLogprobs: u32,
-  pad0: u32,
+  /** Sequences with a token mask this step (0: the mask dispatch is skipped). */
+  maskedSeqs: u32,
   pad1: u32,
 }
 

@@ -10,7 +10,7 @@
 // K = step.topLogprobs.
 const WG: u32 = SUM_WG;
 struct Params { vocab: u32, idBits: u32, pad0: u32, pad1: u32 }
-struct SeqSampling { temperature: f32, topP: f32, topK: i32, minP: f32, random: f32, logprobs: i32, pad0: u32, pad1: u32 }
+struct SeqSampling { temperature: f32, topP: f32, topK: i32, minP: f32, random: f32, logprobs: i32, maskRow: i32, pad0: u32 }
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> logits: array<f32>;
 @group(0) @binding(3) var<storage, read> seqs: array<SeqSampling>;

@@ -246,7 +246,10 @@ export class CpuBackend implements Backend {
         this.writeKv(this.kCache[l]!, kNew[l - segment.firstLayer]!, batch.slotMapping);
         this.writeKv(this.vCache[l]!, vNew[l - segment.firstLayer]!, batch.slotMapping);
       }
-      if (logits) result = sampleLogits(logits, c.vocabSize, batch.sampling);
+      if (logits) {
+        await batch.sampling.tokenMask?.ready;
+        result = sampleLogits(logits, c.vocabSize, batch.sampling);
+      }
       if (greedy) result = { tokens: Int32Array.from(greedy, Number), logprobs: null, topLogprobs: null };
     }
     return result!;
@@ -314,10 +317,10 @@ export class CpuBackend implements Backend {
   }
 }
 
-/** Greedy steps without log-probs or penalties can take the in-graph argmax instead of the logits. */
+/** Greedy steps without log-probs, penalties or token masks can take the in-graph argmax instead of the logits. */
 function needsLogits(batch: ForwardBatch): boolean {
   const s = batch.sampling;
-  return s.penalties !== null || s.temperature.some((t) => t > 0) || s.logprobs.some((k) => k >= 0);
+  return s.penalties !== null || s.tokenMask != null || s.temperature.some((t) => t > 0) || s.logprobs.some((k) => k >= 0);
 }
 
 /** Named Float32Arrays that grow but are never reallocated per step; each call returns a view of the asked length. */

@@ -82,6 +82,8 @@ export class CudaBackend implements Backend {
     const config = this.requireConfig();
     if (!this.kvSpec) throw new BackendError(this.name, 'forward() before allocateKvCache()');
     validateForwardBatch(this.name, batch, { vocabSize: config.vocabSize, ...this.kvSpec });
+    // The addon reads the whole batch when the step starts, so the token masks must be computed by then.
+    await batch.sampling.tokenMask?.ready;
     const out = await this.model.forward(batch);
     return {
       tokens: out.tokens,

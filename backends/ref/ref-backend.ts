@@ -61,6 +61,7 @@ export class RefBackend implements Backend {
     const buf = (name: string) => buffers.get(name)!;
     let output: StepOutput | null = null;
     for (const op of this.graph.ops) {
+      if (op.op === 'sample') await batch.sampling.tokenMask?.ready;
       output = this.run(op, batch, buf, rowsOf) ?? output;
       if (op.op === 'attention') await yieldToEventLoop();
     }

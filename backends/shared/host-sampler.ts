@@ -1,9 +1,10 @@
-import type { PenaltyBatch, SamplingBatch, StepOutput } from '../../src/engine/backend.js';
+import type { PenaltyBatch, SamplingBatch, StepOutput, TokenMaskBatch } from '../../src/engine/backend.js';
 
 /**
  * The sampling rule every backend implements, applied to one sequence's logits row:
  * 1. penalties (repetition as in CTRL/HF: positive logits divided, negative multiplied;
- *    frequency and presence subtracted as in the OpenAI API);
+ *    frequency and presence subtracted as in the OpenAI API), then the token mask of a
+ *    constrained row (disallowed ids get -inf);
  * 2. log-probs, when asked, are log_softmax of these logits (before temperature);
  * 3. temperature 0: argmax, the lowest id on ties;
  * 4. otherwise: logits / temperature, keep the top k, softmax, keep the smallest prefix of the
@@ -22,6 +23,20 @@ export function applyPenalties(logits: Float32Array, penalties: PenaltyBatch, s:
     const count = penalties.outputCounts[i]!;
     if (count > 0) x -= freq * count + pres;
     logits[id] = x;
+  }
+}
+
+/** Sets the logits of the ids row s's mask disallows to -inf (nothing when s is unconstrained). */
+export function applyTokenMask(logits: Float32Array, mask: TokenMaskBatch, s: number): void {
+  const r = mask.rowOf[s]!;
+  if (r < 0) return;
+  const vocab = logits.length;
+  const base = r * mask.words;
+  for (let w = 0; w < mask.words; w++) {
+    const word = mask.bits[base + w]!;
+    if (word === -1) continue;
+    const first = w * 32;
+    for (let b = 0; b < 32 && first + b < vocab; b++) if (((word >>> b) & 1) === 0) logits[first + b] = -Infinity;
   }
 }
 
@@ -213,6 +228,7 @@ export function sampleLogits(logits: Float32Array, vocab: number, sampling: Samp
   for (let s = 0; s < numSeqs; s++) {
     const row = logits.subarray(s * vocab, (s + 1) * vocab);
     if (sampling.penalties) applyPenalties(row, sampling.penalties, s);
+    if (sampling.tokenMask) applyTokenMask(row, sampling.tokenMask, s);
     tokens[s] = sampleToken(row, sampling, s);
     const want = sampling.logprobs[s]!;
     if (want >= 0 && logprobs) {

@@ -12,12 +12,14 @@ export interface StepShape {
   numPenalties: number;
   /** Top log-probs columns in the output (the largest k asked). */
   topLogprobs: number;
+  /** Sequences with an allowed-token mask this step (structured output); 0 or absent: none. */
+  maskedSeqs?: number;
 }
 
 export const stepUniformBytes = 32;
 
 export function encodeStep(shape: StepShape): Uint32Array {
-  return Uint32Array.of(shape.numTokens, shape.numSeqs, shape.numSplits, shape.splitSize, shape.numPenalties, shape.topLogprobs, 0, 0);
+  return Uint32Array.of(shape.numTokens, shape.numSeqs, shape.numSplits, shape.splitSize, shape.numPenalties, shape.topLogprobs, shape.maskedSeqs ?? 0, 0);
 }
 
 export type Rows = 'tokens' | 'seqs';
@@ -198,6 +200,18 @@ export function sample(ctx: GpuContext, step: GPUBuffer, logits: GPUBuffer, seqS
   const idBits = Math.max(1, Math.ceil(Math.log2(vocab)));
   const params = ctx.uniform('sample params', [vocab, idBits, 0, 0]);
   return dispatch(ctx, 'sample', 'sample', [step, params, logits, seqSampling, out], (s) => (s.numSeqs > 0 ? foldWorkgroups(s.numSeqs) : null));
+}
+
+/** 32-bit words of one sequence's allowed-token mask. */
+export function maskWords(vocab: number): number {
+  return Math.ceil(vocab / 32);
+}
+
+/** -inf into the logits of ids a constrained sequence's mask leaves out (skipped when no sequence has one). */
+export function tokenMask(ctx: GpuContext, step: GPUBuffer, logits: GPUBuffer, seqSampling: GPUBuffer, bits: GPUBuffer, vocab: number): Dispatch {
+  const words = maskWords(vocab);
+  const params = ctx.uniform('token_mask params', [vocab, words, 0xff800000, 0]);
+  return dispatch(ctx, 'token_mask', 'token_mask', [step, params, logits, seqSampling, bits], (s) => (s.maskedSeqs ? elementwise(s.numSeqs * words) : null));
 }
 
 /** Words of the sample output for a step: tokens, log-probs, top ids, top log-probs. */

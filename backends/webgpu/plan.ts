@@ -40,6 +40,10 @@ export class CompiledPlan {
   readonly seqSampling: GPUBuffer;
   readonly penaltyEntries: GPUBuffer;
   readonly seqPenalties: GPUBuffer;
+  /** Allowed-token bitmasks of the constrained sequences (a row per sequence at most). */
+  readonly tokenMask: GPUBuffer;
+  /** Dispatches from this index on read the token masks: a step with masks submits them once the masks are ready. */
+  maskedFrom = 0;
   readonly output: GPUBuffer;
   readonly readback: GPUBuffer;
   readonly dispatches: k.Dispatch[] = [];
@@ -69,6 +73,7 @@ export class CompiledPlan {
     this.seqSampling = ctx.storage('seqSampling', cap.seqs * k.seqSamplingBytes);
     this.penaltyEntries = i32('penaltyEntries', 3 * cap.penalties);
     this.seqPenalties = i32('seqPenalties', 4 * cap.seqs);
+    this.tokenMask = i32('tokenMask', cap.seqs * k.maskWords(c.vocabSize));
     const outputBytes = k.sampleOutputWords(cap.seqs, cap.topLogprobs) * 4;
     this.output = ctx.storage('sample output', outputBytes);
     this.readback = ctx.buffer('sample readback', outputBytes, Usage.MAP_READ | Usage.COPY_DST);
@@ -145,8 +150,10 @@ export class CompiledPlan {
           add(k.gatherLast(ctx, s, act(op.x), this.meta, act(op.out), model.graph.activations[op.x]!.cols));
           break;
         case 'sample':
+          add(k.penalties(ctx, s, act(op.logits), this.penaltyEntries, this.seqPenalties, c.vocabSize));
+          this.maskedFrom = this.dispatches.length;
           add(
-            k.penalties(ctx, s, act(op.logits), this.penaltyEntries, this.seqPenalties, c.vocabSize),
+            k.tokenMask(ctx, s, act(op.logits), this.seqSampling, this.tokenMask, c.vocabSize),
             k.sample(ctx, s, act(op.logits), this.seqSampling, this.output, c.vocabSize),
           );
           break;

@@ -17,6 +17,8 @@ export interface PackedStep {
   seqPenalties: Float32Array;
   /** Largest log-probs count asked: -1 none, 0 only the sampled token's. */
   maxLogprobs: number;
+  /** Sequences with an allowed-token mask (their rows are in batch.sampling.tokenMask). */
+  maskedSeqs: number;
 }
 
 /** Packs a batch that validateForwardBatch (src/engine/forward-batch.ts) accepted. */
@@ -39,6 +41,7 @@ export function packStep(batch: ForwardBatch): PackedStep {
   const f32 = new Float32Array(seqSampling);
   const i32 = new Int32Array(seqSampling);
   let maxLogprobs = -1;
+  let maskedSeqs = 0;
   for (let s = 0; s < numSeqs; s++) {
     const o = (s * seqSamplingBytes) / 4;
     f32[o] = sp.temperature[s]!;
@@ -47,6 +50,8 @@ export function packStep(batch: ForwardBatch): PackedStep {
     f32[o + 3] = sp.minP[s]!;
     f32[o + 4] = sp.random[s]!;
     i32[o + 5] = sp.logprobs[s]!;
+    i32[o + 6] = sp.tokenMask ? sp.tokenMask.rowOf[s]! : -1;
+    if (i32[o + 6]! >= 0) maskedSeqs++;
     maxLogprobs = Math.max(maxLogprobs, sp.logprobs[s]!);
   }
 
@@ -78,5 +83,6 @@ export function packStep(batch: ForwardBatch): PackedStep {
     penaltyEntries,
     seqPenalties,
     maxLogprobs,
+    maskedSeqs,
   };
 }

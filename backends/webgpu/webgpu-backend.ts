@@ -1,4 +1,4 @@
-import type { Backend, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput, TokenMaskBatch } from '../../src/engine/backend.js';
 import { validateForwardBatch } from '../../src/engine/forward-batch.js';
 import { hostKvBudgetBytes, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
 import { BackendError, UserError } from '../../src/errors.js';
@@ -7,7 +7,7 @@ import { toFloat32 } from '../../src/model/dtype.js';
 import type { LlamaGraph } from '../../src/model/graph.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { MAP_READ, type GpuContext } from './gpu.js';
-import { encodeStep, sampleOutputWords, type StepShape } from './kernels.js';
+import { encodeStep, sampleOutputWords, type Dispatch, type StepShape } from './kernels.js';
 import { CompiledPlan, type Capacity, type ModelOnDevice } from './plan.js';
 import { packStep, type PackedStep } from './step-inputs.js';
 import { StepProfiler, type OpTiming } from './profiler.js';
@@ -155,28 +155,53 @@ export class WebGpuBackend implements Backend {
     const shape = this.stepShape(batch, packed, plan.capacity);
     this.upload(plan, packed, shape);
 
-    const encoder = this.ctx.device.createCommandEncoder({ label: 'forward step' });
     const outputWords = sampleOutputWords(numSeqs, shape.topLogprobs);
+    const mask = packed.maskedSeqs > 0 ? batch.sampling.tokenMask! : null;
+    const encoder = this.ctx.device.createCommandEncoder({ label: 'forward step' });
     encoder.clearBuffer(plan.output, 0, outputWords * 4);
     if (this.profiler) {
+      if (mask) await this.writeMask(plan, mask);
       this.profiler.encode(encoder, plan.dispatches, shape);
+    } else if (mask) {
+      // The model runs while the engine computes the masks; sampling is submitted once they are ready.
+      this.encodePass(encoder, plan.dispatches.slice(0, plan.maskedFrom), shape);
+      this.ctx.device.queue.submit([encoder.finish()]);
+      await this.writeMask(plan, mask);
+      const sampling = this.ctx.device.createCommandEncoder({ label: 'masked sampling' });
+      this.encodePass(sampling, plan.dispatches.slice(plan.maskedFrom), shape);
+      this.finishStep(sampling, plan, outputWords);
     } else {
-      const pass = encoder.beginComputePass({ label: 'forward' });
-      for (const d of plan.dispatches) {
-        const workgroups = d.workgroups(shape);
-        if (!workgroups) continue;
-        pass.setPipeline(d.pipeline);
-        pass.setBindGroup(0, d.bindGroup);
-        pass.dispatchWorkgroups(workgroups[0], workgroups[1]);
-      }
-      pass.end();
+      this.encodePass(encoder, plan.dispatches, shape);
     }
-    encoder.copyBufferToBuffer(plan.output, 0, plan.readback, 0, outputWords * 4);
-    this.ctx.device.queue.submit([encoder.finish()]);
+    if (!mask || this.profiler) this.finishStep(encoder, plan, outputWords);
     await Promise.all([plan.readback.mapAsync(MAP_READ, 0, outputWords * 4), this.profiler?.collect()]);
     const words = new Uint32Array(plan.readback.getMappedRange(0, outputWords * 4).slice(0));
     plan.readback.unmap();
     return decodeOutput(words, numSeqs, packed.maxLogprobs, shape.topLogprobs);
+  }
+
+  private encodePass(encoder: GPUCommandEncoder, dispatches: Dispatch[], shape: StepShape): void {
+    const pass = encoder.beginComputePass({ label: 'forward' });
+    for (const d of dispatches) {
+      const workgroups = d.workgroups(shape);
+      if (!workgroups) continue;
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bindGroup);
+      pass.dispatchWorkgroups(workgroups[0], workgroups[1]);
+    }
+    pass.end();
+  }
+
+  /** Copies the sample output to the readback buffer and submits. */
+  private finishStep(encoder: GPUCommandEncoder, plan: CompiledPlan, outputWords: number): void {
+    encoder.copyBufferToBuffer(plan.output, 0, plan.readback, 0, outputWords * 4);
+    this.ctx.device.queue.submit([encoder.finish()]);
+  }
+
+  /** Uploads the step's token masks once the engine has computed them. */
+  private async writeMask(plan: CompiledPlan, mask: TokenMaskBatch): Promise<void> {
+    await mask.ready;
+    this.ctx.device.queue.writeBuffer(plan.tokenMask, 0, new Uint8Array(mask.bits.buffer, mask.bits.byteOffset, mask.bits.byteLength));
   }
 
   private async planFor(packed: PackedStep, numTokens: number, numSeqs: number): Promise<CompiledPlan> {
@@ -237,6 +262,7 @@ export class WebGpuBackend implements Backend {
       numSplits,
       splitSize,
       numPenalties: packed.penaltyEntries.length / 3,
+      maskedSeqs: packed.maskedSeqs,
       topLogprobs: Math.max(0, packed.maxLogprobs),
     };
   }

@@ -283,6 +283,14 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
       in.penaltyIds = copyTyped<int>(p, "tokenIds");
       in.penaltyCounts = copyTyped<int>(p, "outputCounts");
     }
+    const Napi::Value mask = s.Get("tokenMask");
+    if (mask.IsObject()) {
+      const Napi::Object m = mask.As<Napi::Object>();
+      in.hasMask = true;
+      in.maskWords = intField(m, "words");
+      in.maskRowOf = copyTyped<int>(m, "rowOf");
+      in.maskBits = copyTyped<int>(m, "bits");
+    }
     auto* worker = new ForwardWorker(info.Env(), model_, std::move(in));
     Napi::Promise promise = worker->promise();
     worker->Queue();

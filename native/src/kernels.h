@@ -120,6 +120,10 @@ struct SamplingArgs {
   const int* penaltyStart;  // [S + 1]
   const int* penaltyIds;
   const int* penaltyCounts;
+  // token masks (null when no row is constrained): row maskRowOf[s] of maskBits, -1 unconstrained
+  const int* maskRowOf;
+  const unsigned* maskBits;
+  int maskWords;
   // The previous path (SLUICE_CUDA_SAMPLER=sort): a segmented sort of the sampled rows.
   // The default (sortPath false) uses none of the fields below up to the outputs.
   bool sortPath;

@@ -167,6 +167,7 @@ class Model {
   DeviceBuffer sortedValues_, sortedIds_, iotaIds_, sortTemp_;
   size_t sortTempBytes_ = 0;
   DeviceBuffer penalties_;
+  DeviceBuffer tokenMask_;
   DeviceBuffer outputs_;
   PinnedBuffer outputsHost_;
 

@@ -1,4 +1,4 @@
-// Sampling on the device, the rule of backends/shared/host-sampler.ts: penalties, log-sum-exp and argmax
+// Sampling on the device, the rule of backends/shared/host-sampler.ts: penalties, token masks, log-sum-exp and argmax
 // (lowest id on ties), then for rows that sample or want top log-probs the top-k / top-p / min-p
 // cuts and the inverse-CDF draw with the engine-supplied uniform number.
 //
@@ -41,6 +41,18 @@ __global__ void penaltiesKernel(SamplingArgs a) {
     const int count = a.penaltyCounts[i];
     if (count > 0) x -= freq * count + pres;
     row[id] = x;
+  }
+}
+
+/** Structured output: -inf for the ids a constrained row's allowed-token mask leaves out. */
+__global__ void tokenMaskKernel(SamplingArgs a) {
+  const int s = blockIdx.x;
+  const int r = a.maskRowOf[s];
+  if (r < 0) return;
+  float* row = a.logits + size_t(s) * a.vocab;
+  const unsigned* bits = a.maskBits + size_t(r) * a.maskWords;
+  for (int i = threadIdx.x; i < a.vocab; i += blockDim.x) {
+    if (((bits[i >> 5] >> (i & 31)) & 1u) == 0u) row[i] = -INFINITY;
   }
 }
 
@@ -437,6 +449,10 @@ void launchSampling(const SamplingArgs& a, cudaStream_t stream) {
   if (a.repetition != nullptr) {
     penaltiesKernel<<<a.numSeqs, 256, 0, stream>>>(a);
     CUDA_CHECK_LAUNCH("penalties kernel");
+  }
+  if (a.maskRowOf != nullptr) {
+    tokenMaskKernel<<<a.numSeqs, 256, 0, stream>>>(a);
+    CUDA_CHECK_LAUNCH("token mask kernel");
   }
   rowStatsKernel<<<a.numSeqs, kThreads, 0, stream>>>(a);
   CUDA_CHECK_LAUNCH("log-sum-exp / argmax kernel");

@@ -74,6 +74,12 @@ void validateStep(const StepInput& in, int vocabSize, int numPages, int pageSize
         in.penaltyStart[S] > int(in.penaltyIds.size()) || in.penaltyStart[0] < 0)
       throw CudaError("forward: malformed penalties");
   }
+  if (in.hasMask) {
+    if (int(in.maskRowOf.size()) != S || in.maskWords != (vocabSize + 31) / 32) throw CudaError("forward: malformed token mask");
+    const size_t rows = in.maskBits.size() / size_t(in.maskWords);
+    for (int r : in.maskRowOf)
+      if (r >= int(rows)) throw CudaError("forward: token mask row out of range");
+  }
 }
 
 StepShape shapeStep(const StepInput& in, int bucket) {

@@ -15,6 +15,11 @@ struct StepInput {
   bool hasPenalties = false;
   std::vector<float> repetition, frequency, presence;
   std::vector<int> penaltyStart, penaltyIds, penaltyCounts;
+  // Allowed-token bitmasks of constrained rows (structured output): row maskRowOf[s] of maskBits
+  // (maskWords words each, bit id % 32 of word id / 32 set = allowed), -1 for an unconstrained row.
+  bool hasMask = false;
+  int maskWords = 0;
+  std::vector<int> maskRowOf, maskBits;
 };
 
 /** Word offsets of each array in the step metadata (ints and floats share one buffer). */

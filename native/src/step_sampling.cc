@@ -1,5 +1,5 @@
 // Sampling a step's next tokens on the device from the logits the forward pass left, with the
-// sampling parameters step_inputs.cc packed (plus penalties, copied here), and reading the
+// sampling parameters step_inputs.cc packed (plus penalties and token masks, copied here), and reading the
 // tokens and log-probs back to the host.
 #include <cstring>
 #include <vector>
@@ -43,6 +43,20 @@ StepResult Model::sample(const StepInput& in, const StepShape& shape) {
     sa.penaltyStart = p + 3 * S;
     sa.penaltyIds = p + 4 * S + 1;
     sa.penaltyCounts = p + 4 * S + 1 + ids;
+    // The copy reads `packed`, which dies with this scope: wait for it.
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  if (in.hasMask) {
+    const size_t words = size_t(S) + in.maskBits.size();
+    std::vector<int> packed(words);
+    std::memcpy(packed.data(), in.maskRowOf.data(), S * 4);
+    std::memcpy(packed.data() + S, in.maskBits.data(), in.maskBits.size() * 4);
+    tokenMask_.reserve(words * 4);
+    CUDA_CHECK(cudaMemcpyAsync(tokenMask_.ptr, packed.data(), words * 4, cudaMemcpyHostToDevice, stream_));
+    const int* m = static_cast<const int*>(tokenMask_.ptr);
+    sa.maskRowOf = m;
+    sa.maskBits = reinterpret_cast<const unsigned*>(m + S);
+    sa.maskWords = in.maskWords;
     // The copy reads `packed`, which dies with this scope: wait for it.
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }

@@ -53,6 +53,7 @@ interface ServeOptions extends BackendFlags {
   scheduleConservativeness?: number;
   enableDeterministicInference?: boolean;
   disableRadixCache?: boolean;
+  disableRegexJumpForward?: boolean;
   pageSize?: number;
   host: string;
   port: number;
@@ -118,6 +119,7 @@ export function register(program: Command): void {
       '--enable-deterministic-inference',
       'seeded requests give the same output whatever else is batched (every token runs in a forward of its own: slower); ref and cpu only',
     )
+    .option('--disable-regex-jump-forward', 'structured output: sample every token, even where the grammar allows only one continuation')
     .option('--enable-torch-compile', 'accepted for SGLang compatibility and ignored: there is no torch here (CUDA graphs are on unless --disable-cuda-graph)')
     .option('--disable-cuda-graph', 'cuda backend: run decode steps without graph capture')
     .option('--page-size <n>', 'token slots per KV page', parseIntOption)
@@ -362,6 +364,7 @@ function engineOptions(options: ServeOptions, log: Logger): Partial<EngineOption
     allowLongContext: isTruthy(process.env[allowLongContextEnv]),
     deterministicInference: options.enableDeterministicInference,
     disableRadixCache: options.disableRadixCache,
+    disableRegexJumpForward: options.disableRegexJumpForward,
     contextLength: options.contextLength,
     maxQueuedRequests: options.maxQueuedRequests,
     stepTimeoutMs: options.watchdogTimeout * 1000,

@@ -70,6 +70,26 @@ export interface SamplingBatch {
   /** -1: no log-probs; 0: the sampled token's; k > 0: also the top k. */
   logprobs: Int32Array;
   penalties: PenaltyBatch | null;
+  /** Allowed-token masks of the constrained rows (structured output); absent or null: no row is constrained. */
+  tokenMask?: TokenMaskBatch | null;
+}
+
+/**
+ * Per-row allowed-token bitmasks, applied after penalties and before everything else the
+ * sampler does (greedy choice, top-k/top-p/min-p, log-probs): a disallowed token's logit is -inf.
+ */
+export interface TokenMaskBatch {
+  /** [S]: the row of sequence s in `bits`, or -1 when s is unconstrained. */
+  rowOf: Int32Array;
+  /** 32-bit words per row: ceil(vocab / 32). */
+  words: number;
+  /** Token t is allowed in row r when bit (t % 32) of bits[r * words + (t >> 5)] is set. */
+  bits: Int32Array;
+  /**
+   * Resolves once `bits` is filled. The engine computes the masks while the backend runs the
+   * model, so a backend awaits this just before it samples (never rejects).
+   */
+  ready: Promise<void>;
 }
 
 /**

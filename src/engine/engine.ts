@@ -3,6 +3,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Backend, StepOutput } from './backend.js';
 import type { LoadedModel } from '../model/load.js';
 import { BatchBuilder, producesToken } from './batch-builder.js';
+import { ConstrainedDecoding } from './constrained-decoding.js';
 import { DeltaStream } from './delta-stream.js';
 import { EngineDeadError, EngineDrainingError, EngineOverloadedError, InvalidRequestError } from './errors.js';
 import { KvPool } from './kv-pool.js';
@@ -34,6 +35,8 @@ export class LlmEngine implements Engine {
   private readonly cache: PrefixCache;
   private readonly scheduler: Scheduler;
   private readonly batchBuilder: BatchBuilder;
+  /** Grammars, matchers and token masks of structured-output requests. */
+  readonly constraints: ConstrainedDecoding;
   private readonly requests = new Map<string, Request>();
   private readonly loopDone: Promise<void>;
   private wakeLoop: (() => void) | null = null;
@@ -83,6 +86,7 @@ export class LlmEngine implements Engine {
       disableRadixCache: options.disableRadixCache,
     };
     this.batchBuilder = new BatchBuilder(options.pageSize);
+    this.constraints = new ConstrainedDecoding(model);
     this.loopDone = this.runLoop();
   }
 
@@ -185,9 +189,28 @@ export class LlmEngine implements Engine {
     }
     this.requests.set(id, req);
     this.promptTokensTotal += req.promptIds.length;
+    if (params.grammar === null) this.start(req);
+    else {
+      // An invalid grammar fails the stream before its first delta: the server answers 400.
+      this.constraints.prepare(req).then(
+        () => this.start(req),
+        (e: Error) => {
+          if (this.requests.get(id) !== req) return;
+          req.stream.fail(e);
+          this.endRequest(req);
+        },
+      );
+    }
+    return stream;
+  }
+
+  private start(req: Request): void {
+    if (this.requests.get(req.id) !== req || this.closed) {
+      for (const seq of req.sequences) seq.matcher?.dispose(); // aborted while its grammar compiled
+      return;
+    }
     this.scheduler.enqueue(req.sequences[0]!);
     this.wake();
-    return stream;
   }
 
   abort(requestId: string): void {
@@ -247,6 +270,7 @@ export class LlmEngine implements Engine {
     this.closed = true;
     this.wake();
     await this.loopDone;
+    await this.constraints.close();
     await this.backend.close();
   }
 
@@ -259,8 +283,14 @@ export class LlmEngine implements Engine {
           continue;
         }
         markScheduled(plan);
-        const step = this.backend.forward(this.batchBuilder.build(plan));
-        this.scheduler.prepareAdmission(); // host work for the next step while the backend computes
+        const batch = this.batchBuilder.build(plan);
+        const masks = this.constraints.masksFor(plan);
+        if (masks) batch.sampling.tokenMask = masks.batch;
+        const step = this.backend.forward(batch);
+        step.catch(() => {}); // awaited below; a failure must not count as unhandled while the masks compute
+        // Host work while the backend computes: this step's token masks, the next admission.
+        if (masks) await masks.fill();
+        this.scheduler.prepareAdmission();
         this.processOutput(plan, await this.withinStepTimeout(step));
         this.lastStepAt = Date.now();
         this.steps++;
@@ -296,7 +326,14 @@ export class LlmEngine implements Engine {
         this.scheduler.cachePrompt(seq);
         for (const sibling of req.sequences) if (sibling.status === 'held') this.scheduler.enqueue(sibling);
       }
-      const delta = seq.append(output.tokens[s]!, tokenLogprob(output, s, req.params.logprobs));
+      const token = output.tokens[s]!;
+      if (seq.matcher && !seq.matcher.terminated && !seq.matcher.accept(token)) {
+        (this.options.logger ?? console).warn(`request ${req.id}: the backend sampled token ${token}, which its grammar does not allow here`);
+      }
+      const delta = seq.append(token, tokenLogprob(output, s, req.params.logprobs));
+      if (delta.finishReason === null && seq.matcher && !this.options.disableRegexJumpForward && req.params.logprobs === null) {
+        this.jumpForward(seq, delta);
+      }
       req.timing.firstToken ??= epochMs();
       if (delta.finishReason !== null) delta.timing = { ...req.timing };
       this.generatedTokensTotal++;
@@ -308,7 +345,25 @@ export class LlmEngine implements Engine {
     }
   }
 
+  /**
+   * Appends the tokens the grammar forces after this one to the same delta; their KV is computed
+   * with the next step's (as a prefill chunk, so they cost no decode step of their own).
+   */
+  private jumpForward(seq: Sequence, delta: GenerateDelta): void {
+    for (const forced of this.constraints.forcedTokens(seq, seq.remainingNewTokens)) {
+      const next = seq.append(forced, null);
+      this.generatedTokensTotal++;
+      delta.text += next.text;
+      delta.tokenIds.push(forced);
+      delta.finishReason = next.finishReason;
+      delta.matchedStop = next.matchedStop;
+      delta.usage = next.usage;
+      if (next.finishReason !== null) break;
+    }
+  }
+
   private endRequest(req: Request): void {
+    for (const seq of req.sequences) seq.matcher?.dispose();
     this.requests.delete(req.id);
     req.stream.end();
     if (this.requests.size === 0 && !this.accepting) {

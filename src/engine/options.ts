@@ -22,6 +22,11 @@ export interface EngineOptions {
   /** lpm: longest cached prefix first (needs the radix cache); fcfs: arrival order. */
   schedulePolicy: 'lpm' | 'fcfs';
   disableRadixCache: boolean;
+  /**
+   * Structured output: off, every token is sampled; on (default), where the grammar allows one
+   * continuation only, its tokens are appended without a decode step (SGLang's jump-forward).
+   */
+  disableRegexJumpForward: boolean;
   /** null: the model's max_position_embeddings. Clipped to the KV pool size. */
   contextLength: number | null;
   /** Waiting requests at most; beyond it generate() throws EngineOverloadedError. */
@@ -60,6 +65,7 @@ export const defaultEngineOptions: EngineOptions = {
   maxRunningRequests: null,
   schedulePolicy: 'lpm',
   disableRadixCache: false,
+  disableRegexJumpForward: false,
   contextLength: null,
   maxQueuedRequests: 10000,
   scheduleConservativeness: 1,

@@ -53,7 +53,6 @@ export function resolveRequest(
   if (typeof p.skipSpecialTokens !== 'boolean') {
     throw new InvalidRequestError('skip_special_tokens must be a boolean', 'skip_special_tokens');
   }
-  if (p.grammar !== null) throw new InvalidRequestError(`${p.grammar.param}: structured output is not available yet.`, p.grammar.param);
   if (ids.length + p.maxNewTokens > contextLength) throw new ContextLengthError(contextLength, ids.length, p.maxNewTokens);
   return p;
 }

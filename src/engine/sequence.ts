@@ -1,3 +1,4 @@
+import type { TokenMatcher } from '../grammar/token-matcher.js';
 import type { IncrementalDetokenizer } from '../model/tokenizer.js';
 import { Rng } from '../model/rng.js';
 import type { DeltaStream } from './delta-stream.js';
@@ -49,6 +50,8 @@ export class Sequence {
   /** Distinct tokens seen with their output counts, when a penalty is on. */
   readonly penaltyCounts: Map<number, number> | null;
   readonly rng: Rng;
+  /** Where the output stands in the request's grammar (structured output); null when unconstrained. */
+  matcher: TokenMatcher | null = null;
   private readonly detokenizer: IncrementalDetokenizer;
   private readonly stopChecker: StopChecker;
 

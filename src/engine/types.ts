@@ -41,6 +41,11 @@ export type GrammarSpec = { param: string } & (
   | { type: 'regex'; pattern: string }
   | { type: 'ebnf'; grammar: string }
   | { type: 'choice'; choices: string[] }
+  /**
+   * Tool calls in Llama 3.1's JSON format ({"name": ..., "parameters": ...}, "; " between calls),
+   * each call's parameters following its function's schema (JSON text): tool_choice required or named.
+   */
+  | { type: 'tool_calls'; tools: { name: string; schema: string }[]; parallel: boolean }
 );
 
 export interface GenerateRequest {

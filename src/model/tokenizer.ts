@@ -8,6 +8,10 @@ import { UserError } from '../errors.js';
 export interface ChatMessage {
   role: string;
   content: string;
+  /** Assistant messages that called tools, for templates that render them (arguments parsed). */
+  tool_calls?: { id: string; type: 'function'; function: { name: string; arguments: unknown } }[];
+  /** Tool results: the call they answer. */
+  tool_call_id?: string;
 }
 
 type Json = Record<string, any>;
@@ -121,10 +125,19 @@ export class Tokenizer {
     return this.chatTemplate !== null;
   }
 
-  /** Renders the chat template; the result already holds any BOS, so encode it without special tokens. */
-  applyChatTemplate(messages: ChatMessage[], addGenerationPrompt = true): string {
+  /** The chat template renders a `tools` list itself (Llama 3.1's does; Llama 3's does not). */
+  get templateRendersTools(): boolean {
+    return this.chatTemplateSource !== null && /\btools\b/.test(this.chatTemplateSource);
+  }
+
+  /**
+   * Renders the chat template; the result already holds any BOS, so encode it without special
+   * tokens. `extra` adds variables (tools) for templates that read them.
+   */
+  applyChatTemplate(messages: ChatMessage[], addGenerationPrompt = true, extra: Record<string, unknown> = {}): string {
     if (this.chatTemplate === null) throw new UserError('this model has no chat template (tokenizer_config.json has no chat_template)');
     return this.chatTemplate.render({
+      ...extra,
       messages,
       add_generation_prompt: addGenerationPrompt,
       bos_token: this.bosToken ?? '',

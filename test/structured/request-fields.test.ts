@@ -19,6 +19,7 @@ async function post(path: string, body: unknown): Promise<{ status: number; json
 
 const chat = (extra: object) => ['/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, ...extra }] as const;
 const completion = (extra: object) => ['/v1/completions', { prompt: 'hi', max_tokens: 4, ...extra }] as const;
+const tool = (name: string) => ({ type: 'function', function: { name, parameters: { type: 'object', properties: { x: { type: 'boolean' } }, required: ['x'] } } });
 const generate = (sp: object) => ['/generate', { text: 'hi', sampling_params: { max_new_tokens: 4, ...sp } }] as const;
 
 describe('structured-output fields the server does not implement: 400 naming the field', () => {
@@ -40,6 +41,10 @@ describe('structured-output fields the server does not implement: 400 naming the
     ['tool_choice without tools', chat({ tool_choice: 'auto' }), 'tool_choice'],
     ['tool_choice "none" without tools', chat({ tool_choice: 'none' }), 'tool_choice'],
     ['parallel_tool_calls without tools', chat({ parallel_tool_calls: false }), 'parallel_tool_calls'],
+    ['tool_choice naming a function that is not a tool', chat({ tools: [tool('f')], tool_choice: { type: 'function', function: { name: 'g' } } }), 'tool_choice'],
+    ['two tools of one name', chat({ tools: [tool('f'), tool('f')] }), 'tools[1].function.name'],
+    ['tool_choice required with a response_format', chat({ tools: [tool('f')], tool_choice: 'required', response_format: { type: 'json_object' } }), 'response_format'],
+    ['a tool whose parameters do not compile', chat({ tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'nope' } } }], tool_choice: 'required' }), 'tools'],
   ];
   for (const [what, [path, body], param] of cases) {
     it(what, async () => {
@@ -56,25 +61,54 @@ describe('structured-output fields the server does not implement: 400 naming the
   });
 });
 
-describe('constraint fields are never silently ignored', () => {
-  const cases: [readonly [string, object], string][] = [
-    [chat({ response_format: { type: 'json_object' } }), 'response_format'],
-    [completion({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } } }), 'response_format.json_schema.schema'],
-    [chat({ guided_json: { type: 'object' } }), 'guided_json'],
-    [completion({ guided_regex: '[0-9]+' }), 'guided_regex'],
-    [completion({ guided_choice: ['yes', 'no'] }), 'guided_choice'],
-    [chat({ guided_grammar: 'root ::= "a"' }), 'guided_grammar'],
-    [completion({ structured_outputs: { json: { type: 'object' } } }), 'structured_outputs.json'],
-    [generate({ regex: '[0-9]+' }), 'sampling_params.regex'],
-    [generate({ json_schema: '{"type": "object"}' }), 'sampling_params.json_schema'],
-    [generate({ ebnf: 'root ::= "a"' }), 'sampling_params.ebnf'],
-    [chat({ tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object' } } }] }), 'tools'],
+describe('constraint fields are honoured on every surface', () => {
+  const jsonSchema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] };
+  const isOkObject = (text: string) => typeof JSON.parse(text).ok === 'boolean';
+  const cases: [string, readonly [string, object], (text: string) => boolean][] = [
+    ['chat response_format json_object', chat({ response_format: { type: 'json_object' }, max_tokens: 3 }), (t) => t.startsWith('{')],
+    ['completions response_format json_schema', completion({ max_tokens: 20, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: jsonSchema } } }), isOkObject],
+    ['chat guided_json', chat({ max_tokens: 20, guided_json: jsonSchema }), isOkObject],
+    ['completions guided_json as text', completion({ max_tokens: 20, guided_json: JSON.stringify(jsonSchema) }), isOkObject],
+    ['completions guided_regex', completion({ max_tokens: 20, guided_regex: '[0-9]{2,3}-[ab]{3}' }), (t) => /^[0-9]{2,3}-[ab]{3}$/.test(t)],
+    ['completions guided_choice', completion({ max_tokens: 20, guided_choice: ['yes', 'no', 'perhaps not'] }), (t) => ['yes', 'no', 'perhaps not'].includes(t)],
+    ['chat guided_grammar', chat({ max_tokens: 20, guided_grammar: 'root ::= "<" [xyz] [xyz]? ">"' }), (t) => /^<[xyz]{1,2}>$/.test(t)],
+    ['completions structured_outputs.regex', completion({ max_tokens: 20, structured_outputs: { regex: '(cat|dog)s?' } }), (t) => /^(cat|dog)s?$/.test(t)],
+    ['chat structured_outputs.choice', chat({ max_tokens: 20, structured_outputs: { choice: ['left', 'right'] } }), (t) => ['left', 'right'].includes(t)],
+    ['completions structured_outputs.grammar', completion({ max_tokens: 20, structured_outputs: { grammar: 'root ::= "a" "b"+' } }), (t) => /^ab+$/.test(t)],
+    ['SGLang regex', generate({ max_new_tokens: 20, regex: '[A-F]{4}' }), (t) => /^[A-F]{4}$/.test(t)],
+    ['SGLang json_schema', generate({ max_new_tokens: 20, json_schema: JSON.stringify(jsonSchema) }), isOkObject],
+    ['SGLang ebnf', generate({ max_new_tokens: 20, ebnf: 'root ::= ("x" | "y") "!"' }), (t) => /^[xy]!$/.test(t)],
   ];
-  for (const [[path, body], param] of cases) {
-    it(`${param} on ${path}: honoured or refused`, async () => {
+  for (const [what, [path, body], matches] of cases) {
+    it(what, async () => {
+      const { status, json } = await post(path, body);
+      expect(status, JSON.stringify(json)).toBe(200);
+      const text: string = path === '/generate' ? json.text : path === '/v1/completions' ? json.choices[0].text : json.choices[0].message.content;
+      expect(matches(text), text).toBe(true);
+    });
+  }
+});
+
+describe('invalid schemas and grammars: 400 naming the field and the problem', () => {
+  const cases: [string, readonly [string, object], string, RegExp][] = [
+    ['a schema of an unknown type', completion({ guided_json: { type: 'nope' } }), 'guided_json', /Unsupported type "nope"/],
+    ['an EBNF grammar with an undefined rule', chat({ guided_grammar: 'root ::= missing' }), 'guided_grammar', /Rule "missing" is not defined/],
+    ['an unclosed regex class', generate({ regex: '[a-' }), 'sampling_params.regex', /Unclosed/],
+    ['a bad SGLang EBNF', generate({ ebnf: 'root ::= "a' }), 'sampling_params.ebnf', /./],
+    ['a schema property name with a quote (an xgrammar limitation)', chat({ guided_json: { type: 'object', properties: { 'a"b': { type: 'boolean' } } } }), 'guided_json', /./],
+  ];
+  for (const [what, [path, body], param, message] of cases) {
+    it(what, async () => {
       const { status, json } = await post(path, body);
       expect(status, JSON.stringify(json)).toBe(400);
       expect(json.error.param).toBe(param);
+      expect(json.error.message).toMatch(message);
     });
   }
+
+  it('the server keeps serving constrained requests after a grammar error', async () => {
+    const { status, json } = await post(...completion({ max_tokens: 10, guided_choice: ['fine'] }));
+    expect(status).toBe(200);
+    expect(json.choices[0].text).toBe('fine');
+  });
 });

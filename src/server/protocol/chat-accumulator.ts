@@ -1,5 +1,6 @@
 import type { GenerateDelta } from '../../engine/types.js';
 import type { Accumulator, Fold } from './accumulator.js';
+import { ToolCallStream } from '../tool-calls/tool-call-stream.js';
 import type { ChatCompletionChoice, ChatCompletionChunk, ChatCompletionChunkChoice, ChatCompletionResponse } from './chat.js';
 import { chatLogprobs } from './logprobs.js';
 import type { TokenText } from './token-text.js';
@@ -17,6 +18,8 @@ export interface ChatSetup {
   /** Chunks carry `usage: null` and a last usage chunk follows (stream_options.include_usage). */
   includeUsage: boolean;
   tokenText: TokenText;
+  /** Read tool calls out of the output (tools given, tool_choice not "none"); `forced`: required or named. */
+  toolCalls?: { forced: boolean; newCallId: () => string } | null;
 }
 
 /**
@@ -25,15 +28,18 @@ export interface ChatSetup {
  */
 export class ChatAccumulator implements Accumulator<ChatCompletionChunk, ChatCompletionResponse> {
   readonly usage: UsageTally;
+  private readonly toolStreams: ToolCallStream[] | null;
 
   constructor(private readonly setup: ChatSetup) {
     this.usage = new UsageTally([setup.promptTokens]);
+    const tools = setup.toolCalls;
+    this.toolStreams = tools ? Array.from({ length: setup.n }, () => new ToolCallStream(tools.newCallId)) : null;
   }
 
   opening(): ChatCompletionChunk[] {
-    return Array.from({ length: this.setup.n }, (_, index) =>
-      this.wrap([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]),
-    );
+    // A choice that must call tools has no content (null, as OpenAI streams it).
+    const content = this.setup.toolCalls?.forced ? null : '';
+    return Array.from({ length: this.setup.n }, (_, index) => this.wrap([{ index, delta: { role: 'assistant', content }, logprobs: null, finish_reason: null }]));
   }
 
   chunk(_prompt: number, delta: GenerateDelta): ChatCompletionChunk {
@@ -44,6 +50,12 @@ export class ChatAccumulator implements Accumulator<ChatCompletionChunk, ChatCom
       logprobs: delta.logprobs ? { content: chatLogprobs(delta.logprobs, this.setup.tokenText) } : null,
       finish_reason: delta.finishReason,
     };
+    const tools = this.toolStreams?.[delta.index];
+    if (tools) {
+      const piece = tools.push(delta.text, delta.finishReason !== null);
+      choice.delta = piece.toolCalls.length > 0 ? { tool_calls: piece.toolCalls } : piece.content !== '' ? { content: piece.content } : {};
+      if (delta.finishReason === 'stop' && tools.calledTools) choice.finish_reason = 'tool_calls';
+    }
     if (delta.finishReason !== null) choice.matched_stop = delta.matchedStop;
     return this.wrap([choice]);
   }
@@ -65,7 +77,12 @@ export class ChatAccumulator implements Accumulator<ChatCompletionChunk, ChatCom
         for (const part of chunk.choices) {
           const choice = choices[part.index]!;
           if (part.delta.role) choice.message.role = part.delta.role;
-          choice.message.content += part.delta.content ?? '';
+          if (part.delta.content) choice.message.content = (choice.message.content ?? '') + part.delta.content;
+          for (const piece of part.delta.tool_calls ?? []) {
+            const calls = (choice.message.tool_calls ??= []);
+            if (piece.id !== undefined) calls[piece.index] = { id: piece.id, type: 'function', function: { name: piece.function.name!, arguments: '' } };
+            calls[piece.index]!.function.arguments += piece.function.arguments;
+          }
           if (choice.logprobs && part.logprobs) choice.logprobs.content.push(...part.logprobs.content);
           if (part.finish_reason !== null) {
             choice.finish_reason = part.finish_reason;
@@ -74,7 +91,10 @@ export class ChatAccumulator implements Accumulator<ChatCompletionChunk, ChatCom
         }
         if (chunk.usage) response.usage = chunk.usage;
       },
-      result: () => response,
+      result: () => {
+        for (const choice of choices) if (choice.message.tool_calls && choice.message.content === '') choice.message.content = null;
+        return response;
+      },
     };
   }
 

@@ -1,6 +1,7 @@
 import { Type, type Static } from '@fastify/type-provider-typebox';
 import { Maybe, openObject, Ranged, SamplingFields } from './schema.js';
 import { StructuredOutputFields } from './structured-output.js';
+import { Tool, ToolCall, ToolChoice } from './tools.js';
 import type { UsageInfo } from './usage.js';
 
 const ContentPart = Type.Object(
@@ -18,6 +19,10 @@ export const ChatMessage = Type.Object(
     }),
     content: Maybe(Type.Union([Type.String(), Type.Array(ContentPart)], { description: 'a string or a list of content parts' })),
     name: Maybe(Type.String()),
+    /** Assistant messages: the tools it called. */
+    tool_calls: Maybe(Type.Array(ToolCall)),
+    /** Tool messages: the call this result answers. */
+    tool_call_id: Maybe(Type.String()),
   },
   openObject,
 );
@@ -34,8 +39,8 @@ export const ChatCompletionRequest = Type.Object(
     top_logprobs: Maybe(Ranged('logprobs')),
     add_generation_prompt: Maybe(Type.Boolean()),
     ...StructuredOutputFields,
-    tools: Maybe(Type.Array(Type.Unknown())),
-    tool_choice: Maybe(Type.Unknown()),
+    tools: Maybe(Type.Array(Tool)),
+    tool_choice: Maybe(ToolChoice),
     parallel_tool_calls: Maybe(Type.Boolean()),
     functions: Maybe(Type.Unknown()),
     function_call: Maybe(Type.Unknown()),
@@ -58,11 +63,13 @@ export interface ChatLogprobs {
   content: ChatTokenLogprob[];
 }
 
+export type ChatFinishReason = 'stop' | 'length' | 'abort' | 'tool_calls';
+
 export interface ChatCompletionChoice {
   index: number;
-  message: { role: 'assistant'; content: string };
+  message: { role: 'assistant'; content: string | null; tool_calls?: ToolCall[] };
   logprobs: ChatLogprobs | null;
-  finish_reason: 'stop' | 'length' | 'abort' | null;
+  finish_reason: ChatFinishReason | null;
   matched_stop?: string | number | null;
 }
 
@@ -75,11 +82,19 @@ export interface ChatCompletionResponse {
   usage: UsageInfo;
 }
 
+/** A streamed piece of a tool call: id, type and name in its first piece, then argument text. */
+export interface ToolCallDelta {
+  index: number;
+  id?: string;
+  type?: 'function';
+  function: { name?: string; arguments: string };
+}
+
 export interface ChatCompletionChunkChoice {
   index: number;
-  delta: { role?: 'assistant'; content?: string };
+  delta: { role?: 'assistant'; content?: string | null; tool_calls?: ToolCallDelta[] };
   logprobs: ChatLogprobs | null;
-  finish_reason: 'stop' | 'length' | 'abort' | null;
+  finish_reason: ChatFinishReason | null;
   matched_stop?: string | number | null;
 }
 
