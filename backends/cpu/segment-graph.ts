@@ -85,6 +85,8 @@ export function opReads(op: GraphOp): string[] {
     case 'rmsnorm':
     case 'linear':
     case 'gather_last':
+    case 'all_reduce':
+    case 'all_gather':
       return [op.x];
     case 'add_rmsnorm':
       return [op.x, op.residual];
@@ -110,7 +112,10 @@ export function opWrites(op: GraphOp): string[] {
     case 'attention':
     case 'silu_mul':
     case 'gather_last':
+    case 'all_gather':
       return [op.out];
+    case 'all_reduce':
+      return [op.x];
     case 'add_rmsnorm':
       return [op.x, op.out];
     case 'rope':

@@ -15,6 +15,8 @@ export const opKind: Record<GraphOp['op'], number> = {
   add: 7,
   gather_last: 8,
   sample: 9,
+  all_reduce: 10,
+  all_gather: 11,
 };
 
 export const DTYPE_F32 = 0;
@@ -220,6 +222,10 @@ function encodeOp(op: GraphOp, buffer: (name: string) => number, weight: (name: 
       return [k, buffer(op.x), -1, buffer(op.out), -1, -1];
     case 'sample':
       return [k, buffer(op.logits), -1, -1, -1, -1];
+    case 'all_reduce':
+      return [k, buffer(op.x), -1, buffer(op.x), -1, -1];
+    case 'all_gather':
+      return [k, buffer(op.x), -1, buffer(op.out), -1, -1];
   }
 }
 

@@ -10,6 +10,16 @@ export function embedding(table: Float32Array, cols: number, tokenIds: Int32Arra
   }
 }
 
+/** A tensor-parallel rank's rows [vocabStart, vocabStart + rows) of the table; zeros for ids outside them. */
+export function embeddingSlice(table: Float32Array, cols: number, vocabStart: number, tokenIds: Int32Array, out: Float32Array): void {
+  const rows = table.length / cols;
+  for (let t = 0; t < tokenIds.length; t++) {
+    const row = tokenIds[t]! - vocabStart;
+    if (row >= 0 && row < rows) out.set(table.subarray(row * cols, (row + 1) * cols), t * cols);
+    else out.fill(0, t * cols, (t + 1) * cols);
+  }
+}
+
 export function rmsnorm(x: Float32Array, weight: Float32Array, rows: number, eps: number, out: Float32Array): void {
   const cols = weight.length;
   for (let r = 0; r < rows; r++) {

@@ -9,6 +9,7 @@ import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../shared/host-sampler.js';
 import * as ops from './ops.js';
+import type { RankCollectives } from '../tensor-parallel/collectives.js';
 
 /** Plain TypeScript, f32 throughout, interpreting the graph op by op: the oracle for other backends. */
 export class RefBackend implements Backend {
@@ -21,6 +22,12 @@ export class RefBackend implements Backend {
   private kCache: Float32Array[] = [];
   private vCache: Float32Array[] = [];
   private kvSpec: KvCacheSpec | null = null;
+  /** Set on a tensor-parallel rank (backends/tensor-parallel): runs the graph's collectives, and only rank 0 samples. */
+  private readonly collectives: RankCollectives | null;
+
+  constructor(options: { collectives?: RankCollectives } = {}) {
+    this.collectives = options.collectives ?? null;
+  }
 
   async load(model: ModelSpec): Promise<void> {
     this.config = model.config;
@@ -78,6 +85,7 @@ export class RefBackend implements Backend {
     const w = (name: string) => this.weights.get(name)!;
     switch (op.op) {
       case 'embedding':
+        if (op.vocabStart !== undefined) return ops.embeddingSlice(w(op.table), c.hiddenSize, op.vocabStart, batch.tokenIds, buf(op.out));
         return ops.embedding(w(op.table), c.hiddenSize, batch.tokenIds, buf(op.out));
       case 'rmsnorm':
         return ops.rmsnorm(buf(op.x), w(op.weight), rowsOf(op.x), c.rmsNormEps, buf(op.out));
@@ -105,9 +113,19 @@ export class RefBackend implements Backend {
         return ops.add(buf(op.x), buf(op.y), buf(op.x).length);
       case 'gather_last':
         return ops.gatherLast(buf(op.x), this.graph.activations[op.x]!.cols, batch.queryStart, buf(op.out));
+      case 'all_reduce':
+        return this.collective().allReduce(buf(op.x));
+      case 'all_gather':
+        return this.collective().allGather(buf(op.x), buf(op.out), rowsOf(op.x), op.parts);
       case 'sample':
+        if (this.collectives && this.collectives.rank !== 0) return;
         return sampleLogits(buf(op.logits), c.vocabSize, batch.sampling);
     }
+  }
+
+  private collective(): RankCollectives {
+    if (!this.collectives) throw new BackendError(this.name, 'a tensor-parallel graph needs the ranks of backends/tensor-parallel');
+    return this.collectives;
   }
 
   async close(): Promise<void> {

@@ -47,16 +47,25 @@ export class DummyWeights implements WeightSource {
   async read(name: string): Promise<Uint8Array> {
     const t = this.tensors.get(name);
     if (!t) throw new Error(`no dummy tensor ${name}`);
-    const n = t.shape.reduce((a, b) => a * b, 1);
+    return this.readRange(name, 0, t.shape.reduce((a, b) => a * b, 1) * bytesPerElement[this.dtype]);
+  }
+
+  /** Generates only the elements in the range (whole elements: offsets and lengths are multiples of the element size). */
+  async readRange(name: string, byteOffset: number, byteLength: number): Promise<Uint8Array> {
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`no dummy tensor ${name}`);
+    const size = bytesPerElement[this.dtype];
+    const first = byteOffset / size;
+    const n = byteLength / size;
     const key = tensorKey(this.seed, name);
-    const bytes = new Uint8Array(n * bytesPerElement[this.dtype]);
+    const bytes = new Uint8Array(byteLength);
     if (this.dtype === 'f32') {
       const out = new Float32Array(bytes.buffer);
-      for (let i = 0; i < n; i++) out[i] = dummyValue(key, i, t.halfRange, t.offset);
+      for (let i = 0; i < n; i++) out[i] = dummyValue(key, first + i, t.halfRange, t.offset);
     } else {
       const out = new Uint16Array(bytes.buffer);
       const encode = this.dtype === 'bf16' ? f32ToBf16 : f32ToF16;
-      for (let i = 0; i < n; i++) out[i] = encode(dummyValue(key, i, t.halfRange, t.offset));
+      for (let i = 0; i < n; i++) out[i] = encode(dummyValue(key, first + i, t.halfRange, t.offset));
     }
     return bytes;
   }

@@ -11,8 +11,11 @@ import { layerPrefix } from './weights.js';
  * reused across layers. Weights are named as in a Hugging Face checkpoint.
  */
 export type GraphOp =
-  /** out[t] = table[tokenIds[t]] */
-  | { op: 'embedding'; table: string; out: string }
+  /**
+   * out[t] = table[tokenIds[t]]; with vocabStart (a tensor-parallel rank's slice of the table,
+   * src/model/shard.ts), out[t] = table[tokenIds[t] - vocabStart], zeros for ids outside the slice
+   */
+  | { op: 'embedding'; table: string; out: string; vocabStart?: number }
   /** out = rmsnorm(x) * weight */
   | { op: 'rmsnorm'; x: string; weight: string; out: string }
   /** x += residual, then out = rmsnorm(x) * weight (x is updated in place) */
@@ -29,6 +32,10 @@ export type GraphOp =
   | { op: 'add'; x: string; y: string }
   /** out[s] = x[last token of sequence s] */
   | { op: 'gather_last'; x: string; out: string }
+  /** tensor parallelism: x = the sum of x over all ranks (in rank order, so every rank holds the same sum) */
+  | { op: 'all_reduce'; x: string }
+  /** tensor parallelism: out[r] = x[r] of rank 0, then of rank 1, ...; parts[i] is rank i's column count */
+  | { op: 'all_gather'; x: string; out: string; parts: number[] }
   /** picks each sequence's next token from its logits row (see backends/shared/host-sampler.ts) */
   | { op: 'sample'; logits: string };
 

@@ -99,15 +99,22 @@ export class SafetensorsWeights implements WeightSource {
   async read(name: string): Promise<Uint8Array> {
     const e = this.entries.get(name);
     if (!e) throw new UserError(`${this.description}: tensor "${name}" is missing`);
+    return this.readRange(name, 0, e.end - e.begin);
+  }
+
+  async readRange(name: string, byteOffset: number, byteLength: number): Promise<Uint8Array> {
+    const e = this.entries.get(name);
+    if (!e) throw new UserError(`${this.description}: tensor "${name}" is missing`);
+    if (byteOffset < 0 || byteOffset + byteLength > e.end - e.begin) throw new Error(`${name}: bytes [${byteOffset}, +${byteLength}) outside the tensor`);
     let fd = this.fds.get(e.file);
     if (fd === undefined) {
       fd = openSync(e.file, 'r');
       this.fds.set(e.file, fd);
     }
-    const out = new Uint8Array(e.end - e.begin);
+    const out = new Uint8Array(byteLength);
     let done = 0;
     while (done < out.length) {
-      const n = readSync(fd, out, done, Math.min(out.length - done, 1 << 30), e.begin + done);
+      const n = readSync(fd, out, done, Math.min(out.length - done, 1 << 30), e.begin + byteOffset + done);
       if (n === 0) throw new UserError(`${e.file}: truncated while reading tensor "${name}"`);
       done += n;
     }

@@ -33,6 +33,11 @@ export interface WeightSource {
   storedBlocks?(name: string): Promise<StoredBlocks | null>;
   /** Quantized sources: the GGML type a tensor is stored in ("Q8_0", "Q4_0", "F32", ...). */
   storedType?(name: string): string | undefined;
+  /**
+   * Bytes [byteOffset, byteOffset + byteLength) of read(name), without reading the rest: what a
+   * tensor-parallel rank's slice needs (src/model/sharded-weights.ts). Absent: read() and cut.
+   */
+  readRange?(name: string, byteOffset: number, byteLength: number): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 

@@ -1,0 +1,131 @@
+import { Worker } from 'node:worker_threads';
+import type { Backend, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import { hostKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
+import { BackendError } from '../../src/errors.js';
+import { shardLlama, type RankShard } from '../../src/model/shard.js';
+import { ShardedWeights } from '../../src/model/sharded-weights.js';
+import { controlWords } from './collectives.js';
+import type { FromRank, RankInit, ToRank } from './protocol.js';
+
+/** A rank's thread and the replies it owes, in the order the messages went. */
+class RankThread {
+  private readonly pending: { resolve: (m: FromRank) => void; reject: (e: Error) => void }[] = [];
+  private failure: Error | null = null;
+
+  constructor(readonly worker: Worker) {
+    worker.on('message', (m: FromRank) => this.pending.shift()?.resolve(m));
+    const fail = (e: Error) => {
+      this.failure = e;
+      for (const p of this.pending.splice(0)) p.reject(e);
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`rank thread exited (code ${code})`)));
+  }
+
+  async call(message: ToRank, transfer: ArrayBuffer[] = []): Promise<FromRank> {
+    if (this.failure) throw this.failure;
+    const reply = new Promise<FromRank>((resolve, reject) => this.pending.push({ resolve, reject }));
+    this.worker.postMessage(message, transfer);
+    return reply;
+  }
+}
+
+/**
+ * N tensor-parallel ranks that look like one backend to the engine: the engine schedules once,
+ * and each step runs on every rank in lockstep, each rank a backend over its shard of the graph
+ * and weights (src/model/shard.ts) with its own KV cache shard, in its own worker thread;
+ * collectives go over shared memory (collectives.ts). Rank 0's sampled tokens are the step's.
+ * For `ref` ranks: they exist to test the sharding exactly, not for speed.
+ */
+export class TensorParallelBackend implements Backend {
+  readonly name: string;
+  readonly description: string;
+  private ranks: RankThread[] = [];
+  private shards: RankShard[] = [];
+  private readonly control = new SharedArrayBuffer(controlWords * 4);
+  private data = new SharedArrayBuffer(0);
+
+  constructor(
+    private readonly rankBackend: 'ref',
+    readonly tpSize: number,
+  ) {
+    this.name = rankBackend;
+    this.description = `${rankBackend} x ${tpSize} tensor-parallel ranks (worker threads, collectives over shared memory)`;
+  }
+
+  async load(model: ModelSpec): Promise<void> {
+    this.shards = shardLlama(model.config, this.tpSize);
+    this.ranks = this.shards.map(
+      (shard) =>
+        new RankThread(
+          new Worker(new URL('./rank-worker-entry.mjs', import.meta.url), {
+            workerData: { rank: shard.rank, tpSize: this.tpSize, backend: this.rankBackend, control: this.control } satisfies RankInit,
+          }),
+        ),
+    );
+    // One rank's slices at a time, one tensor at a time: no rank's thread and no step here holds more.
+    for (const shard of this.shards) {
+      const weights = new ShardedWeights(model.weights, shard.slices, shard.rank);
+      const rank = this.ranks[shard.rank]!;
+      for (const name of graphWeights(shard)) {
+        const bytes = await weights.read(name);
+        check(await rank.call({ type: 'tensor', info: weights.info(name)!, bytes }, [bytes.buffer as ArrayBuffer]));
+      }
+      check(await rank.call({ type: 'load', config: shard.config, graph: shard.graph, random: model.weights.random }));
+    }
+  }
+
+  /** Every rank's KV shard lives in this process's memory. */
+  kvCapacity(budget: KvBudget): number {
+    const perRank = kvBytesPerToken(this.shards[0]!.config, 4);
+    return hostKvCapacity(perRank * this.tpSize, budget);
+  }
+
+  async allocateKvCache(spec: KvCacheSpec): Promise<void> {
+    await this.all({ type: 'allocate', spec });
+  }
+
+  async forward(batch: ForwardBatch): Promise<StepOutput> {
+    const config = this.shards[0]!.config;
+    const rows = Math.max(batch.tokenIds.length, batch.kvLens.length);
+    const widest = Math.max(config.hiddenSize, Math.ceil(config.vocabSize / this.tpSize));
+    const bytes = rows * widest * 4 * this.tpSize;
+    if (this.data.byteLength < bytes) this.data = new SharedArrayBuffer(bytes);
+    const replies = await this.all({ type: 'forward', batch, data: this.data });
+    const output = (replies[0] as { output?: StepOutput | null }).output;
+    if (!output) throw new BackendError(this.name, 'rank 0 returned no step output');
+    return output;
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.ranks.map((r) => r.call({ type: 'close' })));
+    await Promise.all(this.ranks.map((r) => r.worker.terminate()));
+    this.ranks = [];
+  }
+
+  /** Sends a message to every rank; the first rank error stops them all (the others may wait at a barrier forever). */
+  private async all(message: ToRank): Promise<FromRank[]> {
+    try {
+      return (await Promise.all(this.ranks.map((r) => r.call(message)))).map(check);
+    } catch (e) {
+      const failed = this.ranks.map((r) => r.worker);
+      this.ranks = [];
+      await Promise.all(failed.map((w) => w.terminate()));
+      throw e instanceof BackendError ? e : new BackendError(this.name, (e as Error).message);
+    }
+  }
+}
+
+function check(reply: FromRank): FromRank {
+  if (reply.type === 'error') throw new BackendError('tensor-parallel rank', reply.message);
+  return reply;
+}
+
+function graphWeights(shard: RankShard): string[] {
+  const names = new Set<string>();
+  for (const op of shard.graph.ops) {
+    if ('weight' in op) names.add(op.weight);
+    if ('table' in op) names.add(op.table);
+  }
+  return [...names];
+}
