@@ -35,7 +35,8 @@ function gated(backend: Backend): Backend {
 }
 
 beforeAll(async () => {
-  server = await startTestServer({ apiKey, wrapBackend: gated, engine: { maxRunningRequests: 1, maxQueuedRequests: 4 } });
+  // On the main thread whatever SLUICE_TEST_ENGINE_THREAD says: the backend is wrapped in place and the engine is called directly.
+  server = await startTestServer({ apiKey, wrapBackend: gated, engine: { maxRunningRequests: 1, maxQueuedRequests: 4 }, engineThread: 'main' });
 });
 
 afterAll(async () => {
