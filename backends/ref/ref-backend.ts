@@ -8,6 +8,7 @@ import { toFloat32 } from '../../src/model/dtype.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../shared/host-sampler.js';
+import { hostPromptLogprobs } from '../shared/prompt-logprobs.js';
 import * as ops from './ops.js';
 import type { RankCollectives } from '../tensor-parallel/collectives.js';
 
@@ -15,6 +16,7 @@ import type { RankCollectives } from '../tensor-parallel/collectives.js';
 export class RefBackend implements Backend {
   readonly name = 'ref' as const;
   readonly description = 'ref: plain TypeScript on the CPU (f32, one thread)';
+  readonly supportsPromptLogprobs = true;
   private config!: LlamaConfig;
   private graph!: LlamaGraph;
   private readonly weights = new Map<string, Float32Array>();
@@ -72,7 +74,24 @@ export class RefBackend implements Backend {
       output = this.run(op, batch, buf, rowsOf) ?? output;
       if (op.op === 'attention') await yieldToEventLoop();
     }
+    if (batch.promptLogprobs) output = { ...output!, promptLogprobs: this.promptLogprobs(batch, buf) };
     return output!;
+  }
+
+  /** The final norm and LM head over the wanted token rows of the last hidden state (the graph computes them for the last rows only). */
+  private promptLogprobs(batch: ForwardBatch, buf: (name: string) => Float32Array) {
+    const c = this.config;
+    const gather = this.graph.ops.find((op) => op.op === 'gather_last') as { x: string };
+    const hidden = buf(gather.x);
+    const norm = this.weights.get('model.norm.weight')!;
+    const head = this.weights.get(this.graph.lmHead)!;
+    const normed = new Float32Array(c.hiddenSize);
+    const logits = new Float32Array(c.vocabSize);
+    return hostPromptLogprobs(batch.promptLogprobs!, (row) => {
+      ops.rmsnorm(hidden.subarray(row * c.hiddenSize, (row + 1) * c.hiddenSize), norm, 1, c.rmsNormEps, normed);
+      ops.linear(normed, head, 1, c.hiddenSize, logits);
+      return logits;
+    });
   }
 
   private run(

@@ -132,6 +132,29 @@ export interface ForwardBatch {
    * docs/architecture.md, "The engine thread"): backends may ignore it until then.
    */
   previousRow?: Int32Array; // [T]
+  /**
+   * Optional (backends with supportsPromptLogprobs): log-probs at prompt positions, for prompt
+   * log-probs and echo. Absent or null: only the sampled rows' log-probs.
+   */
+  promptLogprobs?: PromptLogprobsRequest | null;
+}
+
+/** Which token rows of a step want the log-prob of a given next token (and the top alternatives there). */
+export interface PromptLogprobsRequest {
+  /** Per token row: the token id whose log-prob under this row's logits is wanted; -1 for none. */
+  targets: Int32Array; // [T]
+  /** Top alternatives per wanted row (the largest asked in the batch); 0 for none. */
+  topK: number;
+}
+
+/** The answer to PromptLogprobsRequest, by token row; rows not asked hold NaN / -1. */
+export interface PromptLogprobsOutput {
+  logprobs: Float32Array; // [T]
+  /** 1 + how many tokens had a higher logit than the target. */
+  ranks: Int32Array; // [T]
+  k: number;
+  topIds: Int32Array; // [T * k]
+  topLogprobs: Float32Array; // [T * k]
 }
 
 export interface TopLogprobs {
@@ -147,11 +170,15 @@ export interface StepOutput {
   /** Log-prob of each sampled token under the model's distribution (after penalties, before temperature); null when no sequence asked. */
   logprobs: Float32Array | null;
   topLogprobs: TopLogprobs | null;
+  /** Present when the batch asked promptLogprobs. */
+  promptLogprobs?: PromptLogprobsOutput | null;
 }
 
 export interface Backend {
   /** The registry's name for real backends (ref, cpu, ...); test backends have their own. */
   readonly name: string;
+  /** Computes ForwardBatch.promptLogprobs (prompt log-probs, echo with log-probs); absent: it cannot. */
+  readonly supportsPromptLogprobs?: boolean;
   /** One line for logs: the device and what drives it. */
   readonly description: string;
   /** Compiles the graph and loads the weights, one tensor at a time. */

@@ -1,4 +1,4 @@
-import type { ForwardBatch, PenaltyBatch, SamplingBatch } from './backend.js';
+import type { ForwardBatch, PenaltyBatch, PromptLogprobsRequest, SamplingBatch } from './backend.js';
 import type { StepPlan } from './scheduler.js';
 import type { Sequence } from './sequence.js';
 
@@ -59,7 +59,7 @@ export class BatchBuilder {
       pageTableStart[s + 1] = pageOffset;
     }
     const sampling = this.buildSampling(plan, take(numSeqs), take(numSeqs));
-    return { tokenIds, positions, queryStart, kvLens, pageTable, pageTableStart, slotMapping, sampling };
+    return { tokenIds, positions, queryStart, kvLens, pageTable, pageTableStart, slotMapping, sampling, promptLogprobs: promptLogprobsRequest(plan, totalTokens) };
   }
 
   private buildSampling(plan: StepPlan, topK: Int32Array, logprobs: Int32Array): SamplingBatch {
@@ -115,4 +115,25 @@ function buildPenalties(plan: StepPlan): PenaltyBatch {
     tokenStart[s + 1] = ids.length;
   }
   return { repetition, frequency, presence, tokenStart, tokenIds: Int32Array.from(ids), outputCounts: Int32Array.from(counts) };
+}
+
+/** The rows whose next-token log-prob sequences asking prompt log-probs want this step; null when none do. */
+function promptLogprobsRequest(plan: StepPlan, totalTokens: number): PromptLogprobsRequest | null {
+  let request: PromptLogprobsRequest | null = null;
+  let t = 0;
+  for (let s = 0; s < plan.sequences.length; s++) {
+    const seq = plan.sequences[s]!;
+    const n = plan.numTokens[s]!;
+    if (seq.promptLogprobs !== null) {
+      for (let i = 0; i < n; i++) {
+        const target = seq.promptLogprobTarget(seq.kvLen + i);
+        if (target < 0) continue;
+        request ??= { targets: new Int32Array(totalTokens).fill(-1), topK: 0 };
+        request.targets[t + i] = target;
+        request.topK = Math.max(request.topK, seq.request.params.promptLogprobs!);
+      }
+    }
+    t += n;
+  }
+  return request;
 }

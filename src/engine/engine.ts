@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, StepOutput } from './backend.js';
+import type { Backend, PromptLogprobsOutput, StepOutput } from './backend.js';
 import type { LoadedModel } from '../model/load.js';
 import { BatchBuilder, producesToken } from './batch-builder.js';
 import { ConstrainedDecoding } from './constrained-decoding.js';
@@ -130,6 +130,10 @@ export class LlmEngine implements Engine {
         throw e;
       }
     });
+    if (!this.backend.supportsPromptLogprobs) {
+      const asking = resolved.findIndex((params) => params.promptLogprobs !== null);
+      if (asking >= 0) throw new InvalidRequestError(`prompt log-probs (prompt_logprobs, echo with logprobs, logprob_start_len) are not supported by the ${this.backend.name} backend`, 'prompt_logprobs');
+    }
     const ids = requests.map((request) => request.id ?? randomUUID());
     const seen = new Set<string>();
     for (const id of ids) {
@@ -145,7 +149,7 @@ export class LlmEngine implements Engine {
     let sequences = 0;
     let tokens = 0;
     resolved.forEach((params, i) => {
-      if (params.maxNewTokens === 0) return;
+      if (params.maxNewTokens === 0 && params.promptLogprobs === null) return;
       sequences += params.n;
       tokens += params.n * requests[i]!.promptTokenIds.length;
     });
@@ -180,7 +184,7 @@ export class LlmEngine implements Engine {
   }
 
   private queue(id: string, request: GenerateRequest, params: SamplingParams): AsyncIterable<GenerateDelta> {
-    if (params.maxNewTokens === 0) return finishedAtOnce(id, request.promptTokenIds.length, params.n, params.logprobs !== null);
+    if (params.maxNewTokens === 0 && params.promptLogprobs === null) return finishedAtOnce(id, request.promptTokenIds.length, params.n, params.logprobs !== null);
     const stopTokenIds = new Set(params.ignoreEos ? params.stopTokenIds : [...this.model.stopTokenIds, ...params.stopTokenIds]);
     const stream = new DeltaStream(() => this.abort(id));
     const req = new Request(id, request.promptTokenIds.slice(), params, stopTokenIds, stream, ++this.arrivals);
@@ -314,9 +318,13 @@ export class LlmEngine implements Engine {
   }
 
   private processOutput(plan: StepPlan, output: StepOutput): void {
+    let row = 0;
     for (let s = 0; s < plan.sequences.length; s++) {
       const seq = plan.sequences[s]!;
+      const firstRow = row;
+      row += plan.numTokens[s]!;
       if (seq.status !== 'running') continue; // aborted while the backend computed
+      if (seq.promptLogprobs !== null && output.promptLogprobs) collectPromptLogprobs(seq, plan.numTokens[s]!, firstRow, output.promptLogprobs);
       const sampled = producesToken(seq, plan.numTokens[s]!);
       seq.kvLen += plan.numTokens[s]!;
       if (!sampled) continue;
@@ -330,13 +338,14 @@ export class LlmEngine implements Engine {
       if (seq.matcher && !seq.matcher.terminated && !seq.matcher.accept(token)) {
         (this.options.logger ?? console).warn(`request ${req.id}: the backend sampled token ${token}, which its grammar does not allow here`);
       }
-      const delta = seq.append(token, tokenLogprob(output, s, req.params.logprobs));
+      const delta = req.params.maxNewTokens === 0 ? seq.promptOnlyDelta() : seq.append(token, tokenLogprob(output, s, req.params.logprobs));
+      if (seq.numOutputTokens <= 1 && req.params.promptLogprobs !== null) delta.promptLogprobs = req.sequences[0]!.promptLogprobs;
       if (delta.finishReason === null && seq.matcher && !this.options.disableRegexJumpForward && req.params.logprobs === null) {
         this.jumpForward(seq, delta);
       }
       req.timing.firstToken ??= epochMs();
       if (delta.finishReason !== null) delta.timing = { ...req.timing };
-      this.generatedTokensTotal++;
+      this.generatedTokensTotal += delta.tokenIds.length;
       req.stream.push(delta);
       if (delta.finishReason !== null) {
         this.scheduler.finish(seq);
@@ -459,4 +468,17 @@ function finishedAtOnce(requestId: string, promptTokens: number, n: number, logp
   }
   stream.end();
   return stream;
+}
+
+/** Stores the prompt log-probs a step computed for `seq`'s rows (position p's row gives token p + 1's). */
+function collectPromptLogprobs(seq: Sequence, numTokens: number, firstRow: number, out: PromptLogprobsOutput): void {
+  const entries = seq.promptLogprobs!;
+  for (let i = 0; i < numTokens; i++) {
+    const target = seq.promptLogprobTarget(seq.kvLen + i);
+    if (target < 0) continue;
+    const r = firstRow + i;
+    const top: TokenLogprob['top'] = [];
+    for (let j = 0; j < Math.min(out.k, seq.request.params.promptLogprobs!); j++) top.push({ tokenId: out.topIds[r * out.k + j]!, logprob: out.topLogprobs[r * out.k + j]! });
+    entries[seq.kvLen + i + 1] = { tokenId: target, logprob: out.logprobs[r]!, rank: out.ranks[r]!, top };
+  }
 }

@@ -53,6 +53,13 @@ export function resolveRequest(
   if (typeof p.skipSpecialTokens !== 'boolean') {
     throw new InvalidRequestError('skip_special_tokens must be a boolean', 'skip_special_tokens');
   }
+  if (typeof p.includeStopStr !== 'boolean') throw new InvalidRequestError('include_stop_str_in_output must be a boolean', 'include_stop_str_in_output');
+  if (p.promptLogprobs !== null) {
+    checkRange(p.promptLogprobs, 'logprobs');
+    if (!Number.isInteger(p.promptLogprobsStart) || p.promptLogprobsStart < 0 || p.promptLogprobsStart >= ids.length) {
+      throw new InvalidRequestError(`logprob_start_len must be an integer in [0, ${ids.length}) (the prompt has ${ids.length} tokens), got ${p.promptLogprobsStart}`, 'logprob_start_len');
+    }
+  }
   if (ids.length + p.maxNewTokens > contextLength) throw new ContextLengthError(contextLength, ids.length, p.maxNewTokens);
   return p;
 }

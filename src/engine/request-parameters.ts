@@ -24,6 +24,9 @@ export const defaultSamplingParams: SamplingParams = {
   logprobs: null,
   skipSpecialTokens: true,
   grammar: null,
+  promptLogprobs: null,
+  promptLogprobsStart: 0,
+  includeStopStr: false,
 };
 
 /** max_tokens when a request gives none, per API (each follows the API it copies). */

@@ -178,7 +178,8 @@ export class Scheduler {
   /** Reuses the longest cached prefix (or the prompt KV of sample 0) for a sequence about to be admitted. */
   private matchPrefix(seq: Sequence): void {
     const pageSize = this.config.pageSize;
-    const limit = seq.tokenIds.length - 1; // the last token is always computed: its logits give the next token
+    // The last token is always computed: its logits give the next token; so are prompt tokens whose log-probs are wanted.
+    const limit = Math.min(seq.tokenIds.length - 1, seq.prefixReuseLimit);
     let { node, pages, length }: { node: CacheNode | null; pages: ArrayLike<number> & Iterable<number>; length: number } =
       this.cache.match(seq.tokenIds, limit);
     const first = seq.request.sequences[0]!;

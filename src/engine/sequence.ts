@@ -5,7 +5,7 @@ import type { DeltaStream } from './delta-stream.js';
 import { PageList } from './kv-pool.js';
 import type { CacheNode } from './prefix-cache.js';
 import { StopChecker } from './stop-checker.js';
-import type { FinishReason, GenerateDelta, RequestTiming, SamplingParams, TokenLogprob } from './types.js';
+import type { FinishReason, GenerateDelta, PromptTokenLogprob, RequestTiming, SamplingParams, TokenLogprob } from './types.js';
 
 /** One submitted request: its prompt, parameters, stream and its n samples. */
 export class Request {
@@ -45,6 +45,8 @@ export class Sequence {
   cacheNode: CacheNode | null = null;
   /** Prompt tokens whose KV came from the prefix cache or a sibling sample at first admission. */
   cachedTokens = -1;
+  /** Sample 0 of a request asking prompt log-probs: one entry per prompt position, filled as the prompt is computed; null otherwise. */
+  promptLogprobs: PromptTokenLogprob[] | null = null;
   /** Times lpm admitted a later arrival while this sequence waited (bounded, so short prefixes cannot starve). */
   passedOver = 0;
   /** Distinct tokens seen with their output counts, when a penalty is on. */
@@ -65,6 +67,9 @@ export class Sequence {
     this.rng = new Rng(p.seed === null ? Rng.randomSeed() : p.seed + index);
     this.detokenizer = detokenizer;
     this.stopChecker = new StopChecker(p.stop);
+    if (index === 0 && p.promptLogprobs !== null) {
+      this.promptLogprobs = request.promptIds.map((tokenId) => ({ tokenId, logprob: NaN, rank: 0, top: [] }));
+    }
     const penalized = p.repetitionPenalty !== 1 || p.frequencyPenalty !== 0 || p.presencePenalty !== 0;
     this.penaltyCounts = penalized ? new Map(request.promptIds.map((id) => [id, 0])) : null;
   }
@@ -87,6 +92,20 @@ export class Sequence {
     return this.request.params.maxNewTokens - this.numOutputTokens;
   }
 
+  /** Prompt positions before this one may come from the prefix cache: the ones after it need their logits computed. */
+  get prefixReuseLimit(): number {
+    if (this.promptLogprobs === null || this.numOutputTokens > 0) return Infinity;
+    return Math.max(this.request.params.promptLogprobsStart, 1) - 1;
+  }
+
+  /** The token whose log-prob row `position` should give (the next prompt token), or -1. */
+  promptLogprobTarget(position: number): number {
+    if (this.promptLogprobs === null) return -1;
+    const next = position + 1;
+    if (next >= this.numPromptTokens || next < Math.max(this.request.params.promptLogprobsStart, 1)) return -1;
+    return this.request.promptIds[next]!;
+  }
+
   /** Records a sampled token and applies the stop rules; returns the sample's delta. */
   append(token: number, logprob: TokenLogprob | null): GenerateDelta {
     const params = this.request.params;
@@ -107,12 +126,14 @@ export class Sequence {
       }
     }
     if (finishReason === null && this.numOutputTokens >= params.maxNewTokens) finishReason = 'length';
+    if (typeof matchedStop === 'string' && params.includeStopStr) text += matchedStop;
     if (finishReason !== null && typeof matchedStop !== 'string') {
       const tail = this.stopChecker.push(this.detokenizer.flush());
       text += tail.text;
       if (tail.stop !== null) {
         finishReason = 'stop';
         matchedStop = tail.stop;
+        if (params.includeStopStr) text += tail.stop;
       } else {
         text += this.stopChecker.flush();
       }
@@ -127,6 +148,11 @@ export class Sequence {
       matchedStop,
       usage: finishReason ? this.usage() : null,
     };
+  }
+
+  /** max_tokens 0 with prompt log-probs: the prompt was computed, and nothing is generated. */
+  promptOnlyDelta(): GenerateDelta {
+    return { ...this.abortDelta(), logprobs: this.request.params.logprobs === null ? null : [], finishReason: 'length' };
   }
 
   /** The last delta of a sample aborted before it finished. */

@@ -29,6 +29,12 @@ export interface SamplingParams {
   skipSpecialTokens: boolean;
   /** Constrains the output to a grammar (structured output); null: unconstrained. */
   grammar: GrammarSpec | null;
+  /** Log-probs of the prompt's tokens (null: none; k: with the top k alternatives), from promptLogprobsStart on. */
+  promptLogprobs: number | null;
+  /** The first prompt position whose log-prob is wanted (SGLang's logprob_start_len). */
+  promptLogprobsStart: number;
+  /** Keep the matched stop string at the end of the text (vLLM include_stop_str_in_output, SGLang no_stop_trim). */
+  includeStopStr: boolean;
 }
 
 /**
@@ -62,6 +68,11 @@ export interface TokenLogprob {
   top: { tokenId: number; logprob: number }[];
 }
 
+export interface PromptTokenLogprob extends TokenLogprob {
+  /** 1 + how many tokens were more likely; 0 where no log-prob was computed. */
+  rank: number;
+}
+
 export type FinishReason = 'stop' | 'length' | 'abort';
 
 export interface Usage {
@@ -81,6 +92,11 @@ export interface GenerateDelta {
   /** Token ids generated this step (usually one). */
   tokenIds: number[];
   logprobs: TokenLogprob[] | null;
+  /**
+   * On the first delta of each sample when promptLogprobs was asked: one entry per prompt token
+   * (logprob NaN where none was computed: the first token, and those before promptLogprobsStart).
+   */
+  promptLogprobs?: PromptTokenLogprob[] | null;
   /** Set on the sample's last delta. */
   finishReason: FinishReason | null;
   /** The stop string or token id that ended it, when finishReason is "stop". */

@@ -1,7 +1,7 @@
 import type { GenerateDelta } from '../../engine/types.js';
 import type { Accumulator, Fold } from './accumulator.js';
 import type { CompletionChoice, CompletionLogprobs, CompletionResponse } from './completions.js';
-import { appendCompletionLogprobs, emptyCompletionLogprobs } from './logprobs.js';
+import { appendCompletionLogprobs, appendPromptLogprobs, emptyCompletionLogprobs, vllmPromptLogprobs } from './logprobs.js';
 import type { TextOffsets, TokenText } from './token-text.js';
 import { UsageTally } from './usage.js';
 
@@ -17,6 +17,12 @@ export interface CompletionSetup {
   echo: string[] | null;
   /** Log-probs were asked for. */
   logprobs: boolean;
+  /** echo with logprobs: the listing starts with the prompt's tokens (the first with null log-probs). */
+  echoLogprobs?: boolean;
+  /** vLLM's prompt_logprobs: each choice carries prompt_logprobs. */
+  vllmPromptLogprobs?: boolean;
+  /** The prompt came as text (its offsets skip special tokens such as BOS, which the text does not hold). */
+  promptIsText?: boolean;
   /** As the request asked (default true): log-prob text offsets decode the way the engine did. */
   skipSpecialTokens?: boolean;
   /** Chunks carry `usage: null` and a last usage chunk follows (stream_options.include_usage). */
@@ -47,17 +53,24 @@ export class CompletionAccumulator implements Accumulator<CompletionResponse, Co
     const index = prompt * this.setup.n + delta.index;
     const echo = this.setup.echo?.[prompt] ?? '';
     let text = delta.text;
-    if (!this.started[index]) {
+    const first = !this.started[index];
+    if (first) {
       text = echo + text;
       this.started[index] = true;
     }
     let logprobs: CompletionLogprobs | null = null;
-    if (delta.logprobs) {
+    const promptEntries = first ? (delta.promptLogprobs ?? null) : null;
+    if (delta.logprobs || (promptEntries && this.setup.echoLogprobs)) {
       logprobs = emptyCompletionLogprobs();
+      if (promptEntries && this.setup.echoLogprobs) appendPromptLogprobs(logprobs, promptEntries, this.setup.tokenText, !this.setup.promptIsText);
+    }
+    if (delta.logprobs) {
+      logprobs ??= emptyCompletionLogprobs();
       const offsets = (this.offsets[index] ??= this.setup.tokenText.offsets(this.setup.skipSpecialTokens ?? true));
       appendCompletionLogprobs(logprobs, delta.logprobs, this.setup.tokenText, (id) => echo.length + offsets.next(id));
     }
     const choice: CompletionChoice = { index, text, logprobs, finish_reason: delta.finishReason };
+    if (promptEntries && this.setup.vllmPromptLogprobs) choice.prompt_logprobs = vllmPromptLogprobs(promptEntries, this.setup.tokenText);
     if (delta.finishReason !== null) choice.matched_stop = delta.matchedStop;
     return this.setup.includeUsage ? { ...this.head(), choices: [choice], usage: null } : { ...this.head(), choices: [choice] };
   }
@@ -85,6 +98,7 @@ export class CompletionAccumulator implements Accumulator<CompletionResponse, Co
             choice.logprobs.top_logprobs!.push(...(part.logprobs.top_logprobs ?? []));
             choice.logprobs.text_offset.push(...part.logprobs.text_offset);
           }
+          if (part.prompt_logprobs) choice.prompt_logprobs = part.prompt_logprobs;
           if (part.finish_reason !== null) {
             choice.finish_reason = part.finish_reason;
             choice.matched_stop = part.matched_stop;

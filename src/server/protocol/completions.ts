@@ -14,6 +14,8 @@ export const CompletionRequest = Type.Object(
     /** OpenAI: an integer; the sampled token's log-prob plus this many alternatives. */
     logprobs: Maybe(Ranged('logprobs')),
     echo: Maybe(Type.Boolean()),
+    /** vLLM: log-probs of the prompt's tokens, with this many alternatives. */
+    prompt_logprobs: Maybe(Ranged('logprobs')),
     suffix: Maybe(Type.String()),
   },
   openObject,
@@ -22,8 +24,9 @@ export type CompletionRequest = Static<typeof CompletionRequest>;
 
 export interface CompletionLogprobs {
   tokens: string[];
-  token_logprobs: number[];
-  top_logprobs: Record<string, number>[] | null;
+  /** null for the prompt's first token (echo). */
+  token_logprobs: (number | null)[];
+  top_logprobs: (Record<string, number> | null)[] | null;
   text_offset: number[];
 }
 
@@ -31,6 +34,8 @@ export interface CompletionChoice {
   index: number;
   text: string;
   logprobs: CompletionLogprobs | null;
+  /** vLLM's prompt_logprobs: per prompt token, by token id (null for the first). */
+  prompt_logprobs?: (Record<string, { logprob: number; rank: number; decoded_token: string }> | null)[];
   finish_reason: 'stop' | 'length' | 'abort' | null;
   /** SGLang and vLLM extra: the stop string or token id that ended the choice. */
   matched_stop?: string | number | null;

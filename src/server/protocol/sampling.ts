@@ -23,6 +23,8 @@ export interface OpenAiSamplingFields {
   skip_special_tokens?: boolean | null;
   min_tokens?: number | null;
   include_stop_str_in_output?: boolean | null;
+  /** SGLang's name of include_stop_str_in_output. */
+  no_stop_trim?: boolean | null;
   logit_bias?: Record<string, number> | null;
 }
 
@@ -30,8 +32,7 @@ export function toSamplingParams(body: OpenAiSamplingFields, maxNewTokens: numbe
   if (body.best_of != null && body.best_of !== (body.n ?? 1)) {
     throw new InvalidRequestError(`best_of (${body.best_of}) different from n (${body.n ?? 1}) is not supported.`, 'best_of');
   }
-  if (body.min_tokens) throw new InvalidRequestError('min_tokens is not supported.', 'min_tokens');
-  if (body.include_stop_str_in_output) throw new InvalidRequestError('include_stop_str_in_output is not supported.', 'include_stop_str_in_output');
+  refuseUnsupported(body as Record<string, unknown>);
   if (body.logit_bias && Object.keys(body.logit_bias).length > 0) throw new InvalidRequestError('logit_bias is not supported.', 'logit_bias');
   const given = <T>(value: T | null | undefined): T | undefined => value ?? undefined;
   return {
@@ -50,5 +51,33 @@ export function toSamplingParams(body: OpenAiSamplingFields, maxNewTokens: numbe
     n: given(body.n),
     logprobs,
     skipSpecialTokens: given(body.skip_special_tokens),
+    includeStopStr: given(body.include_stop_str_in_output ?? body.no_stop_trim),
   };
+}
+
+/**
+ * Fields the peers have and sluice does not implement: a request that uses one is refused with
+ * its name, never answered as if it had not been sent. Absent, null, false, 0 and [] count as
+ * not used.
+ */
+const unsupportedFields = [
+  'min_tokens',
+  'min_new_tokens',
+  'use_beam_search',
+  'lora_request',
+  'lora_path',
+  'image_data',
+  'return_hidden_states',
+  'audio',
+  'modalities',
+  'suffix',
+] as const;
+
+export function refuseUnsupported(body: Record<string, unknown>): void {
+  for (const field of unsupportedFields) {
+    const value = body[field];
+    if (value == null || value === false || value === 0 || (Array.isArray(value) && value.length === 0)) continue;
+    if (field === 'modalities' && Array.isArray(value) && value.every((m) => m === 'text')) continue;
+    throw new InvalidRequestError(`${field} is not supported by this server.`, field);
+  }
 }

@@ -12,6 +12,8 @@ export interface SglangSetup {
   n: number;
   /** return_logprob was set. */
   logprobs: boolean;
+  /** logprob_start_len when input log-probs were asked, else null. */
+  inputLogprobsStart?: number | null;
   /** One prompt given as a string or a flat id list, with n = 1: the response is one object, not a list. */
   single: boolean;
   /** Seconds since the request arrived. */
@@ -64,6 +66,12 @@ export class SglangAccumulator implements Accumulator<SglangGenerateResponse, Sg
     if (delta.usage) meta.cached_tokens = delta.usage.cachedTokens;
     if (delta.finishReason !== null) meta.finish_reason = finishReason(delta, out.output_ids.length);
     const tokenText = this.setup.tokenText;
+    const start = this.setup.inputLogprobsStart;
+    if (delta.promptLogprobs && start != null && meta.input_token_logprobs === undefined) {
+      const entries = delta.promptLogprobs.slice(start);
+      meta.input_token_logprobs = entries.map((e) => [Number.isNaN(e.logprob) ? null : e.logprob, e.tokenId, tokenText.text(e.tokenId)]);
+      meta.input_top_logprobs = entries.map((e) => (Number.isNaN(e.logprob) ? null : e.top.map((t) => [t.logprob, t.tokenId, tokenText.text(t.tokenId)])));
+    }
     for (const lp of delta.logprobs ?? []) {
       meta.output_token_logprobs?.push([lp.logprob, lp.tokenId, tokenText.text(lp.tokenId)]);
       meta.output_top_logprobs?.push(lp.top.map((t) => [t.logprob, t.tokenId, tokenText.text(t.tokenId)]));

@@ -20,6 +20,7 @@ export const SglangSamplingParams = Type.Object(
     n: Maybe(Ranged('n')),
     seed: Maybe(Ranged('seed')),
     sampling_seed: Maybe(Ranged('seed')),
+    no_stop_trim: Maybe(Type.Boolean()),
     ...SglangStructuredFields,
   },
   openObject,
@@ -39,6 +40,8 @@ export const GenerateRequestBody = Type.Object(
     stream: Maybe(Type.Boolean()),
     return_logprob: Maybe(Type.Boolean()),
     top_logprobs_num: Maybe(Ranged('logprobs')),
+    /** With return_logprob: the first prompt position to return input log-probs for; -1: none. */
+    logprob_start_len: Maybe(Type.Integer({ minimum: -1 })),
     rid: Maybe(Type.Union([Type.String(), Type.Array(Type.String())])),
   },
   openObject,
@@ -57,6 +60,9 @@ export interface SglangMetaInfo {
   /** [logprob, token id, token text] per generated token, when return_logprob. */
   output_token_logprobs?: [number, number, string][];
   output_top_logprobs?: [number, number, string][][];
+  /** [logprob or null, token id, token text] per prompt token from logprob_start_len (null for the first prompt token). */
+  input_token_logprobs?: [number | null, number, string][];
+  input_top_logprobs?: ([number, number, string][] | null)[];
 }
 
 export interface SglangGenerateResponse {

@@ -22,6 +22,7 @@ export function registerChat(app: FastifyInstance, ctx: ServerContext): void {
 async function chatCompletions(ctx: ServerContext, request: FastifyRequest<{ Body: ChatCompletionRequest }>, reply: FastifyReply) {
   const body = request.body;
   checkModel(ctx, body.model);
+  if ((body as Record<string, unknown>).prompt_logprobs != null) throw invalidParam('prompt_logprobs', 'prompt_logprobs is supported on /v1/completions only.');
   for (const field of ['functions', 'function_call'] as const) {
     if (body[field] != null) throw invalidParam(field, `${field} (deprecated by OpenAI) is not supported; use tools.`);
   }

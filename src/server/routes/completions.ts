@@ -20,9 +20,15 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
   const body = request.body;
   checkModel(ctx, body.model);
   if (body.suffix) throw invalidParam('suffix', 'suffix is not supported.');
-  if (body.echo && body.logprobs != null) throw invalidParam('echo', 'echo together with logprobs is not supported.');
   const prompts = await tokenizePrompts(ctx, body.prompt);
-  const params = { ...toSamplingParams(body, body.max_tokens ?? defaultMaxTokens.completions, body.logprobs ?? null), grammar: openAiGrammar(body) };
+  // echo with logprobs lists the prompt's tokens with their log-probs (lm-eval's loglikelihood); vLLM's prompt_logprobs lists them apart.
+  const echoLogprobs = body.echo === true && body.logprobs != null;
+  const promptLogprobs = echoLogprobs || body.prompt_logprobs != null ? Math.max(echoLogprobs ? body.logprobs! : 0, body.prompt_logprobs ?? 0) : null;
+  const params = {
+    ...toSamplingParams(body, body.max_tokens ?? defaultMaxTokens.completions, body.logprobs ?? null),
+    grammar: openAiGrammar(body),
+    promptLogprobs,
+  };
   const id = newId('cmpl');
   const created = unixSeconds();
   await replyWithGeneration(ctx, reply, {
@@ -44,6 +50,9 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
         n: params.n ?? defaultSamplingParams.n,
         echo: body.echo ? echoTexts(ctx, body.prompt, prompts) : null,
         logprobs: body.logprobs != null,
+        echoLogprobs,
+        vllmPromptLogprobs: body.prompt_logprobs != null,
+        promptIsText: typeof body.prompt === 'string' || typeof body.prompt[0] === 'string',
         skipSpecialTokens: body.skip_special_tokens ?? undefined,
         includeUsage: !body.stream || body.stream_options?.include_usage === true,
         tokenText: ctx.tokenText,

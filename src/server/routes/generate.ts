@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { defaultMaxTokens, defaultSamplingParams } from '../../engine/request-parameters.js';
 import type { ServerContext } from '../context.js';
 import { invalidParam } from '../http/errors.js';
-import { toSamplingParams } from '../protocol/sampling.js';
+import { refuseUnsupported, toSamplingParams } from '../protocol/sampling.js';
 import { sglangGrammar } from '../protocol/structured-output.js';
 import { SglangAccumulator } from '../protocol/sglang-accumulator.js';
 import { GenerateRequestBody, type SglangSamplingParams } from '../protocol/sglang.js';
@@ -16,11 +16,14 @@ export function registerGenerate(app: FastifyInstance, ctx: ServerContext): void
 
 async function generate(ctx: ServerContext, request: FastifyRequest<{ Body: GenerateRequestBody }>, reply: FastifyReply) {
   const body = request.body;
+  refuseUnsupported(body as Record<string, unknown>);
   const prompts = await tokenizeInput(ctx, body);
   const sp: SglangSamplingParams = body.sampling_params ?? {};
   const logprobs = body.return_logprob ? (body.top_logprobs_num ?? 0) : null;
   const sampling = toSamplingParams({ ...sp, seed: sp.seed ?? sp.sampling_seed }, sp.max_new_tokens ?? defaultMaxTokens.generate, logprobs);
-  const params = { ...sampling, grammar: sglangGrammar(sp) };
+  // SGLang: input log-probs from logprob_start_len on; -1 (its default) asks none.
+  const start = body.return_logprob && body.logprob_start_len != null && body.logprob_start_len >= 0 ? body.logprob_start_len : null;
+  const params = { ...sampling, grammar: sglangGrammar(sp), promptLogprobs: start === null ? null : (body.top_logprobs_num ?? 0), promptLogprobsStart: start ?? 0 };
   const rids = typeof body.rid === 'string' ? [body.rid] : body.rid;
   if (rids && rids.length !== prompts.length) throw invalidParam('rid', `rid has ${rids.length} ids for ${prompts.length} prompts.`);
   const baseId = newId('gen');
@@ -37,6 +40,7 @@ async function generate(ctx: ServerContext, request: FastifyRequest<{ Body: Gene
         promptLengths: prompts.map((p) => p.length),
         n: params.n ?? defaultSamplingParams.n,
         logprobs: logprobs !== null,
+        inputLogprobsStart: start,
         single: body.text == null ? !Array.isArray(body.input_ids?.[0]) : typeof body.text === 'string',
         elapsedSeconds: () => generation.elapsedMs() / 1000,
         tokenText: ctx.tokenText,
