@@ -1,4 +1,4 @@
-import type { Backend, ForwardBatch, PenaltyBatch, SamplingBatch, StepOutput } from './backend.js';
+import type { Backend, ForwardBatch, PenaltyBatch, SamplingBatch, StepOutput, TokenMaskBatch } from './backend.js';
 
 /**
  * --enable-deterministic-inference: runs every token of a step as a forward of its own (one
@@ -62,6 +62,7 @@ function oneToken(batch: ForwardBatch, s: number, t: number, last: boolean, page
         random: batch.sampling.random.slice(s, s + 1),
         logprobs: batch.sampling.logprobs.slice(s, s + 1),
         penalties: batch.sampling.penalties && penaltiesOf(batch.sampling.penalties, s),
+        tokenMask: batch.sampling.tokenMask && maskOf(batch.sampling.tokenMask, s),
       }
     : greedyRow();
   return {
@@ -99,6 +100,13 @@ function penaltiesOf(p: PenaltyBatch, s: number): PenaltyBatch {
     tokenIds: p.tokenIds.slice(from, to),
     outputCounts: p.outputCounts.slice(from, to),
   };
+}
+
+/** Sequence s's grammar mask row, as a view: the engine fills the bits while the backend runs. */
+function maskOf(mask: TokenMaskBatch, s: number): TokenMaskBatch | null {
+  const row = mask.rowOf[s]!;
+  if (row < 0) return null;
+  return { rowOf: Int32Array.of(0), words: mask.words, bits: mask.bits.subarray(row * mask.words, (row + 1) * mask.words), ready: mask.ready };
 }
 
 /** The rows' log-probs side by side, top log-probs padded to the largest k asked. */
