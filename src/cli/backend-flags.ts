@@ -17,6 +17,9 @@ export interface BackendFlags {
   kvCacheDtype?: string;
   webgpuAttentionSplit?: number;
   disableCudaGraph?: boolean;
+  /** Tensor-parallel ranks (SGLang's --tp-size, alias --tp); 1: no tensor parallelism. */
+  tpSize?: number;
+  tp?: number;
 }
 
 /** Adds --backend (choices and help from the registry) and each backend's settings to a command. */
@@ -25,6 +28,8 @@ export function addBackendFlags(command: Command): Command {
     .addOption(new Option('--backend <name>', backendHelp()).choices(backendChoices).default('auto'))
     .option('--threads <n>', 'cpu backend: intra-op threads (default: all cores)', parseIntOption)
     .option('--base-gpu-id <n>', 'cuda backend: the GPU to run on', parseIntOption)
+    .option('--tp-size <n>', 'tensor-parallel ranks: the model is sharded over N ranks (ref: worker threads; see docs/architecture.md)', parseIntOption)
+    .option('--tp <n>', 'alias of --tp-size', parseIntOption)
     .addOption(
       new Option(
         '--cpu-weights <format>',
@@ -39,8 +44,20 @@ export function addBackendFlags(command: Command): Command {
 }
 
 /** The backend the flags name, created with their settings; bad values fail before any loading. */
-export function createBackendFromFlags(flags: BackendFlags): Promise<Backend> {
-  return createBackend(flags.backend, backendOptions(flags));
+export async function createBackendFromFlags(flags: BackendFlags): Promise<Backend> {
+  const options = backendOptions(flags);
+  const tpSize = tensorParallelSize(flags);
+  if (tpSize > 1) {
+    const { createTensorParallelBackend } = await import('../../backends/tensor-parallel/create.js');
+    return createTensorParallelBackend(flags.backend, tpSize);
+  }
+  return createBackend(flags.backend, options);
+}
+
+export function tensorParallelSize(flags: BackendFlags): number {
+  const tpSize = flags.tpSize ?? flags.tp ?? 1;
+  if (!(Number.isInteger(tpSize) && tpSize >= 1)) throw new UserError(`--tp-size ${tpSize}: give a positive whole number of ranks`);
+  return tpSize;
 }
 
 /** The dtype a GGUF file's quantized matrices are dequantized to: bf16 for the GPU backends, f32 for the rest. */
@@ -61,6 +78,7 @@ export function backendOptions(flags: BackendFlags): BackendOptions {
         `the cpu backend quantizes BF16/F16 weights at load with --cpu-weights ${cpuWeightFormats.join('|')}${hint}`,
     );
   }
+  tensorParallelSize(flags);
   if (flags.threads !== undefined && flags.threads < 1) throw new UserError(`--threads must be at least 1, got ${flags.threads}`);
   if (flags.baseGpuId !== undefined && flags.baseGpuId < 0) throw new UserError(`--base-gpu-id must be 0 or more, got ${flags.baseGpuId}`);
   if (flags.webgpuAttentionSplit !== undefined && flags.webgpuAttentionSplit < 1) {

@@ -32,8 +32,6 @@ interface ServeOptions extends BackendFlags {
   chatTemplate?: string;
   servedModelName?: string;
   loadFormat: LoadFormat;
-  tpSize?: number;
-  tp?: number;
   memFractionStatic?: number;
   memFrac?: number;
   maxTotalTokens?: number;
@@ -91,8 +89,6 @@ export function register(program: Command): void {
     .option('--chat-template <file>', "a Jinja chat template file (or the template itself) replacing the tokenizer's")
     .addOption(new Option('--load-format <format>', 'where weights come from').choices(['auto', 'safetensors', 'gguf', 'dummy']).default('auto'));
   addBackendFlags(command)
-    .option('--tp-size <n>', 'tensor-parallel ranks (only 1 is supported)', parseIntOption)
-    .option('--tp <n>', 'alias of --tp-size', parseIntOption)
     .option('--mem-fraction-static <f>', 'fraction of device memory for weights and KV cache (GPU backends)', parseFloatOption)
     .option('--mem-frac <f>', 'alias of --mem-fraction-static', parseFloatOption)
     .option('--max-total-tokens <n>', 'KV cache size in tokens (overrides the memory fraction)', parseIntOption)
@@ -183,8 +179,6 @@ async function serve(options: ServeOptions): Promise<void> {
 
 /** Bad flag values fail before the (slow) model load. Returns the engine's options. */
 function checkFlags(options: ServeOptions, log: Logger): Partial<EngineOptions> {
-  const tpSize = options.tpSize ?? options.tp ?? 1;
-  if (tpSize !== 1) throw new UserError(`--tp-size ${tpSize}: tensor parallelism is not supported by sluice's backends yet; use --tp-size 1`);
   if (!(options.drainTimeout >= 0)) throw new UserError(`--drain-timeout ${options.drainTimeout}: give seconds, 0 or more`);
   for (const flag of ['requestTimeout', 'timeoutKeepAlive', 'headerTimeout', 'bodyTimeout'] as const) {
     const seconds = options[flag];

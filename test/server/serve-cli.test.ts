@@ -10,10 +10,10 @@ describe('sluice serve', () => {
     expect(run.stderr()).toMatch(/valid options of sluice serve:.*--model-path.*--mem-fraction-static.*--disable-radix-cache/);
   });
 
-  it('refuses --tp-size above 1 with a clear message', async () => {
-    const run = sluice(['serve', '--model-path', 'tiny', '--backend', 'ref', '--tp', '2']);
+  it('refuses --tp-size above 1 on a backend without tensor-parallel ranks, in one line', async () => {
+    const run = sluice(['serve', '--model-path', 'tiny', '--backend', 'cpu', '--tp', '2']);
     expect(await run.exited).toBe(1);
-    expect(run.stderr()).toMatch(/error: --tp-size 2: tensor parallelism is not supported/);
+    expect(run.stderr()).toMatch(/error: --tp-size 2: the cpu backend cannot run tensor-parallel ranks yet; --backend ref can\n/);
   });
 
   it('says first that preset weights are random; on SIGTERM finishes streaming requests, refuses new ones, exits 0', async () => {

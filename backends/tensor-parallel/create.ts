@@ -1,0 +1,29 @@
+import type { Backend } from '../../src/engine/backend.js';
+import { UserError } from '../../src/errors.js';
+import { loadAddon } from '../cuda/native.js';
+import { TensorParallelBackend } from './tensor-parallel-backend.js';
+
+/** Backends whose ranks can run here; the others get a one-line refusal naming what they lack. */
+export const tensorParallelBackends = ['ref'] as const;
+
+/** `--tp-size N` (N > 1) over the named backend (or `auto`), or a UserError in one line. */
+export async function createTensorParallelBackend(name: string, tpSize: number): Promise<Backend> {
+  if (!Number.isInteger(tpSize) || tpSize < 1) throw new UserError(`--tp-size ${tpSize}: give a positive whole number of ranks`);
+  if (name === 'ref') return new TensorParallelBackend('ref', tpSize);
+  if (name === 'cuda' || name === 'auto') {
+    const gpus = cudaDeviceCount();
+    if (name === 'cuda' || gpus.count > 0) {
+      if (gpus.count < tpSize) throw new UserError(`--tp-size ${tpSize}: this machine has ${gpus.count} CUDA GPU${gpus.count === 1 ? '' : 's'}${gpus.why ? ` (${gpus.why})` : ''}`);
+      throw new UserError(`--tp-size ${tpSize}: the cuda backend's NCCL ranks are not implemented yet (see docs/performance.md, issue 14); --backend ref runs tensor-parallel ranks`);
+    }
+    throw new UserError(`--tp-size ${tpSize}: no CUDA GPU here; tensor-parallel ranks run on --backend ${tensorParallelBackends.join('|')}`);
+  }
+  throw new UserError(`--tp-size ${tpSize}: the ${name} backend cannot run tensor-parallel ranks yet; --backend ${tensorParallelBackends.join('|')} can`);
+}
+
+function cudaDeviceCount(): { count: number; why: string | null } {
+  const { addon, error } = loadAddon();
+  if (!addon) return { count: 0, why: error };
+  const probe = addon.probe();
+  return { count: probe.count, why: probe.count === 0 ? probe.message : null };
+}
