@@ -132,6 +132,10 @@ export function loadModel(options: LoadOptions = {}): LoadedModel {
   if (!existsSync(configFile)) throw new UserError(`${configFile}: not found (a model folder needs config.json)`);
   const config = parseHfConfig(readJson(configFile), configFile);
   const tokenizer = Tokenizer.fromDir(dir);
+  // A larger embedding than the tokenizer needs is common (padded vocabularies); the reverse cannot run.
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new UserError(`${join(dir, 'tokenizer.json')}: the tokenizer has ${tokenizer.vocabSize} tokens but ${configFile} says vocab_size ${config.vocabSize}`);
+  }
   const generationConfigFile = join(dir, 'generation_config.json');
   const generationConfig = existsSync(generationConfigFile) ? readJson(generationConfigFile) : {};
   const extraEos = eosList(generationConfig.eos_token_id);

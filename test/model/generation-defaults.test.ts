@@ -66,6 +66,17 @@ describe('generation_config.json defaults', () => {
   });
 });
 
+describe('a model folder whose tokenizer does not fit its vocabulary', () => {
+  it('fails in one line naming both files', async () => {
+    const small = tinyVariant({ dtype: 'f32', vocabSize: 1000 });
+    const folder = join(dir, 'small-vocab');
+    await writeSafetensorsCheckpoint(folder, { config: small, weights: new DummyWeights(small, 2) }, { dtype: 'f32' });
+    expect(() => loadModel({ modelPath: folder })).toThrow(
+      new UserError(`${join(folder, 'tokenizer.json')}: the tokenizer has 128256 tokens but ${join(folder, 'config.json')} says vocab_size 1000`),
+    );
+  });
+});
+
 describe('--chat-template', () => {
   it('replaces the tokenizer template, from a file or inline; a missing file or a broken template is one line', async () => {
     const file = join(dir, 'template.jinja');
