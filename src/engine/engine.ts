@@ -22,6 +22,10 @@ const lpmMaxPassOvers = 32;
 // One retraction warning per this interval at most; the count is in the metrics.
 const retractionWarningIntervalMs = 10_000;
 
+// Each step materializes (sequences x vocabulary) f32 logits: by default no more sequences run than
+// fit this budget (1046 at Llama 3's 128256-token vocabulary); --max-running-requests overrides it.
+const logitsBudgetBytes = 512 * 1024 * 1024;
+
 /**
  * The engine: requests in, streams of deltas out. Each step the scheduler plans a batch, the
  * backend runs it (asynchronously: the event loop stays free), and the sampled tokens go through
@@ -68,7 +72,7 @@ export class LlmEngine implements Engine {
       pageSize: options.pageSize,
       chunkedPrefillSize: options.chunkedPrefillSize,
       maxPrefillTokens: options.maxPrefillTokens,
-      maxRunningRequests: options.maxRunningRequests ?? Math.min(Math.floor(poolSize / 2), 4096),
+      maxRunningRequests: options.maxRunningRequests ?? Math.min(Math.floor(poolSize / 2), 4096, Math.max(1, Math.floor(logitsBudgetBytes / (4 * model.config.vocabSize)))),
       policy: options.disableRadixCache ? ('fcfs' as const) : options.schedulePolicy,
       scheduleConservativeness: options.scheduleConservativeness,
       lpmMaxPassOvers,
