@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runSluice } from '../support/sluice-process.js';
+import { runSluice, spawnSluice, waitForServing } from '../support/sluice-process.js';
 
 async function generateIds(args: string[]): Promise<number[]> {
   const { code, stdout, stderr } = await runSluice(['generate', '--model-path', 'tiny', '--backend', 'ref', '--json', '--prompt', 'Tensor parallel ranks', '--max-new-tokens', '10', ...args]);
@@ -12,6 +12,25 @@ describe('--tp-size on the command line', () => {
     const single = await generateIds([]);
     expect(await generateIds(['--tp-size', '2'])).toEqual(single);
     expect(await generateIds(['--tp', '4'])).toEqual(single);
+  });
+
+  it('serve --tp 2 (engine in its own thread) answers greedy completions with the tokens of one rank', async () => {
+    const { stdout } = await runSluice(['generate', '--model-path', 'tiny', '--backend', 'ref', '--json', '--prompt', 'Tensor parallel ranks', '--max-new-tokens', '6']);
+    const expected = JSON.parse(stdout.trim()).text;
+    const server = spawnSluice(['serve', '--model-path', 'tiny', '--backend', 'ref', '--tp', '2', '--engine-thread', 'worker', '--port', '0', '--max-total-tokens', '4096']);
+    try {
+      const url = await waitForServing(server, 90_000);
+      expect(server.stderr()).toMatch(/ref x 2 tensor-parallel ranks/);
+      const body = JSON.stringify({ prompt: 'Tensor parallel ranks', max_tokens: 6, temperature: 0, ignore_eos: true });
+      const responses = await Promise.all([0, 1].map(() => fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })));
+      for (const r of responses) {
+        expect(r.status).toBe(200);
+        expect(((await r.json()) as { choices: { text: string }[] }).choices[0]!.text).toBe(expected);
+      }
+    } finally {
+      server.child.kill('SIGTERM');
+      await server.exited;
+    }
   });
 
   it('says in one line how many GPUs there are when cuda is asked for more', async () => {
