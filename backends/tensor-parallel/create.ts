@@ -7,13 +7,17 @@ import { TensorParallelBackend } from './tensor-parallel-backend.js';
 export const tensorParallelBackends = ['ref'] as const;
 
 /** `--tp-size N` (N > 1) over the named backend (or `auto`), or a UserError in one line. */
-export async function createTensorParallelBackend(name: string, tpSize: number): Promise<Backend> {
+/** cuda ranks would use GPUs baseGpuId .. baseGpuId + tpSize - 1 (SGLang's --base-gpu-id). */
+export async function createTensorParallelBackend(name: string, tpSize: number, baseGpuId = 0): Promise<Backend> {
   if (!Number.isInteger(tpSize) || tpSize < 1) throw new UserError(`--tp-size ${tpSize}: give a positive whole number of ranks`);
   if (name === 'ref') return new TensorParallelBackend('ref', tpSize);
   if (name === 'cuda' || name === 'auto') {
     const gpus = cudaDeviceCount();
     if (name === 'cuda' || gpus.count > 0) {
-      if (gpus.count < tpSize) throw new UserError(`--tp-size ${tpSize}: this machine has ${gpus.count} CUDA GPU${gpus.count === 1 ? '' : 's'}${gpus.why ? ` (${gpus.why})` : ''}`);
+      if (gpus.count < baseGpuId + tpSize) {
+        const from = baseGpuId > 0 ? ` (ranks on GPUs ${baseGpuId}..${baseGpuId + tpSize - 1} from --base-gpu-id)` : '';
+        throw new UserError(`--tp-size ${tpSize}: this machine has ${gpus.count} CUDA GPU${gpus.count === 1 ? '' : 's'}${gpus.why ? ` (${gpus.why})` : ''}${from}`);
+      }
       throw new UserError(`--tp-size ${tpSize}: the cuda backend's NCCL ranks are not implemented yet (see docs/performance.md, issue 14); --backend ref runs tensor-parallel ranks`);
     }
     throw new UserError(`--tp-size ${tpSize}: no CUDA GPU here; tensor-parallel ranks run on --backend ${tensorParallelBackends.join('|')}`);

@@ -20,6 +20,8 @@ export interface BackendFlags {
   /** Tensor-parallel ranks (SGLang's --tp-size, alias --tp); 1: no tensor parallelism. */
   tpSize?: number;
   tp?: number;
+  /** vLLM's name of --tp-size. */
+  tensorParallelSize?: number;
 }
 
 /** Adds --backend (choices and help from the registry) and each backend's settings to a command. */
@@ -30,6 +32,7 @@ export function addBackendFlags(command: Command): Command {
     .option('--base-gpu-id <n>', 'cuda backend: the GPU to run on', parseIntOption)
     .option('--tp-size <n>', 'tensor-parallel ranks: the model is sharded over N ranks (ref: worker threads; see docs/architecture.md)', parseIntOption)
     .option('--tp <n>', 'alias of --tp-size', parseIntOption)
+    .option('--tensor-parallel-size <n>', "alias of --tp-size (vLLM's name)", parseIntOption)
     .addOption(
       new Option(
         '--cpu-weights <format>',
@@ -49,13 +52,13 @@ export async function createBackendFromFlags(flags: BackendFlags): Promise<Backe
   const tpSize = tensorParallelSize(flags);
   if (tpSize > 1) {
     const { createTensorParallelBackend } = await import('../../backends/tensor-parallel/create.js');
-    return createTensorParallelBackend(flags.backend, tpSize);
+    return createTensorParallelBackend(flags.backend, tpSize, flags.baseGpuId ?? 0);
   }
   return createBackend(flags.backend, options);
 }
 
 export function tensorParallelSize(flags: BackendFlags): number {
-  const tpSize = flags.tpSize ?? flags.tp ?? 1;
+  const tpSize = flags.tpSize ?? flags.tp ?? flags.tensorParallelSize ?? 1;
   if (!(Number.isInteger(tpSize) && tpSize >= 1)) throw new UserError(`--tp-size ${tpSize}: give a positive whole number of ranks`);
   return tpSize;
 }

@@ -12,6 +12,7 @@ describe('--tp-size on the command line', () => {
     const single = await generateIds([]);
     expect(await generateIds(['--tp-size', '2'])).toEqual(single);
     expect(await generateIds(['--tp', '4'])).toEqual(single);
+    expect(await generateIds(['--tensor-parallel-size', '2'])).toEqual(single);
   });
 
   it('serve --tp 2 (engine in its own thread) answers greedy completions with the tokens of one rank', async () => {
