@@ -43,6 +43,7 @@ export class ConstrainedDecoding {
   /** Null when no row of the step samples under a grammar. */
   masksFor(plan: StepPlan): StepMasks | null {
     const { sequences, numTokens } = plan;
+    if (!sequences.some((seq) => seq.matcher)) return null; // unconstrained steps allocate nothing
     let rows = 0;
     const rowOf = new Int32Array(sequences.length).fill(-1);
     for (let s = 0; s < sequences.length; s++) {
