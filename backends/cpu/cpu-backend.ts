@@ -8,6 +8,7 @@ import type { LlamaGraph } from '../../src/model/graph.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../shared/host-sampler.js';
+import { hostPromptLogprobs } from '../shared/prompt-logprobs.js';
 import { layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
@@ -44,6 +45,7 @@ const defaultSegmentBytes = 1.25 * 2 ** 30;
  */
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
+  readonly supportsPromptLogprobs = true;
   private readonly runtime: string;
   private config!: LlamaConfig;
   private format: WeightFormat | undefined;
@@ -189,11 +191,16 @@ export class CpuBackend implements Backend {
     const plan = planAttention(batch, this.pageSize, c.numHeads / c.numKvHeads);
     const half = c.headDim / 2;
     const [cos, sin] = this.rotaryTables(batch.positions);
+    // The lm-head runs on each sequence's last row, then on the prompt rows whose log-probs are asked.
+    const promptRows = wantedPromptRows(batch);
+    const headRows = new Int32Array(numSeqs + promptRows.length);
+    headRows.set(batch.queryStart.subarray(1).map((end) => end - 1));
+    headRows.set(promptRows, numSeqs);
     const shared: Record<string, Ort.Tensor> = {
       [stepInputs.cos]: new Tensor('float32', cos, [numTokens, half]),
       [stepInputs.sin]: new Tensor('float32', sin, [numTokens, half]),
       [stepInputs.outIndex]: new Tensor('int32', plan.outIndex, [numTokens]),
-      [stepInputs.lastIndex]: new Tensor('int32', batch.queryStart.subarray(1).map((end) => end - 1), [numSeqs]),
+      [stepInputs.lastIndex]: new Tensor('int32', headRows, [headRows.length]),
     };
     for (const name of attentionGroups) {
       const g = plan.groups[name];
@@ -206,7 +213,7 @@ export class CpuBackend implements Backend {
     }
     // Outputs land in buffers kept across steps: fresh memory is costly here (page faults), and
     // a greedy step without log-probs fetches only the in-graph argmax, not [S, vocab] logits.
-    const wantLogits = needsLogits(batch);
+    const wantLogits = needsLogits(batch) || promptRows.length > 0;
     const rowsOf = (activation: string) => (this.graph.activations[activation]!.rows === 'tokens' ? numTokens : numSeqs);
     const embedCols = this.graph.activations[this.embedding.out]!.cols;
     shared[stepInputs.embedded] = new Tensor('float32', this.embed(batch.tokenIds, this.buffers.f32('embedded', numTokens * embedCols)), [numTokens, embedCols]);
@@ -234,8 +241,9 @@ export class CpuBackend implements Backend {
       let logits: Float32Array | null = null;
       let greedy: BigInt64Array | null = null;
       if (segment.withHead && wantLogits) {
-        logits = this.buffers.f32('logits', numSeqs * c.vocabSize);
-        fetches[stepOutputs.logits] = new Tensor('float32', logits, [numSeqs, c.vocabSize]);
+        // Prompt rows' logits get memory of their own, returned once the step ends, not kept at their peak.
+        logits = promptRows.length > 0 ? new Float32Array(headRows.length * c.vocabSize) : this.buffers.f32('logits', numSeqs * c.vocabSize);
+        fetches[stepOutputs.logits] = new Tensor('float32', logits, [headRows.length, c.vocabSize]);
       } else if (segment.withHead) {
         greedy = new BigInt64Array(numSeqs);
         fetches[stepOutputs.greedy] = new Tensor('int64', greedy, [numSeqs]);
@@ -249,10 +257,23 @@ export class CpuBackend implements Backend {
       if (logits) {
         await batch.sampling.tokenMask?.ready;
         result = sampleLogits(logits, c.vocabSize, batch.sampling);
+        if (batch.promptLogprobs) result.promptLogprobs = this.promptLogprobs(batch, promptRows, logits);
       }
       if (greedy) result = { tokens: Int32Array.from(greedy, Number), logprobs: null, topLogprobs: null };
     }
     return result!;
+  }
+
+  /** Reads ForwardBatch.promptLogprobs off the logits rows after the sequences' own (in the order of `promptRows`). */
+  private promptLogprobs(batch: ForwardBatch, promptRows: Int32Array, logits: Float32Array) {
+    const vocab = this.config.vocabSize;
+    const numSeqs = batch.kvLens.length;
+    const headRowOf = new Map<number, number>();
+    promptRows.forEach((row, i) => headRowOf.set(row, numSeqs + i));
+    return hostPromptLogprobs(batch.promptLogprobs!, (row) => {
+      const headRow = headRowOf.get(row)!;
+      return logits.subarray(headRow * vocab, (headRow + 1) * vocab);
+    });
   }
 
   async close(): Promise<void> {
@@ -321,6 +342,17 @@ export class CpuBackend implements Backend {
 function needsLogits(batch: ForwardBatch): boolean {
   const s = batch.sampling;
   return s.penalties !== null || s.tokenMask != null || s.temperature.some((t) => t > 0) || s.logprobs.some((k) => k >= 0);
+}
+
+/** The token rows whose logits ForwardBatch.promptLogprobs asks for. */
+function wantedPromptRows(batch: ForwardBatch): Int32Array {
+  const targets = batch.promptLogprobs?.targets;
+  if (!targets) return new Int32Array(0);
+  const rows: number[] = [];
+  targets.forEach((target, row) => {
+    if (target >= 0) rows.push(row);
+  });
+  return Int32Array.from(rows);
 }
 
 /** Named Float32Arrays that grow but are never reallocated per step; each call returns a view of the asked length. */

@@ -11,8 +11,8 @@ export const model: LoadedModel = loadModel({ modelPath: 'tiny' });
 
 export const quiet = { warn: (_message: string) => {} };
 
-export function createEngine(options: Partial<EngineOptions> = {}, backend: Backend = new RefBackend()): Promise<LlmEngine> {
-  return LlmEngine.create(model, backend, { maxTotalTokens: 1024, logger: quiet, ...options });
+export function createEngine(options: Partial<EngineOptions> = {}, backend: Backend = new RefBackend(), served: LoadedModel = model): Promise<LlmEngine> {
+  return LlmEngine.create(served, backend, { maxTotalTokens: 1024, logger: quiet, ...options });
 }
 
 export interface Sample {
