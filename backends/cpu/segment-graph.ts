@@ -24,6 +24,7 @@ export const stepInputs = {
   cos: 'rope_cos',
   sin: 'rope_sin',
   outIndex: 'attn_out_index',
+  /** The token rows the lm-head runs on: each sequence's last, then any prompt rows whose log-probs are asked. */
   lastIndex: 'last_index',
   group: (g: AttentionGroupName) => ({
     queryIndex: `${g}_query_index`,

@@ -92,6 +92,62 @@ describe('item 19: lm-eval loglikelihood requests', () => {
   });
 });
 
+describe('item 19 on the cpu backend: lm-eval requests through HTTP', () => {
+  let cpu: RunningServer;
+  beforeAll(async () => {
+    cpu = await startTestServer({ backend: { kind: 'flags', flags: { backend: 'cpu', threads: 2 } } });
+  });
+  afterAll(async () => {
+    await cpu?.shutdown(5000);
+  });
+
+  it('loglikelihood (several prompts, max_tokens 0 or 1, echo, logprobs 1) gives the reference backend\'s numbers', async () => {
+    const other = [128000, 791, 3938, 315, 279, 1917, 374, 6437, 13];
+    for (const max_tokens of [0, 1]) {
+      const body = { prompt: [prompt, other], max_tokens, echo: true, logprobs: 1, temperature: 0, seed: 1234 };
+      const got = await json(post('/v1/completions', body, cpu.url));
+      const want = await json(post('/v1/completions', body));
+      expect(got.choices).toHaveLength(2);
+      for (const [i, ids] of [prompt, other].entries()) {
+        const a = got.choices[i].logprobs;
+        const b = want.choices[i].logprobs;
+        expect(a.tokens.length).toBe(ids.length + max_tokens);
+        expect(a.tokens).toEqual(b.tokens);
+        expect(a.token_logprobs[0]).toBeNull();
+        for (let t = 1; t < a.token_logprobs.length; t++) {
+          expect(Math.abs(a.token_logprobs[t] - b.token_logprobs[t])).toBeLessThan(1e-3);
+          // lm-eval's is_greedy: the token is its position's top choice.
+          expect(Object.keys(a.top_logprobs[t])).toEqual(Object.keys(b.top_logprobs[t]));
+        }
+        expect(a.text_offset).toEqual(b.text_offset);
+        expect(got.choices[i].text).toBe(want.choices[i].text);
+      }
+    }
+  });
+
+  it("vLLM's prompt_logprobs and SGLang's input_token_logprobs on cpu agree with the reference", async () => {
+    const vllmBody = { prompt, max_tokens: 1, prompt_logprobs: 2, temperature: 0 };
+    const got = (await json(post('/v1/completions', vllmBody, cpu.url))).choices[0].prompt_logprobs;
+    const want = (await json(post('/v1/completions', vllmBody))).choices[0].prompt_logprobs;
+    expect(got[0]).toBeNull();
+    for (let i = 1; i < prompt.length; i++) {
+      expect(Object.keys(got[i])).toEqual(Object.keys(want[i]));
+      for (const id of Object.keys(want[i])) {
+        expect(got[i][id].rank).toBe(want[i][id].rank);
+        expect(Math.abs(got[i][id].logprob - want[i][id].logprob)).toBeLessThan(1e-3);
+      }
+    }
+    const sglangBody = { input_ids: prompt, sampling_params: { max_new_tokens: 1, temperature: 0 }, return_logprob: true, logprob_start_len: 3, top_logprobs_num: 1 };
+    const a = (await json(post('/generate', sglangBody, cpu.url))).meta_info.input_token_logprobs;
+    const b = (await json(post('/generate', sglangBody))).meta_info.input_token_logprobs;
+    expect(a.length).toBe(prompt.length - 3);
+    a.forEach(([logprob, id]: [number, number], i: number) => {
+      expect(id).toBe(b[i][1]);
+      expect(Math.abs(logprob - b[i][0])).toBeLessThan(1e-3);
+    });
+  });
+});
+
 describe('item 20: extra sampling fields work or are refused by name', () => {
   it('include_stop_str_in_output (vLLM) and no_stop_trim (SGLang) keep the stop string', async () => {
     const base = { prompt: 'The story begins', max_tokens: 24, temperature: 0, ignore_eos: true };
