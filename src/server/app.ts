@@ -40,6 +40,9 @@ export function buildApp(ctx: ServerContext, options: { apiKey: string | null; v
     app.register(cors, { origin: http.allowedOrigins.includes('*') ? '*' : http.allowedOrigins, exposedHeaders: ['x-request-id'] });
   }
   registerHttpEdges(app);
+  app.addHook('onSend', async (_request, reply) => {
+    if (ctx.draining) reply.header('connection', 'close');
+  });
   app.setErrorHandler((error, _request, reply) => {
     const apiError = toApiError(error);
     if (apiError.status >= 500 && apiError.code === null) ctx.log.error(`${apiError.message}\n${(error as Error).stack ?? ''}`);

@@ -93,32 +93,44 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   };
 }
 
+/**
+ * Draining keeps the listener open until the last request in flight has ended, so probes get an
+ * answer (/readiness 503, /health 200) and new generation requests a retryable 503 rather than a
+ * refused connection; only then does the server stop listening.
+ */
 async function shutdown(ctx: ServerContext, app: FastifyInstance, timeoutMs: number): Promise<void> {
   ctx.draining = true;
   const pending = ctx.inFlight.size;
   if (pending > 0) ctx.log.info(`draining: waiting up to ${(timeoutMs / 1000).toFixed(0)} s for ${pending} requests in flight`);
-  const closed = app.close();
-  // A keep-alive connection whose last request ends while draining would hold close() until the
-  // client hangs up or keep-alive times out: close each as soon as it is idle.
-  const closeIdle = setInterval(() => app.server.closeIdleConnections(), 50);
-  closed.finally(() => clearInterval(closeIdle)).catch(() => {});
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = await Promise.race([
-    closed.then(() => false),
-    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs))),
-  ]);
-  clearTimeout(timer);
-  if (timedOut) {
+  // Keep-alive clients reconnect for their next request (every answer while draining closes its connection).
+  app.server.closeIdleConnections();
+  const drained = await inFlightEnded(ctx, timeoutMs);
+  if (!drained) {
     ctx.log.warn(`drain timeout: aborting ${ctx.inFlight.size} requests still in flight`);
     for (const request of ctx.inFlight) request.abort();
-    const grace = setTimeout(() => app.server.closeAllConnections(), 2000);
-    await closed;
-    clearTimeout(grace);
   }
+  const closed = app.close();
+  if (!drained) {
+    const grace = setTimeout(() => app.server.closeAllConnections(), 2000);
+    closed.finally(() => clearTimeout(grace)).catch(() => {});
+  }
+  await closed;
   await ctx.engine.drain();
   await ctx.engine.close();
   await ctx.kvEvents?.close();
   await ctx.prompts.close();
+}
+
+const drainPollMs = 20;
+
+/** True once no request is in flight, false when `timeoutMs` passed first. */
+async function inFlightEnded(ctx: ServerContext, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (ctx.inFlight.size > 0) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(drainPollMs, Math.max(1, deadline - Date.now()))));
+  }
+  return true;
 }
 
 function packageVersion(): string {

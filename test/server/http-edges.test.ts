@@ -2,6 +2,7 @@ import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, type RunningServer } from '../../src/server/index.js';
 import { generationBodyLimit } from '../../src/server/http/settings.js';
+import { HookedBackend } from '../support/hooked-backend.js';
 import { expectKvFree, json, readEvents, startTestServer } from '../support/test-server.js';
 
 // Issue 18 items 10, 16, 18 and 21: the HTTP layer against slow, odd and hostile clients, CORS,
@@ -187,5 +188,38 @@ describe('item 16: shutdown', () => {
     expect(JSON.parse(all.at(-2)!).choices[0].finish_reason).toBe('length');
     // Down within moments of the stream's end: nowhere near the keep-alive or drain timeouts.
     expect(finished - Math.max(streamEndedAt, started)).toBeLessThan(2000);
+  });
+
+  it('keeps listening while a request is in flight: /readiness 503, /health 200, new generations 503; then stops listening', async () => {
+    let release!: () => void;
+    const stepGate = new Promise<void>((resolve) => (release = resolve));
+    // Every step after the first waits for the gate, so the request stays in flight while the test probes.
+    const other = await startTestServer({ engineThread: 'main', wrapBackend: (b) => new HookedBackend(b, (_batch, call) => (call > 1 ? stepGate : undefined)) });
+    const get = (path: string) => fetch(`${other.url}${path}`);
+    try {
+      const stream = await fetch(`${other.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'drain me', max_tokens: 4, ignore_eos: true, stream: true }) });
+      expect(stream.status).toBe(200);
+      const events = readEvents(stream);
+      const down = other.shutdown(30_000);
+      let isDown = false;
+      void down.then(() => (isDown = true));
+      const notReady = await get('/readiness');
+      expect(notReady.status).toBe(503);
+      expect((await json(notReady)).error.message).toMatch(/draining/);
+      expect((await get('/health')).status).toBe(200);
+      const refused = await fetch(`${other.url}/generate`, { method: 'POST', body: JSON.stringify({ text: 'late', sampling_params: { max_new_tokens: 1 } }) });
+      expect(refused.status).toBe(503);
+      await refused.text();
+      expect(isDown).toBe(false);
+      release();
+      const all = await events;
+      expect(all.at(-1)).toBe('[DONE]');
+      expect(JSON.parse(all.at(-2)!).choices[0].finish_reason).toBe('length');
+      await down;
+      await expect(get('/health')).rejects.toThrow();
+    } finally {
+      release();
+      await other.shutdown(1000);
+    }
   });
 });
