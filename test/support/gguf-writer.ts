@@ -20,8 +20,23 @@ export interface GgufWriteOptions {
 
 export interface GgufModel {
   config: LlamaConfig;
-  tokenizer: Tokenizer;
+  /** A byte-level BPE tokenizer (written as llama.cpp's "gpt2" model) or a SentencePiece vocabulary ("llama"). */
+  tokenizer: Tokenizer | SentencePieceVocabulary;
   weights: WeightSource;
+}
+
+/** llama.cpp's SentencePiece vocabulary: pieces with scores and token types. */
+export interface SentencePieceVocabulary {
+  tokens: string[];
+  scores: Float32Array;
+  tokenTypes: Int32Array;
+  bos: number;
+  eos: number;
+  unk: number;
+  /** tokenizer.ggml.add_space_prefix; left out of the file when undefined (llama.cpp then assumes true). */
+  addSpacePrefix?: boolean;
+  addBos?: boolean;
+  addEos?: boolean;
 }
 
 const alignment = 32;
@@ -226,14 +241,20 @@ export type Kv = { key: string } & (
   | { type: MetaType.STRING; value: string }
   | { type: MetaType.ARRAY; itemType: MetaType.STRING; value: string[] }
   | { type: MetaType.ARRAY; itemType: MetaType.INT32; value: Int32Array }
+  | { type: MetaType.ARRAY; itemType: MetaType.FLOAT32; value: Float32Array }
 );
 
-function metadata(config: LlamaConfig, tokenizer: Tokenizer, dtype: GgufDType): Kv[] {
-  const u32 = (key: string, value: number): Kv => ({ key, type: MetaType.UINT32, value });
-  const f32 = (key: string, value: number): Kv => ({ key, type: MetaType.FLOAT32, value });
-  const str = (key: string, value: string): Kv => ({ key, type: MetaType.STRING, value });
-  const { tokens, tokenTypes, merges } = ggufVocab(config, tokenizer);
-  const kvs: Kv[] = [
+const u32 = (key: string, value: number): Kv => ({ key, type: MetaType.UINT32, value });
+const f32 = (key: string, value: number): Kv => ({ key, type: MetaType.FLOAT32, value });
+const str = (key: string, value: string): Kv => ({ key, type: MetaType.STRING, value });
+const bool = (key: string, value: boolean): Kv => ({ key, type: MetaType.BOOL, value });
+
+function metadata(config: LlamaConfig, tokenizer: Tokenizer | SentencePieceVocabulary, dtype: GgufDType): Kv[] {
+  return [...modelMetadata(config, dtype), ...('scores' in tokenizer ? sentencePieceMetadata(config, tokenizer) : byteLevelMetadata(config, tokenizer))];
+}
+
+function modelMetadata(config: LlamaConfig, dtype: GgufDType): Kv[] {
+  return [
     str('general.architecture', 'llama'),
     str('general.name', 'sluice export'),
     u32('general.file_type', fileTypeOf[dtype]),
@@ -250,6 +271,29 @@ function metadata(config: LlamaConfig, tokenizer: Tokenizer, dtype: GgufDType): 
     u32('llama.rope.dimension_count', config.headDim),
     f32('llama.rope.freq_base', config.ropeTheta),
     f32('llama.attention.layer_norm_rms_epsilon', config.rmsNormEps),
+  ];
+}
+
+function sentencePieceMetadata(config: LlamaConfig, v: SentencePieceVocabulary): Kv[] {
+  if (v.tokens.length !== config.vocabSize) throw new Error(`${v.tokens.length} pieces for a vocab_size of ${config.vocabSize}`);
+  const kvs: Kv[] = [
+    str('tokenizer.ggml.model', 'llama'),
+    { key: 'tokenizer.ggml.tokens', type: MetaType.ARRAY, itemType: MetaType.STRING, value: v.tokens },
+    { key: 'tokenizer.ggml.scores', type: MetaType.ARRAY, itemType: MetaType.FLOAT32, value: v.scores },
+    { key: 'tokenizer.ggml.token_type', type: MetaType.ARRAY, itemType: MetaType.INT32, value: v.tokenTypes },
+    u32('tokenizer.ggml.bos_token_id', v.bos),
+    u32('tokenizer.ggml.eos_token_id', v.eos),
+    u32('tokenizer.ggml.unknown_token_id', v.unk),
+  ];
+  if (v.addSpacePrefix !== undefined) kvs.push(bool('tokenizer.ggml.add_space_prefix', v.addSpacePrefix));
+  if (v.addBos !== undefined) kvs.push(bool('tokenizer.ggml.add_bos_token', v.addBos));
+  if (v.addEos !== undefined) kvs.push(bool('tokenizer.ggml.add_eos_token', v.addEos));
+  return kvs;
+}
+
+function byteLevelMetadata(config: LlamaConfig, tokenizer: Tokenizer): Kv[] {
+  const { tokens, tokenTypes, merges } = ggufVocab(config, tokenizer);
+  const kvs: Kv[] = [
     str('tokenizer.ggml.model', 'gpt2'),
     str('tokenizer.ggml.pre', 'llama-bpe'),
     { key: 'tokenizer.ggml.tokens', type: MetaType.ARRAY, itemType: MetaType.STRING, value: tokens },
@@ -260,7 +304,7 @@ function metadata(config: LlamaConfig, tokenizer: Tokenizer, dtype: GgufDType): 
   if (bos !== null) {
     kvs.push(u32('tokenizer.ggml.bos_token_id', bos));
     const addsBos = tokenizer.encode('a', true)[0] === bos;
-    kvs.push({ key: 'tokenizer.ggml.add_bos_token', type: MetaType.BOOL, value: addsBos });
+    kvs.push(bool('tokenizer.ggml.add_bos_token', addsBos));
   }
   const eos = config.eosTokenIds[0] ?? tokenizer.eosTokenIds[0];
   if (eos !== undefined) kvs.push(u32('tokenizer.ggml.eos_token_id', eos));
@@ -320,6 +364,7 @@ function writeKv(w: ByteWriter, kv: Kv): void {
       w.u32(kv.itemType);
       w.u64(kv.value.length);
       if (kv.itemType === MetaType.STRING) for (const s of kv.value) w.string(s);
+      else if (kv.itemType === MetaType.FLOAT32) for (const x of kv.value) w.f32(x);
       else for (const x of kv.value) w.i32(x);
   }
 }

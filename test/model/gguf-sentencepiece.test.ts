@@ -1,0 +1,115 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type Token } from 'node-llama-cpp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DummyWeights } from '../../src/model/dummy-weights.js';
+import { openModel, type LoadedModel } from '../../src/model/load.js';
+import { Tokenizer } from '../../src/model/tokenizer.js';
+import { writeGguf, type SentencePieceVocabulary } from '../support/gguf-writer.js';
+import { tinyVariant } from '../support/reference-runs.js';
+import { sentencePieceVocabulary } from '../support/sentencepiece-vocabulary.js';
+
+// A Llama 2 style GGUF tokenizer (tokenizer.ggml.model "llama": pieces, scores, byte fallback)
+// read by sluice and by llama.cpp (node-llama-cpp) from the same file: the ids must be equal.
+
+const pieces = 12000;
+const userDefined = ['<|im_start|>', '<|im_end|>'];
+const vocabulary = sentencePieceVocabulary(Tokenizer.llama3(), pieces, userDefined);
+
+const texts = [
+  'Hello world',
+  'The quick brown fox jumps over the lazy dog.',
+  ' one leading space',
+  '   three leading spaces and two trailing  ',
+  'digits 0 7 42 1234567890 3.14159 -12,500.75',
+  'naïve café, déjà vu, Ελληνικά, кириллица, 日本語のテキスト',
+  'byte fallback: 🦙🚀 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u{10FFFD} ꙮ',
+  'tabs\tand\nnew lines\n\n    indented code();\r\n',
+  'a',
+  ' ',
+  '▁ a literal space marker',
+  '<0x41> is not a byte token in text',
+];
+const textsWithSpecials = ['<s>[INST] hi [/INST]</s>', '<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n', 'x</s>y', '<unk>'];
+
+let llama: Llama;
+let dir: string;
+beforeAll(async () => {
+  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  dir = mkdtempSync(join(tmpdir(), 'sluice-gguf-spm-'));
+});
+afterAll(async () => {
+  await llama?.dispose();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function bothSides(name: string, v: SentencePieceVocabulary): Promise<{ ours: LoadedModel; theirs: LlamaModel; close: () => Promise<void> }> {
+  const config = tinyVariant({ vocabSize: v.tokens.length, bosTokenId: v.bos, eosTokenIds: [v.eos] });
+  const file = join(dir, name);
+  await writeGguf(file, { config, tokenizer: v, weights: new DummyWeights(config, 1) }, { dtype: 'f32' });
+  const ours = await openModel({ modelPath: file });
+  const theirs = await llama.loadModel({ modelPath: file, vocabOnly: true });
+  return {
+    ours,
+    theirs,
+    close: async () => {
+      await ours.weights.close();
+      await theirs.dispose();
+    },
+  };
+}
+
+describe('SentencePiece GGUF tokenizer (tokenizer.ggml.model "llama")', () => {
+  it('token ids equal llama.cpp on unicode, spaces, digits, byte fallback and special tokens; BOS as the file says', async () => {
+    const { ours, theirs, close } = await bothSides('spm.gguf', vocabulary);
+    try {
+      for (const text of [...texts, ...textsWithSpecials]) {
+        expect(ours.tokenizer.encode(text, false), JSON.stringify(text)).toEqual(theirs.tokenize(text, true));
+      }
+      // The byte-fallback text really fell back to bytes, and the vocabulary is big enough to merge words.
+      const fallback = ours.tokenizer.encode(texts[6]!, false);
+      expect(fallback.filter((id) => id >= 3 && id < 259).length).toBeGreaterThan(8);
+      expect(ours.tokenizer.encode(texts[1]!, false).length).toBeLessThan(texts[1]!.length / 3);
+      expect(ours.tokenizer.encode('Hello world', true)).toEqual([vocabulary.bos, ...ours.tokenizer.encode('Hello world', false)]);
+      expect(ours.tokenizer.bosTokenId).toBe(vocabulary.bos);
+      expect(ours.stopTokenIds).toContain(vocabulary.eos);
+    } finally {
+      await close();
+    }
+  }, 300_000);
+
+  it('decoding round-trips the text, and the streaming detokenizer writes the same characters', async () => {
+    const { ours, theirs, close } = await bothSides('spm-decode.gguf', vocabulary);
+    try {
+      // A literal ▁ in the text reads back as a space, in SentencePiece as in llama.cpp.
+      for (const text of texts.filter((t) => !t.includes('\u2581'))) {
+        const ids = ours.tokenizer.encode(text, false);
+        expect(ours.tokenizer.decode(ids), JSON.stringify(text)).toBe(text);
+        expect(theirs.detokenize(ids as Token[])).toBe(text);
+        const stream = ours.tokenizer.newDetokenizer();
+        const streamed = ids.map((id) => stream.push(id)).join('') + stream.flush();
+        // The stream keeps the space the prefix added (it continues a prompt); otherwise it is the text.
+        expect(streamed, JSON.stringify(text)).toBe(` ${text}`);
+      }
+    } finally {
+      await close();
+    }
+  }, 300_000);
+
+  it('add_space_prefix false, add_bos_token false and add_eos_token true are honoured as llama.cpp does', async () => {
+    const v = { ...vocabulary, addSpacePrefix: false, addBos: false, addEos: true };
+    const { ours, theirs, close } = await bothSides('spm-no-prefix.gguf', v);
+    try {
+      for (const text of [...texts, ...textsWithSpecials]) {
+        expect(ours.tokenizer.encode(text, false), JSON.stringify(text)).toEqual(theirs.tokenize(text, true));
+      }
+      const hello = ours.tokenizer.encode('Hello', false);
+      expect(ours.tokenizer.idToToken(hello[0]!)).toBe('Hello');
+      expect(ours.tokenizer.encode('Hello', true)).toEqual([...hello, v.eos]);
+      expect(ours.tokenizer.decode(ours.tokenizer.encode(' spaced out ', false))).toBe(' spaced out ');
+    } finally {
+      await close();
+    }
+  }, 300_000);
+});
