@@ -12,8 +12,8 @@ const TokenType = { normal: 1, unknown: 2, control: 3, userDefined: 4, byte: 6 }
  */
 export function sentencePieceVocabulary(source: Tokenizer, pieces: number, userDefined: string[] = []): SentencePieceVocabulary {
   const tokens = ['<unk>', '<s>', '</s>'];
-  const types = [TokenType.unknown, TokenType.control, TokenType.control];
-  const scores = [0, 0, 0];
+  const types: number[] = [TokenType.unknown, TokenType.control, TokenType.control];
+  const scores: number[] = [0, 0, 0];
   for (let b = 0; b < 256; b++) {
     tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
     types.push(TokenType.byte);
