@@ -12,6 +12,13 @@ export interface Accumulator<Chunk, Response> {
   opening(): Chunk[];
   /** The chunk that carries one engine delta of prompt `prompt`. */
   chunk(prompt: number, delta: GenerateDelta): Chunk;
+  /**
+   * The same chunk as JSON text, byte for byte `JSON.stringify(chunk(prompt, delta))`, for the
+   * stream. Optional: a protocol that has it builds the common chunk (text only) from a template
+   * per choice, escaping only the delta's text, instead of building and serializing an object
+   * per token.
+   */
+  frame?(prompt: number, delta: GenerateDelta): string;
   /** Chunks sent after the last delta (the usage chunk, when asked for). */
   closing(): Chunk[];
   /** An empty response that chunks fold into. */

@@ -5,6 +5,7 @@ import type { ChatCompletionChoice, ChatCompletionChunk, ChatCompletionChunkChoi
 import { chatLogprobs } from './logprobs.js';
 import type { TokenText } from './token-text.js';
 import { UsageTally } from './usage.js';
+import { FrameTemplates } from './frame-templates.js';
 
 export interface ChatSetup {
   id: string;
@@ -29,11 +30,24 @@ export interface ChatSetup {
 export class ChatAccumulator implements Accumulator<ChatCompletionChunk, ChatCompletionResponse> {
   readonly usage: UsageTally;
   private readonly toolStreams: ToolCallStream[] | null;
+  private readonly frames: FrameTemplates;
 
   constructor(private readonly setup: ChatSetup) {
     this.usage = new UsageTally([setup.promptTokens]);
     const tools = setup.toolCalls;
     this.toolStreams = tools ? Array.from({ length: setup.n }, () => new ToolCallStream(tools.newCallId)) : null;
+    const head = JSON.stringify(this.head()).slice(0, -1);
+    this.frames = new FrameTemplates(
+      (index) => `${head},"choices":[{"index":${index},"delta":{"content":`,
+      `},"logprobs":null,"finish_reason":null}]${setup.includeUsage ? ',"usage":null' : ''}}`,
+    );
+  }
+
+  frame(prompt: number, delta: GenerateDelta): string {
+    // Tool calls rewrite the delta; log-probs and the last chunk (matched_stop) carry more fields.
+    if (this.toolStreams || delta.logprobs || delta.finishReason !== null) return JSON.stringify(this.chunk(prompt, delta));
+    this.usage.add(0, delta);
+    return this.frames.text(delta.index, delta.text);
   }
 
   opening(): ChatCompletionChunk[] {

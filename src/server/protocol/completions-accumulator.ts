@@ -4,6 +4,7 @@ import type { CompletionChoice, CompletionLogprobs, CompletionResponse } from '.
 import { appendCompletionLogprobs, appendPromptLogprobs, emptyCompletionLogprobs, vllmPromptLogprobs } from './logprobs.js';
 import type { TextOffsets, TokenText } from './token-text.js';
 import { UsageTally } from './usage.js';
+import { FrameTemplates } from './frame-templates.js';
 
 export interface CompletionSetup {
   id: string;
@@ -37,11 +38,25 @@ export class CompletionAccumulator implements Accumulator<CompletionResponse, Co
   private readonly started: boolean[];
   /** Per choice, when log-probs are asked: where each token's text starts in the completion. */
   private readonly offsets: (TextOffsets | null)[];
+  private readonly frames: FrameTemplates;
 
   constructor(private readonly setup: CompletionSetup) {
     this.usage = new UsageTally(setup.promptLengths);
     this.started = new Array(setup.promptLengths.length * setup.n).fill(false);
     this.offsets = new Array(setup.promptLengths.length * setup.n).fill(null);
+    const head = JSON.stringify(this.head()).slice(0, -1);
+    this.frames = new FrameTemplates(
+      (index) => `${head},"choices":[{"index":${index},"text":`,
+      `,"logprobs":null,"finish_reason":null}]${setup.includeUsage ? ',"usage":null' : ''}}`,
+    );
+  }
+
+  frame(prompt: number, delta: GenerateDelta): string {
+    const index = prompt * this.setup.n + delta.index;
+    // The first chunk of a choice may carry the echo and prompt log-probs; the last one matched_stop.
+    if (!this.started[index] || delta.logprobs || delta.finishReason !== null) return JSON.stringify(this.chunk(prompt, delta));
+    this.usage.add(prompt, delta);
+    return this.frames.text(index, delta.text);
   }
 
   opening(): CompletionResponse[] {

@@ -36,7 +36,7 @@ export async function replyWithGeneration<Chunk, Response>(ctx: ServerContext, r
         async (sse) => {
           for (const chunk of accumulator.opening()) await sse.send(chunk);
           for await (const { prompt, delta } of generation.deltas()) {
-            await sse.send(accumulator.chunk(prompt, delta));
+            await sse.send(accumulator.frame ? accumulator.frame(prompt, delta) : accumulator.chunk(prompt, delta));
             if (sse.closed) break;
           }
           for (const chunk of accumulator.closing()) await sse.send(chunk);
