@@ -285,6 +285,11 @@ export class LlmEngine implements Engine {
   private async runLoop(): Promise<void> {
     while (!this.closed && this.error === null) {
       try {
+        const held = this.options.beforeStep?.();
+        if (held) {
+          await held;
+          if (this.closed) break;
+        }
         const plan = this.scheduler.schedule();
         if (!plan) {
           await new Promise<void>((resolve) => (this.wakeLoop = resolve));

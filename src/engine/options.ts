@@ -52,6 +52,11 @@ export interface EngineOptions {
   maxQueuedTokens: number;
   /** Where warnings (retractions, a clipped context) go; console by default. */
   logger?: EngineLogger;
+  /**
+   * Awaited before each step is planned, when it returns a promise: how the engine thread keeps
+   * from running more than a few steps ahead of the thread that streams its tokens.
+   */
+  beforeStep?: () => Promise<void> | null;
   /** KV-cache events (vLLM's BlockStored / BlockRemoved / AllBlocksCleared) for prefix-aware routers; off when absent. */
   kvEvents?: { blockSize: number; sink: KvEventSink; hashSeed?: string } | null;
 }

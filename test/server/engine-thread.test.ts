@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StepProgress } from '../../src/engine/worker/protocol.js';
 import { WorkerEngine } from '../../src/engine/worker/worker-engine.js';
 import { loadModel } from '../../src/model/load.js';
 import type { RunningServer } from '../../src/server/index.js';
@@ -155,5 +156,29 @@ describe('engine thread: failures', () => {
     const model = loadModel({ modelPath: 'tiny' });
     const start = WorkerEngine.start({ model, load: { modelPath: 'tiny' }, backend: { kind: 'module', module: workerBackendsModule, factory: 'noSuchFactory', args: [] }, engine: {} });
     await expect(start).rejects.toThrow(/has no function noSuchFactory/);
+  });
+});
+
+describe('engine thread: run-ahead bound', () => {
+  it('plans no step while more than maxStepsAhead step messages wait unread on the HTTP thread', async () => {
+    const model = loadModel({ modelPath: 'tiny' });
+    const steps = new Int32Array(new SharedArrayBuffer(4));
+    const engine = await WorkerEngine.start({ model, load: { modelPath: 'tiny' }, backend: recipe('fixedStep', 1, steps), engine: { maxTotalTokens: 8192 } });
+    try {
+      const stream = engine.generate({ promptTokenIds: [1, 2, 3], params: { maxNewTokens: 300, ignoreEos: true } })[Symbol.asyncIterator]();
+      const first = await stream.next(); // decoding
+      // This thread takes no message for 400 ms: 1 ms steps would make ~400 of them unbounded.
+      const before = Atomics.load(steps, 0);
+      const until = performance.now() + 400;
+      while (performance.now() < until);
+      const during = Atomics.load(steps, 0) - before;
+      // The steps whose messages wait, the one launched before the wait and the one that was out.
+      expect(during).toBeLessThanOrEqual(StepProgress.maxStepsAhead + 2);
+      let tokens = first.value!.tokenIds.length;
+      for (let r = await stream.next(); !r.done; r = await stream.next()) tokens += r.value.tokenIds.length;
+      expect(tokens).toBe(300);
+    } finally {
+      await engine.close();
+    }
   });
 });

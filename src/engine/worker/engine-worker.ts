@@ -9,12 +9,15 @@ import { LlmEngine } from '../engine.js';
 import { openModel } from '../../model/load.js';
 import type { GenerateDelta } from '../types.js';
 import { createBackendFromRecipe } from './backend-recipe.js';
-import { DeltaBatchWriter, serializeError, type FromEngine, type ToEngine, type WorkerInit } from './protocol.js';
+import { DeltaBatchWriter, serializeError, StepProgress, type FromEngine, type ToEngine, type WorkerInit } from './protocol.js';
 
 const port = parentPort!;
 const post = (message: FromEngine, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);
 
 async function start(init: WorkerInit): Promise<void> {
+  const progress = new Int32Array(init.progress);
+  let closing = false;
+  const beforeStep = () => (closing || stepsAhead(progress) <= StepProgress.maxStepsAhead ? null : untilCaughtUp(progress, () => closing));
   const model = await openModel(init.load);
   const backend = await createBackendFromRecipe(init.backend);
   let engine: LlmEngine;
@@ -22,6 +25,7 @@ async function start(init: WorkerInit): Promise<void> {
     engine = await LlmEngine.create(model, backend, {
       ...init.engine,
       logger: { warn: (message) => post({ type: 'log', message }) },
+      beforeStep,
       onFatal: (message) => queueMicrotask(() => post({ type: 'engine-stopped', message, stats: engine.stats(), seen })),
       kvEvents: init.kvEvents === null ? null : { ...init.kvEvents, sink: (events) => post({ type: 'kv-events', events }) },
     });
@@ -42,6 +46,7 @@ async function start(init: WorkerInit): Promise<void> {
     } else {
       const { batch, transfer } = outbox.build();
       post({ type: 'step', batch, stats: engine.stats(), seen }, transfer);
+      Atomics.add(progress, StepProgress.posted, 1);
     }
     seenReported = seen;
   };
@@ -87,11 +92,30 @@ async function start(init: WorkerInit): Promise<void> {
         engine.abort(message.id);
         return;
       case 'call':
+        if (message.method === 'close') closing = true; // a HTTP thread shutting down may not read its messages any more
         void answer(engine, message.call, message.method, flush, () => seen);
         return;
     }
   });
   post({ type: 'ready', contextLength: engine.contextLength, settings: engine.settings, description: backend.description, stats: engine.stats(), seen });
+}
+
+/** Atomics.waitAsync (Node 16+), not in this project's ES2022 lib typings. */
+interface AtomicsWaitAsync {
+  waitAsync(array: Int32Array, index: number, value: number, timeoutMs: number): { async: false; value: string } | { async: true; value: Promise<string> };
+}
+
+function stepsAhead(progress: Int32Array): number {
+  return Atomics.load(progress, StepProgress.posted) - Atomics.load(progress, StepProgress.handled);
+}
+
+/** Resolves once the HTTP thread is at most maxStepsAhead step messages behind (or the engine is closing). */
+async function untilCaughtUp(progress: Int32Array, closing: () => boolean): Promise<void> {
+  while (!closing() && stepsAhead(progress) > StepProgress.maxStepsAhead) {
+    const handled = Atomics.load(progress, StepProgress.handled);
+    const wait = (Atomics as unknown as AtomicsWaitAsync).waitAsync(progress, StepProgress.handled, handled, 100);
+    if (wait.async) await wait.value;
+  }
 }
 
 async function answer(engine: LlmEngine, call: number, method: 'flushCache' | 'drain' | 'close', flush: () => void, seen: () => number): Promise<void> {

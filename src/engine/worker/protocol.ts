@@ -17,7 +17,17 @@ export interface WorkerInit {
   engine: Omit<Partial<EngineOptions>, 'logger' | 'onFatal' | 'kvEvents'>;
   /** KV events on (the HTTP thread publishes them): the engine's kvEvents settings without the sink; null: off. */
   kvEvents: Omit<NonNullable<EngineOptions['kvEvents']>, 'sink'> | null;
+  /** Int32 slots shared by both threads: StepProgress.posted and StepProgress.handled. */
+  progress: SharedArrayBuffer;
 }
+
+/**
+ * Step messages posted by the engine thread and handled by the HTTP thread (slots of
+ * WorkerInit.progress). The engine thread plans no step while more than `maxStepsAhead` of its
+ * step messages wait unhandled: without that bound a HTTP thread slower than the device lets
+ * the engine run on, and every token, first tokens too, waits behind a growing queue of steps.
+ */
+export const StepProgress = { posted: 0, handled: 1, slots: 2, maxStepsAhead: 2 } as const;
 
 /** HTTP thread -> engine thread. */
 export type ToEngine =

@@ -13,7 +13,7 @@ import { resolveRequest } from '../params.js';
 import type { Engine, EngineSettings, EngineStats, GenerateDelta, GenerateRequest } from '../types.js';
 import type { LoadedModel } from '../../model/load.js';
 import { UserError } from '../../errors.js';
-import { deserializeError, readDelta, type FromEngine, type SerializedError, type ToEngine, type WorkerInit } from './protocol.js';
+import { deserializeError, readDelta, StepProgress, type FromEngine, type SerializedError, type ToEngine, type WorkerInit } from './protocol.js';
 
 /** The error classes the server maps to HTTP statuses; others arrive as plain Errors with their name. */
 const errorClasses = [ContextLengthError, InvalidRequestError, EngineDrainingError, EngineOverloadedError, EngineDeadError, UserError];
@@ -21,7 +21,7 @@ const errorClasses = [ContextLengthError, InvalidRequestError, EngineDrainingErr
 /** How long close() lets the engine thread finish (close its backend) before ending the thread. */
 const closeGraceMs = 5000;
 
-export interface WorkerEngineOptions extends Omit<WorkerInit, 'engine' | 'kvEvents'> {
+export interface WorkerEngineOptions extends Omit<WorkerInit, 'engine' | 'kvEvents' | 'progress'> {
   /** The engine's options; onFatal and the kvEvents sink are called on this thread (functions cannot cross), the logger is `logger`. */
   engine: Omit<Partial<EngineOptions>, 'logger'>;
   /** The model as the HTTP thread loaded it (tokenizer, config): for validation only; the engine thread loads its own. */
@@ -57,6 +57,7 @@ export class WorkerEngine implements Engine {
     private readonly worker: Worker,
     private readonly options: WorkerEngineOptions,
     ready: Extract<FromEngine, { type: 'ready' }>,
+    private readonly progress: Int32Array,
   ) {
     this.contextLength = ready.contextLength;
     this.settings = ready.settings;
@@ -74,7 +75,8 @@ export class WorkerEngine implements Engine {
   /** Starts the engine thread, which loads the model and the backend; resolves when it is ready to take requests. */
   static async start(options: WorkerEngineOptions): Promise<WorkerEngine> {
     const { onFatal: _, kvEvents, ...engine } = options.engine;
-    const init: WorkerInit = { load: options.load, backend: options.backend, engine, kvEvents: kvEvents ? withoutSink(kvEvents) : null };
+    const progress = new SharedArrayBuffer(StepProgress.slots * Int32Array.BYTES_PER_ELEMENT);
+    const init: WorkerInit = { load: options.load, backend: options.backend, engine, kvEvents: kvEvents ? withoutSink(kvEvents) : null, progress };
     const worker = new Worker(new URL('./engine-worker-entry.mjs', import.meta.url), { workerData: init });
     const ready = await new Promise<Extract<FromEngine, { type: 'ready' }>>((resolve, reject) => {
       const onMessage = (message: FromEngine) => {
@@ -93,7 +95,7 @@ export class WorkerEngine implements Engine {
       await worker.terminate();
       throw e;
     });
-    return new WorkerEngine(worker, options, ready);
+    return new WorkerEngine(worker, options, ready, new Int32Array(progress));
   }
 
   generate(request: GenerateRequest): AsyncIterable<GenerateDelta> {
@@ -199,6 +201,9 @@ export class WorkerEngine implements Engine {
         }
         for (const handle of batch.ended) this.settle(handle)?.stream.end();
         for (const [handle, error] of batch.failed) this.settle(handle)?.stream.fail(this.revive(error));
+        // The streams' readers run (and write their SSE frames) before this thread takes its next message.
+        Atomics.add(this.progress, StepProgress.handled, 1);
+        Atomics.notify(this.progress, StepProgress.handled);
         return;
       }
       case 'reply':
