@@ -54,7 +54,7 @@ export class BatchBuilder {
       queryStart[s + 1] = t;
       kvLens[s] = end;
       const numPages = Math.ceil(end / pageSize);
-      pageTable.set(pages.view(numPages), pageOffset);
+      pages.copyTo(pageTable, pageOffset, numPages);
       pageOffset += numPages;
       pageTableStart[s + 1] = pageOffset;
     }

@@ -10,14 +10,16 @@ export class DeltaStream implements AsyncIterable<GenerateDelta>, AsyncIterator<
   private head = 0;
   private ended = false;
   private error: Error | null = null;
-  private waiter: { resolve: (r: IteratorResult<GenerateDelta>) => void; reject: (e: Error) => void } | null = null;
+  // The consumer waiting in next(), if any: two fields rather than an object, as this is per token.
+  private resolveWaiter: ((r: IteratorResult<GenerateDelta>) => void) | null = null;
+  private rejectWaiter: ((e: Error) => void) | null = null;
 
   constructor(private readonly onCancel: () => void) {}
 
   push(delta: GenerateDelta): void {
-    if (this.waiter) {
-      const { resolve } = this.waiter;
-      this.waiter = null;
+    const resolve = this.resolveWaiter;
+    if (resolve) {
+      this.resolveWaiter = this.rejectWaiter = null;
       resolve({ value: delta, done: false });
     } else {
       this.queue.push(delta);
@@ -46,7 +48,10 @@ export class DeltaStream implements AsyncIterable<GenerateDelta>, AsyncIterator<
     }
     if (this.error) return Promise.reject(this.error);
     if (this.ended) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+    return new Promise((resolve, reject) => {
+      this.resolveWaiter = resolve;
+      this.rejectWaiter = reject;
+    });
   }
 
   /** The consumer left early: abort the request. */
@@ -62,10 +67,11 @@ export class DeltaStream implements AsyncIterable<GenerateDelta>, AsyncIterator<
   }
 
   private settleWaiter(): void {
-    const waiter = this.waiter;
-    if (!waiter) return;
-    this.waiter = null;
-    if (this.error) waiter.reject(this.error);
-    else waiter.resolve({ value: undefined, done: true });
+    const resolve = this.resolveWaiter;
+    const reject = this.rejectWaiter;
+    if (!resolve || !reject) return;
+    this.resolveWaiter = this.rejectWaiter = null;
+    if (this.error) reject(this.error);
+    else resolve({ value: undefined, done: true });
   }
 }

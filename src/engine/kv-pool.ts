@@ -69,6 +69,12 @@ export class PageList {
     return this.ids[i]!;
   }
 
+  /** Copies the first `count` ids into `target` at `offset` (no view is made: this runs per sequence per step). */
+  copyTo(target: Int32Array, offset: number, count = this.length): void {
+    const ids = this.ids;
+    for (let i = 0; i < count; i++) target[offset + i] = ids[i]!;
+  }
+
   /** The first `count` ids (a view: valid until the list changes). */
   view(count = this.length): Int32Array {
     return this.ids.subarray(0, count);

@@ -76,8 +76,24 @@ export class Scheduler {
     this.waitingSorted = false;
   }
 
+  /**
+   * The step's plan. Its arrays are kept from step to step (the engine is done with a plan before
+   * it schedules the next) and written by index, then trimmed: emptying an array with
+   * `length = 0` would drop its storage, and regrowing two arrays of every running sequence is
+   * most of what a decode step allocates in the scheduler.
+   */
+  private readonly plan: StepPlan = { sequences: [], numTokens: [] };
+  private planned = 0;
+
+  private addToPlan(seq: Sequence, numTokens: number): void {
+    this.plan.sequences[this.planned] = seq;
+    this.plan.numTokens[this.planned] = numTokens;
+    this.planned++;
+  }
+
   schedule(): StepPlan | null {
-    const plan: StepPlan = { sequences: [], numTokens: [] };
+    const plan = this.plan;
+    this.planned = 0;
     // Decode tokens count against the step's budget. While decodes run, all prefills of the step
     // also share one chunk (SGLang's per-batch chunk budget), so a long prompt cannot stretch the
     // step that carries everyone's next token.
@@ -93,14 +109,15 @@ export class Scheduler {
       const decode = seq.pendingTokens === 1;
       const n = decode ? 1 : this.prefillTokens(seq, budget, budget === prefillBudget);
       if (n <= 0 || !this.reservePages(seq, n)) continue;
-      plan.sequences.push(seq);
-      plan.numTokens.push(n);
+      this.addToPlan(seq, n);
       if (!decode) budget -= n;
     }
     // Admitting right after a retraction would only take back the pages just freed (unless nothing else runs).
-    if (this.retractions === retractionsBefore || plan.sequences.length === 0) this.admit(plan, budget, budget === prefillBudget);
+    if (this.retractions === retractionsBefore || this.planned === 0) this.admit(budget, budget === prefillBudget);
     this.newTokenRatio = Math.max(this.minNewTokenRatio, this.newTokenRatio - this.newTokenRatioDecay);
-    return plan.sequences.length > 0 ? plan : null;
+    plan.sequences.length = this.planned;
+    plan.numTokens.length = this.planned;
+    return this.planned > 0 ? plan : null;
   }
 
   /**
@@ -136,7 +153,7 @@ export class Scheduler {
     seq.status = 'finished';
   }
 
-  private admit(plan: StepPlan, budget: number, noPrefillYet: boolean): void {
+  private admit(budget: number, noPrefillYet: boolean): void {
     if (this.waiting.length === 0 || budget <= 0 || this.running.length >= this.config.maxRunningRequests) return;
     if (!this.waitingSorted) this.sortWaiting();
     const pageSize = this.config.pageSize;
@@ -158,8 +175,7 @@ export class Scheduler {
       this.waiting.shift();
       seq.status = 'running';
       this.running.push(seq); // in admission order: the last is the newest
-      plan.sequences.push(seq);
-      plan.numTokens.push(n);
+      this.addToPlan(seq, n);
       budget -= n;
       noPrefillYet = false;
       reserved += need;
