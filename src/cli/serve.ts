@@ -77,7 +77,7 @@ export function register(program: Command): void {
     .command('serve')
     .description(
       'serve a model over HTTP: OpenAI-compatible /v1 routes and SGLang-native /generate. ' +
-        `When a request gives no max_tokens: ${defaultMaxTokens.completions} for /v1/completions, the rest of the context for /v1/chat/completions, ` +
+        `When a request gives no max_tokens: ${defaultMaxTokens.completions} for /v1/completions, generation_config.json's max_new_tokens or else the rest of the context for /v1/chat/completions, ` +
         `${defaultMaxTokens.generate} for /generate. SIGTERM or SIGINT drains (a second one exits at once).`,
     )
     .option(

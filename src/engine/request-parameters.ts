@@ -35,8 +35,12 @@ export const defaultMaxTokens = {
   completions: defaultSamplingParams.maxNewTokens,
   /** SGLang's default max_new_tokens for /generate. */
   generate: 128,
-  /** /v1/chat/completions: everything the context has left after the prompt (as OpenAI and vLLM do), at least 1. */
-  chat: (contextLength: number, promptTokens: number): number => Math.max(1, contextLength - promptTokens),
+  /**
+   * /v1/chat/completions: generation_config.json's max_new_tokens when the model has one (vLLM's
+   * default), never more than what the context has left after the prompt; at least 1.
+   */
+  chat: (contextLength: number, promptTokens: number, modelDefault?: number): number =>
+    Math.max(1, Math.min(contextLength - promptTokens, modelDefault ?? Infinity)),
 } as const;
 
 /** An allowed range: `integer` or any finite number, `min` inclusive unless `exclusiveMin`. */
@@ -85,8 +89,12 @@ export function describeRange(range: ParameterRange): string {
 /**
  * generation_config.json fields a model's authors set as its sampling defaults, by SamplingParams
  * field: applied when a request leaves the parameter out (as vLLM's --generation-config auto).
+ * max_new_tokens becomes the default max_tokens, as in vLLM, where a request can leave it unset
+ * (chat; /v1/completions defaults to 16 and /generate to 128 as vLLM and SGLang do); max_length
+ * is not read, as vLLM does not.
  */
 export const generationConfigFields = {
+  max_new_tokens: 'maxNewTokens',
   temperature: 'temperature',
   top_p: 'topP',
   top_k: 'topK',

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
 import { LlmEngine } from '../../src/engine/engine.js';
 import { resolveRequest } from '../../src/engine/params.js';
+import { defaultMaxTokens, samplingDefaultsFrom } from '../../src/engine/request-parameters.js';
 import type { ForwardBatch } from '../../src/engine/backend.js';
 import { UserError } from '../../src/errors.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
@@ -15,6 +16,7 @@ import { HookedBackend } from '../support/hooked-backend.js';
 import { tinyVariant } from '../support/reference-runs.js';
 import { writeSafetensorsCheckpoint } from '../support/safetensors-writer.js';
 import { spawnSluice, waitForServing } from '../support/sluice-process.js';
+import { startTestServer } from '../support/test-server.js';
 
 const config = tinyVariant({ dtype: 'f32' });
 let dir: string;
@@ -62,6 +64,37 @@ describe('generation_config.json defaults', () => {
       expect(seen[0]!.sampling.topK[0]).toBe(40);
     } finally {
       await engine.close();
+    }
+  });
+});
+
+describe('generation_config.json max_new_tokens (vLLM: the default max_tokens)', () => {
+  it('is read as maxNewTokens; max_length is not read (vLLM ignores it); a bad value names the file', () => {
+    expect(samplingDefaultsFrom({ max_new_tokens: 5, max_length: 20, temperature: 0.5 }, 'g.json')).toEqual({ maxNewTokens: 5, temperature: 0.5 });
+    expect(() => samplingDefaultsFrom({ max_new_tokens: -1 }, 'g.json')).toThrow(new UserError('g.json: max_new_tokens must be an integer >= 0, got -1'));
+  });
+
+  it('a chat request without max_tokens gets it, capped by the context left; /v1/completions keeps 16; a request value wins', async () => {
+    expect(defaultMaxTokens.chat(100, 10, 5)).toBe(5);
+    expect(defaultMaxTokens.chat(100, 97, 5)).toBe(3);
+    expect(defaultMaxTokens.chat(100, 10)).toBe(90);
+    const tiny = loadModel({ modelPath: 'tiny' });
+    const server = await startTestServer({ instant: true, engineThread: 'main', model: { ...tiny, samplingDefaults: { maxNewTokens: 5 } } });
+    const post = async (route: string, body: object) => {
+      const response = await fetch(`${server.url}${route}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: tiny.name, ...body }) });
+      expect(response.status).toBe(200);
+      return (await response.json()) as { usage: { completion_tokens: number }; choices: { finish_reason: string }[] };
+    };
+    try {
+      const messages = [{ role: 'user', content: 'hello' }];
+      const unset = await post('/v1/chat/completions', { messages });
+      expect(unset.usage.completion_tokens).toBe(5);
+      expect(unset.choices[0]!.finish_reason).toBe('length');
+      expect((await post('/v1/chat/completions', { messages, max_tokens: 7 })).usage.completion_tokens).toBe(7);
+      expect((await post('/v1/chat/completions', { messages, max_completion_tokens: 8 })).usage.completion_tokens).toBe(8);
+      expect((await post('/v1/completions', { prompt: 'hello' })).usage.completion_tokens).toBe(defaultMaxTokens.completions);
+    } finally {
+      await server.shutdown(1000);
     }
   });
 });

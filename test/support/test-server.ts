@@ -4,7 +4,7 @@ import { LlmEngine } from '../../src/engine/engine.js';
 import type { EngineOptions } from '../../src/engine/options.js';
 import { createBackendFromRecipe, type BackendRecipe } from '../../src/engine/worker/backend-recipe.js';
 import { WorkerEngine } from '../../src/engine/worker/worker-engine.js';
-import { loadModel } from '../../src/model/load.js';
+import { loadModel, type LoadedModel } from '../../src/model/load.js';
 import { KvEventPublisher, silentLogger, startServer, type HttpSettings, type Logger, type RunningServer } from '../../src/server/index.js';
 import { parsePrometheusText, samplesByKey } from './prometheus-text.js';
 
@@ -34,11 +34,13 @@ export interface TestServerOptions {
   http?: Partial<HttpSettings>;
   /** Request log lines (off by default; they go to `log`). */
   logRequests?: boolean;
+  /** The model the server describes and a main-thread engine runs (the tiny preset when absent; a worker engine still loads tiny). */
+  model?: LoadedModel;
 }
 
 /** A server on the tiny preset and the ref backend, on a free port, logging nothing. */
 export async function startTestServer(options: TestServerOptions = {}): Promise<RunningServer> {
-  const model = loadModel({ modelPath: 'tiny' });
+  const model = options.model ?? loadModel({ modelPath: 'tiny' });
   const log = options.log ?? silentLogger;
   const name = options.servedModelName ?? model.name;
   const kvEvents = options.kvEvents ? await KvEventPublisher.open({ ...options.kvEvents, topic: `kv@127.0.0.1@${name}` }) : null;

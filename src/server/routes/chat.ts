@@ -36,7 +36,7 @@ async function chatCompletions(ctx: ServerContext, request: FastifyRequest<{ Bod
     throw invalidParam('top_logprobs', 'top_logprobs needs logprobs set to true.');
   }
   const promptTokenIds = await renderPrompt(ctx, body.messages, body.add_generation_prompt ?? true, tools?.tools ?? null);
-  const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? defaultMaxTokens.chat(ctx.contextLength, promptTokenIds.length);
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? defaultMaxTokens.chat(ctx.contextLength, promptTokenIds.length, ctx.model.samplingDefaults?.maxNewTokens);
   const params = { ...toSamplingParams(body, maxTokens, body.logprobs ? (body.top_logprobs ?? 0) : null), grammar };
   const id = newId('chatcmpl');
   const created = unixSeconds();
