@@ -34,6 +34,8 @@ export class Tokenizer {
   private readonly specialIds: Set<number>;
   /** Bytes of each token id when the tokenizer maps tokens to bytes one-to-one (byte-level BPE, byte-fallback). */
   private readonly byteTable: (Uint8Array | null)[] | null;
+  /** Each token's text where its bytes are whole UTF-8 characters, decoded once (shared by every detokenizer). */
+  private tokenStrings: WholeTokenText | null = null;
 
   constructor(tokenizerJson: Json, tokenizerConfig: Json, source: string) {
     this.json = tokenizerJson;
@@ -149,7 +151,7 @@ export class Tokenizer {
   newDetokenizer(skipSpecialTokens = true): IncrementalDetokenizer {
     return this.byteTable === null
       ? new WindowDetokenizer(this, skipSpecialTokens)
-      : new ByteDetokenizer(this.byteTable, this.specialIds, skipSpecialTokens);
+      : new ByteDetokenizer(this.byteTable, (this.tokenStrings ??= new WholeTokenText(this.byteTable)), this.specialIds, skipSpecialTokens);
   }
 }
 
@@ -239,13 +241,22 @@ function isSentencePieceDecoder(decoder: Json): boolean {
   return types.includes('ByteFallback') && types.includes('Replace');
 }
 
-/** Streams token bytes through a UTF-8 decoder: O(1) per token. */
+/**
+ * Streams token bytes through a UTF-8 decoder: O(1) per token. While the decoder holds no partial
+ * character, a token made of whole characters (almost all of them) is its cached text: no
+ * decoder call on the per-token path.
+ */
 class ByteDetokenizer implements IncrementalDetokenizer {
   private readonly utf8 = new TextDecoder('utf-8', { fatal: false });
   private first = true;
+  /** The decoder holds part of a character. */
+  private pending = false;
+  /** The stream's last (up to 3) bytes, kept while pending: what decides whether it still is. */
+  private tail: number[] = [];
 
   constructor(
     private readonly tokenBytes: (Uint8Array | null)[],
+    private readonly whole: WholeTokenText,
     private readonly specialIds: Set<number>,
     private readonly skipSpecialTokens: boolean,
   ) {}
@@ -254,14 +265,68 @@ class ByteDetokenizer implements IncrementalDetokenizer {
     if (this.skipSpecialTokens && this.specialIds.has(id)) return '';
     const bytes = this.tokenBytes[id];
     if (!bytes) return '';
-    const text = this.utf8.decode(bytes, { stream: true });
     this.first = false;
+    if (!this.pending) {
+      const text = this.whole.text(id);
+      if (text !== null) return text;
+    }
+    const text = this.utf8.decode(bytes, { stream: true });
+    for (const b of bytes) this.tail.push(b);
+    if (this.tail.length > 3) this.tail.splice(0, this.tail.length - 3);
+    this.pending = endsInPartialCharacter(this.tail);
+    if (!this.pending) this.tail.length = 0;
     return text;
   }
 
   flush(): string {
     return this.first ? '' : this.utf8.decode();
   }
+}
+
+/** Per token id: its text when its bytes are whole, valid UTF-8 characters (no BOM first); else null. */
+class WholeTokenText {
+  private readonly texts: (string | null | undefined)[];
+  private readonly decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+  constructor(private readonly tokenBytes: (Uint8Array | null)[]) {
+    this.texts = new Array(tokenBytes.length);
+  }
+
+  text(id: number): string | null {
+    let text = this.texts[id];
+    if (text === undefined) {
+      const bytes = this.tokenBytes[id]!;
+      const bom = bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf;
+      try {
+        text = bom ? null : this.decoder.decode(bytes);
+      } catch {
+        text = null; // part of a character, or invalid
+      }
+      this.texts[id] = text;
+    }
+    return text;
+  }
+}
+
+/**
+ * Whether a UTF-8 decoder (WHATWG rules) fed a stream ending in `tail` (its last 1-3 bytes) holds
+ * part of a character: the tail ends in a valid but incomplete multi-byte sequence.
+ */
+export function endsInPartialCharacter(tail: readonly number[]): boolean {
+  for (let i = tail.length - 1; i >= 0; i--) {
+    const b = tail[i]!;
+    if (b >= 0x80 && b <= 0xbf) continue; // a continuation byte: its lead is further back
+    const need = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    const have = tail.length - i;
+    if (need === 0 || have >= need) return false;
+    if (have >= 2) {
+      const second = tail[i + 1]!;
+      const [low, high] = b === 0xe0 ? [0xa0, 0xbf] : b === 0xed ? [0x80, 0x9f] : b === 0xf0 ? [0x90, 0xbf] : b === 0xf4 ? [0x80, 0x8f] : [0x80, 0xbf];
+      if (second < low || second > high) return false;
+    }
+    return true;
+  }
+  return false;
 }
 
 /** Fallback for other tokenizers: re-decode a short window and emit what is new and complete. */
