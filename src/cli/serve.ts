@@ -11,6 +11,7 @@ import {
   createLogger,
   defaultDrainTimeoutMs,
   defaultHttpSettings,
+  defaultKvEventsBufferSteps,
   defaultKvEventsTopic,
   defaultWedgeTimeoutMs,
   KvEventPublisher,
@@ -64,6 +65,8 @@ interface ServeOptions extends BackendFlags {
   kvEventsEndpoint?: string;
   kvEventsTopic?: string;
   kvEventsBlockSize: number;
+  kvEventsReplayEndpoint?: string;
+  kvEventsBufferSteps: number;
   faultInjection?: string;
   engineThread: EngineThread;
 }
@@ -136,6 +139,8 @@ export function register(program: Command): void {
     .option('--kv-events-endpoint <url>', 'publish KV-cache events (vLLM\'s format, for llm-d / Dynamo prefix-aware routing) on a ZeroMQ PUB socket, e.g. tcp://*:5557; off by default')
     .option('--kv-events-topic <topic>', 'ZeroMQ topic of the KV events (default: kv@<host>:<port>@<served model name>)')
     .option('--kv-events-block-size <n>', 'tokens per block in KV events (independent of --page-size; llm-d uses 16 or 64)', parseIntOption, 16)
+    .option('--kv-events-replay-endpoint <url>', 'bind a ZeroMQ ROUTER socket that sends recent KV event batches again from a given sequence number (vLLM\'s replay_endpoint), e.g. tcp://*:5558; off by default')
+    .option('--kv-events-buffer-steps <n>', 'how many of the latest KV event batches the replay socket keeps (vLLM\'s buffer_steps)', parseIntOption, defaultKvEventsBufferSteps)
     .option(
       '--watchdog-timeout <seconds>',
       'no engine step for this long while requests wait makes /health answer 503; a step running this long stops the server (exit 1)',
@@ -190,6 +195,10 @@ function checkFlags(options: ServeOptions, log: Logger): Partial<EngineOptions> 
     throw new UserError(`--kv-events-block-size ${options.kvEventsBlockSize}: give a positive number of tokens`);
   }
   if (options.kvEventsTopic !== undefined && options.kvEventsEndpoint === undefined) throw new UserError('--kv-events-topic needs --kv-events-endpoint');
+  if (options.kvEventsReplayEndpoint !== undefined && options.kvEventsEndpoint === undefined) throw new UserError('--kv-events-replay-endpoint needs --kv-events-endpoint');
+  if (!(Number.isInteger(options.kvEventsBufferSteps) && options.kvEventsBufferSteps > 0)) {
+    throw new UserError(`--kv-events-buffer-steps ${options.kvEventsBufferSteps}: give a positive number of batches`);
+  }
   backendOptions(options);
   const settings = engineOptions(options, log);
   checkEngineOptions({ ...defaultEngineOptions, ...definedOnly(settings) });
@@ -266,11 +275,19 @@ async function openKvEvents(options: ServeOptions, servedModelName: string, log:
   if (options.kvEventsEndpoint === undefined) return null;
   const topic = options.kvEventsTopic ?? defaultKvEventsTopic(options.host, options.port, servedModelName);
   try {
-    const publisher = await KvEventPublisher.open({ endpoint: options.kvEventsEndpoint, topic, blockSize: options.kvEventsBlockSize });
-    log.info(`KV events: ZeroMQ PUB on ${options.kvEventsEndpoint}, topic ${topic}, blocks of ${options.kvEventsBlockSize} tokens`);
+    const publisher = await KvEventPublisher.open({
+      endpoint: options.kvEventsEndpoint,
+      topic,
+      blockSize: options.kvEventsBlockSize,
+      replayEndpoint: options.kvEventsReplayEndpoint ?? null,
+      bufferSteps: options.kvEventsBufferSteps,
+    });
+    const replay = options.kvEventsReplayEndpoint ? `; replay on ${options.kvEventsReplayEndpoint} (last ${options.kvEventsBufferSteps} batches)` : '';
+    log.info(`KV events: ZeroMQ PUB on ${options.kvEventsEndpoint}, topic ${topic}, blocks of ${options.kvEventsBlockSize} tokens${replay}`);
     return publisher;
   } catch (e) {
-    throw new UserError(`--kv-events-endpoint ${options.kvEventsEndpoint}: ${(e as Error).message}`);
+    const flag = options.kvEventsReplayEndpoint ? `--kv-events-endpoint ${options.kvEventsEndpoint} / --kv-events-replay-endpoint ${options.kvEventsReplayEndpoint}` : `--kv-events-endpoint ${options.kvEventsEndpoint}`;
+    throw new UserError(`${flag}: ${(e as Error).message}`);
   }
 }
 

@@ -15,7 +15,7 @@ export type { ServedEngine } from './context.js';
 export { createLogger, logLevels, silentLogger, type Logger, type LogLevel } from './http/logger.js';
 export { defaultWedgeTimeoutMs } from './routes/health.js';
 export { defaultHttpSettings, type HttpSettings } from './http/settings.js';
-export { defaultKvEventsTopic, KvEventPublisher, type KvEventsConfig } from './kv-events-publisher.js';
+export { defaultKvEventsBufferSteps, defaultKvEventsTopic, KvEventPublisher, type KvEventsConfig } from './kv-events-publisher.js';
 
 export interface ServerOptions {
   engine: ServedEngine;

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LlmEngine } from '../../src/engine/engine.js';
 import type { RunningServer } from '../../src/server/index.js';
-import { blockPrefixes, KvEventSubscriber } from '../support/kv-event-subscriber.js';
+import { blockPrefixes, KvEventSubscriber, replayBatches } from '../support/kv-event-subscriber.js';
 import { SeededRandom } from '../../src/bench/seeded-random.js';
 import { json, startTestServer, waitFor } from '../support/test-server.js';
 
@@ -108,5 +108,59 @@ describe('KV-cache events over ZeroMQ (vLLM format)', () => {
     await caughtUp(server, subscriber);
     expect(subscriber.stored - stored).toBe(1);
     expect(subscriber.prefixes()).toEqual(blockPrefixes(engineOf(server).cachedPaths(), 4));
+  });
+
+  describe('replay socket (vLLM replay_endpoint)', () => {
+    const startWithReplay = async (bufferSteps?: number) => {
+      server = await startTestServer({
+        instant: true,
+        kvEvents: { endpoint: 'tcp://127.0.0.1:*', blockSize: 4, replayEndpoint: 'tcp://127.0.0.1:*', bufferSteps },
+        engine: { pageSize: 4, maxTotalTokens: 640 },
+        engineThread: 'main',
+      });
+      return server;
+    };
+
+    it('a subscriber that missed every batch rebuilds the radix cache from a replay (DEALER client)', async () => {
+      const server = await startWithReplay();
+      const publisher = server.context.kvEvents!;
+      const rng = new SeededRandom(7);
+      await randomWorkload(server, rng, 30, 6);
+      expect((await fetch(`${server.url}/flush_cache`, { method: 'POST' })).status).toBe(200);
+      await randomWorkload(server, rng, 30, 6);
+      const published = publisher.published;
+      expect(published).toBeGreaterThan(10n);
+
+      const { batches, ended } = await replayBatches(publisher.replayEndpoint!, 0n, 'dealer');
+      expect(ended).toBe(true);
+      expect(batches.map((b) => b.seq)).toEqual(Array.from({ length: Number(published) }, (_, i) => BigInt(i)));
+      const rebuilt = new KvEventSubscriber(publisher.endpoint);
+      subscriber = rebuilt;
+      for (const batch of batches) rebuilt.applyBatch(batch.payload);
+      expect(rebuilt.removed).toBeGreaterThan(0); // the small pool evicted
+      expect(rebuilt.cleared).toBe(1);
+      expect(rebuilt.prefixes()).toEqual(blockPrefixes(engineOf(server).cachedPaths(), 4));
+      expect(rebuilt.blocks.size).toBeGreaterThan(0);
+
+      // From a later sequence: only what follows it.
+      const tail = await replayBatches(publisher.replayEndpoint!, published - 3n, 'dealer');
+      expect(tail.batches.map((b) => b.seq)).toEqual([published - 3n, published - 2n, published - 1n]);
+      expect(tail.batches.map((b) => b.payload)).toEqual(batches.slice(-3).map((b) => b.payload));
+      // Past the end: just the end marker.
+      expect(await replayBatches(publisher.replayEndpoint!, published + 5n, 'dealer')).toEqual({ batches: [], ended: true });
+    });
+
+    it('keeps only the latest --kv-events-buffer-steps batches; a REQ client gets the first one it asked for', async () => {
+      const server = await startWithReplay(4);
+      const publisher = server.context.kvEvents!;
+      await randomWorkload(server, new SeededRandom(8), 12, 3);
+      const published = publisher.published;
+      expect(published).toBeGreaterThan(4n);
+      const { batches } = await replayBatches(publisher.replayEndpoint!, 0n, 'dealer');
+      expect(batches.map((b) => b.seq)).toEqual([published - 4n, published - 3n, published - 2n, published - 1n]);
+      const first = await replayBatches(publisher.replayEndpoint!, published - 2n, 'req');
+      expect(first.batches.map((b) => b.seq)).toEqual([published - 2n]);
+      expect(first.batches[0]!.payload).toEqual(batches[2]!.payload);
+    });
   });
 });

@@ -1,5 +1,5 @@
 import { decode } from '@msgpack/msgpack';
-import { Subscriber } from 'zeromq';
+import { Dealer, Request, Subscriber } from 'zeromq';
 
 /** One cached block as the events describe it: its parent and its own tokens. */
 interface EventBlock {
@@ -23,6 +23,7 @@ export class KvEventSubscriber {
   removed = 0;
   cleared = 0;
   private readonly socket = new Subscriber();
+
   private readonly done: Promise<void>;
 
   /** Connects to a publisher that binds (sluice with a wildcard endpoint). */
@@ -55,6 +56,12 @@ export class KvEventSubscriber {
     } catch (e) {
       if (!(this.socket.closed && /closed|terminated/i.test(String(e)))) throw e;
     }
+  }
+
+  /** Applies one batch received another way (a replay), as if it had come over the subscription. */
+  applyBatch(payload: Uint8Array): void {
+    this.apply(decode(payload, { useBigInt64: true }) as unknown[]);
+    this.batches++;
   }
 
   private apply(batch: unknown[]): void {
@@ -117,4 +124,41 @@ export function blockPrefixes(paths: number[][], blockSize: number): Set<string>
     for (let end = blockSize; end <= path.length; end += blockSize) out.add(path.slice(0, end).join(','));
   }
   return out;
+}
+
+/** One replayed batch: its sequence number and msgpack payload. */
+export interface ReplayedBatch {
+  seq: bigint;
+  payload: Buffer;
+}
+
+/**
+ * Asks a replica's replay socket (vLLM's protocol) for the batches from sequence `from` on. A
+ * DEALER sends the empty delimiter itself and reads every answer up to the end marker (sequence
+ * -1, empty payload); a REQ socket (as vLLM's example subscriber uses) can take only the first
+ * answer of a request before it must send again.
+ */
+export async function replayBatches(endpoint: string, from: bigint, client: 'dealer' | 'req'): Promise<{ batches: ReplayedBatch[]; ended: boolean }> {
+  const start = Buffer.alloc(8);
+  start.writeBigUInt64BE(from);
+  const batches: ReplayedBatch[] = [];
+  const socket = client === 'dealer' ? new Dealer({ linger: 0, receiveTimeout: 5000 }) : new Request({ linger: 0, receiveTimeout: 5000 });
+  socket.connect(endpoint);
+  try {
+    await socket.send(client === 'dealer' ? ['', start] : [start]);
+    for (;;) {
+      const frames = await socket.receive();
+      const [seqBytes, payload] = client === 'dealer' ? frames.slice(1) : frames;
+      if (frames.length !== (client === 'dealer' ? 3 : 2) || seqBytes!.length !== 8) throw new Error(`unexpected replay answer of ${frames.length} frames`);
+      const seq = seqBytes!.readBigInt64BE(0);
+      if (seq === -1n) {
+        if (payload!.length !== 0) throw new Error('end-of-replay marker with a payload');
+        return { batches, ended: true };
+      }
+      batches.push({ seq, payload: payload! });
+      if (client === 'req') return { batches, ended: false };
+    }
+  } finally {
+    socket.close();
+  }
 }

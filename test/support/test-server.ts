@@ -26,8 +26,8 @@ export interface TestServerOptions {
   backend?: BackendRecipe;
   wedgeTimeoutMs?: number;
   servedModelName?: string;
-  /** Publish KV events on this ZeroMQ endpoint (e.g. tcp://127.0.0.1:*), in blocks of blockSize tokens. */
-  kvEvents?: { endpoint: string; blockSize: number };
+  /** Publish KV events on this ZeroMQ endpoint (e.g. tcp://127.0.0.1:*), in blocks of blockSize tokens; a replay socket when replayEndpoint is given. */
+  kvEvents?: { endpoint: string; blockSize: number; replayEndpoint?: string; bufferSteps?: number };
   engineThread?: EngineThread;
   log?: Logger;
   /** Timeouts, CORS, request timeout, log format. */
