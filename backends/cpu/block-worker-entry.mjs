@@ -2,4 +2,5 @@
 import { register } from 'tsx/esm/api';
 
 register();
-await import('./block-worker.ts');
+const { serveBlockJobs } = await import('./block-worker.ts');
+serveBlockJobs();

@@ -36,10 +36,16 @@ export function runBlockJob(job: BlockJob): void {
   }
 }
 
-parentPort?.on('message', (job: BlockJob) => {
-  runBlockJob(job);
-  parentPort!.postMessage('done');
-});
+/**
+ * Makes this thread a BlockPool worker. Called by block-worker-entry.mjs only: this module is
+ * also imported where parentPort belongs to someone else (a tensor-parallel rank's thread).
+ */
+export function serveBlockJobs(): void {
+  parentPort!.on('message', (job: BlockJob) => {
+    runBlockJob(job);
+    parentPort!.postMessage('done');
+  });
+}
 
 /**
  * Elements [base, base + row.length) of a dummy tensor, as DummyWeights.read stores them

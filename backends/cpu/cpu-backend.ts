@@ -1,10 +1,10 @@
 import { availableParallelism } from 'node:os';
 import type * as Ort from 'onnxruntime-node';
-import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, RankCollectives, StepOutput } from '../../src/engine/backend.js';
 import { validateForwardBatch } from '../../src/engine/forward-batch.js';
 import { hostKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
-import type { LlamaGraph } from '../../src/model/graph.js';
+import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../shared/host-sampler.js';
@@ -16,7 +16,7 @@ import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type Quant
 import { Presets, SingleBar } from 'cli-progress';
 import { BlockPool } from './block-pool.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
-import { attentionGroups, buildSegmentModel, segmentOps, stepInputs, stepOutputs, type Segment } from './segment-graph.js';
+import { attentionGroups, buildSegmentModel, runsOnHost, segmentOps, stepInputs, stepOutputs, type Segment } from './segment-graph.js';
 
 export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
 
@@ -29,6 +29,8 @@ export interface CpuBackendOptions extends BackendOptions {
   progress?: boolean;
   /** Extra ORT session options, for experiments (scripts/profile-cpu.ts). */
   sessionOptions?: Partial<Ort.InferenceSession.SessionOptions>;
+  /** Set on a tensor-parallel rank (backends/tensor-parallel): runs the graph's collectives between sessions, and only rank 0 samples. */
+  collectives?: RankCollectives;
 }
 
 const defaultSegmentBytes = 1.25 * 2 ** 30;
@@ -52,10 +54,13 @@ export class CpuBackend implements Backend {
   /** True when the matrices are a GGUF file's own blocks. */
   private blocksFromFile = false;
   private readonly threads: number;
-  private sessions: { segment: Segment; carriedOut: string[]; session: Ort.InferenceSession }[] = [];
+  private sessions: { segment: Segment; carriedIn: string[]; carriedOut: string[]; session: Ort.InferenceSession }[] = [];
   private graph!: LlamaGraph;
-  /** The embedding table: raw for f32, else in the weight format's blocks (shared with a tied lm-head, as in a GGUF file). */
-  private embedding!: { out: string } & ({ table: Uint8Array; dtype: WeightDType } | { blocks: QuantizedBlocks; type: GgmlBlockType });
+  /**
+   * The embedding table: raw for f32, else in the weight format's blocks (shared with a tied
+   * lm-head, as in a GGUF file). On a tensor-parallel rank, rows [vocabStart, vocabStart + rows) of it.
+   */
+  private embedding!: { out: string; vocabStart: number; rows: number } & ({ table: Uint8Array; dtype: WeightDType } | { blocks: QuantizedBlocks; type: GgmlBlockType });
   private invFreq!: Float64Array;
   private readonly buffers = new ReusedBuffers();
   private kCache: Float32Array[] = [];
@@ -115,11 +120,12 @@ export class CpuBackend implements Backend {
     };
     let table: Uint8Array | null = null;
     try {
+      const rows = { out: embeddingOp.out, vocabStart: embeddingOp.vocabStart ?? 0, rows: embedInfo.shape[0]! };
       if (format === 'f32') {
         table = await weights.read(embeddingOp.table);
-        this.embedding = { table, dtype: embedInfo.dtype, out: embeddingOp.out };
+        this.embedding = { ...rows, table, dtype: embedInfo.dtype };
       } else {
-        this.embedding = { blocks: await blocksOf(embeddingOp.table), type: blockTypeOf(format), out: embeddingOp.out };
+        this.embedding = { ...rows, blocks: await blocksOf(embeddingOp.table), type: blockTypeOf(format) };
       }
       await this.compile(model, table, blocksOf);
     } finally {
@@ -153,8 +159,8 @@ export class CpuBackend implements Backend {
     };
     for (const segment of planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes)) {
       const bytes = await buildSegmentModel(config, model.graph, source, segment, this.format!, blocksOf);
-      const { carriedOut } = segmentOps(model.graph, segment);
-      this.sessions.push({ segment, carriedOut, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
+      const { carriedIn, carriedOut } = segmentOps(model.graph, segment);
+      this.sessions.push({ segment, carriedIn, carriedOut, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
     }
   }
 
@@ -214,13 +220,18 @@ export class CpuBackend implements Backend {
     // Outputs land in buffers kept across steps: fresh memory is costly here (page faults), and
     // a greedy step without log-probs fetches only the in-graph argmax, not [S, vocab] logits.
     const wantLogits = needsLogits(batch) || promptRows.length > 0;
-    const rowsOf = (activation: string) => (this.graph.activations[activation]!.rows === 'tokens' ? numTokens : numSeqs);
-    const embedCols = this.graph.activations[this.embedding.out]!.cols;
-    shared[stepInputs.embedded] = new Tensor('float32', this.embed(batch.tokenIds, this.buffers.f32('embedded', numTokens * embedCols)), [numTokens, embedCols]);
+    const rowsOf = (activation: string) => (this.graph.activations[activation]!.rows === 'tokens' ? numTokens : headRows.length);
+    const tensorOf = (activation: string, data: Float32Array) => new Tensor('float32', data, [rowsOf(activation), this.graph.activations[activation]!.cols]);
+    /** The activations handed between the host and the sessions. */
+    const carried = new Map<string, Float32Array>();
     let result: StepOutput | null = null;
-    for (const [i, { segment, carriedOut, session }] of this.sessions.entries()) {
+    let nextOp = 0;
+    for (const [i, { segment, carriedIn, carriedOut, session }] of this.sessions.entries()) {
+      result = (await this.runHostOps(nextOp, segment.startOp, batch, promptRows, carried, rowsOf)) ?? result;
+      nextOp = segment.endOp;
       const feeds: Record<string, Ort.Tensor> = { ...shared };
       const fetches: Record<string, Ort.Tensor> = {};
+      for (const name of carriedIn) feeds[stepInputs.carried(name)] = tensorOf(name, carried.get(name)!);
       const kNew: Float32Array[] = [];
       const vNew: Float32Array[] = [];
       for (let l = segment.firstLayer; l < segment.endLayer; l++) {
@@ -233,10 +244,9 @@ export class CpuBackend implements Backend {
       }
       // Activations handed to the next segment alternate between two buffers so no run reads what it writes.
       for (const name of carriedOut) {
-        const shape = [rowsOf(name), this.graph.activations[name]!.cols];
-        const out = new Tensor('float32', this.buffers.f32(`${name}${i % 2}`, shape[0]! * shape[1]!), shape);
-        fetches[stepOutputs.carried(name)] = out;
-        shared[stepInputs.carried(name)] = out;
+        const out = this.buffers.f32(`${name}${i % 2}`, rowsOf(name) * this.graph.activations[name]!.cols);
+        fetches[stepOutputs.carried(name)] = tensorOf(name, out);
+        carried.set(name, out);
       }
       let logits: Float32Array | null = null;
       let greedy: BigInt64Array | null = null;
@@ -261,6 +271,7 @@ export class CpuBackend implements Backend {
       }
       if (greedy) result = { tokens: Int32Array.from(greedy, Number), logprobs: null, topLogprobs: null };
     }
+    result = (await this.runHostOps(nextOp, this.graph.ops.length, batch, promptRows, carried, rowsOf)) ?? result;
     return result!;
   }
 
@@ -274,6 +285,55 @@ export class CpuBackend implements Backend {
       const headRow = headRowOf.get(row)!;
       return logits.subarray(headRow * vocab, (headRow + 1) * vocab);
     });
+  }
+
+  /**
+   * The graph ops between two sessions that run here: the embedding lookup, a rank's collectives
+   * over the activations in `carried` (in place, or into a new buffer), and the sampling of
+   * gathered logits, which only rank 0 does (the other ranks' outputs are placeholders).
+   */
+  private async runHostOps(
+    from: number,
+    to: number,
+    batch: ForwardBatch,
+    promptRows: Int32Array,
+    carried: Map<string, Float32Array>,
+    rowsOf: (activation: string) => number,
+  ): Promise<StepOutput | null> {
+    let result: StepOutput | null = null;
+    for (const op of this.graph.ops.slice(from, to)) {
+      switch (op.op) {
+        case 'embedding':
+          carried.set(op.out, this.embed(batch.tokenIds, this.buffers.f32('embedded', rowsOf(op.out) * this.graph.activations[op.out]!.cols)));
+          break;
+        case 'all_reduce':
+          this.rankCollectives().allReduce(carried.get(op.x)!);
+          break;
+        case 'all_gather': {
+          const out = this.buffers.f32(op.out, rowsOf(op.out) * this.graph.activations[op.out]!.cols);
+          this.rankCollectives().allGather(carried.get(op.x)!, out, rowsOf(op.x), op.parts);
+          carried.set(op.out, out);
+          break;
+        }
+        case 'sample':
+          if (this.options.collectives && this.options.collectives.rank !== 0) {
+            result = { tokens: new Int32Array(batch.kvLens.length), logprobs: null, topLogprobs: null };
+            break;
+          }
+          await batch.sampling.tokenMask?.ready;
+          result = sampleLogits(carried.get(op.logits)!, this.config.vocabSize, batch.sampling);
+          if (batch.promptLogprobs) result.promptLogprobs = this.promptLogprobs(batch, promptRows, carried.get(op.logits)!);
+          break;
+        default:
+          throw new BackendError(this.name, `the ${op.op} op has no host implementation`);
+      }
+    }
+    return result;
+  }
+
+  private rankCollectives(): RankCollectives {
+    if (!this.options.collectives) throw new BackendError(this.name, 'a tensor-parallel graph needs the ranks of backends/tensor-parallel');
+    return this.options.collectives;
   }
 
   async close(): Promise<void> {
@@ -292,22 +352,30 @@ export class CpuBackend implements Backend {
     validateForwardBatch(this.name, batch, { vocabSize: this.config.vocabSize, numPages: this.numSlots / this.pageSize, pageSize: this.pageSize });
   }
 
+  /** The table's rows for the ids; on a tensor-parallel rank, zeros for ids outside its slice (an all-reduce completes them). */
   private embed(tokenIds: Int32Array, out: Float32Array): Float32Array {
     const h = out.length / tokenIds.length;
+    const { vocabStart, rows } = this.embedding;
     if ('blocks' in this.embedding) {
       const { blocks, type } = this.embedding;
       const zero = zeroCode[type];
       const blocksPerRow = Math.ceil(h / ggmlBlockSize);
       tokenIds.forEach((id, t) => {
-        const codes = id * blocksPerRow * ggmlBlockSize;
-        const scales = id * blocksPerRow;
+        const row = id - vocabStart;
+        if (row < 0 || row >= rows) return out.fill(0, t * h, (t + 1) * h);
+        const codes = row * blocksPerRow * ggmlBlockSize;
+        const scales = row * blocksPerRow;
         for (let i = 0; i < h; i++) out[t * h + i] = (blocks.codes[codes + i]! - zero) * blocks.scales[scales + (i >> 5)]!;
       });
       return out;
     }
     const { table, dtype } = this.embedding;
     const rowBytes = h * bytesPerElement[dtype];
-    tokenIds.forEach((id, t) => out.set(toFloat32(table.subarray(id * rowBytes, (id + 1) * rowBytes), dtype), t * h));
+    tokenIds.forEach((id, t) => {
+      const row = id - vocabStart;
+      if (row < 0 || row >= rows) out.fill(0, t * h, (t + 1) * h);
+      else out.set(toFloat32(table.subarray(row * rowBytes, (row + 1) * rowBytes), dtype), t * h);
+    });
     return out;
   }
 
@@ -369,33 +437,58 @@ class ReusedBuffers {
   }
 }
 
-/** Splits the layers into runs of at most `maxBytes` of stored weights; the last one also holds the lm-head. */
+/**
+ * Cuts the graph's ops into segments: never across an op that runs on the host (the embedding,
+ * a rank's collectives), and within a run of session ops at layer boundaries, so that no
+ * segment holds more than `maxBytes` of stored weights (unless one layer alone does). A sample
+ * op right after a collective (a rank's gathered logits) is left to the host too.
+ */
 export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: number): Segment[] {
-  const numLayers = graph.layerStart.length - 1;
+  const { ops } = graph;
   /** Stored bytes of the linear ops in ops[from, to). */
   const linearBytes = (from: number, to: number) =>
-    graph.ops
-      .slice(from, to)
-      .reduce((sum, op) => (op.op === 'linear' ? sum + storedBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols, format) : sum), 0);
-  const layerBytes = (l: number) => linearBytes(graph.layerStart[l]!, graph.layerStart[l + 1]!);
-  const headBytes = linearBytes(graph.layerStart[numLayers]!, graph.ops.length);
+    ops.slice(from, to).reduce((sum, op) => (op.op === 'linear' ? sum + storedBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols, format) : sum), 0);
+  const attentionsBefore = (index: number) => ops.slice(0, index).filter((op) => op.op === 'attention').length;
+  const segment = (startOp: number, endOp: number): Segment => ({
+    startOp,
+    endOp,
+    firstLayer: attentionsBefore(startOp),
+    endLayer: attentionsBefore(endOp),
+    withHead: ops.slice(startOp, endOp).some((op) => op.op === 'sample'),
+  });
   const segments: Segment[] = [];
-  let first = 0;
-  let bytes = 0;
-  for (let l = 0; l < numLayers; l++) {
-    if (l > first && bytes + layerBytes(l) > maxBytes) {
-      segments.push({ firstLayer: first, endLayer: l, withHead: false });
-      first = l;
-      bytes = 0;
+  for (const [from, to] of sessionRuns(ops)) {
+    const cuts = [...graph.layerStart.filter((start) => start > from && start < to), to];
+    let first = from;
+    let pieceStart = from;
+    let bytes = 0;
+    for (const cut of cuts) {
+      const pieceBytes = linearBytes(pieceStart, cut);
+      if (pieceStart > first && bytes + pieceBytes > maxBytes) {
+        segments.push(segment(first, pieceStart));
+        first = pieceStart;
+        bytes = 0;
+      }
+      bytes += pieceBytes;
+      pieceStart = cut;
     }
-    bytes += layerBytes(l);
+    segments.push(segment(first, to));
   }
-  if (bytes + headBytes > maxBytes && first < numLayers) {
-    segments.push({ firstLayer: first, endLayer: numLayers, withHead: false });
-    first = numLayers;
-  }
-  segments.push({ firstLayer: first, endLayer: numLayers, withHead: true });
   return segments;
+}
+
+/** The maximal runs [from, to) of ops between the ops that run on the host; a run of only a sample op after a collective stays on the host. */
+function sessionRuns(ops: readonly GraphOp[]): [number, number][] {
+  const runs: [number, number][] = [];
+  let start = 0;
+  for (let i = 0; i <= ops.length; i++) {
+    if (i < ops.length && !runsOnHost(ops[i]!)) continue;
+    if (i > start) runs.push([start, i]);
+    start = i + 1;
+  }
+  const last = runs.at(-1);
+  if (last && last[1] - last[0] === 1 && ops[last[0]]!.op === 'sample' && last[0] > 0 && runsOnHost(ops[last[0] - 1]!)) runs.pop();
+  return runs;
 }
 
 /** A terminal progress bar over the MiB of blocks a quantized load makes (the embedding table included). */

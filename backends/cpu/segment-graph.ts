@@ -6,11 +6,27 @@ import type { QuantizedBlocks } from './ggml-blocks.js';
 import { addBlocksLinear, addLinear, stackBlocks, stackRows, type RawMatrix, type WeightFormat } from './linear-weights.js';
 import { DataType, OnnxGraphBuilder } from './onnx-builder.js';
 
-/** Consecutive decoder layers compiled into one ORT session; the last segment also holds the lm-head. */
+/**
+ * A run of graph ops compiled into one ORT session: whole decoder layers on one rank; on a
+ * tensor-parallel rank, the ops between two collectives (which run on the host between sessions).
+ */
 export interface Segment {
+  /** The graph ops [startOp, endOp) the session computes. */
+  startOp: number;
+  endOp: number;
+  /** The decoder layers whose attention runs here, [firstLayer, endLayer): the KV caches it reads. */
   firstLayer: number;
   endLayer: number;
+  /** The session holds the sample op: it outputs the logits and their argmax. */
   withHead: boolean;
+}
+
+/**
+ * Ops that never go into a session: the embedding (a lookup on the host) and a rank's
+ * collectives (between rank threads, over shared memory).
+ */
+export function runsOnHost(op: GraphOp): boolean {
+  return op.op === 'embedding' || op.op === 'all_reduce' || op.op === 'all_gather';
 }
 
 /**
@@ -19,8 +35,6 @@ export interface Segment {
  * with one new token, group `p` the others (see attention-plan.ts for their layout).
  */
 export const stepInputs = {
-  /** The embedding op's output, looked up on the host. */
-  embedded: 'embedded',
   cos: 'rope_cos',
   sin: 'rope_sin',
   outIndex: 'attn_out_index',
@@ -34,7 +48,7 @@ export const stepInputs = {
   }),
   kCache: (layer: number) => `k_cache_${layer}`,
   vCache: (layer: number) => `v_cache_${layer}`,
-  /** A graph activation handed over from the previous segment. */
+  /** A graph activation handed over from the host (the embedding, a collective's result) or the previous segment. */
   carried: (activation: string) => `carried_${activation}`,
 } as const;
 
@@ -60,11 +74,10 @@ export interface SegmentOps {
   carriedOut: string[];
 }
 
-/** Cuts the graph's op list at the segment's layer boundaries (the first segment includes the embedding). */
+/** The segment's ops and the activations that cross its boundaries. */
 export function segmentOps(graph: LlamaGraph, segment: Segment): SegmentOps {
-  const start = segment.firstLayer === 0 ? 0 : graph.layerStart[segment.firstLayer]!;
-  const end = segment.withHead ? graph.ops.length : graph.layerStart[segment.endLayer]!;
-  return { ops: graph.ops.slice(start, end), carriedIn: liveBefore(graph.ops, start), carriedOut: segment.withHead ? [] : liveBefore(graph.ops, end) };
+  const { startOp: start, endOp: end } = segment;
+  return { ops: graph.ops.slice(start, end), carriedIn: liveBefore(graph.ops, start), carriedOut: end === graph.ops.length ? [] : liveBefore(graph.ops, end) };
 }
 
 /** The activations that ops from `index` on read before writing them. */
@@ -182,8 +195,9 @@ export async function buildSegmentModel(
     const op = ops[i]!;
     switch (op.op) {
       case 'embedding':
-        env.set(op.out, b.input(stepInputs.embedded, DataType.FLOAT, [rows(op.out), cols(op.out)]));
-        break;
+      case 'all_reduce':
+      case 'all_gather':
+        throw new Error(`buildSegmentModel: the ${op.op} op runs on the host, not in a segment`);
       case 'rmsnorm':
         env.set(op.out, b.op('SimplifiedLayerNormalization', [value(op.x), await vector(op.weight)], { axis: -1, epsilon: eps, stash_type: 1 }));
         break;

@@ -1,5 +1,5 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, RankCollectives, StepOutput } from '../../src/engine/backend.js';
 import { validateForwardBatch } from '../../src/engine/forward-batch.js';
 import { hostKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
 import { BackendError } from '../../src/errors.js';
@@ -10,7 +10,6 @@ import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../shared/host-sampler.js';
 import { hostPromptLogprobs } from '../shared/prompt-logprobs.js';
 import * as ops from './ops.js';
-import type { RankCollectives } from '../tensor-parallel/collectives.js';
 
 /** Plain TypeScript, f32 throughout, interpreting the graph op by op: the oracle for other backends. */
 export class RefBackend implements Backend {

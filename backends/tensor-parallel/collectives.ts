@@ -1,20 +1,13 @@
+import type { RankCollectives } from '../../src/engine/backend.js';
+
+/** Int32 words of the control buffer: arrivals at the barrier, and the barrier's generation. */
+export const controlWords = 2;
+
 /**
  * All-reduce and all-gather between tensor-parallel ranks in worker threads of one process,
  * over SharedArrayBuffers: each rank writes its part into its own slot, a barrier, then every
  * rank reads all slots in rank order (so every rank computes the same sum, bit for bit).
  */
-export interface RankCollectives {
-  readonly rank: number;
-  readonly tpSize: number;
-  /** x = the sum of x over the ranks. */
-  allReduce(x: Float32Array): void;
-  /** out row r = x row r of rank 0, then of rank 1, ...; parts[i] is rank i's column count. */
-  allGather(x: Float32Array, out: Float32Array, rows: number, parts: readonly number[]): void;
-}
-
-/** Int32 words of the control buffer: arrivals at the barrier, and the barrier's generation. */
-export const controlWords = 2;
-
 export class SharedMemoryCollectives implements RankCollectives {
   private readonly control: Int32Array;
   private slots!: Float32Array;

@@ -1,16 +1,25 @@
-import type { Backend } from '../../src/engine/backend.js';
+import { availableParallelism } from 'node:os';
+import type { Backend, BackendOptions } from '../../src/engine/backend.js';
 import { UserError } from '../../src/errors.js';
 import { loadAddon } from '../cuda/native.js';
 import { TensorParallelBackend } from './tensor-parallel-backend.js';
 
 /** Backends whose ranks can run here; the others get a one-line refusal naming what they lack. */
-export const tensorParallelBackends = ['ref'] as const;
+export const tensorParallelBackends = ['ref', 'cpu'] as const;
 
-/** `--tp-size N` (N > 1) over the named backend (or `auto`), or a UserError in one line. */
-/** cuda ranks would use GPUs baseGpuId .. baseGpuId + tpSize - 1 (SGLang's --base-gpu-id). */
-export async function createTensorParallelBackend(name: string, tpSize: number, baseGpuId = 0): Promise<Backend> {
+/**
+ * `--tp-size N` (N > 1) over the named backend (or `auto`), or a UserError in one line. cpu ranks
+ * share the cores (each gets an equal part unless --threads says how many); cuda ranks would
+ * use GPUs baseGpuId .. baseGpuId + tpSize - 1 (SGLang's --base-gpu-id).
+ */
+export async function createTensorParallelBackend(name: string, tpSize: number, options: BackendOptions = {}): Promise<Backend> {
   if (!Number.isInteger(tpSize) || tpSize < 1) throw new UserError(`--tp-size ${tpSize}: give a positive whole number of ranks`);
+  const baseGpuId = options.device ?? 0;
   if (name === 'ref') return new TensorParallelBackend('ref', tpSize);
+  if (name === 'cpu') {
+    const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / tpSize));
+    return new TensorParallelBackend('cpu', tpSize, { threads, cpuWeights: options.cpuWeights });
+  }
   if (name === 'cuda' || name === 'auto') {
     const gpus = cudaDeviceCount();
     if (name === 'cuda' || gpus.count > 0) {

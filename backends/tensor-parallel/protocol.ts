@@ -1,4 +1,4 @@
-import type { ForwardBatch, KvCacheSpec, StepOutput } from '../../src/engine/backend.js';
+import type { BackendOptions, ForwardBatch, KvCacheSpec, StepOutput } from '../../src/engine/backend.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import type { LlamaGraph } from '../../src/model/graph.js';
 import type { TensorInfo } from '../../src/model/weights.js';
@@ -13,12 +13,18 @@ export type ToRank =
   | { type: 'close' };
 
 export type FromRank =
-  | { type: 'done'; output?: StepOutput | null }
+  /** `description`: the rank backend's, after load. */
+  | { type: 'done'; output?: StepOutput | null; description?: string }
   | { type: 'error'; message: string };
+
+/** The backends a rank can be. */
+export type RankBackendName = 'ref' | 'cpu';
 
 export interface RankInit {
   rank: number;
   tpSize: number;
-  backend: 'ref';
+  backend: RankBackendName;
+  /** The rank backend's settings (cpu: its thread count and weight format). */
+  options: BackendOptions;
   control: SharedArrayBuffer;
 }

@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { RefBackend } from '../ref/ref-backend.js';
+import type { Backend } from '../../src/engine/backend.js';
 import type { TensorInfo, WeightSource } from '../../src/model/weights.js';
 import { SharedMemoryCollectives } from './collectives.js';
 import type { FromRank, RankInit, ToRank } from './protocol.js';
@@ -7,30 +7,33 @@ import type { FromRank, RankInit, ToRank } from './protocol.js';
 /** One tensor-parallel rank: a backend over its shard, driven step by step by the main thread. */
 const init = workerData as RankInit;
 const collectives = new SharedMemoryCollectives(init.rank, init.tpSize, init.control);
-const backend = new RefBackend({ collectives });
-const tensors = new Map<string, { info: TensorInfo; bytes: Uint8Array }>();
+const backend = await rankBackend();
+/** The shard's tensors; a tensor's bytes are dropped once the backend has read them, its info kept. */
+const infos = new Map<string, TensorInfo>();
+const tensors = new Map<string, Uint8Array>();
 const port = parentPort!;
 
 async function handle(message: ToRank): Promise<FromRank> {
   switch (message.type) {
     case 'tensor':
-      tensors.set(message.info.name, message);
+      infos.set(message.info.name, message.info);
+      tensors.set(message.info.name, message.bytes);
       return { type: 'done' };
     case 'load': {
       const weights: WeightSource = {
         description: `rank ${init.rank}'s shard`,
         random: message.random,
-        info: (name) => tensors.get(name)?.info,
+        info: (name) => infos.get(name),
         read: async (name) => {
-          const t = tensors.get(name);
-          if (!t) throw new Error(`rank ${init.rank}: no tensor ${name}`);
+          const bytes = tensors.get(name);
+          if (!bytes) throw new Error(`rank ${init.rank}: no tensor ${name}${infos.has(name) ? ' (already read once)' : ''}`);
           tensors.delete(name);
-          return t.bytes;
+          return bytes;
         },
         close: async () => {},
       };
       await backend.load({ config: message.config, graph: message.graph, weights });
-      return { type: 'done' };
+      return { type: 'done', description: backend.description };
     }
     case 'allocate':
       await backend.allocateKvCache(message.spec);
@@ -43,6 +46,19 @@ async function handle(message: ToRank): Promise<FromRank> {
     case 'close':
       await backend.close();
       return { type: 'done' };
+  }
+}
+
+async function rankBackend(): Promise<Backend> {
+  switch (init.backend) {
+    case 'ref': {
+      const { RefBackend } = await import('../ref/ref-backend.js');
+      return new RefBackend({ collectives });
+    }
+    case 'cpu': {
+      const { create } = await import('../cpu/index.js');
+      return create({ ...init.options, collectives });
+    }
   }
 }
 

@@ -1,11 +1,11 @@
 import { Worker } from 'node:worker_threads';
-import type { Backend, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
 import { hostKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
 import { BackendError } from '../../src/errors.js';
 import { shardLlama, type RankShard } from '../../src/model/shard.js';
 import { ShardedWeights } from '../../src/model/sharded-weights.js';
 import { controlWords } from './collectives.js';
-import type { FromRank, RankInit, ToRank } from './protocol.js';
+import type { FromRank, RankBackendName, RankInit, ToRank } from './protocol.js';
 
 /** A rank's thread and the replies it owes, in the order the messages went. */
 class RankThread {
@@ -35,22 +35,27 @@ class RankThread {
  * and each step runs on every rank in lockstep, each rank a backend over its shard of the graph
  * and weights (src/model/shard.ts) with its own KV cache shard, in its own worker thread;
  * collectives go over shared memory (collectives.ts). Rank 0's sampled tokens are the step's.
- * For `ref` ranks: they exist to test the sharding exactly, not for speed.
+ * `ref` and `cpu` ranks exist to test the sharding, not for speed.
  */
 export class TensorParallelBackend implements Backend {
   readonly name: string;
-  readonly description: string;
+  private rankDescription: string | null = null;
   private ranks: RankThread[] = [];
   private shards: RankShard[] = [];
   private readonly control = new SharedArrayBuffer(controlWords * 4);
   private data = new SharedArrayBuffer(0);
 
   constructor(
-    private readonly rankBackend: 'ref',
+    private readonly rankBackend: RankBackendName,
     readonly tpSize: number,
+    private readonly rankOptions: BackendOptions = {},
   ) {
     this.name = rankBackend;
-    this.description = `${rankBackend} x ${tpSize} tensor-parallel ranks (worker threads, collectives over shared memory)`;
+  }
+
+  get description(): string {
+    const ranks = `${this.rankBackend} x ${this.tpSize} tensor-parallel ranks (worker threads, collectives over shared memory)`;
+    return this.rankDescription ? `${ranks}; rank 0: ${this.rankDescription}` : ranks;
   }
 
   async load(model: ModelSpec): Promise<void> {
@@ -59,7 +64,7 @@ export class TensorParallelBackend implements Backend {
       (shard) =>
         new RankThread(
           new Worker(new URL('./rank-worker-entry.mjs', import.meta.url), {
-            workerData: { rank: shard.rank, tpSize: this.tpSize, backend: this.rankBackend, control: this.control } satisfies RankInit,
+            workerData: { rank: shard.rank, tpSize: this.tpSize, backend: this.rankBackend, options: this.rankOptions, control: this.control } satisfies RankInit,
           }),
         ),
     );
@@ -71,7 +76,8 @@ export class TensorParallelBackend implements Backend {
         const bytes = await weights.read(name);
         check(await rank.call({ type: 'tensor', info: weights.info(name)!, bytes }, [bytes.buffer as ArrayBuffer]));
       }
-      check(await rank.call({ type: 'load', config: shard.config, graph: shard.graph, random: model.weights.random }));
+      const loaded = check(await rank.call({ type: 'load', config: shard.config, graph: shard.graph, random: model.weights.random }));
+      if (shard.rank === 0 && loaded.type === 'done') this.rankDescription = loaded.description ?? null;
     }
   }
 

@@ -30,7 +30,7 @@ export function addBackendFlags(command: Command): Command {
     .addOption(new Option('--backend <name>', backendHelp()).choices(backendChoices).default('auto'))
     .option('--threads <n>', 'cpu backend: intra-op threads (default: all cores)', parseIntOption)
     .option('--base-gpu-id <n>', 'cuda backend: the GPU to run on', parseIntOption)
-    .option('--tp-size <n>', 'tensor-parallel ranks: the model is sharded over N ranks (ref: worker threads; see docs/architecture.md)', parseIntOption)
+    .option('--tp-size <n>', 'tensor-parallel ranks: the model is sharded over N ranks (ref, cpu: worker threads; see docs/architecture.md)', parseIntOption)
     .option('--tp <n>', 'alias of --tp-size', parseIntOption)
     .option('--tensor-parallel-size <n>', "alias of --tp-size (vLLM's name)", parseIntOption)
     .addOption(
@@ -52,7 +52,7 @@ export async function createBackendFromFlags(flags: BackendFlags): Promise<Backe
   const tpSize = tensorParallelSize(flags);
   if (tpSize > 1) {
     const { createTensorParallelBackend } = await import('../../backends/tensor-parallel/create.js');
-    return createTensorParallelBackend(flags.backend, tpSize, flags.baseGpuId ?? 0);
+    return createTensorParallelBackend(flags.backend, tpSize, options);
   }
   return createBackend(flags.backend, options);
 }

@@ -23,6 +23,20 @@ export interface BackendOptions {
   webgpuAttentionSplit?: number;
 }
 
+/**
+ * The two collectives of a tensor-parallel rank's graph (src/model/shard.ts's all_reduce and
+ * all_gather ops), handed to a rank backend by backends/tensor-parallel; a backend without them
+ * runs only unsharded graphs.
+ */
+export interface RankCollectives {
+  readonly rank: number;
+  readonly tpSize: number;
+  /** x = the sum of x over the ranks. */
+  allReduce(x: Float32Array): void;
+  /** out row r = x row r of rank 0, then of rank 1, ...; parts[i] is rank i's column count. */
+  allGather(x: Float32Array, out: Float32Array, rows: number, parts: readonly number[]): void;
+}
+
 export const cpuWeightFormats = ['f32', 'q8', 'q4'] as const;
 export type CpuWeightFormat = (typeof cpuWeightFormats)[number];
 

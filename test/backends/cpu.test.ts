@@ -146,8 +146,9 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
 
   it('compiles the linears that read one input as one GEMM (q/k/v, gate/up)', async () => {
     const config = oddShapesConfig;
-    const whole = { firstLayer: 0, endLayer: config.numLayers, withHead: true };
-    const bytes = await buildSegmentModel(config, buildLlamaGraph(config), new DummyWeights(config, 0, 'f32'), whole, 'f32');
+    const graph = buildLlamaGraph(config);
+    const whole = { startOp: 1, endOp: graph.ops.length, firstLayer: 0, endLayer: config.numLayers, withHead: true };
+    const bytes = await buildSegmentModel(config, graph, new DummyWeights(config, 0, 'f32'), whole, 'f32');
     const { onnx } = onnxProto as unknown as { onnx: typeof OnnxTypes };
     const gemms = onnx.ModelProto.decode(bytes).graph!.node!.filter((n) => n.opType === 'Gemm').length;
     expect(gemms).toBe(4 * config.numLayers + 1); // qkv, o, gate_up, down per layer; the lm-head
@@ -155,11 +156,14 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
 
   it('splits layers into segments by stored weight bytes', () => {
     const config = presets['llama-3.2-1b']!;
-    const one = planSegments(buildLlamaGraph(config), 'q8', 2 ** 31);
-    expect(one).toEqual([{ firstLayer: 0, endLayer: 16, withHead: true }]);
-    const several = planSegments(buildLlamaGraph(config), 'f32', 2 ** 30);
+    const graph = buildLlamaGraph(config);
+    const one = planSegments(graph, 'q8', 2 ** 31);
+    // The embedding (op 0) is looked up on the host.
+    expect(one).toEqual([{ startOp: 1, endOp: graph.ops.length, firstLayer: 0, endLayer: 16, withHead: true }]);
+    const several = planSegments(graph, 'f32', 2 ** 30);
     expect(several.at(-1)!.withHead).toBe(true);
-    expect(several.every((s, i) => i === 0 || s.firstLayer === several[i - 1]!.endLayer)).toBe(true);
+    expect(several.every((s, i) => i === 0 || (s.firstLayer === several[i - 1]!.endLayer && s.startOp === several[i - 1]!.endOp))).toBe(true);
+    expect(several.every((s, i) => i === several.length - 1 || graph.layerStart.includes(s.endOp))).toBe(true);
     expect(several.at(-1)!.endLayer).toBe(16);
     expect(several.length).toBeGreaterThan(4);
   });
