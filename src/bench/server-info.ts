@@ -22,6 +22,19 @@ export function resolveBaseUrl(options: EndpointOptions): string {
   return raw.replace(/\/+$/, '');
 }
 
+/**
+ * SGLang's GET /get_server_info (sluice serves it too): how the engine was started (tp_size,
+ * max_total_tokens, ...), kept with a comparison's results; null where the engine has no such route.
+ */
+export async function fetchServerInfo(baseUrl: string, timeoutMs = 10_000): Promise<Record<string, unknown> | null> {
+  try {
+    const info = await getJson(new URL(`${baseUrl}/get_server_info`), timeoutMs);
+    return info !== null && typeof info === 'object' && !Array.isArray(info) ? (info as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
 /** The first model the server lists at GET /v1/models. */
 export async function fetchServedModel(baseUrl: string, apiKey?: string, timeoutMs = 30_000): Promise<string> {
   const url = new URL(`${baseUrl}/v1/models`);

@@ -23,7 +23,7 @@ import {
   type ServedEngine,
 } from '../server/index.js';
 import { parseFloatOption, parseIntOption } from './options.js';
-import { addBackendFlags, backendOptions, createBackendFromFlags, dequantizedDType, type BackendFlags } from './backend-flags.js';
+import { addBackendFlags, backendOptions, createBackendFromFlags, dequantizedDType, tensorParallelSize, type BackendFlags } from './backend-flags.js';
 import { parameterCount } from '../model/config.js';
 import { FaultInjectingBackend, parseFaultSpec, type FaultSpec } from '../engine/fault-injection.js';
 
@@ -312,6 +312,7 @@ async function listen(engine: ServedEngine, model: LoadedModel, options: ServeOp
         logFormat: options.logFormat,
       },
       kvEvents,
+      tpSize: tensorParallelSize(options),
       tokenizerThread: options.engineThread === 'worker',
     });
   } catch (e) {

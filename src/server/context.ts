@@ -36,6 +36,8 @@ export interface ServerContext {
   http: HttpSettings;
   /** Set once shutdown begins: new generation requests get 503. */
   draining: boolean;
+  /** Tensor-parallel ranks the engine's backend runs (--tp-size), as /server_info reports. */
+  tpSize: number;
   /** Where KV-cache events go (--kv-events-endpoint), or null when off. */
   kvEvents: KvEventPublisher | null;
 }

@@ -34,6 +34,8 @@ export interface ServerOptions {
   http?: Partial<HttpSettings>;
   /** The KV-event publisher the engine was given; the server reports it and closes it on shutdown. */
   kvEvents?: KvEventPublisher | null;
+  /** Tensor-parallel ranks behind the engine (reported by /server_info; default 1). */
+  tpSize?: number;
   /** Long prompt texts are tokenized in a thread of their own, off the HTTP thread (with `--engine-thread worker`). */
   tokenizerThread?: boolean;
 }
@@ -71,6 +73,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     draining: false,
     http: { ...defaultHttpSettings, ...definedOnly(options.http ?? {}) },
     kvEvents: options.kvEvents ?? null,
+    tpSize: options.tpSize ?? 1,
     prompts: new PromptEncoder(options.model.tokenizer, { thread: options.tokenizerThread ?? false }),
   };
   const app = buildApp(ctx, { apiKey: options.apiKey ?? null, version: packageVersion() });

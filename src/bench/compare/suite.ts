@@ -4,7 +4,7 @@ import { loadBenchRequests, type DatasetOptions } from '../datasets.js';
 import type { BenchmarkMetrics } from '../metrics.js';
 import { latencySamples } from '../metrics.js';
 import { runBenchmark } from '../runner.js';
-import { fetchServedModel } from '../server-info.js';
+import { fetchServedModel, fetchServerInfo } from '../server-info.js';
 import type { BenchTokenizer } from '../tokenizer.js';
 import { pythonFloat } from '../report.js';
 import type { BenchRequest } from '../types.js';
@@ -50,6 +50,8 @@ export interface RunResult extends SuiteRun {
 
 export interface EngineResult extends EngineSpec {
   model?: string;
+  /** The engine's GET /get_server_info once it was up (SGLang and sluice; absent for engines without it). */
+  serverInfo?: Record<string, unknown>;
   /** Set when the engine could not be started or reached. */
   error?: string;
   runs: RunResult[];
@@ -100,7 +102,10 @@ export async function runSuite(engines: EngineSpec[], settings: SuiteSettings, c
       if (launched) context.log(`[${spec.name}] launching: ${spec.launch}`);
       await waitForHealth(spec.url, (launched ? settings.launchTimeoutS : 30) * 1000, launched?.exited);
       engine.model = await fetchServedModel(spec.url);
-      context.log(`[${spec.name}] ${spec.url} is up, serving ${engine.model}`);
+      const serverInfo = await fetchServerInfo(spec.url);
+      if (serverInfo) engine.serverInfo = serverInfo;
+      const tp = typeof serverInfo?.tp_size === 'number' ? ` (tp_size ${serverInfo.tp_size})` : '';
+      context.log(`[${spec.name}] ${spec.url} is up, serving ${engine.model}${tp}`);
       for (const run of runs) {
         context.log(`[${spec.name}] request rate ${pythonFloat(run.requestRate)}, ${run.numPrompts} prompts`);
         const result = await runOne(spec, engine.model, run, requestSets.get(run.numPrompts)!, settings, context);
