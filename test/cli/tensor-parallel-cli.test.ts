@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { runSluice, spawnSluice, waitForServing } from '../support/sluice-process.js';
 
-async function generateIds(args: string[]): Promise<number[]> {
-  const { code, stdout, stderr } = await runSluice(['generate', '--model-path', 'tiny', '--backend', 'ref', '--json', '--prompt', 'Tensor parallel ranks', '--max-new-tokens', '10', ...args]);
+async function generateIds(args: string[], backend = 'ref'): Promise<number[]> {
+  const { code, stdout, stderr } = await runSluice(['generate', '--model-path', 'tiny', '--backend', backend, '--json', '--prompt', 'Tensor parallel ranks', '--max-new-tokens', '10', ...args]);
   expect(code, stderr).toBe(0);
   return JSON.parse(stdout.trim()).token_ids;
 }
@@ -13,6 +13,11 @@ describe('--tp-size on the command line', () => {
     expect(await generateIds(['--tp-size', '2'])).toEqual(single);
     expect(await generateIds(['--tp', '4'])).toEqual(single);
     expect(await generateIds(['--tensor-parallel-size', '2'])).toEqual(single);
+  });
+
+  it('generate --backend cpu --tp 2: cpu ranks give the tokens of one cpu backend (f32 preset)', async () => {
+    const single = await generateIds(['--threads', '1'], 'cpu');
+    expect(await generateIds(['--threads', '1', '--tp', '2'], 'cpu')).toEqual(single);
   });
 
   it('serve --tp 2 (engine in its own thread) answers greedy completions with the tokens of one rank', async () => {
