@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -6,7 +6,7 @@ import { UserError } from '../../src/errors.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { resolveHubModel } from '../../src/model/hub/hub-download.js';
 import { parseHubModelId } from '../../src/model/hub/hub-id.js';
-import type { HubSettings } from '../../src/model/hub/hub-settings.js';
+import { hubSettings, type HubSettings } from '../../src/model/hub/hub-settings.js';
 import { openModel } from '../../src/model/load.js';
 import { FakeHub, folderFiles, type FakeRevision } from '../support/fake-hub.js';
 import { tinyVariant } from '../support/reference-runs.js';
@@ -190,5 +190,26 @@ describe('Hugging Face model ids through the HF cache', () => {
 
   it('--revision with a local path is refused', async () => {
     await expect(openModel({ modelPath: 'tiny', revision: 'main' })).rejects.toThrow(/revision applies to Hugging Face model ids/);
+  });
+});
+
+describe('the HF_* environment, read as huggingface_hub reads it', () => {
+  it('HF_HUB_CACHE, else HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub; HF_TOKEN, else the token saved under HF_HOME; HF_HUB_OFFLINE; HF_ENDPOINT', () => {
+    const home = mkdtempSync(join(tmpdir(), 'sluice-hf-home-'));
+    try {
+      expect(hubSettings({ HOME: home, XDG_CACHE_HOME: join(home, 'xdg') }).cacheDir).toBe(join(home, 'xdg', 'huggingface', 'hub'));
+      expect(hubSettings({ HF_HOME: join(home, 'hf') }).cacheDir).toBe(join(home, 'hf', 'hub'));
+      expect(hubSettings({ HF_HOME: join(home, 'hf'), HF_HUB_CACHE: join(home, 'cache') }).cacheDir).toBe(join(home, 'cache'));
+      expect(hubSettings({ HF_HOME: join(home, 'hf') }).token).toBeUndefined();
+      mkdirSync(join(home, 'hf'));
+      writeFileSync(join(home, 'hf', 'token'), 'hf_saved\n');
+      expect(hubSettings({ HF_HOME: join(home, 'hf') }).token).toBe('hf_saved');
+      expect(hubSettings({ HF_HOME: join(home, 'hf'), HF_TOKEN: 'hf_env' }).token).toBe('hf_env');
+      expect(hubSettings({ HF_HUB_OFFLINE: '1' }).offline).toBe(true);
+      expect(hubSettings({ HF_HUB_OFFLINE: '0' }).offline).toBe(false);
+      expect(hubSettings({ HF_ENDPOINT: 'http://127.0.0.1:9/' }).endpoint).toBe('http://127.0.0.1:9');
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });

@@ -1,7 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { getHFHubCachePath } from '@huggingface/hub';
 
 /** Where and how the Hugging Face Hub is reached, from the environment variables every HF tool reads. */
 export interface HubSettings {
@@ -20,12 +19,19 @@ export function hubSettings(env: NodeJS.ProcessEnv = process.env): HubSettings {
     endpoint: env.HF_ENDPOINT?.replace(/\/+$/, '') || undefined,
     token: env.HF_TOKEN || savedToken(env),
     offline: ['1', 'ON', 'YES', 'TRUE'].includes((env.HF_HUB_OFFLINE ?? '').toUpperCase()),
-    cacheDir: getHFHubCachePath(),
+    cacheDir: env.HF_HUB_CACHE || env.HUGGINGFACE_HUB_CACHE || join(hfHome(env), 'hub'),
   };
 }
 
+/**
+ * huggingface_hub's HF_HOME: the variable, else XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface.
+ * (@huggingface/hub's getHFHubCachePath applies the same rules, but to process.env only.)
+ */
+function hfHome(env: NodeJS.ProcessEnv): string {
+  return env.HF_HOME || join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'huggingface');
+}
+
 function savedToken(env: NodeJS.ProcessEnv): string | undefined {
-  const home = env.HF_HOME ?? join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface');
-  const file = join(home, 'token');
+  const file = join(hfHome(env), 'token');
   return existsSync(file) ? readFileSync(file, 'utf8').trim() || undefined : undefined;
 }
