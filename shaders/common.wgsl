@@ -9,7 +9,8 @@ struct Step {
   topLogprobs: u32,
   /** Sequences with a token mask this step (0: the mask dispatch is skipped). */
   maskedSeqs: u32,
-  pad1: u32,
+  /** logit_bias / min_tokens entries this step (0: the bias dispatch is skipped). */
+  numBiases: u32,
 }
 
 @group(0) @binding(0) var<uniform> step: Step;

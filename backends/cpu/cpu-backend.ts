@@ -406,10 +406,10 @@ export class CpuBackend implements Backend {
   }
 }
 
-/** Greedy steps without log-probs, penalties or token masks can take the in-graph argmax instead of the logits. */
+/** Greedy steps without log-probs, penalties, logit biases or token masks can take the in-graph argmax instead of the logits. */
 function needsLogits(batch: ForwardBatch): boolean {
   const s = batch.sampling;
-  return s.penalties !== null || s.tokenMask != null || s.temperature.some((t) => t > 0) || s.logprobs.some((k) => k >= 0);
+  return s.penalties !== null || s.tokenMask != null || s.logitBias != null || s.temperature.some((t) => t > 0) || s.logprobs.some((k) => k >= 0);
 }
 
 /** The token rows whose logits ForwardBatch.promptLogprobs asks for. */

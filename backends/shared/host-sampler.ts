@@ -1,8 +1,8 @@
-import type { PenaltyBatch, SamplingBatch, StepOutput, TokenMaskBatch } from '../../src/engine/backend.js';
+import type { LogitBiasBatch, PenaltyBatch, SamplingBatch, StepOutput, TokenMaskBatch } from '../../src/engine/backend.js';
 
 /**
  * The sampling rule every backend implements, applied to one sequence's logits row:
- * 1. penalties (repetition as in CTRL/HF: positive logits divided, negative multiplied;
+ * 1. the row's logit bias (logit_bias added, min_tokens' banned ids -inf), then penalties (repetition as in CTRL/HF: positive logits divided, negative multiplied;
  *    frequency and presence subtracted as in the OpenAI API), then the token mask of a
  *    constrained row (disallowed ids get -inf);
  * 2. log-probs, when asked, are log_softmax of these logits (before temperature);
@@ -24,6 +24,11 @@ export function applyPenalties(logits: Float32Array, penalties: PenaltyBatch, s:
     if (count > 0) x -= freq * count + pres;
     logits[id] = x;
   }
+}
+
+/** Adds row s's sparse bias to its logits (-inf bans a token). */
+export function applyLogitBias(logits: Float32Array, bias: LogitBiasBatch, s: number): void {
+  for (let i = bias.rowStart[s]!; i < bias.rowStart[s + 1]!; i++) logits[bias.tokenIds[i]!] += bias.bias[i]!;
 }
 
 /** Sets the logits of the ids row s's mask disallows to -inf (nothing when s is unconstrained). */
@@ -227,6 +232,7 @@ export function sampleLogits(logits: Float32Array, vocab: number, sampling: Samp
   const top = maxK > 0 ? { k: maxK, ids: new Int32Array(numSeqs * maxK), logprobs: new Float32Array(numSeqs * maxK) } : null;
   for (let s = 0; s < numSeqs; s++) {
     const row = logits.subarray(s * vocab, (s + 1) * vocab);
+    if (sampling.logitBias) applyLogitBias(row, sampling.logitBias, s);
     if (sampling.penalties) applyPenalties(row, sampling.penalties, s);
     if (sampling.tokenMask) applyTokenMask(row, sampling.tokenMask, s);
     tokens[s] = sampleToken(row, sampling, s);

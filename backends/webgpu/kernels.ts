@@ -14,12 +14,14 @@ export interface StepShape {
   topLogprobs: number;
   /** Sequences with an allowed-token mask this step (structured output); 0 or absent: none. */
   maskedSeqs?: number;
+  /** logit_bias / min_tokens entries this step; 0 or absent: none. */
+  numBiases?: number;
 }
 
 export const stepUniformBytes = 32;
 
 export function encodeStep(shape: StepShape): Uint32Array {
-  return Uint32Array.of(shape.numTokens, shape.numSeqs, shape.numSplits, shape.splitSize, shape.numPenalties, shape.topLogprobs, shape.maskedSeqs ?? 0, 0);
+  return Uint32Array.of(shape.numTokens, shape.numSeqs, shape.numSplits, shape.splitSize, shape.numPenalties, shape.topLogprobs, shape.maskedSeqs ?? 0, shape.numBiases ?? 0);
 }
 
 export type Rows = 'tokens' | 'seqs';
@@ -191,6 +193,12 @@ export function attention(ctx: GpuContext, step: GPUBuffer, a: AttentionArgs, h:
 export function penalties(ctx: GpuContext, step: GPUBuffer, logits: GPUBuffer, entries: GPUBuffer, seqPenalties: GPUBuffer, vocab: number): Dispatch {
   const params = ctx.uniform('penalties params', [vocab, 0, 0, 0]);
   return dispatch(ctx, 'penalties', 'penalties', [step, params, logits, entries, seqPenalties], (s) => elementwise(s.numPenalties));
+}
+
+/** Adds each (sequence, token id, bias bits) entry's bias to its logit (skipped when the step has none). */
+export function logitBias(ctx: GpuContext, step: GPUBuffer, logits: GPUBuffer, entries: GPUBuffer, vocab: number): Dispatch {
+  const params = ctx.uniform('logit_bias params', [vocab, 0, 0, 0]);
+  return dispatch(ctx, 'logit_bias', 'logit_bias', [step, params, logits, entries], (s) => elementwise(s.numBiases ?? 0));
 }
 
 /** Bytes of one sequence's sampling settings (struct SeqSampling in shaders/sample.wgsl). */

@@ -10,6 +10,8 @@ export interface Capacity {
   seqs: number;
   pageTable: number;
   penalties: number;
+  /** logit_bias / min_tokens entries. */
+  biases: number;
   topLogprobs: number;
   /** tokens x heads x splits entries of attention partial results. */
   attentionPartials: number;
@@ -40,6 +42,7 @@ export class CompiledPlan {
   readonly seqSampling: GPUBuffer;
   readonly penaltyEntries: GPUBuffer;
   readonly seqPenalties: GPUBuffer;
+  readonly biasEntries: GPUBuffer;
   /** Allowed-token bitmasks of the constrained sequences (a row per sequence at most). */
   readonly tokenMask: GPUBuffer;
   /** Dispatches from this index on read the token masks: a step with masks submits them once the masks are ready. */
@@ -73,6 +76,7 @@ export class CompiledPlan {
     this.seqSampling = ctx.storage('seqSampling', cap.seqs * k.seqSamplingBytes);
     this.penaltyEntries = i32('penaltyEntries', 3 * cap.penalties);
     this.seqPenalties = i32('seqPenalties', 4 * cap.seqs);
+    this.biasEntries = i32('biasEntries', 3 * cap.biases);
     this.tokenMask = i32('tokenMask', cap.seqs * k.maskWords(c.vocabSize));
     const outputBytes = k.sampleOutputWords(cap.seqs, cap.topLogprobs) * 4;
     this.output = ctx.storage('sample output', outputBytes);
@@ -150,6 +154,7 @@ export class CompiledPlan {
           add(k.gatherLast(ctx, s, act(op.x), this.meta, act(op.out), model.graph.activations[op.x]!.cols));
           break;
         case 'sample':
+          add(k.logitBias(ctx, s, act(op.logits), this.biasEntries, c.vocabSize));
           add(k.penalties(ctx, s, act(op.logits), this.penaltyEntries, this.seqPenalties, c.vocabSize));
           this.maskedFrom = this.dispatches.length;
           add(
@@ -168,6 +173,7 @@ export class CompiledPlan {
       need.seqs <= cap.seqs &&
       need.pageTable <= cap.pageTable &&
       need.penalties <= cap.penalties &&
+      need.biases <= cap.biases &&
       need.topLogprobs <= cap.topLogprobs
     );
   }

@@ -1,4 +1,4 @@
-import type { ForwardBatch } from '../../src/engine/backend.js';
+import type { ForwardBatch, LogitBiasBatch } from '../../src/engine/backend.js';
 import { seqSamplingBytes } from './kernels.js';
 
 /** The host arrays a step uploads, packed in the layouts the shaders read. */
@@ -15,10 +15,28 @@ export interface PackedStep {
   penaltyEntries: Int32Array;
   /** (repetition, frequency, presence, unused) per sequence. */
   seqPenalties: Float32Array;
+  /** (sequence, token id, bias as f32 bits) per logit_bias / min_tokens entry. */
+  biasEntries: Int32Array;
   /** Largest log-probs count asked: -1 none, 0 only the sampled token's. */
   maxLogprobs: number;
   /** Sequences with an allowed-token mask (their rows are in batch.sampling.tokenMask). */
   maskedSeqs: number;
+}
+
+function packBiases(bias: LogitBiasBatch | null | undefined, numSeqs: number): Int32Array {
+  if (!bias) return new Int32Array(0);
+  const first = bias.rowStart[0]!;
+  const entries = new Int32Array(3 * (bias.rowStart[numSeqs]! - first));
+  const bits = new Int32Array(bias.bias.buffer, bias.bias.byteOffset, bias.bias.length);
+  let e = 0;
+  for (let s = 0; s < numSeqs; s++) {
+    for (let i = bias.rowStart[s]!; i < bias.rowStart[s + 1]!; i++) {
+      entries[e++] = s;
+      entries[e++] = bias.tokenIds[i]!;
+      entries[e++] = bits[i]!;
+    }
+  }
+  return entries;
 }
 
 /** Packs a batch that validateForwardBatch (src/engine/forward-batch.ts) accepted. */
@@ -74,6 +92,7 @@ export function packStep(batch: ForwardBatch): PackedStep {
     }
   }
   return {
+    biasEntries: packBiases(sp.logitBias, numSeqs),
     tokenIds: batch.tokenIds,
     positions: batch.positions,
     slotMapping: batch.slotMapping,

@@ -20,7 +20,7 @@ export interface WebGpuTuning {
   profile?: boolean;
 }
 
-const initialCapacity: Capacity = { tokens: 64, seqs: 8, pageTable: 256, penalties: 256, topLogprobs: 4, attentionPartials: 4096 };
+const initialCapacity: Capacity = { tokens: 64, seqs: 8, pageTable: 256, penalties: 256, biases: 64, topLogprobs: 4, attentionPartials: 4096 };
 
 /**
  * The Llama graph as WGSL compute shaders through Dawn. The graph is compiled into a fixed list
@@ -210,6 +210,7 @@ export class WebGpuBackend implements Backend {
       seqs: numSeqs,
       pageTable: packed.pageTable.length,
       penalties: packed.penaltyEntries.length / 3,
+      biases: packed.biasEntries.length / 3,
       topLogprobs: Math.max(0, packed.maxLogprobs),
       attentionPartials: 0,
     };
@@ -221,6 +222,7 @@ export class WebGpuBackend implements Backend {
       seqs: grow(old.seqs, need.seqs),
       pageTable: grow(old.pageTable, need.pageTable),
       penalties: grow(old.penalties, need.penalties),
+      biases: grow(old.biases, need.biases),
       topLogprobs: grow(old.topLogprobs, need.topLogprobs),
       attentionPartials: old.attentionPartials,
     };
@@ -263,6 +265,7 @@ export class WebGpuBackend implements Backend {
       splitSize,
       numPenalties: packed.penaltyEntries.length / 3,
       maskedSeqs: packed.maskedSeqs,
+      numBiases: packed.biasEntries.length / 3,
       topLogprobs: Math.max(0, packed.maxLogprobs),
     };
   }
@@ -282,6 +285,7 @@ export class WebGpuBackend implements Backend {
     write(plan.seqSampling, p.seqSampling);
     write(plan.penaltyEntries, p.penaltyEntries);
     write(plan.seqPenalties, p.seqPenalties);
+    write(plan.biasEntries, p.biasEntries);
   }
 
   private modelOnDevice(): ModelOnDevice {

@@ -283,6 +283,14 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
       in.penaltyIds = copyTyped<int>(p, "tokenIds");
       in.penaltyCounts = copyTyped<int>(p, "outputCounts");
     }
+    const Napi::Value bias = s.Get("logitBias");
+    if (bias.IsObject()) {
+      const Napi::Object lb = bias.As<Napi::Object>();
+      in.hasBias = true;
+      in.biasStart = copyTyped<int>(lb, "rowStart");
+      in.biasIds = copyTyped<int>(lb, "tokenIds");
+      in.biasValues = copyTyped<float>(lb, "bias");
+    }
     const Napi::Value mask = s.Get("tokenMask");
     if (mask.IsObject()) {
       const Napi::Object m = mask.As<Napi::Object>();

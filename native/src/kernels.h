@@ -104,7 +104,7 @@ void launchAttention(const AttentionArgs& args, cudaStream_t stream);
 
 // ---- sampling.cu ----
 struct SamplingArgs {
-  float* logits;  // [S, vocab], penalties applied in place
+  float* logits;  // [S, vocab], biases, penalties and masks applied in place
   int numSeqs;
   int vocab;
   const float* temperature;
@@ -113,6 +113,11 @@ struct SamplingArgs {
   const float* minP;
   const float* random;
   const int* logprobsK;  // -1 none, 0 sampled only, k top
+  // logit_bias / min_tokens (null when no row has any): row s adds biasValues[i] to logit biasIds[i]
+  // for i in [biasStart[s], biasStart[s + 1]), before the penalties
+  const int* biasStart;  // [S + 1]
+  const int* biasIds;
+  const float* biasValues;
   // penalties (null when none)
   const float* repetition;
   const float* frequency;

@@ -168,6 +168,7 @@ class Model {
   size_t sortTempBytes_ = 0;
   DeviceBuffer penalties_;
   DeviceBuffer tokenMask_;
+  DeviceBuffer logitBias_;
   DeviceBuffer outputs_;
   PinnedBuffer outputsHost_;
 

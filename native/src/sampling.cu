@@ -1,4 +1,4 @@
-// Sampling on the device, the rule of backends/shared/host-sampler.ts: penalties, token masks, log-sum-exp and argmax
+// Sampling on the device, the rule of backends/shared/host-sampler.ts: logit biases, penalties, token masks, log-sum-exp and argmax
 // (lowest id on ties), then for rows that sample or want top log-probs the top-k / top-p / min-p
 // cuts and the inverse-CDF draw with the engine-supplied uniform number.
 //
@@ -26,6 +26,13 @@ namespace {
 
 constexpr int kThreads = 1024;
 constexpr int kItems = 4;
+
+/** logit_bias and min_tokens' bans (-inf): one block per row, each entry's id distinct within its row. */
+__global__ void logitBiasKernel(SamplingArgs a) {
+  const int s = blockIdx.x;
+  float* row = a.logits + size_t(s) * a.vocab;
+  for (int i = a.biasStart[s] + threadIdx.x; i < a.biasStart[s + 1]; i += blockDim.x) row[a.biasIds[i]] += a.biasValues[i];
+}
 
 __global__ void penaltiesKernel(SamplingArgs a) {
   const int s = blockIdx.x;
@@ -446,6 +453,10 @@ __global__ void __launch_bounds__(kThreads) selectKernel(SamplingArgs a) {
 
 void launchSampling(const SamplingArgs& a, cudaStream_t stream) {
   if (a.numSeqs == 0) return;
+  if (a.biasStart != nullptr) {
+    logitBiasKernel<<<a.numSeqs, 256, 0, stream>>>(a);
+    CUDA_CHECK_LAUNCH("logit bias kernel");
+  }
   if (a.repetition != nullptr) {
     penaltiesKernel<<<a.numSeqs, 256, 0, stream>>>(a);
     CUDA_CHECK_LAUNCH("penalties kernel");

@@ -74,6 +74,13 @@ void validateStep(const StepInput& in, int vocabSize, int numPages, int pageSize
         in.penaltyStart[S] > int(in.penaltyIds.size()) || in.penaltyStart[0] < 0)
       throw CudaError("forward: malformed penalties");
   }
+  if (in.hasBias) {
+    if (int(in.biasStart.size()) != S + 1 || in.biasIds.size() != in.biasValues.size() || in.biasStart[0] < 0 ||
+        in.biasStart[S] > int(in.biasIds.size()))
+      throw CudaError("forward: malformed logit bias");
+    for (int id : in.biasIds)
+      if (id < 0 || id >= vocabSize) throw CudaError("forward: logit bias token id " + std::to_string(id) + " is outside the vocabulary");
+  }
   if (in.hasMask) {
     if (int(in.maskRowOf.size()) != S || in.maskWords != (vocabSize + 31) / 32) throw CudaError("forward: malformed token mask");
     const size_t rows = in.maskBits.size() / size_t(in.maskWords);

@@ -20,6 +20,11 @@ struct StepInput {
   bool hasMask = false;
   int maskWords = 0;
   std::vector<int> maskRowOf, maskBits;
+  // logit_bias / min_tokens: row s adds biasValues[i] to logit biasIds[i] for i in
+  // [biasStart[s], biasStart[s + 1]); ids distinct within a row; -inf bans the token.
+  bool hasBias = false;
+  std::vector<int> biasStart, biasIds;
+  std::vector<float> biasValues;
 };
 
 /** Word offsets of each array in the step metadata (ints and floats share one buffer). */

@@ -1,5 +1,5 @@
 // Sampling a step's next tokens on the device from the logits the forward pass left, with the
-// sampling parameters step_inputs.cc packed (plus penalties and token masks, copied here), and reading the
+// sampling parameters step_inputs.cc packed (plus logit biases, penalties and token masks, copied here), and reading the
 // tokens and log-probs back to the host.
 #include <cstring>
 #include <vector>
@@ -43,6 +43,22 @@ StepResult Model::sample(const StepInput& in, const StepShape& shape) {
     sa.penaltyStart = p + 3 * S;
     sa.penaltyIds = p + 4 * S + 1;
     sa.penaltyCounts = p + 4 * S + 1 + ids;
+    // The copy reads `packed`, which dies with this scope: wait for it.
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  if (in.hasBias) {
+    const size_t entries = in.biasIds.size();
+    const size_t words = size_t(S) + 1 + 2 * entries;
+    std::vector<int> packed(words);
+    std::memcpy(packed.data(), in.biasStart.data(), (S + 1) * 4);
+    std::memcpy(packed.data() + S + 1, in.biasIds.data(), entries * 4);
+    std::memcpy(packed.data() + S + 1 + entries, in.biasValues.data(), entries * 4);
+    logitBias_.reserve(words * 4);
+    CUDA_CHECK(cudaMemcpyAsync(logitBias_.ptr, packed.data(), words * 4, cudaMemcpyHostToDevice, stream_));
+    const int* b = static_cast<const int*>(logitBias_.ptr);
+    sa.biasStart = b;
+    sa.biasIds = b + S + 1;
+    sa.biasValues = reinterpret_cast<const float*>(b + S + 1 + entries);
     // The copy reads `packed`, which dies with this scope: wait for it.
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }

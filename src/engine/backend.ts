@@ -86,6 +86,20 @@ export interface SamplingBatch {
   penalties: PenaltyBatch | null;
   /** Allowed-token masks of the constrained rows (structured output); absent or null: no row is constrained. */
   tokenMask?: TokenMaskBatch | null;
+  /** Sparse per-row logit additions (logit_bias, and min_tokens' banned stop ids); absent or null: no row has any. */
+  logitBias?: LogitBiasBatch | null;
+}
+
+/**
+ * Per-row sparse additions to the logits, applied first (before penalties, as vLLM applies
+ * logit_bias and min_tokens ahead of its penalties): logits[id] += bias. A bias of -Infinity
+ * bans the token (min_tokens: the stop ids until that many tokens were generated). Row s owns
+ * entries [rowStart[s], rowStart[s+1]); an id appears at most once per row.
+ */
+export interface LogitBiasBatch {
+  rowStart: Int32Array; // [S + 1]
+  tokenIds: Int32Array;
+  bias: Float32Array;
 }
 
 /**

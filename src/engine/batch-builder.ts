@@ -1,4 +1,4 @@
-import type { ForwardBatch, PenaltyBatch, PromptLogprobsRequest, SamplingBatch } from './backend.js';
+import type { ForwardBatch, LogitBiasBatch, PenaltyBatch, PromptLogprobsRequest, SamplingBatch } from './backend.js';
 import type { StepPlan } from './scheduler.js';
 import type { Sequence } from './sequence.js';
 
@@ -68,6 +68,7 @@ export class BatchBuilder {
     const take = (i: number) => this.floats.subarray(i * numSeqs, (i + 1) * numSeqs);
     const sampling: SamplingBatch = { temperature: take(0), topP: take(1), topK, minP: take(2), random: take(3), logprobs, penalties: null };
     let penalized = false;
+    let biased = false;
     for (let s = 0; s < numSeqs; s++) {
       const seq = plan.sequences[s]!;
       const p = seq.request.params;
@@ -79,8 +80,10 @@ export class BatchBuilder {
       sampling.random[s] = sampled ? seq.rng.next() : 0;
       sampling.logprobs[s] = sampled && p.logprobs !== null ? p.logprobs : -1;
       if (sampled && seq.penaltyCounts) penalized = true;
+      if (sampled && seq.logitBias) biased = true;
     }
     if (penalized) sampling.penalties = buildPenalties(plan);
+    if (biased) sampling.logitBias = buildLogitBias(plan);
     return sampling;
   }
 
@@ -115,6 +118,22 @@ function buildPenalties(plan: StepPlan): PenaltyBatch {
     tokenStart[s + 1] = ids.length;
   }
   return { repetition, frequency, presence, tokenStart, tokenIds: Int32Array.from(ids), outputCounts: Int32Array.from(counts) };
+}
+
+/** The sampled rows' logit_bias and min_tokens bans, side by side (built only when some row has any). */
+function buildLogitBias(plan: StepPlan): LogitBiasBatch {
+  const numSeqs = plan.sequences.length;
+  const rows = plan.sequences.map((seq, s) => (producesToken(seq, plan.numTokens[s]!) ? seq.logitBias : null));
+  const rowStart = new Int32Array(numSeqs + 1);
+  for (let s = 0; s < numSeqs; s++) rowStart[s + 1] = rowStart[s]! + (rows[s]?.tokenIds.length ?? 0);
+  const tokenIds = new Int32Array(rowStart[numSeqs]!);
+  const bias = new Float32Array(rowStart[numSeqs]!);
+  rows.forEach((row, s) => {
+    if (!row) return;
+    tokenIds.set(row.tokenIds, rowStart[s]!);
+    bias.set(row.bias, rowStart[s]!);
+  });
+  return { rowStart, tokenIds, bias };
 }
 
 /** The rows whose next-token log-prob sequences asking prompt log-probs want this step; null when none do. */

@@ -1,4 +1,4 @@
-import type { Backend, ForwardBatch, PenaltyBatch, SamplingBatch, StepOutput, TokenMaskBatch } from './backend.js';
+import type { Backend, ForwardBatch, LogitBiasBatch, PenaltyBatch, SamplingBatch, StepOutput, TokenMaskBatch } from './backend.js';
 
 /**
  * --enable-deterministic-inference: runs every token of a step as a forward of its own (one
@@ -63,6 +63,7 @@ function oneToken(batch: ForwardBatch, s: number, t: number, last: boolean, page
         logprobs: batch.sampling.logprobs.slice(s, s + 1),
         penalties: batch.sampling.penalties && penaltiesOf(batch.sampling.penalties, s),
         tokenMask: batch.sampling.tokenMask && maskOf(batch.sampling.tokenMask, s),
+        logitBias: batch.sampling.logitBias && logitBiasOf(batch.sampling.logitBias, s),
       }
     : greedyRow();
   return {
@@ -100,6 +101,12 @@ function penaltiesOf(p: PenaltyBatch, s: number): PenaltyBatch {
     tokenIds: p.tokenIds.slice(from, to),
     outputCounts: p.outputCounts.slice(from, to),
   };
+}
+
+function logitBiasOf(bias: LogitBiasBatch, s: number): LogitBiasBatch {
+  const from = bias.rowStart[s]!;
+  const to = bias.rowStart[s + 1]!;
+  return { rowStart: Int32Array.of(0, to - from), tokenIds: bias.tokenIds.slice(from, to), bias: bias.bias.slice(from, to) };
 }
 
 /** Sequence s's grammar mask row, as a view: the engine fills the bits while the backend runs. */

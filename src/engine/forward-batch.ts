@@ -47,6 +47,15 @@ export function validateForwardBatch(backend: string, batch: ForwardBatch, limit
   for (let i = 0; i < penalized.length; i++) {
     if (penalized[i]! >>> 0 >= limits.vocabSize) throw fail(`penalties: token id ${penalized[i]} is outside the vocabulary (0..${limits.vocabSize - 1})`);
   }
+  const bias = batch.sampling.logitBias;
+  if (bias) {
+    if (bias.rowStart.length !== numSeqs + 1 || bias.rowStart[0] !== 0 || bias.rowStart[numSeqs] !== bias.tokenIds.length || bias.bias.length !== bias.tokenIds.length) {
+      throw fail('logitBias: rowStart must have S + 1 entries running from 0 to the entry count, one bias per entry');
+    }
+    for (let i = 0; i < bias.tokenIds.length; i++) {
+      if (bias.tokenIds[i]! >>> 0 >= limits.vocabSize) throw fail(`logitBias: token id ${bias.tokenIds[i]} is outside the vocabulary (0..${limits.vocabSize - 1})`);
+    }
+  }
   for (let s = 0; s < numSeqs; s++) {
     const newTokens = batch.queryStart[s + 1]! - batch.queryStart[s]!;
     const kvLen = batch.kvLens[s]!;

@@ -60,8 +60,29 @@ export function resolveRequest(
       throw new InvalidRequestError(`logprob_start_len must be an integer in [0, ${ids.length}) (the prompt has ${ids.length} tokens), got ${p.promptLogprobsStart}`, 'logprob_start_len');
     }
   }
+  checkLogitBias(p.logitBias, vocabSize);
+  if (p.minTokens > p.maxNewTokens) {
+    throw new InvalidRequestError(`min_tokens (${p.minTokens}) must be less than or equal to max_tokens (${p.maxNewTokens})`, 'min_tokens');
+  }
   if (ids.length + p.maxNewTokens > contextLength) throw new ContextLengthError(contextLength, ids.length, p.maxNewTokens);
   return p;
+}
+
+/** OpenAI's rule: token ids of the vocabulary, biases in [-100, 100], each id once. */
+function checkLogitBias(bias: unknown, vocabSize: number): void {
+  if (!Array.isArray(bias)) throw new InvalidRequestError('logit_bias must map token ids to numbers', 'logit_bias');
+  const seen = new Set<number>();
+  for (const entry of bias as unknown[]) {
+    const [id, value] = Array.isArray(entry) ? entry : [];
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new InvalidRequestError(`logit_bias: ${JSON.stringify(id)} is not a token id in [0, ${vocabSize})`, 'logit_bias');
+    }
+    if (typeof value !== 'number' || !(value >= -100 && value <= 100)) {
+      throw new InvalidRequestError(`logit_bias: the bias of token ${id} must be a number in [-100, 100], got ${JSON.stringify(value)}`, 'logit_bias');
+    }
+    if (seen.has(id)) throw new InvalidRequestError(`logit_bias: token ${id} is given twice`, 'logit_bias');
+    seen.add(id);
+  }
 }
 
 function checkRange(value: unknown, key: RangedParameter): void {

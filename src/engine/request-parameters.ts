@@ -27,6 +27,8 @@ export const defaultSamplingParams: SamplingParams = {
   promptLogprobs: null,
   promptLogprobsStart: 0,
   includeStopStr: false,
+  logitBias: [],
+  minTokens: 0,
 };
 
 /** max_tokens when a request gives none, per API (each follows the API it copies). */
@@ -67,6 +69,8 @@ export const parameterRanges = {
   n: { wire: 'n', integer: true, min: 1, max: 128 },
   /** Top alternatives per token (logprobs, top_logprobs, top_logprobs_num). */
   logprobs: { wire: 'logprobs', integer: true, min: 0, max: 20 },
+  /** Generated tokens before a stop id or string may end the output (also bounded by max_tokens). */
+  minTokens: { wire: 'min_tokens', integer: true, min: 0, max: Infinity },
   /** Integers JSON carries exactly. */
   seed: { wire: 'seed', integer: true, min: -(2 ** 53), max: 2 ** 53 },
 } as const satisfies Partial<Record<keyof SamplingParams, ParameterRange & { wire: string }>>;

@@ -15,6 +15,10 @@ export class Request {
   samplesStarted = false;
   /** When each stage was reached, for the latency metrics. */
   readonly timing: RequestTiming = { arrival: epochMs(), scheduled: null, firstToken: null };
+  /** The logit_bias entries; null when there are none. */
+  readonly logitBias: SparseBias | null;
+  /** The row while fewer than min_tokens were generated: logit_bias with every stop id banned (-inf). */
+  readonly logitBiasBeforeMinTokens: SparseBias | null;
 
   constructor(
     readonly id: string,
@@ -25,7 +29,25 @@ export class Request {
     readonly arrival: number,
   ) {
     this.unfinished = params.n;
+    this.logitBias = params.logitBias.length > 0 ? sparseBias(new Map(params.logitBias)) : null;
+    if (params.minTokens > 0 && stopTokenIds.size > 0) {
+      const merged = new Map(params.logitBias);
+      for (const id of stopTokenIds) merged.set(id, -Infinity);
+      this.logitBiasBeforeMinTokens = sparseBias(merged);
+    } else {
+      this.logitBiasBeforeMinTokens = this.logitBias;
+    }
   }
+}
+
+/** One row's LogitBiasBatch entries. */
+export interface SparseBias {
+  tokenIds: Int32Array;
+  bias: Float32Array;
+}
+
+function sparseBias(entries: Map<number, number>): SparseBias {
+  return { tokenIds: Int32Array.from(entries.keys()), bias: Float32Array.from(entries.values()) };
 }
 
 export type SequenceStatus = 'held' | 'waiting' | 'running' | 'finished';
@@ -82,6 +104,12 @@ export class Sequence {
     return this.tokenIds.length - this.request.promptIds.length;
   }
 
+  /** The logit additions of this sequence's next sampled token (logit_bias, min_tokens' bans); null when none. */
+  get logitBias(): SparseBias | null {
+    const req = this.request;
+    return this.numOutputTokens < req.params.minTokens ? req.logitBiasBeforeMinTokens : req.logitBias;
+  }
+
   /** Tokens still to run through the model before the next token can be sampled. */
   get pendingTokens(): number {
     return this.tokenIds.length - this.kvLen;
@@ -114,7 +142,10 @@ export class Sequence {
     let text = '';
     let finishReason: FinishReason | null = null;
     let matchedStop: string | number | null = null;
-    if (this.request.stopTokenIds.has(token)) {
+    if (this.numOutputTokens < params.minTokens) {
+      // min_tokens: stop ids were banned from this token; stop strings are not looked for before it (vLLM).
+      text = this.detokenizer.push(token);
+    } else if (this.request.stopTokenIds.has(token)) {
       finishReason = 'stop';
       matchedStop = token;
     } else {

@@ -35,6 +35,10 @@ export interface SamplingParams {
   promptLogprobsStart: number;
   /** Keep the matched stop string at the end of the text (vLLM include_stop_str_in_output, SGLang no_stop_trim). */
   includeStopStr: boolean;
+  /** [token id, bias in [-100, 100]] pairs added to the logits before sampling (OpenAI logit_bias); ids distinct. */
+  logitBias: [number, number][];
+  /** Until this many tokens were generated, stop ids (EOS unless ignoreEos, stopTokenIds) cannot be sampled and stop strings do not end the output (vLLM min_tokens, SGLang min_new_tokens). */
+  minTokens: number;
 }
 
 /**

@@ -22,6 +22,7 @@ const wireNames: Record<RangedParameter, { completions: string; chat: string; ge
   n: { completions: 'n', chat: 'n', generate: 'n' },
   logprobs: { completions: 'logprobs', chat: 'top_logprobs', generate: null },
   seed: { completions: 'seed', chat: 'seed', generate: 'seed' },
+  minTokens: { completions: 'min_tokens', chat: 'min_tokens', generate: 'min_new_tokens' },
 };
 
 function schemaAccepts(schema: unknown, body: unknown): boolean {

@@ -22,6 +22,8 @@ export interface OpenAiSamplingFields {
   ignore_eos?: boolean | null;
   skip_special_tokens?: boolean | null;
   min_tokens?: number | null;
+  /** SGLang's name of min_tokens. */
+  min_new_tokens?: number | null;
   include_stop_str_in_output?: boolean | null;
   /** SGLang's name of include_stop_str_in_output. */
   no_stop_trim?: boolean | null;
@@ -33,7 +35,6 @@ export function toSamplingParams(body: OpenAiSamplingFields, maxNewTokens: numbe
     throw new InvalidRequestError(`best_of (${body.best_of}) different from n (${body.n ?? 1}) is not supported.`, 'best_of');
   }
   refuseUnsupported(body as Record<string, unknown>);
-  if (body.logit_bias && Object.keys(body.logit_bias).length > 0) throw new InvalidRequestError('logit_bias is not supported.', 'logit_bias');
   const given = <T>(value: T | null | undefined): T | undefined => value ?? undefined;
   return {
     maxNewTokens,
@@ -52,7 +53,17 @@ export function toSamplingParams(body: OpenAiSamplingFields, maxNewTokens: numbe
     logprobs,
     skipSpecialTokens: given(body.skip_special_tokens),
     includeStopStr: given(body.include_stop_str_in_output ?? body.no_stop_trim),
+    logitBias: body.logit_bias == null ? undefined : logitBiasEntries(body.logit_bias),
+    minTokens: given(body.min_tokens ?? body.min_new_tokens),
   };
+}
+
+/** OpenAI's logit_bias object (token id as a string -> bias) as [id, bias] pairs; the engine checks ids and ranges. */
+function logitBiasEntries(bias: Record<string, number>): [number, number][] {
+  return Object.entries(bias).map(([key, value]) => {
+    if (!/^\d+$/.test(key)) throw new InvalidRequestError(`logit_bias: the key ${JSON.stringify(key)} is not a token id`, 'logit_bias');
+    return [Number(key), value];
+  });
 }
 
 /**
@@ -61,8 +72,6 @@ export function toSamplingParams(body: OpenAiSamplingFields, maxNewTokens: numbe
  * not used.
  */
 const unsupportedFields = [
-  'min_tokens',
-  'min_new_tokens',
   'use_beam_search',
   'lora_request',
   'lora_path',

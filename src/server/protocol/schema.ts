@@ -43,7 +43,7 @@ export const SamplingFields = {
   stop_token_ids: Maybe(TokenIds),
   ignore_eos: Maybe(Type.Boolean()),
   skip_special_tokens: Maybe(Type.Boolean()),
-  min_tokens: Maybe(Type.Integer({ minimum: 0 })),
+  min_tokens: Maybe(Ranged('minTokens')),
   include_stop_str_in_output: Maybe(Type.Boolean()),
   logit_bias: Maybe(Type.Record(Type.String(), Type.Number())),
   stream: Maybe(Type.Boolean()),

@@ -21,6 +21,8 @@ export const SglangSamplingParams = Type.Object(
     seed: Maybe(Ranged('seed')),
     sampling_seed: Maybe(Ranged('seed')),
     no_stop_trim: Maybe(Type.Boolean()),
+    min_new_tokens: Maybe(Ranged('minTokens')),
+    logit_bias: Maybe(Type.Record(Type.String(), Type.Number())),
     ...SglangStructuredFields,
   },
   openObject,
