@@ -45,7 +45,7 @@ describe('errors in the OpenAI shape', () => {
       ['/v1/completions', { prompt: 'hi', n: 0 }, 'n'],
       ['/v1/completions', { prompt: 'hi', logprobs: 50 }, 'logprobs'],
       ['/v1/completions', { prompt: 'hi', stop: 7 }, 'stop'],
-      ['/v1/completions', { prompt: 'hi', best_of: 3 }, 'best_of'],
+      ['/v1/completions', { prompt: 'hi', n: 3, best_of: 2 }, 'best_of'],
       ['/v1/completions', { prompt: [1, 'a'] }, 'prompt'],
       ['/v1/completions', { prompt: [999999999] }, 'prompt'],
       ['/v1/completions', { max_tokens: 3 }, 'prompt'],

@@ -166,7 +166,7 @@ describe('item 20: extra sampling fields work or are refused by name', () => {
     const cases: [string, object, string][] = [
       ['/v1/completions', { prompt: 'x', use_beam_search: true }, 'use_beam_search'],
       ['/v1/completions', { prompt: 'x', lora_request: { lora_name: 'a' } }, 'lora_request'],
-      ['/v1/completions', { prompt: 'x', best_of: 3 }, 'best_of'],
+      ['/v1/completions', { prompt: 'x', best_of: 3, stream: true }, 'best_of'],
       ['/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], modalities: ['text', 'audio'] }, 'modalities'],
       ['/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], audio: { voice: 'alloy' } }, 'audio'],
       ['/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], prompt_logprobs: 1 }, 'prompt_logprobs'],

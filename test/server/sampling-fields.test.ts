@@ -96,3 +96,35 @@ describe('min_tokens / min_new_tokens', () => {
     expect((await json(response)).error.param).toBe('min_tokens');
   });
 });
+
+describe('best_of above n (vLLM v0, OpenAI completions)', () => {
+  const base = { prompt: 'The story begins', max_tokens: 8, temperature: 1.2, seed: 7, ignore_eos: true };
+  const cumulative = (choice: any): number => choice.logprobs.token_logprobs.reduce((a: number, b: number) => a + b, 0);
+
+  it('returns the n of best_of samples with the highest cumulative log-prob, best first; usage counts every generated token', async () => {
+    // Sample i of a seeded request draws from seed + i, so n = 4 shows the four samples best_of = 4 ranks.
+    const all = await json(post('/v1/completions', { ...base, n: 4, logprobs: 0 }));
+    const ranked = [...all.choices].sort((a, b) => cumulative(b) - cumulative(a) || a.index - b.index);
+    expect(new Set(all.choices.map((c: any) => c.text)).size).toBeGreaterThan(1);
+    const best = await json(post('/v1/completions', { ...base, n: 2, best_of: 4, logprobs: 0 }));
+    expect(best.choices.map((c: any) => c.index)).toEqual([0, 1]);
+    expect(best.choices.map((c: any) => c.text)).toEqual([ranked[0].text, ranked[1].text]);
+    expect(cumulative(best.choices[0])).toBeCloseTo(cumulative(ranked[0]), 5);
+    expect(best.usage.completion_tokens).toBe(all.usage.completion_tokens);
+    const one = await json(post('/v1/completions', { ...base, best_of: 4 }));
+    expect(one.choices).toHaveLength(1);
+    expect(one.choices[0].text).toBe(ranked[0].text);
+    expect(one.choices[0].logprobs).toBeNull();
+    const chat = await json(post('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], max_tokens: 6, temperature: 1.2, seed: 3, ignore_eos: true, best_of: 3 }));
+    expect(chat.choices).toHaveLength(1);
+    expect(chat.usage.completion_tokens).toBe(18);
+  });
+
+  it('best_of below n, and streaming with best_of above n, are refused naming best_of', async () => {
+    for (const body of [{ ...base, n: 3, best_of: 2 }, { ...base, best_of: 2, stream: true }]) {
+      const response = await post('/v1/completions', body);
+      expect(response.status).toBe(400);
+      expect((await json(response)).error.param).toBe('best_of');
+    }
+  });
+});

@@ -31,9 +31,6 @@ export interface OpenAiSamplingFields {
 }
 
 export function toSamplingParams(body: OpenAiSamplingFields, maxNewTokens: number, logprobs: number | null): Partial<SamplingParams> {
-  if (body.best_of != null && body.best_of !== (body.n ?? 1)) {
-    throw new InvalidRequestError(`best_of (${body.best_of}) different from n (${body.n ?? 1}) is not supported.`, 'best_of');
-  }
   refuseUnsupported(body as Record<string, unknown>);
   const given = <T>(value: T | null | undefined): T | undefined => value ?? undefined;
   return {

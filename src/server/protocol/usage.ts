@@ -32,6 +32,11 @@ export class UsageTally {
     if (delta.usage) this.cached[prompt] = Math.max(this.cached[prompt]!, delta.usage.cachedTokens);
   }
 
+  /** Tokens generated but not returned (best_of's other samples): billed all the same, as OpenAI does. */
+  addUnreturned(tokens: number): void {
+    this.completionTokens += tokens;
+  }
+
   info(): UsageInfo {
     return usageInfo(this.promptTokens, this.completionTokens, this.cached.reduce((a, b) => a + b, 0));
   }

@@ -6,6 +6,7 @@ import type { ServerContext } from '../context.js';
 import { invalidParam } from '../http/errors.js';
 import { ChatAccumulator } from '../protocol/chat-accumulator.js';
 import { ChatCompletionRequest } from '../protocol/chat.js';
+import { bestOfRequested, withBestOf } from '../protocol/best-of.js';
 import { toSamplingParams } from '../protocol/sampling.js';
 import { openAiGrammar } from '../protocol/structured-output.js';
 import { toolUse, type Tool } from '../protocol/tools.js';
@@ -37,14 +38,17 @@ async function chatCompletions(ctx: ServerContext, request: FastifyRequest<{ Bod
   }
   const promptTokenIds = await renderPrompt(ctx, body.messages, body.add_generation_prompt ?? true, tools?.tools ?? null);
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? defaultMaxTokens.chat(ctx.contextLength, promptTokenIds.length, ctx.model.samplingDefaults?.maxNewTokens);
-  const params = { ...toSamplingParams(body, maxTokens, body.logprobs ? (body.top_logprobs ?? 0) : null), grammar };
+  const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : null;
+  const bestOf = bestOfRequested(body, logprobs);
+  const params = { ...toSamplingParams(body, maxTokens, logprobs), grammar };
   const id = newId('chatcmpl');
   const created = unixSeconds();
   await replyWithGeneration(ctx, reply, {
     route: 'chat',
     id,
-    requests: [{ id, promptTokenIds, params, promptParam: 'messages' }],
+    requests: [{ id, promptTokenIds, params: withBestOf(params, bestOf), promptParam: 'messages' }],
     stream: body.stream === true,
+    bestOf,
     accumulator: () =>
       new ChatAccumulator({
         id,

@@ -5,6 +5,7 @@ import type { ServerContext } from '../context.js';
 import { invalidParam } from '../http/errors.js';
 import { CompletionAccumulator } from '../protocol/completions-accumulator.js';
 import { CompletionRequest } from '../protocol/completions.js';
+import { bestOfRequested, withBestOf } from '../protocol/best-of.js';
 import { toSamplingParams } from '../protocol/sampling.js';
 import { openAiGrammar } from '../protocol/structured-output.js';
 import { checkModel, encodePrompt, newId, unixSeconds } from './common.js';
@@ -24,6 +25,7 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
   // echo with logprobs lists the prompt's tokens with their log-probs (lm-eval's loglikelihood); vLLM's prompt_logprobs lists them apart.
   const echoLogprobs = body.echo === true && body.logprobs != null;
   const promptLogprobs = echoLogprobs || body.prompt_logprobs != null ? Math.max(echoLogprobs ? body.logprobs! : 0, body.prompt_logprobs ?? 0) : null;
+  const bestOf = bestOfRequested(body, body.logprobs ?? null);
   const params = {
     ...toSamplingParams(body, body.max_tokens ?? defaultMaxTokens.completions, body.logprobs ?? null),
     grammar: openAiGrammar(body),
@@ -37,10 +39,11 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
     requests: prompts.map((promptTokenIds, i) => ({
       id: prompts.length === 1 ? id : `${id}-${i}`,
       promptTokenIds,
-      params,
+      params: withBestOf(params, bestOf),
       promptParam: prompts.length === 1 ? 'prompt' : `prompt[${i}]`,
     })),
     stream: body.stream === true,
+    bestOf,
     accumulator: () =>
       new CompletionAccumulator({
         id,

@@ -3,7 +3,8 @@ import type { ServerContext } from '../context.js';
 import { toApiError } from '../http/errors.js';
 import { streamEvents } from '../http/sse.js';
 import type { Accumulator } from '../protocol/accumulator.js';
-import { Generation, type PromptRequest } from './generation.js';
+import { Generation, type PromptRequest, type TaggedDelta } from './generation.js';
+import { pickBestOf, type BestOf } from '../protocol/best-of.js';
 import { logRequest } from './common.js';
 import { requestIdOf } from '../http/request-id.js';
 
@@ -16,6 +17,8 @@ export interface GenerationReply<Chunk, Response> {
   stream: boolean;
   /** Builds the protocol's accumulator once the generation has started (it may read the clock). */
   accumulator: (generation: Generation) => Accumulator<Chunk, Response>;
+  /** best_of above n (never streamed): the engine requests generate best_of samples each, the answer keeps n. */
+  bestOf?: BestOf | null;
 }
 
 /**
@@ -47,7 +50,15 @@ export async function replyWithGeneration<Chunk, Response>(ctx: ServerContext, r
       await generation.ready();
       const fold = accumulator.fold();
       for (const chunk of accumulator.opening()) fold.add(chunk);
-      for await (const { prompt, delta } of generation.deltas()) fold.add(accumulator.chunk(prompt, delta));
+      if (options.bestOf) {
+        const all: TaggedDelta[] = [];
+        for await (const tagged of generation.deltas()) all.push(tagged);
+        const best = pickBestOf(all, options.bestOf);
+        for (const { prompt, delta } of best.deltas) fold.add(accumulator.chunk(prompt, delta));
+        accumulator.usage.addUnreturned(best.discardedTokens);
+      } else {
+        for await (const { prompt, delta } of generation.deltas()) fold.add(accumulator.chunk(prompt, delta));
+      }
       for (const chunk of accumulator.closing()) fold.add(chunk);
       if (generation.clientGone) reply.hijack();
       else await reply.send(fold.result());
