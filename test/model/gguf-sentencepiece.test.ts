@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { openModel, type LoadedModel } from '../../src/model/load.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
-import { writeGguf, type SentencePieceVocabulary } from '../support/gguf-writer.js';
+import { UserError } from '../../src/errors.js';
+import { MetaType, writeGguf, type Kv, type SentencePieceVocabulary } from '../support/gguf-writer.js';
 import { tinyVariant } from '../support/reference-runs.js';
 import { sentencePieceVocabulary } from '../support/sentencepiece-vocabulary.js';
 
@@ -112,4 +113,29 @@ describe('SentencePiece GGUF tokenizer (tokenizer.ggml.model "llama")', () => {
       await close();
     }
   }, 300_000);
+});
+
+describe('bad SentencePiece vocabularies: one line naming the file and the problem', () => {
+  const small = sentencePieceVocabulary(Tokenizer.llama3(), 200);
+  const config = tinyVariant({ vocabSize: small.tokens.length, bosTokenId: small.bos, eosTokenIds: [small.eos] });
+
+  async function failure(name: string, edit: (kvs: Kv[]) => Kv[]): Promise<string> {
+    const file = join(dir, name);
+    await writeGguf(file, { config, tokenizer: small, weights: new DummyWeights(config, 1) }, { dtype: 'f32', editMetadata: edit });
+    const error = await openModel({ modelPath: file }).catch((e: Error) => e);
+    expect(error).toBeInstanceOf(UserError);
+    const message = (error as Error).message;
+    expect(message.startsWith(file)).toBe(true);
+    expect(message).not.toContain('\n');
+    return message;
+  }
+
+  it('scores or token types that do not cover the tokens; a tokenizer model sluice does not read', async () => {
+    const shorter = (key: string) => (kvs: Kv[]) =>
+      kvs.map((kv) => (kv.key === key && kv.type === MetaType.ARRAY && kv.itemType !== MetaType.STRING ? ({ ...kv, value: kv.value.slice(0, 100) } as Kv) : kv));
+    expect(await failure('short-scores.gguf', shorter('tokenizer.ggml.scores'))).toMatch(/tokenizer.ggml.scores has 100 values for 459 tokens/);
+    expect(await failure('short-types.gguf', shorter('tokenizer.ggml.token_type'))).toMatch(/tokenizer.ggml.token_type has 100 values for 459 tokens/);
+    const model = (name: string) => (kvs: Kv[]) => kvs.map((kv) => (kv.key === 'tokenizer.ggml.model' ? { ...kv, value: name } : kv) as Kv);
+    expect(await failure('t5.gguf', model('t5'))).toMatch(/tokenizer model "t5" is not supported \(sluice reads tokenizer.ggml.model "gpt2", byte-level BPE, and "llama", SentencePiece\)/);
+  });
 });
