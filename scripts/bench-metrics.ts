@@ -3,12 +3,19 @@
  * time to render the exposition in-process, and output tokens/s with and without a 20 Hz
  * scraper (llm-d scrapes every 50 ms). The instant backend takes the model's compute out, so
  * the engine, the HTTP server and the metrics are all there is. The load (256 clients) and the
- * scraper run in child processes, so the server process's CPU time per generated token
- * measures the scraper's cost even on a shared machine; phases alternate off/on.
+ * scraper run in child processes (the scraper on a plain keep-alive node:http client, as light
+ * as a client can be here), so the server process's CPU time per generated token measures the
+ * scraper's cost even on a shared machine.
  *
- *   npm run bench:metrics [-- --running 256] [--seconds 4] [--rounds 5] [--hz 20] [--json]
+ * Each round is a pair of adjacent phases, without and with the scraper, in alternating order
+ * (off-on, on-off, ...) so a drift in throughput over the run does not favour either side. The
+ * figure is the median of the per-round ratios, with their spread: on a loaded machine the
+ * rounds vary more than the effect, and only many paired rounds say anything.
+ *
+ *   npm run bench:metrics [-- --running 256] [--seconds 3] [--rounds 10] [--hz 20] [--json]
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { Agent, get } from 'node:http';
 import { once } from 'node:events';
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -21,8 +28,8 @@ import { scriptOptions } from './script-options.js';
 
 const options = scriptOptions('bench:metrics', {
   running: { type: 'string', default: '256' },
-  seconds: { type: 'string', default: '4' },
-  rounds: { type: 'string', default: '5' },
+  seconds: { type: 'string', default: '3' },
+  rounds: { type: 'string', default: '10' },
   hz: { type: 'string', default: '20' },
   json: { type: 'boolean', default: false },
   // Internal: the child processes' roles.
@@ -66,8 +73,31 @@ async function loadProcess(url: string): Promise<void> {
   process.disconnect();
 }
 
+/** One GET over a keep-alive connection; resolves with the body. */
+function scrape(agent: Agent, url: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    get(`${url}/metrics`, { agent }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => resolve(Buffer.concat(chunks)));
+      response.on('error', reject);
+    }).on('error', reject);
+  });
+}
+
+const runningGauge = Buffer.from('\nvllm:num_requests_running{');
+
+/** The running gauge's value in an exposition, found without decoding the whole text. */
+function runningIn(body: Buffer): number {
+  const at = body.indexOf(runningGauge);
+  if (at < 0) return NaN;
+  const valueAt = body.indexOf('} ', at) + 2;
+  return Number(body.toString('latin1', valueAt, body.indexOf('\n', valueAt)));
+}
+
 /** Child process: scrapes /metrics at the given rate while told to; reports each scrape's latency (ms) and the running gauge it read. */
 async function scrapeProcess(url: string): Promise<void> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   let scraping = false;
   let latencies: number[] = [];
   let runningSeen: number[] = [];
@@ -83,7 +113,7 @@ async function scrapeProcess(url: string): Promise<void> {
     if (message === 'exit') done = true;
     if (message === 'burst') {
       void (async () => {
-        for (let i = 0; i < burstScrapes; i++) await (await fetch(`${url}/metrics`)).text();
+        for (let i = 0; i < burstScrapes; i++) await scrape(agent, url);
         process.send!('burst done');
       })();
     }
@@ -92,14 +122,14 @@ async function scrapeProcess(url: string): Promise<void> {
   while (!done) {
     if (scraping) {
       const started = performance.now();
-      const text = await (await fetch(`${url}/metrics`)).text();
+      const body = await scrape(agent, url);
       latencies.push(performance.now() - started);
-      const match = /^vllm:num_requests_running\{[^}]*\} (\S+)$/m.exec(text);
-      runningSeen.push(match ? Number(match[1]) : NaN);
+      runningSeen.push(runningIn(body));
     }
     next += scrapeIntervalMs;
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, next - performance.now())));
   }
+  agent.destroy();
   process.disconnect();
 }
 
@@ -123,7 +153,7 @@ async function phase(server: RunningServer, scraper: ChildProcess, scrape: boole
     scraper.send('stop');
     scraped = (await reply)[0] as { latencies: number[]; runningSeen: number[] };
   }
-  return { tokensPerSecond: tokens / seconds, cpuUsPerToken: (cpu.user + cpu.system) / tokens, ...scraped };
+  return { tokensPerSecond: tokens / seconds, cpuUsPerToken: (cpu.user + cpu.system) / tokens, tokens, ...scraped };
 }
 
 async function main(): Promise<void> {
@@ -155,25 +185,38 @@ async function main(): Promise<void> {
   const on: number[] = [];
   const cpuOff: number[] = [];
   const cpuOn: number[] = [];
+  const ratios: number[] = [];
+  const cpuRatios: number[] = [];
+  const cpuPerScrapeUnderLoad: number[] = [];
   const latencies: number[] = [];
   const runningSeen: number[] = [];
+  const loads: number[] = [];
   for (let round = 0; round < rounds; round++) {
-    const without = await phase(server, scraper, false);
-    const withScraper = await phase(server, scraper, true);
+    const scraperFirst = round % 2 === 1;
+    const first = await phase(server, scraper, scraperFirst);
+    const second = await phase(server, scraper, !scraperFirst);
+    const [without, withScraper] = scraperFirst ? [second, first] : [first, second];
     off.push(without.tokensPerSecond);
     on.push(withScraper.tokensPerSecond);
     cpuOff.push(without.cpuUsPerToken);
     cpuOn.push(withScraper.cpuUsPerToken);
+    ratios.push(withScraper.tokensPerSecond / without.tokensPerSecond);
+    cpuRatios.push(withScraper.cpuUsPerToken / without.cpuUsPerToken);
+    // The server CPU the scrapes took while requests ran: the extra CPU per token, over the phase's tokens, per scrape.
+    cpuPerScrapeUnderLoad.push(((withScraper.cpuUsPerToken - without.cpuUsPerToken) * withScraper.tokens) / withScraper.latencies!.length);
     latencies.push(...withScraper.latencies!);
     runningSeen.push(...withScraper.runningSeen!);
+    loads.push(loadavg()[0]!);
     log(
-      `round ${round + 1}: without the scraper ${without.tokensPerSecond.toFixed(0)} tok/s, ${without.cpuUsPerToken.toFixed(2)} CPU µs/token; ` +
-        `with it ${withScraper.tokensPerSecond.toFixed(0)} tok/s, ${withScraper.cpuUsPerToken.toFixed(2)} CPU µs/token (load average ${loadavg().map((l) => l.toFixed(2)).join(' ')})`,
+      `round ${round + 1} (${scraperFirst ? 'with first' : 'without first'}): without the scraper ${without.tokensPerSecond.toFixed(0)} tok/s, ${without.cpuUsPerToken.toFixed(2)} CPU µs/token; ` +
+        `with it ${withScraper.tokensPerSecond.toFixed(0)} tok/s, ${withScraper.cpuUsPerToken.toFixed(2)} CPU µs/token; ratio ${ratios.at(-1)!.toFixed(3)} (load average ${loadavg().map((l) => l.toFixed(2)).join(' ')})`,
     );
   }
-  // Rendering alone, in-process, between steps: what the exposition itself costs.
+  // Rendering alone, in-process, between steps: what the exposition itself costs (a step runs
+  // between two renders, so each renders afresh rather than reusing the previous bytes).
   const renders: number[] = [];
   for (let i = 0; i < 200; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 2));
     const started = performance.now();
     server.context.metrics.render();
     renders.push(performance.now() - started);
@@ -185,6 +228,12 @@ async function main(): Promise<void> {
   await server.shutdown(5000);
 
   const median = (values: number[]) => percentile(values, 50);
+  // The per-round ratios: their median is the figure, the quartiles and extremes its spread.
+  const spread = (values: number[]) => ({
+    ratio: median(values),
+    ratioQuartiles: [percentile(values, 25), percentile(values, 75)],
+    ratioRange: [Math.min(...values), Math.max(...values)],
+  });
   const result = {
     date: new Date().toISOString(),
     running,
@@ -196,9 +245,11 @@ async function main(): Promise<void> {
     renderMs: { median: median(renders), p99: percentile(renders, 99) },
     idleServer: { cpuUsPerScrape: cpuPerScrapeUs, scrapeMs: idleScrapeMs, coreShareAtScrapeRate: (cpuPerScrapeUs * (1000 / scrapeIntervalMs)) / 1e6 },
     exposition: { bytes },
-    outputTokensPerSecond: { withoutScraper: median(off), withScraper: median(on), ratio: median(on) / median(off) },
-    serverCpuUsPerToken: { withoutScraper: median(cpuOff), withScraper: median(cpuOn), ratio: median(cpuOn) / median(cpuOff) },
+    outputTokensPerSecond: { withoutScraper: median(off), withScraper: median(on), ...spread(ratios) },
+    serverCpuUsPerToken: { withoutScraper: median(cpuOff), withScraper: median(cpuOn), ...spread(cpuRatios) },
+    serverCpuUsPerScrapeUnderLoad: median(cpuPerScrapeUnderLoad),
     loadAverage: loadavg(),
+    loadAveragePerRound: { min: Math.min(...loads), max: Math.max(...loads) },
   };
   if (options.json) {
     console.log(JSON.stringify(result, null, 2));
@@ -211,15 +262,21 @@ async function main(): Promise<void> {
       `${(100 * result.idleServer.coreShareAtScrapeRate).toFixed(2)}% of one core at ${result.scrapeHz} Hz`,
   );
   log(`  render in-process median ${result.renderMs.median.toFixed(3)} ms, p99 ${result.renderMs.p99.toFixed(3)} ms (${bytes} bytes)`);
+  const showSpread = (r: { ratio: number; ratioQuartiles: number[]; ratioRange: number[] }) =>
+    `ratio ${r.ratio.toFixed(3)} (median of ${rounds} paired rounds; quartiles ${r.ratioQuartiles.map((v) => v.toFixed(3)).join('-')}, range ${r.ratioRange.map((v) => v.toFixed(3)).join('-')})`;
   log(
-    `output tok/s (median of ${rounds} alternating ${phaseMs / 1000} s phases): without scraper ${result.outputTokensPerSecond.withoutScraper.toFixed(0)}, ` +
-      `with ${result.outputTokensPerSecond.withScraper.toFixed(0)} (ratio ${result.outputTokensPerSecond.ratio.toFixed(3)})`,
+    `output tok/s (median of ${rounds} rounds of two ${phaseMs / 1000} s phases): without scraper ${result.outputTokensPerSecond.withoutScraper.toFixed(0)}, ` +
+      `with ${result.outputTokensPerSecond.withScraper.toFixed(0)}; ${showSpread(result.outputTokensPerSecond)}`,
   );
   log(
     `server CPU per output token (median): without scraper ${result.serverCpuUsPerToken.withoutScraper.toFixed(2)} µs, ` +
-      `with ${result.serverCpuUsPerToken.withScraper.toFixed(2)} µs (ratio ${result.serverCpuUsPerToken.ratio.toFixed(3)})`,
+      `with ${result.serverCpuUsPerToken.withScraper.toFixed(2)} µs; ${showSpread(result.serverCpuUsPerToken)}`,
   );
-  log(`load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} (the machine may be shared)`);
+  log(
+    `server CPU per scrape while requests run (median over rounds): ${result.serverCpuUsPerScrapeUnderLoad.toFixed(0)} µs, ` +
+      `${((result.serverCpuUsPerScrapeUnderLoad * result.scrapeHz) / 1e4).toFixed(2)}% of one core at ${result.scrapeHz} Hz`,
+  );
+  log(`load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end, ${result.loadAveragePerRound.min.toFixed(2)}-${result.loadAveragePerRound.max.toFixed(2)} over the rounds (the machine may be shared)`);
 }
 
 if (options.role === 'load') await loadProcess(options.url!);

@@ -233,7 +233,8 @@ export class LlmEngine implements Engine {
   }
 
   stats(): EngineStats {
-    const held = [...this.requests.values()].reduce((n, r) => n + (r.samplesStarted ? 0 : r.params.n - 1), 0);
+    let held = 0;
+    for (const r of this.requests.values()) if (!r.samplesStarted) held += r.params.n - 1;
     const cachedPages = Math.ceil(this.cache.evictableTokens / this.pool.pageSize);
     return {
       runningRequests: this.scheduler.running.length,

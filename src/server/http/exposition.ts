@@ -2,7 +2,10 @@
  * The few Prometheus metric kinds /metrics needs, rendered straight into the text exposition
  * format (0.0.4). Every line's name-and-labels prefix is built once, so a scrape only formats
  * numbers: llm-d scrapes every 50 ms, and a general-purpose client library spent milliseconds
- * per scrape re-escaping labels and allocating label objects (docs/performance.md).
+ * per scrape re-escaping labels and allocating label objects (docs/performance.md). A scrape
+ * that finds nothing changed since the last one (no counter or histogram moved, every sampled
+ * value the same) gets the same bytes again without rendering: an idle replica scraped by
+ * several routers costs only the sampling.
  */
 
 export const contentType = 'text/plain; version=0.0.4; charset=utf-8';
@@ -34,6 +37,14 @@ function header(name: string, help: string, type: string): string {
 /** Metric families rendered in registration order, each series carrying the constant labels. */
 export class Exposition {
   private readonly families: Family[] = [];
+  private readonly samplers: (() => number)[] = [];
+  private sampledValues = new Float64Array(0);
+  /** Bumped by every counter increment and histogram observation. */
+  private version = 0;
+  private last: { version: number; values: Float64Array; bytes: Buffer } | null = null;
+  private readonly changed = () => {
+    this.version++;
+  };
 
   constructor(private readonly constantLabels: Labels) {}
 
@@ -41,12 +52,13 @@ export class Exposition {
   sampled(type: 'gauge' | 'counter', name: string, help: string, read: () => number): void {
     const head = header(name, help, type);
     const prefix = `${name}${labelText(this.constantLabels)} `;
-    this.families.push({ render: (out) => out.push(head, prefix + formatValue(read())) });
+    const index = this.samplers.push(read) - 1;
+    this.families.push({ render: (out) => out.push(head, prefix + formatValue(this.sampledValues[index]!)) });
   }
 
   /** A counter incremented by the server, one series per value of its labels (created up front or on first use). */
   counter<L extends string>(name: string, help: string, labelName?: L, initial: string[] = []): LabelledCounter {
-    const counter = new LabelledCounter(name, help, this.constantLabels, labelName);
+    const counter = new LabelledCounter(name, help, this.constantLabels, labelName, this.changed);
     for (const value of initial) counter.inc(value, 0);
     this.families.push(counter);
     return counter;
@@ -59,7 +71,7 @@ export class Exposition {
   }
 
   histogram(name: string, help: string, buckets: readonly number[]): Histogram {
-    const histogram = new Histogram(name, help, buckets, this.constantLabels);
+    const histogram = new Histogram(name, help, buckets, this.constantLabels, this.changed);
     this.families.push(histogram.family(name, help));
     return histogram;
   }
@@ -69,12 +81,26 @@ export class Exposition {
     this.families.push(histogram.family(name, help));
   }
 
-  render(): string {
+  /** The exposition as bytes: the previous scrape's when nothing has changed since. */
+  render(): Buffer {
+    const values = new Float64Array(this.samplers.length);
+    for (let i = 0; i < values.length; i++) values[i] = this.samplers[i]!();
+    const last = this.last;
+    if (last && last.version === this.version && sameValues(last.values, values)) return last.bytes;
+    this.sampledValues = values;
+    const version = this.version;
     const out: string[] = [];
     for (const family of this.families) family.render(out);
     out.push('');
-    return out.join('\n');
+    const bytes = Buffer.from(out.join('\n'));
+    this.last = { version, values, bytes };
+    return bytes;
   }
+}
+
+function sameValues(a: Float64Array, b: Float64Array): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export class LabelledCounter implements Family {
@@ -85,7 +111,8 @@ export class LabelledCounter implements Family {
     private readonly name: string,
     help: string,
     private readonly constantLabels: Labels,
-    private readonly labelName?: string,
+    private readonly labelName: string | undefined,
+    private readonly changed: () => void,
   ) {
     this.head = header(name, help, 'counter');
   }
@@ -98,6 +125,7 @@ export class LabelledCounter implements Family {
       this.series.set(labelValue, entry);
     }
     entry.value += by;
+    this.changed();
   }
 
   render(out: string[]): void {
@@ -117,6 +145,7 @@ export class Histogram {
     readonly help: string,
     private readonly bounds: readonly number[],
     private readonly constantLabels: Labels,
+    private readonly changed: () => void,
   ) {
     this.counts = new Float64Array(bounds.length + 1);
   }
@@ -133,6 +162,7 @@ export class Histogram {
     this.counts[lo]!++;
     this.sum += value;
     this.count++;
+    this.changed();
   }
 
   /** Renders these observations as the family `name`. */

@@ -115,8 +115,8 @@ export class ServerMetrics {
     this.aborted = x.counter('sluice:request_aborted_total', 'Requests aborted (client gone, abort_request, shutdown) before they finished.', undefined, ['']);
   }
 
-  /** The exposition text, from one engine snapshot. */
-  render(): string {
+  /** The exposition (UTF-8 text), from one engine snapshot. */
+  render(): Buffer {
     this.snapshot = null;
     try {
       return this.exposition.render();

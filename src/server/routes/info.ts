@@ -52,7 +52,6 @@ export function registerInfo(app: FastifyInstance, ctx: ServerContext, version: 
   app.post('/flush_cache', flush);
   app.get('/flush_cache', flush);
   app.get('/metrics', async (_request, reply) => {
-    const text = ctx.metrics.render();
-    return reply.type(ctx.metrics.contentType).send(text);
+    return reply.type(ctx.metrics.contentType).send(ctx.metrics.render());
   });
 }
