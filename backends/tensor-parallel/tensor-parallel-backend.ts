@@ -40,6 +40,9 @@ class RankThread {
 export class TensorParallelBackend implements Backend {
   readonly name: string;
   private rankDescription: string | null = null;
+  private kvTokens = 0;
+  /** The unsharded model's head counts, for the description. */
+  private model: { numHeads: number; numKvHeads: number } | null = null;
   private ranks: RankThread[] = [];
   private shards: RankShard[] = [];
   private readonly control = new SharedArrayBuffer(controlWords * 4);
@@ -54,12 +57,26 @@ export class TensorParallelBackend implements Backend {
   }
 
   get description(): string {
-    const ranks = `${this.rankBackend} x ${this.tpSize} tensor-parallel ranks (worker threads, collectives over shared memory)`;
-    return this.rankDescription ? `${ranks}; rank 0: ${this.rankDescription}` : ranks;
+    const parts = [`${this.rankBackend} x ${this.tpSize} tensor-parallel ranks (worker threads, collectives over shared memory)`];
+    if (this.model && this.shards.length > 0) parts.push(`per rank: ${this.perRankLayout()}`);
+    if (this.rankDescription) parts.push(`rank 0: ${this.rankDescription}`);
+    return parts.join('; ');
+  }
+
+  /** Each rank's heads and KV cache (once allocated): what --tp-size divides and what it replicates. */
+  private perRankLayout(): string {
+    const rank = this.shards[0]!.config;
+    const { numHeads, numKvHeads } = this.model!;
+    const replicated = rank.numKvHeads * this.tpSize > numKvHeads ? `, each KV head replicated on ${(rank.numKvHeads * this.tpSize) / numKvHeads} ranks` : '';
+    const heads = `${rank.numHeads} of ${numHeads} attention heads, ${rank.numKvHeads} of ${numKvHeads} KV heads${replicated}`;
+    if (this.kvTokens === 0) return heads;
+    const perToken = kvBytesPerToken(rank, 4);
+    return `${heads}, KV cache ${this.kvTokens} tokens x ${formatBytes(perToken)} = ${formatBytes(perToken * this.kvTokens)}`;
   }
 
   async load(model: ModelSpec): Promise<void> {
     this.shards = shardLlama(model.config, this.tpSize);
+    this.model = { numHeads: model.config.numHeads, numKvHeads: model.config.numKvHeads };
     this.ranks = this.shards.map(
       (shard) =>
         new RankThread(
@@ -81,7 +98,7 @@ export class TensorParallelBackend implements Backend {
     }
   }
 
-  /** Every rank's KV shard lives in this process's memory. */
+  /** Every rank's KV shard lives in this process's memory: the host budget holds all of them (replicated KV heads included). */
   kvCapacity(budget: KvBudget): number {
     const perRank = kvBytesPerToken(this.shards[0]!.config, 4);
     return hostKvCapacity(perRank * this.tpSize, budget);
@@ -89,6 +106,7 @@ export class TensorParallelBackend implements Backend {
 
   async allocateKvCache(spec: KvCacheSpec): Promise<void> {
     await this.all({ type: 'allocate', spec });
+    this.kvTokens = spec.numPages * spec.pageSize;
   }
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {
@@ -120,6 +138,13 @@ export class TensorParallelBackend implements Backend {
       throw e instanceof BackendError ? e : new BackendError(this.name, (e as Error).message);
     }
   }
+}
+
+function formatBytes(n: number): string {
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
+  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
+  if (n >= 2 ** 10) return `${(n / 2 ** 10).toFixed(1)} KiB`;
+  return `${n} B`;
 }
 
 function check(reply: FromRank): FromRank {

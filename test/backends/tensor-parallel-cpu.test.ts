@@ -73,6 +73,10 @@ describe('tensor parallelism on cpu ranks (onnxruntime-node) equals one cpu back
           const sharded = await loaded(new TensorParallelBackend('cpu', tp, f32), config, 'f32');
           try {
             expect(sharded.description).toMatch(new RegExp(`^cpu x ${tp} tensor-parallel ranks .*; rank 0: cpu: onnxruntime-node .*f32 weights`));
+            // Each rank's cache: 2 layers x (K, V) x its KV heads x 16 x 4 bytes, for 48 pages of 4 tokens.
+            const rankKvHeads = Math.max(1, config.numKvHeads / tp);
+            expect(sharded.description).toContain(`${rankKvHeads} of ${config.numKvHeads} KV heads`);
+            expect(sharded.description).toContain(`KV cache 192 tokens x ${2 * 2 * rankKvHeads * 16 * 4} B`);
             // Same model, sums in another order (row-parallel GEMMs split over ranks): f32 rounding only.
             expect(await compareMixed(single, sharded, config), `tp ${tp}`).toBeLessThan(1e-4);
           } finally {

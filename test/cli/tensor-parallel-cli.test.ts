@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { hostKvBudgetBytes, hostKvMaxTokens } from '../../src/engine/kv-capacity.js';
 import { runSluice, spawnSluice, waitForServing } from '../support/sluice-process.js';
 
 async function generateIds(args: string[], backend = 'ref'): Promise<number[]> {
@@ -33,6 +34,24 @@ describe('--tp-size on the command line', () => {
         expect(r.status).toBe(200);
         expect(((await r.json()) as { choices: { text: string }[] }).choices[0]!.text).toBe(expected);
       }
+    } finally {
+      server.child.kill('SIGTERM');
+      await server.exited;
+    }
+  });
+
+  it('serve --model-path small --load-format dummy --tp-size 4 sizes the KV cache per rank', async () => {
+    // small: 8 layers, 8 heads over 2 KV heads of 64. At tp 4 a rank holds 2 heads and 1 KV head
+    // (each KV head on 2 ranks): 2 x 8 layers x 1 x 64 x 4 bytes = 4 KiB per token per rank, and
+    // the host budget holds all four ranks' caches.
+    const server = spawnSluice(['serve', '--model-path', 'small', '--load-format', 'dummy', '--backend', 'ref', '--tp-size', '4', '--port', '0']);
+    try {
+      const url = await waitForServing(server, 120_000);
+      const tokens = Math.min(hostKvMaxTokens, Math.floor(hostKvBudgetBytes / (4 * 4096)));
+      const mib = ((tokens * 4096) / 2 ** 20).toFixed(1);
+      expect(server.stderr()).toContain(`per rank: 2 of 8 attention heads, 1 of 2 KV heads, each KV head replicated on 2 ranks, KV cache ${tokens} tokens x 4.0 KiB = ${mib} MiB`);
+      const info = (await (await fetch(`${url}/get_server_info`)).json()) as { tp_size: number; max_total_tokens: number };
+      expect(info).toMatchObject({ tp_size: 4, max_total_tokens: tokens });
     } finally {
       server.child.kill('SIGTERM');
       await server.exited;
