@@ -62,9 +62,13 @@ async function bothSides(name: string, v: SentencePieceVocabulary): Promise<{ ou
 }
 
 describe('SentencePiece GGUF tokenizer (tokenizer.ggml.model "llama")', () => {
-  it('token ids equal llama.cpp on unicode, spaces, digits, byte fallback and special tokens; BOS as the file says', async () => {
-    const { ours, theirs, close } = await bothSides('spm.gguf', vocabulary);
+  it.each([
+    { pieces: 'split at spaces, as Llama 2 (words merged one by one)', v: vocabulary, splitsWords: true },
+    { pieces: 'with a ▁ inside (the whole text merged at once)', v: sentencePieceVocabulary(Tokenizer.llama3(), pieces, userDefined, false), splitsWords: false },
+  ])('pieces $pieces: token ids equal llama.cpp on unicode, spaces, digits, byte fallback and special tokens; BOS as the file says', async ({ v, splitsWords }) => {
+    const { ours, theirs, close } = await bothSides(`spm-${splitsWords}.gguf`, v);
     try {
+      expect(ours.tokenizer.json.pre_tokenizer !== null).toBe(splitsWords);
       for (const text of [...texts, ...textsWithSpecials]) {
         expect(ours.tokenizer.encode(text, false), JSON.stringify(text)).toEqual(theirs.tokenize(text, true));
       }
@@ -72,9 +76,9 @@ describe('SentencePiece GGUF tokenizer (tokenizer.ggml.model "llama")', () => {
       const fallback = ours.tokenizer.encode(texts[6]!, false);
       expect(fallback.filter((id) => id >= 3 && id < 259).length).toBeGreaterThan(8);
       expect(ours.tokenizer.encode(texts[1]!, false).length).toBeLessThan(texts[1]!.length / 3);
-      expect(ours.tokenizer.encode('Hello world', true)).toEqual([vocabulary.bos, ...ours.tokenizer.encode('Hello world', false)]);
-      expect(ours.tokenizer.bosTokenId).toBe(vocabulary.bos);
-      expect(ours.stopTokenIds).toContain(vocabulary.eos);
+      expect(ours.tokenizer.encode('Hello world', true)).toEqual([v.bos, ...ours.tokenizer.encode('Hello world', false)]);
+      expect(ours.tokenizer.bosTokenId).toBe(v.bos);
+      expect(ours.stopTokenIds).toContain(v.eos);
     } finally {
       await close();
     }

@@ -8,9 +8,10 @@ const TokenType = { normal: 1, unknown: 2, control: 3, userDefined: 4, byte: 6 }
  * then pieces with falling scores) made from the first `pieces` tokens of a byte-level BPE
  * tokenizer: each token whose bytes are whole UTF-8 becomes a piece, spaces written `▁`. No
  * Llama 2 vocabulary ships on npm; this one has the same structure, plus `userDefined` pieces
- * (type 4, matched in raw text as llama.cpp does) appended at the end.
+ * (type 4, matched in raw text as llama.cpp does) appended at the end. `splitByWhitespace`
+ * (SentencePiece's default, Llama 2's) leaves out pieces with a `▁` after another character.
  */
-export function sentencePieceVocabulary(source: Tokenizer, pieces: number, userDefined: string[] = []): SentencePieceVocabulary {
+export function sentencePieceVocabulary(source: Tokenizer, pieces: number, userDefined: string[] = [], splitByWhitespace = true): SentencePieceVocabulary {
   const tokens = ['<unk>', '<s>', '</s>'];
   const types: number[] = [TokenType.unknown, TokenType.control, TokenType.control];
   const scores: number[] = [0, 0, 0];
@@ -31,7 +32,7 @@ export function sentencePieceVocabulary(source: Tokenizer, pieces: number, userD
       continue;
     }
     const piece = text.replaceAll(' ', '\u2581');
-    if (piece.length === 0 || seen.has(piece)) continue;
+    if (piece.length === 0 || seen.has(piece) || (splitByWhitespace && /[^\u2581]\u2581/.test(piece))) continue;
     seen.add(piece);
     tokens.push(piece);
     types.push(TokenType.normal);

@@ -5,6 +5,20 @@ const spaceMarker = '\u2581';
 type Json = Record<string, any>;
 
 /**
+ * Splits normalized text into runs of `▁` with the text up to the next `▁`. Without it the
+ * whole text is one BPE word (as in transformers' Llama 2 tokenizer), and encoding a long
+ * prompt takes seconds; with it words are merged (and cached) one by one. The result is the same
+ * whenever no piece has a `▁` after another character: no merge can then cross a split.
+ */
+const splitBeforeSpaces = { type: 'Split', pattern: { Regex: `${spaceMarker}*[^${spaceMarker}]+|${spaceMarker}+` }, behavior: 'Isolated', invert: false };
+
+/** Every piece holds `▁` only as a prefix (SentencePiece's split_by_whitespace, as Llama 2's). */
+function spaceMarkerOnlyLeads(tokens: string[]): boolean {
+  const inner = new RegExp(`[^${spaceMarker}]${spaceMarker}`);
+  return tokens.every((t) => !inner.test(t));
+}
+
+/**
  * A SentencePiece vocabulary (pieces and scores, llama.cpp's `llama` tokenizer) as a Hugging Face
  * BPE tokenizer.json, the way transformers converts one (GGUFLlamaConverter): every split of a
  * piece into two pieces is a merge, ranked by the piece's score, highest first. Merging the best
@@ -32,7 +46,7 @@ export function sentencePieceModel(vocabulary: GgufVocabulary, addSpacePrefix: b
       type: 'Sequence',
       normalizers: [...(addSpacePrefix ? [{ type: 'Prepend', prepend: spaceMarker }] : []), { type: 'Replace', pattern: { String: ' ' }, content: spaceMarker }],
     },
-    pre_tokenizer: null,
+    pre_tokenizer: spaceMarkerOnlyLeads(tokens) ? splitBeforeSpaces : null,
     decoder: {
       type: 'Sequence',
       decoders: [
