@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import type { Backend, BackendOptions } from '../../src/engine/backend.js';
 import { UserError } from '../../src/errors.js';
 import { loadAddon } from '../cuda/native.js';
+import { planGpuRanks } from './gpu-ranks.js';
 import { TensorParallelBackend } from './tensor-parallel-backend.js';
 
 /** Backends whose ranks can run here; the others get a one-line refusal naming what they lack. */
@@ -23,11 +24,10 @@ export async function createTensorParallelBackend(name: string, tpSize: number, 
   if (name === 'cuda' || name === 'auto') {
     const gpus = cudaDeviceCount();
     if (name === 'cuda' || gpus.count > 0) {
-      if (gpus.count < baseGpuId + tpSize) {
-        const from = baseGpuId > 0 ? ` (ranks on GPUs ${baseGpuId}..${baseGpuId + tpSize - 1} from --base-gpu-id)` : '';
-        throw new UserError(`--tp-size ${tpSize}: this machine has ${gpus.count} CUDA GPU${gpus.count === 1 ? '' : 's'}${gpus.why ? ` (${gpus.why})` : ''}${from}`);
-      }
-      throw new UserError(`--tp-size ${tpSize}: the cuda backend's NCCL ranks are not implemented yet (see docs/performance.md, issue 14); --backend ref runs tensor-parallel ranks`);
+      const devices = planGpuRanks(tpSize, gpus.count, baseGpuId, gpus.why);
+      throw new UserError(
+        `--tp-size ${tpSize}: the cuda backend's NCCL ranks (GPUs ${devices.join(', ')}) are not implemented yet (see docs/performance.md, issue 14); --backend ${tensorParallelBackends.join('|')} runs tensor-parallel ranks`,
+      );
     }
     throw new UserError(`--tp-size ${tpSize}: no CUDA GPU here; tensor-parallel ranks run on --backend ${tensorParallelBackends.join('|')}`);
   }
