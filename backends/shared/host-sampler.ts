@@ -92,9 +92,16 @@ export function sampleToken(logits: Float32Array, sampling: SamplingBatch, s: nu
   const vocab = logits.length;
   // Candidates in rule order (descending logit, lower id first) are found by partial selection:
   // only the prefixes the cut-offs need are ordered, never the whole vocabulary.
-  const order = scratchOrder(vocab);
   const k = sampling.topK[s]! > 0 ? Math.min(sampling.topK[s]!, vocab) : vocab;
-  if (k < vocab) selectPrefix(order, 0, vocab, logits, k - 1);
+  let order: Int32Array;
+  if (k <= insertionTopK) {
+    // A small top-k in one pass, in rule order: almost every logit is rejected by one comparison
+    // (~6x faster than partial selection over a 128k vocabulary). Only order[0, k) is read below.
+    order = topK(logits, k).ids;
+  } else {
+    order = scratchOrder(vocab);
+    if (k < vocab) selectPrefix(order, 0, vocab, logits, k - 1);
+  }
   const n = k;
   let max = -Infinity;
   for (let i = 0; i < n; i++) max = Math.max(max, logits[order[i]!]!);
@@ -119,6 +126,9 @@ export function sampleToken(logits: Float32Array, sampling: SamplingBatch, s: nu
   for (let i = 0; i < keep; i++) kept += probs[order[i]!]!;
   return order[findCumulative(order, keep, logits, probs, sampling.random[s]! * kept, false)]!;
 }
+
+/** Up to this top-k, candidates are kept by insertion (topK) instead of partial selection. */
+const insertionTopK = 64;
 
 let orderBuffer = new Int32Array(0);
 let probsBuffer = new Float64Array(0);

@@ -97,4 +97,29 @@ describe('sampling rule', () => {
   it('topK breaks ties by the lower id', () => {
     expect(Array.from(topK(Float32Array.of(1, 5, 5, 3, 5), 3).ids)).toEqual([1, 2, 4]);
   });
+
+  it('top-k, small (insertion) or large (partial selection), picks what sorting the whole vocabulary picks', () => {
+    const rng = new Rng(11);
+    const vocab = 3000;
+    // Coarse values: many ties, which the rule breaks by the lower id.
+    const logits = Float32Array.from({ length: vocab }, () => Math.round(rng.next() * 40) / 8);
+    const sorted = Array.from({ length: vocab }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b);
+    for (const k of [1, 5, 64, 65, 500]) {
+      for (const random of [0, 0.2, 0.55, 0.999]) {
+        for (const topP of [1, 0.5]) {
+          const temperature = 0.7;
+          const kept = sorted.slice(0, k);
+          const weights = kept.map((id) => Math.exp((logits[id]! - logits[kept[0]!]!) / temperature));
+          const total = weights.reduce((a, w) => a + w, 0);
+          let keep = kept.length;
+          for (let i = 0, mass = 0; i < kept.length; i++) if ((mass += weights[i]!) >= topP * total) { keep = i + 1; break; }
+          const keptTotal = weights.slice(0, keep).reduce((a, w) => a + w, 0);
+          let want = kept[keep - 1]!;
+          for (let i = 0, mass = 0; i < keep; i++) if ((mass += weights[i]!) > random * keptTotal) { want = kept[i]!; break; }
+          const out = sampleLogits(logits.slice(), vocab, batch({ temperature: Float32Array.of(temperature), topK: Int32Array.of(k), topP: Float32Array.of(topP), random: Float32Array.of(random) }));
+          expect({ k, random, topP, token: out.tokens[0] }).toEqual({ k, random, topP, token: want });
+        }
+      }
+    }
+  });
 });
