@@ -111,7 +111,8 @@ async function oneRequest(i: number): Promise<void> {
   } catch (e) {
     if (controller.signal.aborted) return;
     outcomes.failed++;
-    const why = (e as Error).message;
+    const cause = (e as Error).cause as { code?: string; message?: string } | undefined;
+    const why = `${(e as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`;
     failures.set(why, (failures.get(why) ?? 0) + 1);
   }
 }

@@ -8,7 +8,7 @@ import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { sampleLogits } from '../shared/host-sampler.js';
-import { hostPromptLogprobs } from '../shared/prompt-logprobs.js';
+import { hostPromptLogprobs, wantedPromptRows } from '../shared/prompt-logprobs.js';
 import { layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
@@ -198,7 +198,7 @@ export class CpuBackend implements Backend {
     const half = c.headDim / 2;
     const [cos, sin] = this.rotaryTables(batch.positions);
     // The lm-head runs on each sequence's last row, then on the prompt rows whose log-probs are asked.
-    const promptRows = wantedPromptRows(batch);
+    const promptRows = wantedPromptRows(batch.promptLogprobs);
     const headRows = new Int32Array(numSeqs + promptRows.length);
     headRows.set(batch.queryStart.subarray(1).map((end) => end - 1));
     headRows.set(promptRows, numSeqs);
@@ -410,17 +410,6 @@ export class CpuBackend implements Backend {
 function needsLogits(batch: ForwardBatch): boolean {
   const s = batch.sampling;
   return s.penalties !== null || s.tokenMask != null || s.logitBias != null || s.temperature.some((t) => t > 0) || s.logprobs.some((k) => k >= 0);
-}
-
-/** The token rows whose logits ForwardBatch.promptLogprobs asks for. */
-function wantedPromptRows(batch: ForwardBatch): Int32Array {
-  const targets = batch.promptLogprobs?.targets;
-  if (!targets) return new Int32Array(0);
-  const rows: number[] = [];
-  targets.forEach((target, row) => {
-    if (target >= 0) rows.push(row);
-  });
-  return Int32Array.from(rows);
 }
 
 /** Named Float32Arrays that grow but are never reallocated per step; each call returns a view of the asked length. */

@@ -50,6 +50,8 @@ export class CompiledPlan {
   readonly output: GPUBuffer;
   readonly readback: GPUBuffer;
   readonly dispatches: k.Dispatch[] = [];
+  /** The graph's activation buffers by name. */
+  readonly activations = new Map<string, GPUBuffer>();
   private owned: GPUBuffer[] = [];
 
   /** Builds the plan; every buffer it creates (parameters included) is destroyed with it. */
@@ -84,7 +86,7 @@ export class CompiledPlan {
     const placeholder = i32('placeholder', 4);
     const partials = ctx.storage('attention partials', cap.attentionPartials * (c.headDim + 2) * 4);
 
-    const acts = new Map<string, GPUBuffer>();
+    const acts = this.activations;
     for (const [name, a] of Object.entries(model.graph.activations)) {
       acts.set(name, ctx.storage(name, (a.rows === 'tokens' ? cap.tokens : cap.seqs) * a.cols * 4));
     }

@@ -10,6 +10,7 @@ import { MAP_READ, type GpuContext } from './gpu.js';
 import { encodeStep, sampleOutputWords, type Dispatch, type StepShape } from './kernels.js';
 import { CompiledPlan, type Capacity, type ModelOnDevice } from './plan.js';
 import { packStep, type PackedStep } from './step-inputs.js';
+import { PromptHead } from './prompt-head.js';
 import { StepProfiler, type OpTiming } from './profiler.js';
 import { uploadMatrix, uploadVector, type DeviceMatrix } from './weights.js';
 
@@ -29,6 +30,7 @@ const initialCapacity: Capacity = { tokens: 64, seqs: 8, pageTable: 256, penalti
  */
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu' as const;
+  readonly supportsPromptLogprobs = true;
   readonly description: string;
   private config!: LlamaConfig;
   private graph!: LlamaGraph;
@@ -39,6 +41,8 @@ export class WebGpuBackend implements Backend {
   private vCache: GPUBuffer[] = [];
   private kvSpec: KvCacheSpec | null = null;
   private plan: CompiledPlan | null = null;
+  /** Built for `plan` (it reads the plan's last hidden state) on the first step that asks prompt log-probs. */
+  private promptHead: { plan: CompiledPlan; head: PromptHead } | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private profiler: StepProfiler | null = null;
 
@@ -97,6 +101,8 @@ export class WebGpuBackend implements Backend {
     this.kvSpec = spec;
     this.plan?.destroy();
     this.plan = null;
+    this.promptHead?.head.destroy();
+    this.promptHead = null;
   }
 
   forward(batch: ForwardBatch): Promise<StepOutput> {
@@ -133,6 +139,8 @@ export class WebGpuBackend implements Backend {
     await this.queue;
     this.plan?.destroy();
     this.plan = null;
+    this.promptHead?.head.destroy();
+    this.promptHead = null;
     this.freeKvCache();
     for (const m of this.matrices.values()) for (const chunk of m.chunks) chunk.buffer.destroy();
     for (const v of this.vectors.values()) v.destroy();
@@ -177,7 +185,19 @@ export class WebGpuBackend implements Backend {
     await Promise.all([plan.readback.mapAsync(MAP_READ, 0, outputWords * 4), this.profiler?.collect()]);
     const words = new Uint32Array(plan.readback.getMappedRange(0, outputWords * 4).slice(0));
     plan.readback.unmap();
-    return decodeOutput(words, numSeqs, packed.maxLogprobs, shape.topLogprobs);
+    const output = decodeOutput(words, numSeqs, packed.maxLogprobs, shape.topLogprobs);
+    if (batch.promptLogprobs) output.promptLogprobs = await this.promptHeadFor(plan).run(batch.promptLogprobs, numTokens);
+    return output;
+  }
+
+  private promptHeadFor(plan: CompiledPlan): PromptHead {
+    if (this.promptHead?.plan !== plan) {
+      this.promptHead?.head.destroy();
+      const gather = this.graph.ops.find((op) => op.op === 'gather_last');
+      if (gather?.op !== 'gather_last') throw new BackendError(this.name, 'the graph has no gather_last op');
+      this.promptHead = { plan, head: PromptHead.build(this.ctx, this.modelOnDevice(), plan.activations.get(gather.x)!, plan.capacity.tokens) };
+    }
+    return this.promptHead.head;
   }
 
   private encodePass(encoder: GPUCommandEncoder, dispatches: Dispatch[], shape: StepShape): void {
