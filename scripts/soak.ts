@@ -29,7 +29,11 @@ const rng = new Rng(Number(args.seed));
 const int = (n: number) => Math.floor(rng.next() * n);
 const words = ['river', 'stone', 'light', 'the', 'of', 'quiet', 'engine', 'paper', 'north', 'seven', 'glass', 'and', 'a', 'slow'];
 
-const server = spawn(process.execPath, ['bin/sluice.mjs', 'serve', '--model-path', 'tiny', '--backend', args.backend!, '--port', '0', '--disable-log-requests'], {
+// Keep-alive connections outlive the client's idle limit (undici's is at most 600 s), so the client
+// always closes an idle connection first: with the server closing first, a request sent on the
+// connection as it closes is reset (HTTP/1.1's keep-alive race; 4 in 1,000 under load 20).
+const serveArgs = ['serve', '--model-path', 'tiny', '--backend', args.backend!, '--port', '0', '--disable-log-requests', '--timeout-keep-alive', '3600'];
+const server = spawn(process.execPath, ['bin/sluice.mjs', ...serveArgs], {
   stdio: ['ignore', 'ignore', 'pipe'],
 });
 let serverLog = '';
@@ -112,7 +116,7 @@ async function oneRequest(i: number): Promise<void> {
     if (controller.signal.aborted) return;
     outcomes.failed++;
     const cause = (e as Error).cause as { code?: string; message?: string } | undefined;
-    const why = `${(e as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`;
+    const why = `${kind === 1 ? '/generate + /abort_request' : '/v1/completions'}: ${(e as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`;
     failures.set(why, (failures.get(why) ?? 0) + 1);
   }
 }

@@ -1,5 +1,5 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, PromptLogprobsOutput, PromptLogprobsRequest, StepOutput } from '../../src/engine/backend.js';
 import { validateForwardBatch } from '../../src/engine/forward-batch.js';
 import { deviceKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
 import { BackendError } from '../../src/errors.js';
@@ -7,6 +7,10 @@ import type { LlamaConfig } from '../../src/model/config.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { compileGraph, nativeConfig, weightShapeOf, type CompiledGraph } from './compile.js';
 import type { CudaAddon, NativeModel } from './native.js';
+import { emptyPromptLogprobs, wantedPromptRows, writePromptLogprob } from '../shared/prompt-logprobs.js';
+
+/** Prompt rows per headLogits call: bounds the logits read back at once (64 x 128k vocabulary = 32 MiB). */
+const promptRowsPerCall = 64;
 
 const dtypeCode = { f32: 0, bf16: 1, f16: 2 } as const;
 
@@ -21,6 +25,11 @@ export class CudaBackend implements Backend {
   private config: LlamaConfig | null = null;
   private compiled: CompiledGraph | null = null;
   private kvSpec: KvCacheSpec | null = null;
+
+  /** Prompt log-probs need the addon's headLogits (an addon built before it lacks it). */
+  get supportsPromptLogprobs(): boolean {
+    return typeof this.model.headLogits === 'function';
+  }
 
   constructor(
     addon: CudaAddon,
@@ -89,7 +98,22 @@ export class CudaBackend implements Backend {
       tokens: out.tokens,
       logprobs: out.logprobs,
       topLogprobs: out.topK > 0 ? { k: out.topK, ids: out.topIds!, logprobs: out.topLogprobs! } : null,
+      ...(batch.promptLogprobs ? { promptLogprobs: this.promptLogprobs(batch.promptLogprobs, config.vocabSize) } : {}),
     };
+  }
+
+  /** Log-probs of the asked prompt rows from the step just run: logits from the device, the rest on the host. */
+  private promptLogprobs(request: PromptLogprobsRequest, vocab: number): PromptLogprobsOutput {
+    const headLogits = this.model.headLogits;
+    if (!headLogits) throw new BackendError(this.name, 'the CUDA addon predates prompt log-probs (headLogits); rebuild it: node scripts/build-native.mjs');
+    const out = emptyPromptLogprobs(request);
+    const wanted = wantedPromptRows(request);
+    for (let start = 0; start < wanted.length; start += promptRowsPerCall) {
+      const rows = wanted.subarray(start, start + promptRowsPerCall);
+      const logits = headLogits.call(this.model, rows);
+      rows.forEach((row, i) => writePromptLogprob(out, request, row, logits.subarray(i * vocab, (i + 1) * vocab)));
+    }
+    return out;
   }
 
   async close(): Promise<void> {

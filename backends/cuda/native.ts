@@ -54,6 +54,8 @@ export interface NativeModel {
   readWeight(id: number): Float32Array;
   readActivation(id: number, rows: number): Float32Array;
   writeActivation(id: number, values: Float32Array): void;
+  /** The final norm and lm-head over these token rows of the last step's residual stream: f32 logits [rows, vocab]. Absent in addons built before it. */
+  headLogits?(rows: Int32Array): Float32Array;
   allocateKv(numPages: number, pageSize: number): void;
   memory(): { freeBytes: number; totalBytes: number };
   forward(batch: object): Promise<NativeStepOutput>;

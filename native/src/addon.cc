@@ -112,6 +112,7 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
                            InstanceMethod("allocateKv", &CudaModel::AllocateKv),
                            InstanceMethod("readActivation", &CudaModel::ReadActivation),
                            InstanceMethod("writeActivation", &CudaModel::WriteActivation),
+                           InstanceMethod("headLogits", &CudaModel::HeadLogits),
                            InstanceMethod("memory", &CudaModel::Memory),
                            InstanceMethod("forward", &CudaModel::Forward),
                            InstanceMethod("description", &CudaModel::Description),
@@ -216,6 +217,17 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     const int id = info[0].As<Napi::Number>().Int32Value();
     const int rows = info[1].As<Napi::Number>().Int32Value();
     std::vector<float> values = guarded(info, [&](Model& m) { return m.readActivation(id, rows); });
+    Napi::Float32Array out = Napi::Float32Array::New(info.Env(), values.size());
+    std::copy(values.begin(), values.end(), out.Data());
+    return out;
+  }
+
+  Napi::Value HeadLogits(const Napi::CallbackInfo& info) {
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Napi::TypeError::New(info.Env(), "headLogits: rows must be an Int32Array");
+    const Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
+    std::vector<int> rows(arr.Data(), arr.Data() + arr.ElementLength());
+    std::vector<float> values = guarded(info, [&](Model& m) { return m.headLogits(rows); });
     Napi::Float32Array out = Napi::Float32Array::New(info.Env(), values.size());
     std::copy(values.begin(), values.end(), out.Data());
     return out;

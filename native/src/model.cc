@@ -276,6 +276,47 @@ std::vector<float> Model::readActivation(int id, int rows) {
   return out;
 }
 
+std::vector<float> Model::headLogits(const std::vector<int>& rows) {
+  useDevice();
+  // The graph ends gather_last (a: residual stream, c: out), rmsnorm (a: that out, b: weight), linear (b: lm-head).
+  int gather = -1;
+  for (size_t i = 0; i < ops_.size(); i++)
+    if (ops_[i].kind == OpKind::GatherLast) gather = int(i);
+  if (gather < 0 || gather + 2 >= int(ops_.size()) || ops_[gather + 1].kind != OpKind::Rmsnorm ||
+      ops_[gather + 2].kind != OpKind::Linear || ops_[gather + 1].a != ops_[gather].c)
+    throw CudaError("headLogits: the graph does not end in gather_last, rmsnorm, linear");
+  const Op& norm = ops_[gather + 1];
+  const Op& head = ops_[gather + 2];
+  const ActivationSpec& x = activationSpecs_[ops_[gather].a];
+  if (x.viewOf >= 0 || !x.perToken) throw CudaError("headLogits: the residual stream is not a per-token buffer");
+  const int n = int(rows.size());
+  if (n == 0) return {};
+  const int hidden = x.cols;
+  const int vocab = weightSpecs_[head.b].rows;
+  // gather_last's rule out[s] = x[queryStart[s + 1] - 1] with queryStart[s + 1] = row + 1.
+  std::vector<int> ends(n + 1, 0);
+  for (int i = 0; i < n; i++) {
+    if (rows[i] < 0 || rows[i] >= capTokens_) throw CudaError("headLogits: row " + std::to_string(rows[i]) + " is outside the step");
+    ends[i + 1] = rows[i] + 1;
+  }
+  DeviceBuffer starts, gathered, normed, logits;
+  starts.reserve(size_t(n + 1) * 4);
+  gathered.reserve(size_t(n) * hidden * dtypeSize(x.dtype));
+  normed.reserve(size_t(n) * hidden * sizeof(bf16));
+  logits.reserve(size_t(n) * vocab * 4);
+  upload(starts.ptr, ends.data(), ends.size() * 4);
+  launchGatherLast(activations_[ops_[gather].a].ptr, size_t(hidden) * dtypeSize(x.dtype), static_cast<const int*>(starts.ptr), n,
+                   gathered.ptr, stream_);
+  launchRmsnorm(gathered.ptr, x.dtype, static_cast<const bf16*>(weights_[norm.b].ptr), n, hidden, config_.rmsNormEps,
+                static_cast<bf16*>(normed.ptr), stream_);
+  gemm(static_cast<const bf16*>(normed.ptr), static_cast<const bf16*>(weights_[head.b].ptr), logits.ptr, DType::F32, n, vocab,
+       weightSpecs_[head.b].cols);
+  std::vector<float> out(size_t(n) * vocab);
+  CUDA_CHECK(cudaMemcpyAsync(out.data(), logits.ptr, out.size() * 4, cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return out;
+}
+
 void Model::writeActivation(int id, const std::vector<float>& values) {
   useDevice();
   if (id < 0 || id >= int(activationSpecs_.size())) throw CudaError("writeActivation: bad buffer id");

@@ -91,6 +91,12 @@ class Model {
   /** Test access to activation buffers: the first `rows` rows, as f32 (bf16 buffers converted). */
   std::vector<float> readActivation(int id, int rows);
   void writeActivation(int id, const std::vector<float>& values);
+  /**
+   * Prompt log-probs: the graph's final norm and lm-head over the given token rows of the last
+   * step's residual stream (what gather_last reads), as f32 logits [rows, vocab]. Call after a
+   * forward(), before the next one.
+   */
+  std::vector<float> headLogits(const std::vector<int>& rows);
   void allocateKv(int numPages, int pageSize);
   void memory(size_t& freeBytes, size_t& totalBytes);
   StepResult forward(const StepInput& input);

@@ -1,4 +1,4 @@
-import type { Backend, ForwardBatch, LogitBiasBatch, PenaltyBatch, SamplingBatch, StepOutput, TokenMaskBatch } from './backend.js';
+import type { Backend, ForwardBatch, LogitBiasBatch, PenaltyBatch, PromptLogprobsOutput, SamplingBatch, StepOutput, TokenMaskBatch } from './backend.js';
 
 /**
  * --enable-deterministic-inference: runs every token of a step as a forward of its own (one
@@ -12,9 +12,11 @@ import type { Backend, ForwardBatch, LogitBiasBatch, PenaltyBatch, SamplingBatch
 export class BatchInvariantBackend implements Backend {
   readonly name: Backend['name'];
   readonly description: string;
+  readonly supportsPromptLogprobs: boolean;
 
   constructor(private readonly inner: Backend) {
     this.name = inner.name;
+    this.supportsPromptLogprobs = inner.supportsPromptLogprobs ?? false;
     this.description = `${inner.description}; deterministic inference (one token per run)`;
   }
 
@@ -32,18 +34,24 @@ export class BatchInvariantBackend implements Backend {
     const numSeqs = batch.kvLens.length;
     const tokens = new Int32Array(numSeqs);
     const outputs: (StepOutput | null)[] = new Array(numSeqs).fill(null);
+    const asked = batch.promptLogprobs ?? null;
+    const prompt = asked && emptyRows(batch.tokenIds.length, asked.topK);
     for (let s = 0; s < numSeqs; s++) {
       const start = batch.queryStart[s]!;
       const end = batch.queryStart[s + 1]!;
       for (let t = start; t < end; t++) {
-        const out = await this.inner.forward(oneToken(batch, s, t, t === end - 1, this.pageSize));
+        const single = oneToken(batch, s, t, t === end - 1, this.pageSize);
+        const target = asked ? asked.targets[t]! : -1;
+        if (target >= 0) single.promptLogprobs = { targets: Int32Array.of(target), topK: asked!.topK };
+        const out = await this.inner.forward(single);
+        if (target >= 0 && out.promptLogprobs) copyRow(out.promptLogprobs, prompt!, t);
         if (t === end - 1) {
           tokens[s] = out.tokens[0]!;
           outputs[s] = out;
         }
       }
     }
-    return { tokens, ...mergeLogprobs(batch.sampling.logprobs, outputs) };
+    return { tokens, ...mergeLogprobs(batch.sampling.logprobs, outputs), ...(prompt ? { promptLogprobs: prompt } : {}) };
   }
 }
 
@@ -114,6 +122,18 @@ function maskOf(mask: TokenMaskBatch, s: number): TokenMaskBatch | null {
   const row = mask.rowOf[s]!;
   if (row < 0) return null;
   return { rowOf: Int32Array.of(0), words: mask.words, bits: mask.bits.subarray(row * mask.words, (row + 1) * mask.words), ready: mask.ready };
+}
+
+function emptyRows(rows: number, k: number): PromptLogprobsOutput {
+  return { logprobs: new Float32Array(rows).fill(NaN), ranks: new Int32Array(rows), k, topIds: new Int32Array(rows * k).fill(-1), topLogprobs: new Float32Array(rows * k).fill(NaN) };
+}
+
+/** Row 0 of a one-token answer into row `t` of the step's. */
+function copyRow(from: PromptLogprobsOutput, to: PromptLogprobsOutput, t: number): void {
+  to.logprobs[t] = from.logprobs[0]!;
+  to.ranks[t] = from.ranks[0]!;
+  to.topIds.set(from.topIds.subarray(0, to.k), t * to.k);
+  to.topLogprobs.set(from.topLogprobs.subarray(0, to.k), t * to.k);
 }
 
 /** The rows' log-probs side by side, top log-probs padded to the largest k asked. */
