@@ -140,7 +140,7 @@ while (next < totalRequests) {
     warmRss = rssMiB();
     warmAt = (Date.now() - started) / 1000;
   }
-  if (next % 1000 === 0) process.stdout.write(`${next} sent, ${((Date.now() - started) / 1000).toFixed(0)} s, RSS ${rssMiB().toFixed(0)} MiB, load ${loadavg()[0]!.toFixed(1)}\n`);
+  if (next % 250 === 0) process.stdout.write(`${next} sent, ${((Date.now() - started) / 1000).toFixed(0)} s, RSS ${rssMiB().toFixed(0)} MiB, load ${loadavg()[0]!.toFixed(1)}\n`);
 }
 await Promise.all(inFlight);
 clearInterval(progress);
