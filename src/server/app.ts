@@ -40,8 +40,10 @@ export function buildApp(ctx: ServerContext, options: { apiKey: string | null; v
     app.register(cors, { origin: http.allowedOrigins.includes('*') ? '*' : http.allowedOrigins, exposedHeaders: ['x-request-id'] });
   }
   registerHttpEdges(app);
-  app.addHook('onSend', async (_request, reply) => {
+  // While draining, every answer closes its connection: keep-alive clients reconnect, and the port closes once requests end.
+  app.addHook('onSend', (_request, reply, payload, done) => {
     if (ctx.draining) reply.header('connection', 'close');
+    done(null, payload);
   });
   app.setErrorHandler((error, _request, reply) => {
     const apiError = toApiError(error);
