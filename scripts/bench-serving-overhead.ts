@@ -67,6 +67,8 @@ export interface Row {
   median_ttft_ms: number;
   p99_ttft_ms: number;
   event_loop_p99_ms: number;
+  /** CPU time of the server process (all threads) per output token: host cost that a loaded machine's waiting does not inflate. */
+  server_cpu_us_per_token: number;
   requests: number;
   failed: number;
   load_avg_1m: number;
@@ -207,6 +209,7 @@ async function measureRow(engineThread: 'main' | 'worker', stepMs: number, strea
       median_ttft_ms: round(percentile(s.ttft, 50)),
       p99_ttft_ms: round(percentile(s.ttft, 99)),
       event_loop_p99_ms: round(report.eventLoopP99Ms),
+      server_cpu_us_per_token: round((report.cpuMs * 1000) / Math.max(1, outputTokens), 1),
       requests: results.length,
       failed: results.length - ok.length + longFailed,
       load_avg_1m: round(loadavg()[0]!),
@@ -217,7 +220,7 @@ async function measureRow(engineThread: 'main' | 'worker', stepMs: number, strea
 }
 
 function formatTable(rows: Row[]): string {
-  const header = ['thread', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'loop p99', 'failed', 'load'];
+  const header = ['thread', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'loop p99', 'cpu us/tok', 'failed', 'load'];
   const cells = rows.map((r) => [
     r.engine_thread,
     String(r.streams),
@@ -232,6 +235,7 @@ function formatTable(rows: Row[]): string {
     r.median_ttft_ms.toFixed(1),
     r.p99_ttft_ms.toFixed(1),
     r.event_loop_p99_ms.toFixed(2),
+    r.server_cpu_us_per_token.toFixed(1),
     String(r.failed),
     r.load_avg_1m.toFixed(2),
   ]);

@@ -23,7 +23,10 @@ export interface ServerSettings {
 }
 
 export type ParentMessage = { type: 'reset' } | { type: 'report' } | { type: 'stop' };
-export type ChildMessage = { type: 'listening'; url: string } | { type: 'report'; steps: number; elapsedMs: number; eventLoopP99Ms: number; eventLoopMaxMs: number };
+export type ChildMessage =
+  | { type: 'listening'; url: string }
+  /** cpuMs: CPU time of the whole server process (every thread) in the window. */
+  | { type: 'report'; steps: number; elapsedMs: number; eventLoopP99Ms: number; eventLoopMaxMs: number; cpuMs: number };
 
 const settings = JSON.parse(process.argv[2]!) as ServerSettings;
 const send = (message: ChildMessage) => process.send!(message);
@@ -41,12 +44,12 @@ const server = await startServer({ engine, model, port: 0, log: silentLogger, lo
 
 const loopDelay = monitorEventLoopDelay({ resolution: 1 });
 loopDelay.enable();
-let windowStart = { steps: 0, at: performance.now() };
+let windowStart = { steps: 0, at: performance.now(), cpu: process.cpuUsage() };
 
 process.on('message', async (message: ParentMessage) => {
   if (message.type === 'reset') {
     loopDelay.reset();
-    windowStart = { steps: Atomics.load(stepCounter, 0), at: performance.now() };
+    windowStart = { steps: Atomics.load(stepCounter, 0), at: performance.now(), cpu: process.cpuUsage() };
   } else if (message.type === 'report') {
     send({
       type: 'report',
@@ -54,6 +57,7 @@ process.on('message', async (message: ParentMessage) => {
       elapsedMs: performance.now() - windowStart.at,
       eventLoopP99Ms: loopDelay.percentile(99) / 1e6,
       eventLoopMaxMs: loopDelay.max / 1e6,
+      cpuMs: cpuMs(process.cpuUsage(windowStart.cpu)),
     });
   } else if (message.type === 'stop') {
     await server.shutdown(1000);
@@ -61,3 +65,7 @@ process.on('message', async (message: ParentMessage) => {
   }
 });
 send({ type: 'listening', url: server.url });
+
+function cpuMs(usage: NodeJS.CpuUsage): number {
+  return (usage.user + usage.system) / 1000;
+}
