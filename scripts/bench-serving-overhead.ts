@@ -69,6 +69,14 @@ export interface Row {
   event_loop_p99_ms: number;
   /** CPU time of the server process (all threads) per output token: host cost that a loaded machine's waiting does not inflate. */
   server_cpu_us_per_token: number;
+  /**
+   * Where first tokens wait, as means from the server's own histograms: from the route taking
+   * the request to its first token leaving (TTFT as the server sees it), of which waiting in the
+   * engine's queue. The client's TTFT minus the server's is time before the route took it
+   * (accepting, parsing, templating, tokenizing).
+   */
+  server_mean_ttft_ms: number;
+  server_mean_queue_ms: number;
   requests: number;
   failed: number;
   load_avg_1m: number;
@@ -190,6 +198,10 @@ async function measureRow(engineThread: 'main' | 'worker', stepMs: number, strea
     const { results, durationMs } = await mixedRun(server.url, requests, streams);
     const longFailed = (await sender?.stop()) ?? 0;
     const report = await server.report();
+    const metrics = await histogramMeans(server.url);
+    const errors = new Map<string, number>();
+    for (const r of results) if (!r.success) errors.set(r.error ?? '?', (errors.get(r.error ?? '?') ?? 0) + 1);
+    for (const [error, count] of errors) log(`  ${engineThread} ${streams} streams: ${count} failed: ${error.slice(0, 300)}`);
     const s = latencySamples(results);
     const ok = results.filter((r) => r.success);
     const outputTokens = ok.reduce((n, r) => n + r.outputLen, 0);
@@ -210,6 +222,8 @@ async function measureRow(engineThread: 'main' | 'worker', stepMs: number, strea
       p99_ttft_ms: round(percentile(s.ttft, 99)),
       event_loop_p99_ms: round(report.eventLoopP99Ms),
       server_cpu_us_per_token: round((report.cpuMs * 1000) / Math.max(1, outputTokens), 1),
+      server_mean_ttft_ms: round(metrics.ttftMs, 1),
+      server_mean_queue_ms: round(metrics.queueMs, 1),
       requests: results.length,
       failed: results.length - ok.length + longFailed,
       load_avg_1m: round(loadavg()[0]!),
@@ -219,8 +233,16 @@ async function measureRow(engineThread: 'main' | 'worker', stepMs: number, strea
   }
 }
 
+/** Means of the server's TTFT and queue-time histograms (sum / count), warm-up requests included. */
+async function histogramMeans(baseUrl: string): Promise<{ ttftMs: number; queueMs: number }> {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const mean = (family: string) => (value(`${family}_sum`) / value(`${family}_count`)) * 1000;
+  return { ttftMs: mean('vllm:time_to_first_token_seconds'), queueMs: mean('vllm:request_queue_time_seconds') };
+}
+
 function formatTable(rows: Row[]): string {
-  const header = ['thread', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'loop p99', 'cpu us/tok', 'failed', 'load'];
+  const header = ['thread', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'srv TTFT', 'queue', 'loop p99', 'cpu us/tok', 'failed', 'load'];
   const cells = rows.map((r) => [
     r.engine_thread,
     String(r.streams),
@@ -234,6 +256,8 @@ function formatTable(rows: Row[]): string {
     r.p99_itl_ms.toFixed(2),
     r.median_ttft_ms.toFixed(1),
     r.p99_ttft_ms.toFixed(1),
+    r.server_mean_ttft_ms.toFixed(1),
+    r.server_mean_queue_ms.toFixed(1),
     r.event_loop_p99_ms.toFixed(2),
     r.server_cpu_us_per_token.toFixed(1),
     String(r.failed),
