@@ -37,11 +37,21 @@ export function applyTokenMask(logits: Float32Array, mask: TokenMaskBatch, s: nu
   if (r < 0) return;
   const vocab = logits.length;
   const base = r * mask.words;
-  for (let w = 0; w < mask.words; w++) {
-    const word = mask.bits[base + w]!;
-    if (word === -1) continue;
+  const words = Math.min(mask.words, Math.ceil(vocab / 32));
+  for (let w = 0; w < words; w++) {
+    // Visit only the cleared bits (disallowed ids): masks are mostly all-allowed or mostly all-refused words.
+    let refused = ~mask.bits[base + w]!;
     const first = w * 32;
-    for (let b = 0; b < 32 && first + b < vocab; b++) if (((word >>> b) & 1) === 0) logits[first + b] = -Infinity;
+    if (refused === -1) {
+      logits.fill(-Infinity, first, Math.min(first + 32, vocab));
+      continue;
+    }
+    while (refused !== 0) {
+      const low = refused & -refused;
+      const id = first + 31 - Math.clz32(low);
+      if (id < vocab) logits[id] = -Infinity;
+      refused ^= low;
+    }
   }
 }
 

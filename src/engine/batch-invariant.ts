@@ -121,7 +121,15 @@ function logitBiasOf(bias: LogitBiasBatch, s: number): LogitBiasBatch {
 function maskOf(mask: TokenMaskBatch, s: number): TokenMaskBatch | null {
   const row = mask.rowOf[s]!;
   if (row < 0) return null;
-  return { rowOf: Int32Array.of(0), words: mask.words, bits: mask.bits.subarray(row * mask.words, (row + 1) * mask.words), ready: mask.ready };
+  const bits = mask.bits.subarray(row * mask.words, (row + 1) * mask.words);
+  return {
+    rowOf: Int32Array.of(0),
+    words: mask.words,
+    bits,
+    get ready() {
+      return mask.ready; // read when the backend waits, not now (the engine times the wait from the read)
+    },
+  };
 }
 
 function emptyRows(rows: number, k: number): PromptLogprobsOutput {

@@ -90,7 +90,7 @@ export class LlmEngine implements Engine {
       disableRadixCache: options.disableRadixCache,
     };
     this.batchBuilder = new BatchBuilder(options.pageSize);
-    this.constraints = new ConstrainedDecoding(model);
+    this.constraints = new ConstrainedDecoding(model, { maskWorker: this.options.maskWorker, logger: this.options.logger ?? console });
     this.loopDone = this.runLoop();
   }
 
@@ -217,6 +217,7 @@ export class LlmEngine implements Engine {
       for (const seq of req.sequences) seq.matcher?.dispose(); // aborted while its grammar compiled
       return;
     }
+    this.jumpForwardAtStart(req.sequences[0]!);
     this.scheduler.enqueue(req.sequences[0]!);
     this.wake();
   }
@@ -342,7 +343,11 @@ export class LlmEngine implements Engine {
       if (!req.samplesStarted) {
         req.samplesStarted = true;
         this.scheduler.cachePrompt(seq);
-        for (const sibling of req.sequences) if (sibling.status === 'held') this.scheduler.enqueue(sibling);
+        for (const sibling of req.sequences) {
+          if (sibling.status !== 'held') continue;
+          this.jumpForwardAtStart(sibling);
+          this.scheduler.enqueue(sibling);
+        }
       }
       const token = output.tokens[s]!;
       if (seq.matcher && !seq.matcher.terminated && !seq.matcher.accept(token)) {
@@ -369,7 +374,32 @@ export class LlmEngine implements Engine {
    * with the next step's (as a prefill chunk, so they cost no decode step of their own).
    */
   private jumpForward(seq: Sequence, delta: GenerateDelta): void {
-    for (const forced of this.constraints.forcedTokens(seq, seq.remainingNewTokens)) {
+    this.appendForced(seq, delta, this.constraints.forcedTokens(seq, seq.remainingNewTokens));
+  }
+
+  /**
+   * Jump-forward before the first sampled token: the text the grammar forces at its start (a
+   * JSON object's `{"`) is the sample's first output, streamed at once; its KV is computed with
+   * the prompt's. The model is left at least one token to sample, and a matcher never forces a
+   * stop token (they are not text to xgrammar), so the sample cannot end here. Off with log-probs
+   * (forced tokens have none), prompt log-probs and stop strings.
+   */
+  private jumpForwardAtStart(seq: Sequence): void {
+    const req = seq.request;
+    const p = req.params;
+    if (!seq.matcher || this.options.disableRegexJumpForward || p.logprobs !== null || p.promptLogprobs !== null || p.stop.length > 0) return;
+    const forced = this.constraints.forcedTokens(seq, seq.remainingNewTokens - 1);
+    if (forced.length === 0) return;
+    const delta = seq.append(forced[0]!, null);
+    this.generatedTokensTotal++;
+    this.appendForced(seq, delta, forced.slice(1));
+    req.timing.firstToken ??= epochMs();
+    req.stream.push(delta);
+  }
+
+  /** Appends jump-forward tokens (already accepted by the matcher) to the sample and to `delta`. */
+  private appendForced(seq: Sequence, delta: GenerateDelta, tokens: readonly number[]): void {
+    for (const [i, forced] of tokens.entries()) {
       const next = seq.append(forced, null);
       this.generatedTokensTotal++;
       delta.text += next.text;
@@ -377,7 +407,10 @@ export class LlmEngine implements Engine {
       delta.finishReason = next.finishReason;
       delta.matchedStop = next.matchedStop;
       delta.usage = next.usage;
-      if (next.finishReason !== null) break;
+      if (next.finishReason !== null) {
+        seq.matcher!.rollback(tokens.length - i - 1); // a stop string ended the sample: the matcher holds its tokens only
+        break;
+      }
     }
   }
 

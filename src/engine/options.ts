@@ -27,6 +27,12 @@ export interface EngineOptions {
    * continuation only, its tokens are appended without a decode step (SGLang's jump-forward).
    */
   disableRegexJumpForward: boolean;
+  /**
+   * Structured output: compute the token masks on a worker thread (default), so they overlap the
+   * backend's step even where the backend holds this thread (onnxruntime's run); off: on this
+   * thread, between the backend's awaits.
+   */
+  maskWorker: boolean;
   /** null: the model's max_position_embeddings. Clipped to the KV pool size. */
   contextLength: number | null;
   /** Waiting requests at most; beyond it generate() throws EngineOverloadedError. */
@@ -71,6 +77,7 @@ export const defaultEngineOptions: EngineOptions = {
   schedulePolicy: 'lpm',
   disableRadixCache: false,
   disableRegexJumpForward: false,
+  maskWorker: true,
   contextLength: null,
   maxQueuedRequests: 10000,
   scheduleConservativeness: 1,

@@ -3,7 +3,7 @@ import { InvalidRequestError } from '../engine/errors.js';
 import type { GrammarSpec } from '../engine/types.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { fixSchema } from './schema-fixes.js';
-import { grammarVocabulary } from './tokenizer-info.js';
+import { grammarVocabulary, type GrammarVocabulary } from './tokenizer-info.js';
 import { TokenMatcher } from './token-matcher.js';
 import { loadXgrammar, type LoadedXgrammar } from './xgrammar.js';
 
@@ -28,9 +28,13 @@ export class GrammarCompiler {
     readonly vocabSize: number,
   ) {}
 
-  static async create(tokenizer: Tokenizer, vocabSize: number, stopTokenIds: readonly number[]): Promise<GrammarCompiler> {
+  static create(tokenizer: Tokenizer, vocabSize: number, stopTokenIds: readonly number[]): Promise<GrammarCompiler> {
+    return GrammarCompiler.fromVocabulary(grammarVocabulary(tokenizer, vocabSize), stopTokenIds);
+  }
+
+  /** The same from the vocabulary alone (what the mask worker is sent: it has no tokenizer). */
+  static async fromVocabulary(vocab: GrammarVocabulary, stopTokenIds: readonly number[]): Promise<GrammarCompiler> {
     const runtime = await loadXgrammar();
-    const vocab = grammarVocabulary(tokenizer, vocabSize);
     const info = await runtime.xg.TokenizerInfo.createTokenizerInfo(vocab.encoded, vocab.type, vocab.prependSpace, vocab.encoded.length, [...stopTokenIds]);
     const compiler = await runtime.xg.GrammarCompiler.createGrammarCompiler(info, false);
     return new GrammarCompiler(runtime, info, compiler, vocab.encoded.length);
@@ -66,9 +70,9 @@ export class GrammarCompiler {
   }
 
   /** A matcher at the grammar's start; it accepts `stopTokenIds` where the grammar may end. */
-  async matcher(compiled: CompiledGrammar, stopTokenIds: readonly number[]): Promise<TokenMatcher> {
+  async matcher(compiled: CompiledGrammar, stopTokenIds: readonly number[], onDispose?: () => void): Promise<TokenMatcher> {
     const m = await this.runtime.xg.GrammarMatcher.createGrammarMatcher(compiled, [...stopTokenIds]);
-    return new TokenMatcher(m, this.maskWords);
+    return new TokenMatcher(m, this.maskWords, onDispose);
   }
 
   dispose(): void {
