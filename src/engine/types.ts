@@ -56,6 +56,8 @@ export type GrammarSpec = { param: string } & (
    * each call's parameters following its function's schema (JSON text): tool_choice required or named.
    */
   | { type: 'tool_calls'; tools: { name: string; schema: string }[]; parallel: boolean }
+  /** An xgrammar structural tag ({"type": "structural_tag", "format": ...}) as JSON text. */
+  | { type: 'structural_tag'; tag: string }
 );
 
 export interface GenerateRequest {

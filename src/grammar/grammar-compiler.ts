@@ -96,7 +96,31 @@ export class GrammarCompiler {
         return this.compiler.compileGrammar(choiceGrammar(spec.choices), 'root');
       case 'tool_calls':
         return this.compileToolCalls(spec.tools, spec.parallel);
+      case 'structural_tag':
+        return this.compileStructuralTag(JSON.parse(spec.tag));
     }
+  }
+
+  /**
+   * A structural tag whose JSON schema contents are compact JSON like every JSON output here
+   * (xgrammar's json_schema format would allow any whitespace, which a model may fill forever).
+   */
+  private async compileStructuralTag(tag: object): Promise<CompiledGrammar> {
+    const compact = async (node: unknown): Promise<unknown> => {
+      if (Array.isArray(node)) return Promise.all(node.map(compact));
+      if (node === null || typeof node !== 'object') return node;
+      const fields = node as Record<string, unknown>;
+      if (fields.type === 'json_schema' && 'json_schema' in fields) {
+        const grammar = await this.runtime.xg.Grammar.fromJSONSchema(JSON.stringify(fixSchema(fields.json_schema)), false, -1);
+        const text = grammar.toString();
+        grammar.dispose();
+        return { type: 'grammar', grammar: text };
+      }
+      const out: Record<string, unknown> = {};
+      for (const [key, value] of Object.entries(fields)) out[key] = await compact(value);
+      return out;
+    };
+    return this.compiler.compileStructuralTag((await compact(tag)) as Record<string, unknown>);
   }
 
   /**
@@ -135,9 +159,12 @@ function cacheKey(spec: GrammarSpec): string {
       return `choice\0${JSON.stringify(spec.choices)}`;
     case 'tool_calls':
       return `tool_calls\0${JSON.stringify(spec)}`;
+    case 'structural_tag':
+      return `structural_tag\0${spec.tag}`;
   }
 }
 
 function describe(spec: GrammarSpec): string {
-  return { json_schema: 'the JSON schema', json_object: 'the JSON object grammar', regex: 'the regular expression', ebnf: 'the EBNF grammar', choice: 'the choices', tool_calls: 'a tool\'s parameters schema' }[spec.type];
+  return { json_schema: 'the JSON schema', json_object: 'the JSON object grammar', regex: 'the regular expression', ebnf: 'the EBNF grammar', choice: 'the choices', tool_calls: 'a tool\'s parameters schema', structural_tag: 'the structural tag' }[spec.type];
 }
+

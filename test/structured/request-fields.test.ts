@@ -24,13 +24,15 @@ const generate = (sp: object) => ['/generate', { text: 'hi', sampling_params: { 
 
 describe('structured-output fields the server does not implement: 400 naming the field', () => {
   const cases: [string, readonly [string, object], string][] = [
-    ['response_format of an unknown type', chat({ response_format: { type: 'structural_tag' } }), 'response_format'],
+    ['response_format of an unknown type', chat({ response_format: { type: 'grammar' } }), 'response_format'],
+    ['response_format structural_tag with neither format nor structures', chat({ response_format: { type: 'structural_tag' } }), 'response_format'],
     ['response_format json_schema without its object', completion({ response_format: { type: 'json_schema' } }), 'response_format.json_schema'],
     ['guided_whitespace_pattern', chat({ guided_json: { type: 'object' }, guided_whitespace_pattern: '[ ]?' }), 'guided_whitespace_pattern'],
     ['guided_decoding_backend other than xgrammar', completion({ guided_regex: 'a+', guided_decoding_backend: 'outlines' }), 'guided_decoding_backend'],
-    ['structured_outputs.structural_tag', chat({ structured_outputs: { structural_tag: '{}' } }), 'structured_outputs.structural_tag'],
+    ['structured_outputs.structural_tag that is empty', chat({ structured_outputs: { structural_tag: '{}' } }), 'structured_outputs.structural_tag'],
     ['structured_outputs.whitespace_pattern', completion({ structured_outputs: { regex: 'a', whitespace_pattern: ' ' } }), 'structured_outputs.whitespace_pattern'],
-    ['SGLang structural_tag', generate({ structural_tag: '{}' }), 'sampling_params.structural_tag'],
+    ['SGLang structural_tag that is empty', generate({ structural_tag: '{}' }), 'sampling_params.structural_tag'],
+    ['SGLang structural_tag that is not JSON', generate({ structural_tag: '{"structures": ' }), 'sampling_params.structural_tag'],
     ['two constraints at once', chat({ guided_regex: 'a+', response_format: { type: 'json_object' } }), 'guided_regex'],
     ['two SGLang constraints at once', generate({ regex: 'a+', ebnf: 'root ::= "a"' }), 'sampling_params.ebnf'],
     ['guided_json that is not JSON', completion({ guided_json: '{"type": ' }), 'guided_json'],
@@ -64,6 +66,8 @@ describe('structured-output fields the server does not implement: 400 naming the
 describe('constraint fields are honoured on every surface', () => {
   const jsonSchema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] };
   const isOkObject = (text: string) => typeof JSON.parse(text).ok === 'boolean';
+  const okTag = { type: 'tag', begin: '<r>', content: { type: 'json_schema', json_schema: jsonSchema }, end: '</r>' };
+  const isOkTag = (text: string) => text.startsWith('<r>') && text.endsWith('</r>') && isOkObject(text.slice(3, -4));
   const cases: [string, readonly [string, object], (text: string) => boolean][] = [
     ['chat response_format json_object', chat({ response_format: { type: 'json_object' }, max_tokens: 3 }), (t) => t.startsWith('{')],
     ['completions response_format json_schema', completion({ max_tokens: 20, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: jsonSchema } } }), isOkObject],
@@ -78,6 +82,9 @@ describe('constraint fields are honoured on every surface', () => {
     ['SGLang regex', generate({ max_new_tokens: 20, regex: '[A-F]{4}' }), (t) => /^[A-F]{4}$/.test(t)],
     ['SGLang json_schema', generate({ max_new_tokens: 20, json_schema: JSON.stringify(jsonSchema) }), isOkObject],
     ['SGLang ebnf', generate({ max_new_tokens: 20, ebnf: 'root ::= ("x" | "y") "!"' }), (t) => /^[xy]!$/.test(t)],
+    ['chat response_format structural_tag (format)', chat({ max_tokens: 30, response_format: { type: 'structural_tag', format: okTag } }), isOkTag],
+    ['completions structured_outputs.structural_tag', completion({ max_tokens: 30, structured_outputs: { structural_tag: JSON.stringify({ format: okTag }) } }), isOkTag],
+    ['SGLang structural_tag (format)', generate({ max_new_tokens: 30, structural_tag: JSON.stringify({ type: 'structural_tag', format: okTag }) }), isOkTag],
   ];
   for (const [what, [path, body], matches] of cases) {
     it(what, async () => {
@@ -95,6 +102,8 @@ describe('invalid schemas and grammars: 400 naming the field and the problem', (
     ['an EBNF grammar with an undefined rule', chat({ guided_grammar: 'root ::= missing' }), 'guided_grammar', /Rule "missing" is not defined/],
     ['an unclosed regex class', generate({ regex: '[a-' }), 'sampling_params.regex', /Unclosed/],
     ['a bad SGLang EBNF', generate({ ebnf: 'root ::= "a' }), 'sampling_params.ebnf', /./],
+    ['a structural tag of an unknown format type', chat({ response_format: { type: 'structural_tag', format: { type: 'nope' } } }), 'response_format', /./],
+    ['a structural tag whose schema is not an object', generate({ structural_tag: { structures: [{ begin: '<f>', schema: [1], end: '</f>' }], triggers: ['<f'] } }), 'sampling_params.structural_tag.structures[0].schema', /schema/],
     ['a schema property name with a quote (an xgrammar limitation)', chat({ guided_json: { type: 'object', properties: { 'a"b': { type: 'boolean' } } } }), 'guided_json', /./],
   ];
   for (const [what, [path, body], param, message] of cases) {
@@ -110,5 +119,27 @@ describe('invalid schemas and grammars: 400 naming the field and the problem', (
     const { status, json } = await post(...completion({ max_tokens: 10, guided_choice: ['fine'] }));
     expect(status).toBe(200);
     expect(json.choices[0].text).toBe('fine');
+  });
+});
+
+describe('structural_tag in its legacy form (structures and triggers)', () => {
+  it('leaves text free until a trigger, then holds the tag to its schema', async () => {
+    const { GrammarCompiler } = await import('../../src/grammar/grammar-compiler.js');
+    const { openAiGrammar } = await import('../../src/server/protocol/structured-output.js');
+    const { loadModel } = await import('../../src/model/load.js');
+    const model = loadModel({ modelPath: 'tiny' });
+    const schema = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] };
+    const spec = openAiGrammar({ response_format: { type: 'structural_tag', structures: [{ begin: '<f=weather>', schema, end: '</f>' }], triggers: ['<f='] } })!;
+    const compiler = await GrammarCompiler.create(model.tokenizer, model.config.vocabSize, model.stopTokenIds);
+    const accepts = async (text: string) => {
+      const matcher = await compiler.matcher(await compiler.compile(spec), model.stopTokenIds);
+      const all = model.tokenizer.encode(text, false).every((id) => matcher.accept(id));
+      matcher.dispose();
+      return all;
+    };
+    expect(await accepts('Let me look. <f=weather>{"city": "Oslo"}</f> Done.')).toBe(true);
+    expect(await accepts('Let me look. <f=weather>{"town": "Oslo"}</f>')).toBe(false);
+    expect(await accepts('Let me look. <f=time>')).toBe(false);
+    compiler.dispose();
   });
 });

@@ -14,7 +14,7 @@ const JsonSchemaValue = Type.Union([Type.Record(Type.String(), Type.Unknown()), 
 /** OpenAI's response_format (chat and completions). */
 export const ResponseFormat = Type.Object(
   {
-    type: Type.String({ description: '"text", "json_object" or "json_schema"' }),
+    type: Type.String({ description: '"text", "json_object", "json_schema" or "structural_tag"' }),
     json_schema: Maybe(
       Type.Object(
         {
@@ -66,7 +66,7 @@ export const SglangStructuredFields = {
 type Json = Record<string, unknown>;
 
 export interface OpenAiStructuredFields {
-  response_format?: { type: string; json_schema?: { name: string; schema?: unknown } | null } | null;
+  response_format?: ({ type: string; json_schema?: { name: string; schema?: unknown } | null } & Json) | null;
   guided_json?: unknown;
   guided_regex?: string | null;
   guided_choice?: string[] | null;
@@ -86,8 +86,10 @@ export function openAiGrammar(body: OpenAiStructuredFields): GrammarSpec | null 
       const js = format.json_schema;
       if (js == null) throw invalidParam('response_format.json_schema', 'response_format of type "json_schema" needs a json_schema object.');
       found.push({ type: 'json_schema', schema: schemaText(js.schema ?? true, 'response_format.json_schema.schema'), param: 'response_format.json_schema.schema' });
+    } else if (format.type === 'structural_tag') {
+      found.push({ type: 'structural_tag', tag: structuralTagText(format, 'response_format'), param: 'response_format' });
     } else if (format.type !== 'text') {
-      throw invalidParam('response_format', `response_format type ${JSON.stringify(format.type)} is not supported (only "text", "json_object" and "json_schema").`);
+      throw invalidParam('response_format', `response_format type ${JSON.stringify(format.type)} is not supported (only "text", "json_object", "json_schema" and "structural_tag").`);
     }
   }
   if (body.guided_json != null) found.push({ type: 'json_schema', schema: schemaText(body.guided_json, 'guided_json'), param: 'guided_json' });
@@ -107,7 +109,7 @@ export function openAiGrammar(body: OpenAiStructuredFields): GrammarSpec | null 
 
 function structuredOutputs(so: Json): GrammarSpec[] {
   const found: GrammarSpec[] = [];
-  const known = new Set(['json', 'regex', 'choice', 'grammar', 'json_object', 'disable_fallback']);
+  const known = new Set(['json', 'regex', 'choice', 'grammar', 'json_object', 'structural_tag', 'disable_fallback']);
   for (const [key, value] of Object.entries(so)) {
     if (value == null) continue;
     if (!known.has(key)) throw invalidParam(`structured_outputs.${key}`, `structured_outputs.${key} is not supported.`);
@@ -117,6 +119,9 @@ function structuredOutputs(so: Json): GrammarSpec[] {
   if (so.choice != null) found.push({ type: 'choice', choices: so.choice as string[], param: 'structured_outputs.choice' });
   if (so.grammar != null) found.push({ type: 'ebnf', grammar: so.grammar as string, param: 'structured_outputs.grammar' });
   if (so.json_object === true) found.push({ type: 'json_object', param: 'structured_outputs.json_object' });
+  if (so.structural_tag != null) {
+    found.push({ type: 'structural_tag', tag: structuralTagText(so.structural_tag, 'structured_outputs.structural_tag'), param: 'structured_outputs.structural_tag' });
+  }
   return found;
 }
 
@@ -129,8 +134,10 @@ export interface SglangStructured {
 
 /** The grammar of SGLang's sampling_params, or null. */
 export function sglangGrammar(sp: SglangStructured): GrammarSpec | null {
-  if (sp.structural_tag != null) throw invalidParam('sampling_params.structural_tag', 'structural_tag is not supported.');
   const found: GrammarSpec[] = [];
+  if (sp.structural_tag != null) {
+    found.push({ type: 'structural_tag', tag: structuralTagText(sp.structural_tag, 'sampling_params.structural_tag'), param: 'sampling_params.structural_tag' });
+  }
   if (sp.regex != null) found.push({ type: 'regex', pattern: sp.regex, param: 'sampling_params.regex' });
   if (sp.json_schema != null) {
     found.push({ type: 'json_schema', schema: schemaText(sp.json_schema, 'sampling_params.json_schema'), param: 'sampling_params.json_schema' });
@@ -159,4 +166,43 @@ function schemaText(schema: unknown, param: string): string {
   if (typeof value === 'boolean') value = value ? {} : { not: {} };
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalidParam(param, `${param} must be a JSON schema object.`);
   return JSON.stringify(value);
+}
+
+/**
+ * A structural tag as xgrammar's JSON text ({"type": "structural_tag", "format": ...}), from
+ * either form vLLM and SGLang accept (an object or its JSON text): the current one, with
+ * `format`, or the legacy one, `structures` ({begin, schema, end}) dispatched on `triggers`,
+ * which is xgrammar's triggered_tags format.
+ */
+function structuralTagText(given: unknown, param: string): string {
+  let value = given;
+  if (typeof given === 'string') {
+    try {
+      value = JSON.parse(given);
+    } catch (e) {
+      throw invalidParam(param, `${param} is not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  const tag = (value ?? {}) as Json;
+  if (typeof value !== 'object' || Array.isArray(value)) throw invalidParam(param, `${param} must be a structural tag object.`);
+  if (tag.format != null) {
+    const format = tag.format as Json;
+    if (typeof format !== 'object' || Array.isArray(format) || typeof format.type !== 'string') {
+      throw invalidParam(param, `${param}: the structural tag's format must be an object with a "type".`);
+    }
+    return JSON.stringify({ type: 'structural_tag', format });
+  }
+  const { structures, triggers } = tag;
+  const isText = (x: unknown) => typeof x === 'string';
+  if (!Array.isArray(structures) || !Array.isArray(triggers) || !triggers.every((t) => isText(t) && t !== '')) {
+    throw invalidParam(param, `${param}: a structural tag needs a "format", or "structures" and "triggers" (non-empty strings).`);
+  }
+  const tags = structures.map((item: Json, i) => {
+    if (item === null || typeof item !== 'object' || !isText(item.begin) || !isText(item.end)) {
+      throw invalidParam(param, `${param}: structures[${i}] needs "begin" and "end" strings and a "schema".`);
+    }
+    const schema = JSON.parse(schemaText(item.schema ?? true, `${param}.structures[${i}].schema`));
+    return { type: 'tag', begin: item.begin, content: { type: 'json_schema', json_schema: schema }, end: item.end };
+  });
+  return JSON.stringify({ type: 'structural_tag', format: { type: 'triggered_tags', triggers, tags, at_least_one: false, stop_after_first: false } });
 }
