@@ -1,5 +1,5 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, PromptLogprobsOutput, PromptLogprobsRequest, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, PromptLogprobsOutput, PromptLogprobsRequest, StepOutput, TokenMaskBatch } from '../../src/engine/backend.js';
 import { validateForwardBatch } from '../../src/engine/forward-batch.js';
 import { deviceKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
 import { BackendError } from '../../src/errors.js';
@@ -92,8 +92,9 @@ export class CudaBackend implements Backend {
     if (!this.kvSpec) throw new BackendError(this.name, 'forward() before allocateKvCache()');
     validateForwardBatch(this.name, batch, { vocabSize: config.vocabSize, ...this.kvSpec });
     // The addon reads the whole batch when the step starts, so the token masks must be computed by then.
-    await batch.sampling.tokenMask?.ready;
-    const out = await this.model.forward(batch);
+    const mask = batch.sampling.tokenMask;
+    if (mask) await mask.ready;
+    const out = await this.model.forward(mask && mask.bits.buffer instanceof SharedArrayBuffer ? withPlainMask(batch, mask) : batch);
     return {
       tokens: out.tokens,
       logprobs: out.logprobs,
@@ -126,4 +127,13 @@ export class CudaBackend implements Backend {
     if (!this.config) throw new BackendError(this.name, 'load() a model first');
     return this.config;
   }
+}
+
+/**
+ * The batch with its masks copied out of the mask worker's shared memory: this addon has not
+ * been run on shared memory on a GPU yet, and Dawn (webgpu) crashes on it.
+ */
+function withPlainMask(batch: ForwardBatch, mask: TokenMaskBatch): ForwardBatch {
+  const tokenMask: TokenMaskBatch = { rowOf: mask.rowOf, words: mask.words, bits: mask.bits.slice(), ready: mask.ready };
+  return { ...batch, sampling: { ...batch.sampling, tokenMask } };
 }

@@ -36,6 +36,8 @@ export class WebGpuBackend implements Backend {
   private graph!: LlamaGraph;
   private readonly matrices = new Map<string, DeviceMatrix>();
   private readonly vectors = new Map<string, GPUBuffer>();
+  /** Where shared-memory masks are copied for writeBuffer. */
+  private maskCopy = new Int32Array(0);
   private invFreq: GPUBuffer | null = null;
   private kCache: GPUBuffer[] = [];
   private vCache: GPUBuffer[] = [];
@@ -221,7 +223,14 @@ export class WebGpuBackend implements Backend {
   /** Uploads the step's token masks once the engine has computed them. */
   private async writeMask(plan: CompiledPlan, mask: TokenMaskBatch): Promise<void> {
     await mask.ready;
-    this.ctx.device.queue.writeBuffer(plan.tokenMask, 0, new Uint8Array(mask.bits.buffer, mask.bits.byteOffset, mask.bits.byteLength));
+    // Dawn's writeBuffer crashes on shared memory (the mask worker's): hand it a copy then.
+    let bits = mask.bits;
+    if (bits.buffer instanceof SharedArrayBuffer) {
+      if (this.maskCopy.length < bits.length) this.maskCopy = new Int32Array(bits.length);
+      bits = this.maskCopy.subarray(0, bits.length);
+      bits.set(mask.bits);
+    }
+    this.ctx.device.queue.writeBuffer(plan.tokenMask, 0, new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength));
   }
 
   private async planFor(packed: PackedStep, numTokens: number, numSeqs: number): Promise<CompiledPlan> {

@@ -114,10 +114,12 @@ export interface TokenMaskBatch {
   /** Token t is allowed in row r when bit (t % 32) of bits[r * words + (t >> 5)] is set. */
   bits: Int32Array;
   /**
-   * Resolves once `bits` is filled. The engine computes the masks while the backend runs the
-   * model, so a backend awaits this just before it samples (never rejects).
+   * Resolves once `bits` is filled (never rejects). The engine's mask worker computes the masks
+   * while the backend runs the model, so a backend reads this only when it is about to sample
+   * and waits then: the engine counts the time from that read as mask work the step did not
+   * hide. A backend that must have the masks before it starts (cuda) reads it first.
    */
-  ready: Promise<void>;
+  readonly ready: Promise<void>;
 }
 
 /**

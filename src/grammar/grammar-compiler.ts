@@ -56,7 +56,11 @@ export class GrammarCompiler {
       return cached;
     }
     this.counts.compiled++;
-    const compiled = this.runtime.capture(() => this.compileSpec(spec)).catch((e: Error) => {
+    const compiled = this.runtime.capture(async () => {
+      const grammar = await this.compileSpec(spec);
+      if (!grammar) throw new Error('xgrammar returned no grammar');
+      return grammar;
+    }).catch((e: Error) => {
       this.cache.delete(key);
       throw new InvalidRequestError(`${spec.param}: ${describe(spec)} does not compile: ${e.message}`, spec.param);
     });
