@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { GrammarCompiler } from '../grammar/grammar-compiler.js';
+import { continuationOf, forcedTokens } from '../grammar/jump-forward.js';
 import { MaskWorker } from '../grammar/mask-worker.js';
 import type { FillRow } from '../grammar/mask-protocol.js';
 import { grammarVocabulary } from '../grammar/tokenizer-info.js';
@@ -112,23 +113,24 @@ export class ConstrainedDecoding {
     return { batch, fill };
   }
 
-  /**
-   * Jump-forward: the tokens of the text the grammar forces next (every continuation starts with
-   * it), already accepted by the sequence's matcher, at most `limit`. The text is tokenized on its
-   * own; tokens the matcher refuses (a token boundary the grammar does not allow) end the run.
-   */
+  /** Jump-forward: the tokens the grammar forces next, already accepted by the sample's matcher, at most `limit` (src/grammar/jump-forward.ts). */
   forcedTokens(seq: Sequence, limit: number): number[] {
-    const matcher = seq.matcher;
-    if (!matcher || matcher.terminated || limit <= 0) return [];
-    const text = matcher.forcedText();
-    if (text === '') return [];
-    const accepted: number[] = [];
-    for (const id of this.model.tokenizer.encode(text, false)) {
-      if (accepted.length >= limit || !matcher.accept(id)) break;
-      accepted.push(id);
-    }
-    this.stats.forcedTokens += accepted.length;
-    return accepted;
+    if (!seq.matcher) return [];
+    const tokens = forcedTokens(seq.matcher, this.model.tokenizer, limit);
+    this.stats.forcedTokens += tokens.length;
+    return tokens;
+  }
+
+  /**
+   * Jump-forward after a sampled token its matcher has accepted: the tokens to append, the
+   * sampled one first or, where it and the forced text tokenize together differently, their
+   * joint tokens (the matcher rolled back and advanced to match); at most `limit`.
+   */
+  continuation(seq: Sequence, sampled: number, limit: number): number[] {
+    if (!seq.matcher) return [sampled];
+    const tokens = continuationOf(seq.matcher, this.model.tokenizer, sampled, limit);
+    this.stats.forcedTokens += tokens.length - 1;
+    return tokens;
   }
 
   private fillOnWorker(worker: MaskWorker, sequences: readonly Sequence[], rowOf: Int32Array, words: number): Promise<number> {

@@ -350,14 +350,19 @@ export class LlmEngine implements Engine {
         }
       }
       const token = output.tokens[s]!;
-      if (seq.matcher && !seq.matcher.terminated && !seq.matcher.accept(token)) {
-        (this.options.logger ?? console).warn(`request ${req.id}: the backend sampled token ${token}, which its grammar does not allow here`);
+      // The sampled token and the tokens jump-forward appends after it (possibly one joint tokenization).
+      let tokens = [token];
+      if (seq.matcher && !seq.matcher.terminated) {
+        if (!seq.matcher.accept(token)) {
+          (this.options.logger ?? console).warn(`request ${req.id}: the backend sampled token ${token}, which its grammar does not allow here`);
+        } else if (!this.options.disableRegexJumpForward && req.params.logprobs === null && req.params.maxNewTokens > 0) {
+          tokens = this.constraints.continuation(seq, token, seq.remainingNewTokens);
+        }
       }
-      const delta = req.params.maxNewTokens === 0 ? seq.promptOnlyDelta() : seq.append(token, tokenLogprob(output, s, req.params.logprobs));
+      const delta = req.params.maxNewTokens === 0 ? seq.promptOnlyDelta() : seq.append(tokens[0]!, tokenLogprob(output, s, req.params.logprobs));
       if (seq.numOutputTokens <= 1 && req.params.promptLogprobs !== null) delta.promptLogprobs = req.sequences[0]!.promptLogprobs;
-      if (delta.finishReason === null && seq.matcher && !this.options.disableRegexJumpForward && req.params.logprobs === null) {
-        this.jumpForward(seq, delta);
-      }
+      if (delta.finishReason === null) this.appendForced(seq, delta, tokens.slice(1));
+      else seq.matcher?.rollback(tokens.length - 1); // the first token ended the sample (a stop string)
       req.timing.firstToken ??= epochMs();
       if (delta.finishReason !== null) delta.timing = { ...req.timing };
       this.generatedTokensTotal += delta.tokenIds.length;
@@ -367,14 +372,6 @@ export class LlmEngine implements Engine {
         if (--req.unfinished === 0) this.endRequest(req);
       }
     }
-  }
-
-  /**
-   * Appends the tokens the grammar forces after this one to the same delta; their KV is computed
-   * with the next step's (as a prefill chunk, so they cost no decode step of their own).
-   */
-  private jumpForward(seq: Sequence, delta: GenerateDelta): void {
-    this.appendForced(seq, delta, this.constraints.forcedTokens(seq, seq.remainingNewTokens));
   }
 
   /**
@@ -391,17 +388,19 @@ export class LlmEngine implements Engine {
     const forced = this.constraints.forcedTokens(seq, seq.remainingNewTokens - 1);
     if (forced.length === 0) return;
     const delta = seq.append(forced[0]!, null);
-    this.generatedTokensTotal++;
     this.appendForced(seq, delta, forced.slice(1));
+    this.generatedTokensTotal += delta.tokenIds.length;
     req.timing.firstToken ??= epochMs();
     req.stream.push(delta);
   }
 
-  /** Appends jump-forward tokens (already accepted by the matcher) to the sample and to `delta`. */
+  /**
+   * Appends jump-forward tokens (already accepted by the matcher) to the sample and to `delta`;
+   * their KV is computed with the next step's (as a prefill chunk: no decode step of their own).
+   */
   private appendForced(seq: Sequence, delta: GenerateDelta, tokens: readonly number[]): void {
     for (const [i, forced] of tokens.entries()) {
       const next = seq.append(forced, null);
-      this.generatedTokensTotal++;
       delta.text += next.text;
       delta.tokenIds.push(forced);
       delta.finishReason = next.finishReason;
