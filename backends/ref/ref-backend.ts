@@ -7,9 +7,13 @@ import type { LlamaConfig } from '../../src/model/config.js';
 import { toFloat32 } from '../../src/model/dtype.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
-import { sampleLogits } from '../shared/host-sampler.js';
+import { sampleLogitsInTurns } from '../shared/host-sampler.js';
 import { hostPromptLogprobs } from '../shared/prompt-logprobs.js';
 import * as ops from './ops.js';
+
+/** Multiply-adds, and logits sampled, between two yields to the event loop: tens of milliseconds each. */
+const workPerTurn = 1 << 24;
+const sampledPerTurn = 1 << 21;
 
 /** Plain TypeScript, f32 throughout, interpreting the graph op by op: the oracle for other backends. */
 export class RefBackend implements Backend {
@@ -69,9 +73,16 @@ export class RefBackend implements Backend {
     const buf = (name: string) => buffers.get(name)!;
     let output: StepOutput | null = null;
     for (const op of this.graph.ops) {
-      if (op.op === 'sample') await batch.sampling.tokenMask?.ready;
-      output = this.run(op, batch, buf, rowsOf) ?? output;
-      if (op.op === 'attention') await yieldToEventLoop();
+      if (op.op === 'sample') {
+        await batch.sampling.tokenMask?.ready;
+        if (this.collectives && this.collectives.rank !== 0) continue;
+        output = await sampleLogitsInTurns(buf(op.logits), this.config.vocabSize, batch.sampling, Math.max(1, Math.floor(sampledPerTurn / this.config.vocabSize)), yieldToEventLoop);
+      } else if (op.op === 'linear') {
+        await this.linearInTurns(buf(op.x), this.weights.get(op.weight)!, rowsOf(op.x), this.graph.activations[op.x]!.cols, buf(op.out));
+      } else {
+        this.run(op, batch, buf, rowsOf);
+        if (op.op === 'attention') await yieldToEventLoop();
+      }
     }
     if (batch.promptLogprobs) output = { ...output!, promptLogprobs: this.promptLogprobs(batch, buf) };
     return output!;
@@ -98,7 +109,7 @@ export class RefBackend implements Backend {
     batch: ForwardBatch,
     buf: (name: string) => Float32Array,
     rowsOf: (name: string) => number,
-  ): StepOutput | void {
+  ): void {
     const c = this.config;
     const w = (name: string) => this.weights.get(name)!;
     switch (op.op) {
@@ -110,8 +121,6 @@ export class RefBackend implements Backend {
       case 'add_rmsnorm':
         ops.add(buf(op.x), buf(op.residual), buf(op.x).length);
         return ops.rmsnorm(buf(op.x), w(op.weight), rowsOf(op.x), c.rmsNormEps, buf(op.out));
-      case 'linear':
-        return ops.linear(buf(op.x), w(op.weight), rowsOf(op.x), this.graph.activations[op.x]!.cols, buf(op.out));
       case 'rope':
         ops.rope(buf(op.q), batch.positions, c.numHeads, c.headDim, this.invFreq);
         return ops.rope(buf(op.k), batch.positions, c.numKvHeads, c.headDim, this.invFreq);
@@ -135,9 +144,20 @@ export class RefBackend implements Backend {
         return this.collective().allReduce(buf(op.x));
       case 'all_gather':
         return this.collective().allGather(buf(op.x), buf(op.out), rowsOf(op.x), op.parts);
+      case 'linear':
       case 'sample':
-        if (this.collectives && this.collectives.rank !== 0) return;
-        return sampleLogits(buf(op.logits), c.vocabSize, batch.sampling);
+        throw new BackendError(this.name, `${op.op} runs in turns in forward()`);
+    }
+  }
+
+  /** x [rows, inFeatures] times weight^T, a few rows at a time with the event loop free in between (the LM head of a thousand rows takes seconds). */
+  private async linearInTurns(x: Float32Array, weight: Float32Array, rows: number, inFeatures: number, out: Float32Array): Promise<void> {
+    const outFeatures = weight.length / inFeatures;
+    const rowsPerTurn = Math.max(1, Math.floor(workPerTurn / weight.length));
+    for (let r = 0; r < rows; r += rowsPerTurn) {
+      if (r > 0) await yieldToEventLoop();
+      const n = Math.min(rowsPerTurn, rows - r);
+      ops.linear(x.subarray(r * inFeatures, (r + n) * inFeatures), weight, n, inFeatures, out.subarray(r * outFeatures, (r + n) * outFeatures));
     }
   }
 

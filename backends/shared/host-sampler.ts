@@ -244,30 +244,52 @@ function swap(order: Int32Array, i: number, j: number): void {
  * computes the log-probs asked for: the reference that host backends call directly.
  */
 export function sampleLogits(logits: Float32Array, vocab: number, sampling: SamplingBatch): StepOutput {
+  const out = sampleOutput(sampling);
+  for (let s = 0; s < out.tokens.length; s++) sampleRow(logits, vocab, sampling, s, out);
+  return out;
+}
+
+/**
+ * sampleLogits, yielding to the event loop every `rowsPerTurn` rows: a thousand rows of a
+ * 128K vocabulary take seconds on one thread, which the server's other requests must not wait for.
+ */
+export async function sampleLogitsInTurns(logits: Float32Array, vocab: number, sampling: SamplingBatch, rowsPerTurn: number, yieldTurn: () => Promise<unknown>): Promise<StepOutput> {
+  const out = sampleOutput(sampling);
+  for (let s = 0; s < out.tokens.length; s++) {
+    if (s > 0 && s % rowsPerTurn === 0) await yieldTurn();
+    sampleRow(logits, vocab, sampling, s, out);
+  }
+  return out;
+}
+
+function sampleOutput(sampling: SamplingBatch): StepOutput {
   const numSeqs = sampling.temperature.length;
-  const tokens = new Int32Array(numSeqs);
   let maxK = -1;
   for (let s = 0; s < numSeqs; s++) maxK = Math.max(maxK, sampling.logprobs[s]!);
-  const logprobs = maxK >= 0 ? new Float32Array(numSeqs) : null;
-  const top = maxK > 0 ? { k: maxK, ids: new Int32Array(numSeqs * maxK), logprobs: new Float32Array(numSeqs * maxK) } : null;
-  for (let s = 0; s < numSeqs; s++) {
-    const row = logits.subarray(s * vocab, (s + 1) * vocab);
-    if (sampling.logitBias) applyLogitBias(row, sampling.logitBias, s);
-    if (sampling.penalties) applyPenalties(row, sampling.penalties, s);
-    if (sampling.tokenMask) applyTokenMask(row, sampling.tokenMask, s);
-    tokens[s] = sampleToken(row, sampling, s);
-    const want = sampling.logprobs[s]!;
-    if (want >= 0 && logprobs) {
-      const lse = logSumExp(row);
-      logprobs[s] = row[tokens[s]!]! - lse;
-      if (want > 0 && top) {
-        const best = topK(row, want);
-        for (let i = 0; i < want; i++) {
-          top.ids[s * maxK + i] = best.ids[i]!;
-          top.logprobs[s * maxK + i] = best.values[i]! - lse;
-        }
-      }
+  return {
+    tokens: new Int32Array(numSeqs),
+    logprobs: maxK >= 0 ? new Float32Array(numSeqs) : null,
+    topLogprobs: maxK > 0 ? { k: maxK, ids: new Int32Array(numSeqs * maxK), logprobs: new Float32Array(numSeqs * maxK) } : null,
+  };
+}
+
+function sampleRow(logits: Float32Array, vocab: number, sampling: SamplingBatch, s: number, out: StepOutput): void {
+  const row = logits.subarray(s * vocab, (s + 1) * vocab);
+  if (sampling.logitBias) applyLogitBias(row, sampling.logitBias, s);
+  if (sampling.penalties) applyPenalties(row, sampling.penalties, s);
+  if (sampling.tokenMask) applyTokenMask(row, sampling.tokenMask, s);
+  const token = sampleToken(row, sampling, s);
+  out.tokens[s] = token;
+  const want = sampling.logprobs[s]!;
+  if (want < 0 || !out.logprobs) return;
+  const lse = logSumExp(row);
+  out.logprobs[s] = row[token]! - lse;
+  const top = out.topLogprobs;
+  if (want > 0 && top) {
+    const best = topK(row, want);
+    for (let i = 0; i < want; i++) {
+      top.ids[s * top.k + i] = best.ids[i]!;
+      top.logprobs[s * top.k + i] = best.values[i]! - lse;
     }
   }
-  return { tokens, logprobs, topLogprobs: top };
 }

@@ -1,3 +1,4 @@
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { defaultMaxTokens, defaultSamplingParams } from '../../engine/request-parameters.js';
@@ -63,9 +64,21 @@ async function completions(ctx: ServerContext, request: FastifyRequest<{ Body: C
   });
 }
 
+/** Prompts tokenized between two yields to the event loop: 2048 prompts in one go would hold it for a second. */
+const promptsPerTurn = 64;
+
 async function tokenizePrompts(ctx: ServerContext, prompt: CompletionRequest['prompt']): Promise<number[][]> {
   if (typeof prompt === 'string') return [await encodePrompt(ctx, prompt, 'prompt')];
-  if (prompt.every((p) => typeof p === 'string')) return Promise.all((prompt as string[]).map((p, i) => encodePrompt(ctx, p, prompt.length === 1 ? 'prompt' : `prompt[${i}]`)));
+  if (prompt.every((p) => typeof p === 'string')) {
+    const texts = prompt as string[];
+    const out: number[][] = [];
+    for (let from = 0; from < texts.length; from += promptsPerTurn) {
+      if (from > 0) await yieldToEventLoop();
+      const turn = texts.slice(from, from + promptsPerTurn).map((p, i) => encodePrompt(ctx, p, texts.length === 1 ? 'prompt' : `prompt[${from + i}]`));
+      out.push(...(await Promise.all(turn)));
+    }
+    return out;
+  }
   if (prompt.every((p) => typeof p === 'number')) return [prompt as number[]];
   return prompt as number[][];
 }

@@ -17,7 +17,8 @@ export interface PromptRequest extends GenerateRequest {
   promptParam: string;
 }
 
-type Pending = Promise<{ prompt: number; result: IteratorResult<GenerateDelta> }>;
+type Arrival = { prompt: number; result: IteratorResult<GenerateDelta> };
+type Pending = Promise<Arrival>;
 
 /**
  * The engine requests behind one HTTP request (one per prompt). Their delta streams are read
@@ -30,6 +31,13 @@ export class Generation implements InFlightRequest {
   private readonly streams: AsyncIterator<GenerateDelta>[] = [];
   /** Each unfinished stream's next result, read one ahead so that ready() can wait for the first. */
   private readonly pending = new Map<number, Pending>();
+  /**
+   * Results in the order they settled (an error as `failed`). One queue for every prompt, rather
+   * than a Promise.race over all pending reads per delta: with 2048 prompts that race costs
+   * O(prompts) per delta and leaves a reaction on every pending read each time.
+   */
+  private readonly arrived: ({ failed: false; arrival: Arrival } | { failed: true; error: unknown })[] = [];
+  private wakeReader: (() => void) | null = null;
   private aborted = false;
   private abortedByShutdown = false;
   /** Aborted for running longer than --request-timeout. */
@@ -80,13 +88,10 @@ export class Generation implements InFlightRequest {
   async *deltas(): AsyncGenerator<TaggedDelta> {
     try {
       while (this.pending.size > 0) {
-        let next;
-        try {
-          next = await (this.pending.size === 1 ? this.pending.values().next().value! : Promise.race(this.pending.values()));
-        } catch (e) {
-          throw toApiError(e);
-        }
-        const { prompt, result } = next;
+        while (this.arrived.length === 0) await new Promise<void>((resolve) => (this.wakeReader = resolve));
+        const next = this.arrived.shift()!;
+        if (next.failed) throw toApiError(next.error);
+        const { prompt, result } = next.arrival;
         if (result.done) {
           this.pending.delete(prompt);
           this.recorder.onPromptEnd(prompt);
@@ -128,10 +133,19 @@ export class Generation implements InFlightRequest {
 
   private readAhead(prompt: number): void {
     const next: Pending = this.streams[prompt]!.next().then((result) => ({ prompt, result }));
-    next.catch(() => {});
-    // Re-inserted last, so that a prompt with deltas waiting does not keep the others waiting.
+    next.then(
+      (arrival) => this.arrive({ failed: false, arrival }),
+      (error: unknown) => this.arrive({ failed: true, error }),
+    );
     this.pending.delete(prompt);
     this.pending.set(prompt, next);
+  }
+
+  private arrive(item: Generation['arrived'][number]): void {
+    this.arrived.push(item);
+    const wake = this.wakeReader;
+    this.wakeReader = null;
+    wake?.();
   }
 
   private readonly onClose = () => {
