@@ -55,6 +55,20 @@ function rssMiB(): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
 }
 
+/**
+ * The server's RSS once it is idle: the least of a few readings after a pause, so that garbage
+ * the last requests left (collected at V8's leisure) is not counted as growth, at warm-up or at the end.
+ */
+async function settledRssMiB(): Promise<number> {
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  let least = Infinity;
+  for (let i = 0; i < 10; i++) {
+    least = Math.min(least, rssMiB());
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return least;
+}
+
 async function metrics(): Promise<Map<string, number>> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const values = new Map<string, number>();
@@ -137,7 +151,7 @@ while (next < totalRequests) {
   inFlight.add(p);
   if (next === warmupRequests) {
     await Promise.all(inFlight);
-    warmRss = rssMiB();
+    warmRss = await settledRssMiB();
     warmAt = (Date.now() - started) / 1000;
   }
   if (next % 250 === 0) process.stdout.write(`${next} sent, ${((Date.now() - started) / 1000).toFixed(0)} s, RSS ${rssMiB().toFixed(0)} MiB, load ${loadavg()[0]!.toFixed(1)}\n`);
@@ -151,7 +165,7 @@ for (let i = 0; i < 100 && (m.get('vllm:num_requests_running')! > 0 || m.get('vl
   await new Promise((resolve) => setTimeout(resolve, 100));
   m = await metrics();
 }
-const endRss = rssMiB();
+const endRss = await settledRssMiB();
 const running = m.get('vllm:num_requests_running')!;
 const waiting = m.get('vllm:num_requests_waiting')!;
 const heldPages = m.get('sluice:kv_cache_pages_used')!;
