@@ -119,7 +119,10 @@ stage2() {
 stage3() {
   say "stage 3: the remaining GPU tests (whole-model small, batched paged steps, KV sizing, server)"
   timeout "${SLUICE_GPU_STAGE3_TIMEOUT:-240}" "$node_bin" node_modules/vitest/vitest.mjs run \
-    test/backends/cuda-model.test.ts test/backends/cuda-serve.test.ts --reporter=verbose
+    test/backends/cuda-model.test.ts test/backends/cuda-serve.test.ts --reporter=verbose || return 1
+  # Prompt log-probs (headLogits) against the reference backend through the engine.
+  timeout "${SLUICE_GPU_STAGE3_TIMEOUT:-240}" "$node_bin" node_modules/vitest/vitest.mjs run \
+    test/backends/prompt-logprobs.test.ts -t '^prompt log-probs against the reference backend cuda' --reporter=verbose
 }
 
 rc=0
