@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import type * as Ort from 'onnxruntime-node';
-import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, RankCollectives, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheDtype, KvCacheSpec, ModelSpec, RankCollectives, StepOutput } from '../../src/engine/backend.js';
 import { validateForwardBatch } from '../../src/engine/forward-batch.js';
 import { hostKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
@@ -16,7 +16,15 @@ import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type Quant
 import { Presets, SingleBar } from 'cli-progress';
 import { BlockPool } from './block-pool.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
-import { attentionGroups, buildSegmentModel, runsOnHost, segmentOps, stepInputs, stepOutputs, type Segment } from './segment-graph.js';
+import { encodeFp8 } from './fp8-codes.js';
+import { quantizeRows } from './ggml-blocks.js';
+import { attentionGroups, buildSegmentModel, kvBlockSize, runsOnHost, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
+
+/** One layer's K or V: f32 values, 8-bit codes, and for q8_0 one scale per block of codes. */
+interface LayerCache {
+  values: Float32Array | Uint8Array | Int8Array;
+  scales: Float32Array | null;
+}
 
 export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
 
@@ -63,8 +71,9 @@ export class CpuBackend implements Backend {
   private embedding!: { out: string; vocabStart: number; rows: number } & ({ table: Uint8Array; dtype: WeightDType } | { blocks: QuantizedBlocks; type: GgmlBlockType });
   private invFreq!: Float64Array;
   private readonly buffers = new ReusedBuffers();
-  private kCache: Float32Array[] = [];
-  private vCache: Float32Array[] = [];
+  private readonly kvFormat: KvCacheFormat;
+  private kCache: LayerCache[] = [];
+  private vCache: LayerCache[] = [];
   private pageSize = 0;
   private stepInFlight = false;
   private numSlots = 0;
@@ -74,7 +83,9 @@ export class CpuBackend implements Backend {
     private readonly options: CpuBackendOptions = {},
   ) {
     this.threads = options.threads ?? availableParallelism();
-    this.runtime = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}`;
+    this.kvFormat = kvCacheFormat(options.kvCacheDtype);
+    const kv = this.kvFormat === 'f32' ? '' : `, ${this.kvFormat} KV cache`;
+    this.runtime = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}${kv}`;
   }
 
   /** Says how the weights run once they are loaded: 8-bit weights change the model's numerics. */
@@ -88,6 +99,9 @@ export class CpuBackend implements Backend {
 
   async load(model: ModelSpec): Promise<void> {
     const { config, weights } = model;
+    if (this.kvFormat === 'q8_0' && config.headDim % kvBlockSize(config.headDim) !== 0) {
+      throw new BackendError(this.name, `--kv-cache-dtype q8_0 needs a head size that is a multiple of 32 (or below 32); this model's is ${config.headDim}`);
+    }
     this.config = config;
     this.invFreq = ropeInverseFrequencies(config);
     this.format = this.options.cpuWeights ?? storedFormat(model) ?? (config.dtype === 'f32' ? 'f32' : 'q8');
@@ -158,22 +172,29 @@ export class CpuBackend implements Backend {
       close: () => weights.close(),
     };
     for (const segment of planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes)) {
-      const bytes = await buildSegmentModel(config, model.graph, source, segment, this.format!, blocksOf);
+      const bytes = await buildSegmentModel(config, model.graph, source, segment, this.format!, blocksOf, this.kvFormat);
       const { carriedIn, carriedOut } = segmentOps(model.graph, segment);
       this.sessions.push({ segment, carriedIn, carriedOut, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
     }
   }
 
   kvCapacity(budget: KvBudget): number {
-    return hostKvCapacity(kvBytesPerToken(this.config, 4), budget);
+    const bytesPerValue = { f32: 4, fp8_e4m3: 1, fp8_e5m2: 1, q8_0: 1 + 4 / kvBlockSize(this.config.headDim) }[this.kvFormat];
+    return hostKvCapacity(kvBytesPerToken(this.config, bytesPerValue), budget);
   }
 
   async allocateKvCache(spec: KvCacheSpec): Promise<void> {
     this.pageSize = spec.pageSize;
     this.numSlots = spec.numPages * spec.pageSize;
     const size = this.numSlots * this.config.numKvHeads * this.config.headDim;
-    this.kCache = Array.from({ length: this.config.numLayers }, () => new Float32Array(size));
-    this.vCache = Array.from({ length: this.config.numLayers }, () => new Float32Array(size));
+    const format = this.kvFormat;
+    const cache = (): LayerCache => {
+      if (format === 'f32') return { values: new Float32Array(size), scales: null };
+      if (format === 'q8_0') return { values: new Int8Array(size), scales: new Float32Array(size / kvBlockSize(this.config.headDim)) };
+      return { values: new Uint8Array(size), scales: null };
+    };
+    this.kCache = Array.from({ length: this.config.numLayers }, cache);
+    this.vCache = Array.from({ length: this.config.numLayers }, cache);
   }
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {
@@ -235,8 +256,12 @@ export class CpuBackend implements Backend {
       const kNew: Float32Array[] = [];
       const vNew: Float32Array[] = [];
       for (let l = segment.firstLayer; l < segment.endLayer; l++) {
-        feeds[stepInputs.kCache(l)] = new Tensor('float32', this.kCache[l]!, [c.numKvHeads, this.numSlots, c.headDim]);
-        feeds[stepInputs.vCache(l)] = new Tensor('float32', this.vCache[l]!, [c.numKvHeads, this.numSlots, c.headDim]);
+        feeds[stepInputs.kCache(l)] = this.cacheTensor(this.kCache[l]!.values);
+        feeds[stepInputs.vCache(l)] = this.cacheTensor(this.vCache[l]!.values);
+        if (this.kvFormat === 'q8_0') {
+          feeds[stepInputs.kScales(l)] = this.cacheTensor(this.kCache[l]!.scales!);
+          feeds[stepInputs.vScales(l)] = this.cacheTensor(this.vCache[l]!.scales!);
+        }
         kNew.push(this.buffers.f32(`k${l}`, numTokens * kvCols));
         vNew.push(this.buffers.f32(`v${l}`, numTokens * kvCols));
         fetches[stepOutputs.k(l)] = new Tensor('float32', kNew.at(-1)!, [numTokens, kvCols]);
@@ -394,16 +419,43 @@ export class CpuBackend implements Backend {
     return [cos, sin];
   }
 
-  /** rows [T, kvHeads * headDim] into the cache's [kvHeads, slots, headDim] layout. */
-  private writeKv(cache: Float32Array, rows: Float32Array, slotMapping: Int32Array): void {
+  /** A cache array as a [kvHeads, slots, n] tensor (n: headDim, or q8_0's blocks per head for scales). */
+  private cacheTensor(cache: Float32Array | Uint8Array | Int8Array): Ort.Tensor {
+    const dims = [this.config.numKvHeads, this.numSlots, cache.length / (this.config.numKvHeads * this.numSlots)];
+    if (cache instanceof Float32Array) return new this.ort.Tensor('float32', cache, dims);
+    return cache instanceof Int8Array ? new this.ort.Tensor('int8', cache, dims) : new this.ort.Tensor('uint8', cache, dims);
+  }
+
+  /** rows [T, kvHeads * headDim] into the cache's [kvHeads, slots, headDim] layout (as codes for an 8-bit cache). */
+  private writeKv(cache: LayerCache, rows: Float32Array, slotMapping: Int32Array): void {
     const { numKvHeads, headDim } = this.config;
+    const format = this.kvFormat;
+    const { values, scales } = cache;
+    const block = kvBlockSize(headDim);
+    // q8_0: ggml's Q8_0 rules (d = max|x| / 127, f16-rounded), codes stored signed; padded to whole blocks of 32 when the head is shorter.
+    const q8 = { codes: new Uint8Array(Math.ceil(headDim / 32) * 32), scales: new Float32Array(Math.ceil(headDim / 32)) };
     slotMapping.forEach((slot, t) => {
       for (let h = 0; h < numKvHeads; h++) {
         const from = (t * numKvHeads + h) * headDim;
-        cache.set(rows.subarray(from, from + headDim), (h * this.numSlots + slot) * headDim);
+        const at = (h * this.numSlots + slot) * headDim;
+        const row = rows.subarray(from, from + headDim);
+        if (values instanceof Float32Array) values.set(row, at);
+        else if (values instanceof Int8Array) {
+          quantizeRows('q8_0', row, 1, headDim, q8);
+          for (let i = 0; i < headDim; i++) values[at + i] = q8.codes[i]! - 128;
+          scales!.set(q8.scales.subarray(0, headDim / block), at / block);
+        } else if (format !== 'f32' && format !== 'q8_0') encodeFp8(format, row, values.subarray(at, at + headDim));
       }
     });
   }
+}
+
+/** --kv-cache-dtype as the cpu backend stores it: `auto` is f32; vLLM's `fp8` means E4M3. */
+function kvCacheFormat(dtype: KvCacheDtype | undefined): KvCacheFormat {
+  if (dtype === undefined || dtype === 'auto') return 'f32';
+  if (dtype === 'fp8') return 'fp8_e4m3';
+  if (dtype === 'fp8_e4m3' || dtype === 'fp8_e5m2' || dtype === 'q8_0') return dtype;
+  throw new BackendError('cpu', `--kv-cache-dtype ${String(dtype)}: not supported (choose auto, fp8, fp8_e4m3, fp8_e5m2 or q8_0)`);
 }
 
 /** Greedy steps without log-probs, penalties, logit biases or token masks can take the in-graph argmax instead of the logits. */

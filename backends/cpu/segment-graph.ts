@@ -2,6 +2,7 @@ import type { LlamaConfig } from '../../src/model/config.js';
 import { toFloat32 } from '../../src/model/dtype.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import type { WeightSource } from '../../src/model/weights.js';
+import { fp8Table, type Fp8Format } from './fp8-codes.js';
 import type { QuantizedBlocks } from './ggml-blocks.js';
 import { addBlocksLinear, addLinear, stackBlocks, stackRows, type RawMatrix, type WeightFormat } from './linear-weights.js';
 import { DataType, OnnxGraphBuilder } from './onnx-builder.js';
@@ -48,6 +49,9 @@ export const stepInputs = {
   }),
   kCache: (layer: number) => `k_cache_${layer}`,
   vCache: (layer: number) => `v_cache_${layer}`,
+  /** q8_0 caches: one scale per block of `kvBlockSize` values, [kvHeads, slots, headDim / block]. */
+  kScales: (layer: number) => `k_scales_${layer}`,
+  vScales: (layer: number) => `v_scales_${layer}`,
   /** A graph activation handed over from the host (the embedding, a collective's result) or the previous segment. */
   carried: (activation: string) => `carried_${activation}`,
 } as const;
@@ -63,6 +67,14 @@ export const stepOutputs = {
 } as const;
 
 export type AttentionGroupName = 'd' | 'p';
+
+/** How the cpu backend stores K and V: f32, FP8 codes, or int8 codes with a scale per block (llama.cpp's q8_0). */
+export type KvCacheFormat = 'f32' | Fp8Format | 'q8_0';
+
+/** Values per q8_0 KV block: 32 as in ggml, or the whole head when it is shorter. */
+export function kvBlockSize(headDim: number): number {
+  return Math.min(32, headDim);
+}
 export const attentionGroups: AttentionGroupName[] = ['d', 'p'];
 
 /** A segment's run of graph ops and the activations that cross its boundaries. */
@@ -153,6 +165,8 @@ export async function buildSegmentModel(
   format: WeightFormat,
   /** A matrix in `format`'s blocks (required unless format is f32): the backend quantizes on worker threads. */
   blocksOf?: (name: string) => Promise<QuantizedBlocks>,
+  /** The KV cache's element type: f32, or one byte per value in an FP8 format (fp8-codes.ts). */
+  kvCache: KvCacheFormat = 'f32',
 ): Promise<Uint8Array> {
   const { headDim: hd } = config;
   const b = new OnnxGraphBuilder();
@@ -189,7 +203,7 @@ export async function buildSegmentModel(
     const rotatedC = b.op('Add', [b.op('Mul', [c!, cos]), b.op('Mul', [a!, sin])]);
     return b.op('Reshape', [b.op('Concat', [rotatedA, rotatedC], { axis: 2 }), b.int64s([0, heads * hd])]);
   };
-  const attention = pagedAttention(b, config);
+  const attention = pagedAttention(b, config, kvCache);
 
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!;
@@ -276,8 +290,22 @@ export async function buildSegmentModel(
  * The attention op: returns the layer's new K and V as step outputs (the host writes them to
  * their cache slots) and attends each group's queries over keys gathered from the paged cache.
  */
-function pagedAttention(b: OnnxGraphBuilder, config: LlamaConfig) {
+function pagedAttention(b: OnnxGraphBuilder, config: LlamaConfig, kvCache: KvCacheFormat) {
   const { numHeads, numKvHeads, headDim: hd } = config;
+  // 8-bit codes are gathered as bytes (a quarter of f32's traffic), then decoded: FP8 through a
+  // 256-entry table, q8_0 by a cast and its blocks' scales.
+  const codeTable = once(() => (kvCache === 'f32' || kvCache === 'q8_0' ? '' : b.initializer(`kv_${kvCache}_table`, DataType.FLOAT, [256], fp8Table(kvCache))));
+  const block = kvBlockSize(hd);
+  const gatherPast = (cache: string, scales: string | null, pastIndex: string) => {
+    const past = b.op('Gather', [cache, pastIndex], { axis: 1 }); // [kvH, S, P, hd]
+    if (kvCache === 'f32') return past;
+    if (kvCache === 'q8_0') {
+      const values = b.op('Reshape', [b.op('Cast', [past], { to: DataType.FLOAT }), b.int64s([0, 0, 0, -1, block])]); // [kvH, S, P, hd / block, block]
+      const blockScales = b.op('Unsqueeze', [b.op('Gather', [scales!, pastIndex], { axis: 1 }), b.int64s([4])]);
+      return b.op('Reshape', [b.op('Mul', [values, blockScales]), b.int64s([0, 0, 0, hd])]);
+    }
+    return b.op('Gather', [codeTable(), b.op('Cast', [past], { to: DataType.INT32 })], { axis: 0 });
+  };
   const groups = once(() => {
     const outIndex = b.input(stepInputs.outIndex, DataType.INT32, ['T']);
     const perGroup = attentionGroups.map((g) => {
@@ -296,13 +324,14 @@ function pagedAttention(b: OnnxGraphBuilder, config: LlamaConfig) {
   /** [T, kvH*hd] -> [kvH, T, hd]: the layout of the cache, so keys need no transpose after gathering. */
   const headMajor = (t: string) => b.op('Transpose', [b.op('Reshape', [t, b.int64s([0, numKvHeads, hd])])], { perm: [1, 0, 2] });
   type Group = ReturnType<typeof groups>['perGroup'][number];
-  const attentionInGroup = (g: Group, q: string, kHeads: string, vHeads: string, kCache: string, vCache: string) => {
+  type Cache = { values: string; scales: string | null };
+  const attentionInGroup = (g: Group, q: string, kHeads: string, vHeads: string, kCache: Cache, vCache: Cache) => {
     let qg = b.op('Gather', [q, g.queryIndex], { axis: 0 }); // [S, Q, H*hd]
     qg = b.op('Reshape', [qg, b.int64s([0, 0, numKvHeads, group, hd])]);
     qg = b.op('Transpose', [qg], { perm: [2, 0, 3, 1, 4] }); // [kvH, S, G, Q, hd]
     qg = b.op('Reshape', [qg, b.int64s([0, 0, -1, hd])]); // [kvH, S, G*Q, hd]
-    const kPast = b.op('Gather', [kCache, g.pastIndex], { axis: 1 }); // [kvH, S, P, hd]
-    const vPast = b.op('Gather', [vCache, g.pastIndex], { axis: 1 });
+    const kPast = gatherPast(kCache.values, kCache.scales, g.pastIndex);
+    const vPast = gatherPast(vCache.values, vCache.scales, g.pastIndex);
     const kNew = b.op('Gather', [kHeads, g.queryIndex], { axis: 1 }); // [kvH, S, Q, hd]
     const vNew = b.op('Gather', [vHeads, g.queryIndex], { axis: 1 });
     // Scores against past and new keys side by side (small), rather than concatenating the keys (large).
@@ -320,8 +349,10 @@ function pagedAttention(b: OnnxGraphBuilder, config: LlamaConfig) {
     b.node('Identity', [v], {}, [stepOutputs.v(layer)]);
     b.output(stepOutputs.k(layer), DataType.FLOAT, ['T', kvCols]);
     b.output(stepOutputs.v(layer), DataType.FLOAT, ['T', kvCols]);
-    const kCache = b.input(stepInputs.kCache(layer), DataType.FLOAT, [numKvHeads, 'N', hd]);
-    const vCache = b.input(stepInputs.vCache(layer), DataType.FLOAT, [numKvHeads, 'N', hd]);
+    const cacheType = kvCache === 'f32' ? DataType.FLOAT : kvCache === 'q8_0' ? DataType.INT8 : DataType.UINT8;
+    const scalesOf = (name: string) => (kvCache === 'q8_0' ? b.input(name, DataType.FLOAT, [numKvHeads, 'N', hd / block]) : null);
+    const kCache = { values: b.input(stepInputs.kCache(layer), cacheType, [numKvHeads, 'N', hd]), scales: scalesOf(stepInputs.kScales(layer)) };
+    const vCache = { values: b.input(stepInputs.vCache(layer), cacheType, [numKvHeads, 'N', hd]), scales: scalesOf(stepInputs.vScales(layer)) };
     const kHeads = headMajor(k);
     const vHeads = headMajor(v);
     const results = perGroup.map((g) => attentionInGroup(g, q, kHeads, vHeads, kCache, vCache));

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { backendChoices, backendHelp, createBackend, type BackendName } from '../../backends/index.js';
-import { cpuWeightFormats, type Backend, type BackendOptions, type CpuWeightFormat } from '../engine/backend.js';
+import { cpuWeightFormats, kvCacheDtypes, type Backend, type BackendOptions, type CpuWeightFormat, type KvCacheDtype } from '../engine/backend.js';
 import { UserError } from '../errors.js';
 import { parseIntOption } from './options.js';
 
@@ -13,7 +13,7 @@ export interface BackendFlags {
   cpuWeights?: CpuWeightFormat;
   /** SGLang's flag, refused with a pointer to --cpu-weights (see backendOptions). */
   quantization?: string;
-  /** SGLang's KV cache dtype: only `auto` (the backend's own: f32 on cpu) is implemented. */
+  /** SGLang's and vLLM's KV cache dtype: `auto` (each backend's own), or fp8 / fp8_e4m3 / fp8_e5m2 / q8_0 on the cpu backend. */
   kvCacheDtype?: string;
   webgpuAttentionSplit?: number;
   disableCudaGraph?: boolean;
@@ -41,7 +41,11 @@ export function addBackendFlags(command: Command): Command {
         .choices(cpuWeightFormats)
         .env('SLUICE_CPU_WEIGHTS'),
     )
-    .option('--kv-cache-dtype <dtype>', 'KV cache data type: only auto (the backend\'s own; f32 on the cpu backend) is implemented', 'auto')
+    .option(
+      '--kv-cache-dtype <dtype>',
+      `KV cache data type: ${kvCacheDtypes.join(', ')}; auto is each backend's own (f32 on cpu); fp8 (= fp8_e4m3) and fp8_e5m2 (vLLM's and SGLang's names) store one byte per value, q8_0 (llama.cpp's --cache-type-k/-v) int8 blocks of 32 with a scale; cpu backend only`,
+      'auto',
+    )
     .option('--quantization <method>', "SGLang's checkpoint quantization methods (awq, gptq, fp8, ...) are not supported; the cpu backend's own weight format is --cpu-weights")
     .option('--webgpu-attention-split <n>', 'webgpu backend: KV positions per decode-attention split', parseIntOption);
 }
@@ -69,9 +73,7 @@ export function dequantizedDType(flags: BackendFlags): 'bf16' | 'f32' {
 }
 
 export function backendOptions(flags: BackendFlags): BackendOptions {
-  if (flags.kvCacheDtype !== undefined && flags.kvCacheDtype !== 'auto') {
-    throw new UserError(`--kv-cache-dtype ${flags.kvCacheDtype}: not implemented; only auto (each backend's own KV dtype: f32 on cpu) is supported`);
-  }
+  const kvCacheDtype = kvCacheDtypeOf(flags);
   if (flags.quantization !== undefined) {
     // SGLang's --quantization names how a checkpoint was quantized ahead of time; sluice's CPU
     // backend quantizes BF16/F16 weights itself at load, which is a different setting.
@@ -91,7 +93,23 @@ export function backendOptions(flags: BackendFlags): BackendOptions {
     threads: flags.threads,
     device: flags.baseGpuId,
     cpuWeights: flags.cpuWeights,
+    kvCacheDtype,
     webgpuAttentionSplit: flags.webgpuAttentionSplit,
     graphCapture: flags.disableCudaGraph ? false : undefined,
   };
+}
+
+/** --kv-cache-dtype: every value named, the fp8 ones on the cpu backend only (`auto` may pick another backend). */
+function kvCacheDtypeOf(flags: BackendFlags): KvCacheDtype | undefined {
+  const dtype = flags.kvCacheDtype;
+  if (dtype === undefined || dtype === 'auto') return undefined;
+  if (!(kvCacheDtypes as readonly string[]).includes(dtype)) {
+    const fourBit = /^(q4|int4|fp4|nvfp4|q4_0)$/i.test(dtype) ? ' (4-bit KV caches are not implemented)' : '';
+    throw new UserError(`--kv-cache-dtype ${dtype}: not supported${fourBit}; choose one of ${kvCacheDtypes.join(', ')}`);
+  }
+  if (flags.backend !== 'cpu') {
+    throw new UserError(`--kv-cache-dtype ${dtype}: implemented on the cpu backend only; give --backend cpu (--backend ${flags.backend} keeps its own KV dtype, --kv-cache-dtype auto)`);
+  }
+  if (tensorParallelSize(flags) > 1) throw new UserError(`--kv-cache-dtype ${dtype}: not implemented with --tp-size above 1`);
+  return dtype as KvCacheDtype;
 }

@@ -41,10 +41,22 @@ describe('the backend registry drives the CLI', () => {
     expect(fromEnv.stderr).toMatch(/value 'int4' from env 'SLUICE_CPU_WEIGHTS' is invalid. Allowed choices are f32, q8, q4/);
   });
 
-  it('refuses a --kv-cache-dtype other than auto, naming it', async () => {
-    const run = await runSluice(['generate', '--backend', 'ref', '--kv-cache-dtype', 'fp8_e5m2', '--prompt', 'x']);
-    expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(/--kv-cache-dtype fp8_e5m2: not implemented; only auto/);
+  it('refuses a --kv-cache-dtype it does not know, and fp8 caches on backends other than cpu, naming them', async () => {
+    const onRef = await runSluice(['generate', '--backend', 'ref', '--kv-cache-dtype', 'fp8_e5m2', '--prompt', 'x']);
+    expect(onRef.code).toBe(1);
+    expect(onRef.stderr).toMatch(/--kv-cache-dtype fp8_e5m2: implemented on the cpu backend only; give --backend cpu \(--backend ref keeps/);
+    const onAuto = await runSluice(['generate', '--kv-cache-dtype', 'fp8', '--prompt', 'x']);
+    expect(onAuto.code).toBe(1);
+    expect(onAuto.stderr).toMatch(/--kv-cache-dtype fp8: implemented on the cpu backend only; give --backend cpu \(--backend auto keeps/);
+    const fourBit = await runSluice(['generate', '--backend', 'cpu', '--kv-cache-dtype', 'q4_0', '--prompt', 'x']);
+    expect(fourBit.code).toBe(1);
+    expect(fourBit.stderr).toMatch(/--kv-cache-dtype q4_0: not supported \(4-bit KV caches are not implemented\); choose one of auto, fp8, fp8_e4m3, fp8_e5m2, q8_0/);
+    const unknown = await runSluice(['serve', '--backend', 'cpu', '--kv-cache-dtype', 'int3']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/--kv-cache-dtype int3: not supported; choose one of auto, fp8, fp8_e4m3, fp8_e5m2, q8_0/);
+    const withTp = await runSluice(['generate', '--backend', 'cpu', '--tp-size', '2', '--kv-cache-dtype', 'fp8', '--prompt', 'x']);
+    expect(withTp.code).toBe(1);
+    expect(withTp.stderr).toMatch(/--kv-cache-dtype fp8: not implemented with --tp-size above 1/);
   });
 
   it("refuses SGLang's --quantization, pointing at --cpu-weights", async () => {
