@@ -16,6 +16,7 @@ import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
 import { kvCacheDtypes, type Backend, type ForwardBatch, type KvCacheDtype } from '../src/engine/backend.js';
 import { kvBytesPerToken } from '../src/engine/kv-capacity.js';
+import { kvBlockSize } from '../backends/cpu/segment-graph.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
 import { presets } from '../src/model/presets.js';
@@ -84,7 +85,8 @@ async function main(): Promise<void> {
     }
     for (const { dtype } of backends) {
       const ms = times.get(dtype)!.sort((a, b) => a - b)[Math.floor(rounds / 2)]!;
-      const kvMiB = (kvBytesPerToken(config, dtype === 'auto' ? 4 : 1) * context) / 2 ** 20;
+      const bytesPerValue = dtype === 'auto' ? 4 : dtype === 'q8_0' ? 1 + 4 / kvBlockSize(config.headDim) : 1;
+      const kvMiB = (kvBytesPerToken(config, bytesPerValue) * context) / 2 ** 20;
       rows.push({ context, dtype, msPerStep: ms, tokPerS: 1000 / ms, kvMiB, load: load() });
       log(`context ${context}, ${dtype}: ${ms.toFixed(1)} ms/step (${(1000 / ms).toFixed(2)} tok/s), KV ${kvMiB.toFixed(0)} MiB (load ${load()})`);
     }
