@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import type * as Ort from 'onnxruntime-node';
 import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheDtype, KvCacheSpec, ModelSpec, RankCollectives, StepOutput } from '../../src/engine/backend.js';
 import { validateForwardBatch } from '../../src/engine/forward-batch.js';
-import { hostKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
+import { hostKvCapacity, kvBytesPerToken, touchPages } from '../../src/engine/kv-capacity.js';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
@@ -195,6 +195,7 @@ export class CpuBackend implements Backend {
     };
     this.kCache = Array.from({ length: this.config.numLayers }, cache);
     this.vCache = Array.from({ length: this.config.numLayers }, cache);
+    for (const layer of [...this.kCache, ...this.vCache]) touchPages(layer.values, layer.scales);
   }
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {

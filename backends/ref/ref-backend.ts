@@ -1,7 +1,7 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Backend, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, RankCollectives, StepOutput } from '../../src/engine/backend.js';
 import { validateForwardBatch } from '../../src/engine/forward-batch.js';
-import { hostKvCapacity, kvBytesPerToken } from '../../src/engine/kv-capacity.js';
+import { hostKvCapacity, kvBytesPerToken, touchPages } from '../../src/engine/kv-capacity.js';
 import { BackendError } from '../../src/errors.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { toFloat32 } from '../../src/model/dtype.js';
@@ -58,6 +58,7 @@ export class RefBackend implements Backend {
     this.kvSpec = spec;
     this.kCache = Array.from({ length: this.config.numLayers }, () => new Float32Array(size));
     this.vCache = Array.from({ length: this.config.numLayers }, () => new Float32Array(size));
+    touchPages(...this.kCache, ...this.vCache);
   }
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {

@@ -44,3 +44,12 @@ export function deviceKvCapacity(memory: DeviceMemory, bytesPerToken: number, bu
   }
   return tokens;
 }
+
+/**
+ * Writes every page of a host KV pool once, so the process holds the pool's memory from the
+ * start (as a device pool is held) instead of growing into it as the prefix cache fills pages
+ * for the first time, which reads like a leak and can surprise an OOM killer hours later.
+ */
+export function touchPages(...pools: (ArrayBufferView & { fill(value: number): unknown } | null)[]): void {
+  for (const pool of pools) pool?.fill(0);
+}

@@ -32,4 +32,18 @@ describe.each(['ref', 'cpu'])('%s backend: KV capacity', (name) => {
     // The memory fraction is a device setting: host backends ignore it.
     expect(backend.kvCapacity({ ...budget, memFractionStatic: 0.1 })).toBe(backend.kvCapacity(budget));
   });
+
+  it('holds the pool in memory from the start: RSS grows by the pool when it is allocated, not later as pages fill', async () => {
+    // The tiny model leaves little loader garbage to be collected meanwhile; its pool is 256 MiB.
+    const backend = await loaded('tiny');
+    const c = presets.tiny!;
+    const tokens = 1 << 19;
+    const poolBytes = tokens * 2 * c.numLayers * c.numKvHeads * c.headDim * 4;
+    const before = process.memoryUsage().rss;
+    await backend.allocateKvCache({ numPages: tokens / 16, pageSize: 16 });
+    const grown = process.memoryUsage().rss - before;
+    // Untouched zeroed memory is not resident; a pool taken at start is (less what the OS may
+    // already have had mapped and reused, hence the margin).
+    expect(grown).toBeGreaterThan(0.8 * poolBytes);
+  });
 });
