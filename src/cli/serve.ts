@@ -5,6 +5,7 @@ import { WorkerEngine } from '../engine/worker/worker-engine.js';
 import { defaultMaxTokens } from '../engine/request-parameters.js';
 import { checkEngineOptions, defaultEngineOptions, type EngineOptions } from '../engine/options.js';
 import { UserError } from '../errors.js';
+import { kvEventsFlagsFromConfig } from './kv-events-config.js';
 import { openModel, type LoadedModel, type LoadFormat } from '../model/load.js';
 import { defaultPreset, presets } from '../model/presets.js';
 import {
@@ -67,6 +68,8 @@ interface ServeOptions extends BackendFlags {
   kvEventsBlockSize: number;
   kvEventsReplayEndpoint?: string;
   kvEventsBufferSteps: number;
+  kvEventsHwm?: number;
+  kvEventsConfig?: string;
   faultInjection?: string;
   engineThread: EngineThread;
 }
@@ -141,6 +144,7 @@ export function register(program: Command): void {
     .option('--kv-events-block-size <n>', 'tokens per block in KV events (independent of --page-size; llm-d uses 16 or 64)', parseIntOption, 16)
     .option('--kv-events-replay-endpoint <url>', 'bind a ZeroMQ ROUTER socket that sends recent KV event batches again from a given sequence number (vLLM\'s replay_endpoint), e.g. tcp://*:5558; off by default')
     .option('--kv-events-buffer-steps <n>', 'how many of the latest KV event batches the replay socket keeps (vLLM\'s buffer_steps)', parseIntOption, defaultKvEventsBufferSteps)
+    .option('--kv-events-config <json>', 'vLLM\'s KVEventsConfig as JSON (enable_kv_cache_events, publisher "zmq", endpoint, topic, replay_endpoint, buffer_steps, hwm) instead of the --kv-events-* flags')
     .option(
       '--watchdog-timeout <seconds>',
       'no engine step for this long while requests wait makes /health answer 503; a step running this long stops the server (exit 1)',
@@ -191,6 +195,12 @@ function checkFlags(options: ServeOptions, log: Logger): Partial<EngineOptions> 
   }
   if (!(options.watchdogTimeout > 0)) throw new UserError(`--watchdog-timeout ${options.watchdogTimeout}: give seconds, more than 0`);
   if (options.port < 0 || options.port > 65535) throw new UserError(`--port ${options.port} is not a port number (0-65535)`);
+  if (options.kvEventsConfig !== undefined) {
+    if (options.kvEventsEndpoint !== undefined || options.kvEventsTopic !== undefined || options.kvEventsReplayEndpoint !== undefined) {
+      throw new UserError('give --kv-events-config or the --kv-events-endpoint/-topic/-replay-endpoint flags, not both');
+    }
+    Object.assign(options, kvEventsFlagsFromConfig(options.kvEventsConfig, options));
+  }
   if (!(Number.isInteger(options.kvEventsBlockSize) && options.kvEventsBlockSize > 0)) {
     throw new UserError(`--kv-events-block-size ${options.kvEventsBlockSize}: give a positive number of tokens`);
   }
@@ -281,6 +291,7 @@ async function openKvEvents(options: ServeOptions, servedModelName: string, log:
       blockSize: options.kvEventsBlockSize,
       replayEndpoint: options.kvEventsReplayEndpoint ?? null,
       bufferSteps: options.kvEventsBufferSteps,
+      hwm: options.kvEventsHwm,
     });
     const replay = options.kvEventsReplayEndpoint ? `; replay on ${options.kvEventsReplayEndpoint} (last ${options.kvEventsBufferSteps} batches)` : '';
     log.info(`KV events: ZeroMQ PUB on ${options.kvEventsEndpoint}, topic ${topic}, blocks of ${options.kvEventsBlockSize} tokens${replay}`);

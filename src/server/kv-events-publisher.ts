@@ -16,10 +16,14 @@ export interface KvEventsConfig {
   replayEndpoint?: string | null;
   /** vLLM's buffer_steps: how many of the latest batches the replay socket can send again. */
   bufferSteps?: number;
+  /** vLLM's hwm: messages the PUB socket queues for a slow subscriber before dropping (ZeroMQ's send high-water mark). */
+  hwm?: number;
 }
 
 /** vLLM's default buffer_steps. */
 export const defaultKvEventsBufferSteps = 10_000;
+/** vLLM's default hwm. */
+export const defaultKvEventsHwm = 100_000;
 
 /** The frame that ends a replay: sequence -1 (8 bytes, big-endian, two's complement), then an empty payload. */
 const endOfReplay = Buffer.alloc(8, 0xff);
@@ -58,7 +62,7 @@ export class KvEventPublisher {
     // Loaded only when events are on: a server without them needs neither native module.
     const [{ Publisher, Router }, { encode }] = await Promise.all([import('zeromq'), import('@msgpack/msgpack')]);
     const replay = config.replayEndpoint ? new Router({ linger: 0 }) : null;
-    const publisher = new KvEventPublisher(config, new Publisher({ sendHighWaterMark: 100_000, linger: 0 }), replay, encode);
+    const publisher = new KvEventPublisher(config, new Publisher({ sendHighWaterMark: config.hwm ?? defaultKvEventsHwm, linger: 0 }), replay, encode);
     try {
       const endpoint = config.endpoint;
       if (endpoint.includes('*') || endpoint.includes('::') || endpoint.startsWith('ipc://') || endpoint.startsWith('inproc://')) {

@@ -55,6 +55,35 @@ describe('sluice serve --kv-events-endpoint', () => {
     }
   });
 
+  it("takes vLLM's --kv-events-config JSON: events on the endpoint and topic it names; refused beside the single flags", async () => {
+    const kvEndpoint = `tcp://127.0.0.1:${await freePort()}`;
+    const subscriber = await KvEventSubscriber.bound(kvEndpoint);
+    const port = await freePort();
+    const config = { enable_kv_cache_events: true, publisher: 'zmq', endpoint: kvEndpoint, topic: 'kv@pod-7@tiny', hwm: 1000 };
+    const server = spawnSluice(['serve', '--model-path', 'tiny', '--backend', 'ref', '--port', String(port), '--max-total-tokens', '4096', '--kv-events-block-size', '4', '--kv-events-config', JSON.stringify(config)]);
+    try {
+      const url = await waitForServing(server, 60_000);
+      expect(server.stderr()).toContain(`KV events: ZeroMQ PUB on ${kvEndpoint}, topic kv@pod-7@tiny, blocks of 4 tokens`);
+      await waitFor(async () => {
+        await fetch(`${url}/flush_cache`, { method: 'POST' });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return subscriber.batches > 0;
+      }, 'the first event batch');
+      const prompt = [3100, 3101, 3102, 3103, 3104];
+      await json(fetch(`${url}/generate`, { method: 'POST', body: JSON.stringify({ input_ids: prompt, sampling_params: { max_new_tokens: 1, temperature: 0 } }) }));
+      await waitFor(async () => subscriber.blocks.size === 1, 'one stored block');
+      expect([...subscriber.topics]).toEqual(['kv@pod-7@tiny']);
+      server.child.kill('SIGTERM');
+      expect(await server.exited).toBe(0);
+    } finally {
+      if (server.child.exitCode === null) server.child.kill('SIGKILL');
+      await subscriber.close();
+    }
+    const both = spawnSluice(['serve', '--model-path', 'tiny', '--kv-events-endpoint', 'tcp://127.0.0.1:1', '--kv-events-config', '{"enable_kv_cache_events": true}']);
+    expect(await both.exited).toBe(1);
+    expect(both.stderr()).toMatch(/give --kv-events-config or the --kv-events-endpoint\/-topic\/-replay-endpoint flags, not both/);
+  });
+
   it('refuses a non-positive block size, and a topic or replay endpoint without an endpoint', async () => {
     const badSize = spawnSluice(['serve', '--model-path', 'tiny', '--kv-events-endpoint', 'tcp://127.0.0.1:1', '--kv-events-block-size', '0']);
     expect(await badSize.exited).toBe(1);
