@@ -7,8 +7,9 @@ import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
-import { sampleLogits } from '../shared/host-sampler.js';
-import { hostPromptLogprobs, wantedPromptRows } from '../shared/prompt-logprobs.js';
+import { emptySampleOutput, sampleRowsInTurns } from '../shared/host-sampler.js';
+import { chunksOf, logitsRowsPerChunk, sampledSeqs } from '../shared/logits-rows.js';
+import { emptyPromptLogprobs, wantedPromptRows, writePromptLogprob } from '../shared/prompt-logprobs.js';
 import { layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
@@ -39,6 +40,16 @@ export interface CpuBackendOptions extends BackendOptions {
   sessionOptions?: Partial<Ort.InferenceSession.SessionOptions>;
   /** Set on a tensor-parallel rank (backends/tensor-parallel): runs the graph's collectives between sessions, and only rank 0 samples. */
   collectives?: RankCollectives;
+  /** The most logits the LM head produces in one run (default: backends/shared/logits-rows.ts). */
+  logitsChunkBytes?: number;
+}
+
+/** What the sessions of one step share: its batch, inputs, the activations passed between them, and the head's current rows. */
+interface StepRun {
+  batch: ForwardBatch;
+  shared: Record<string, Ort.Tensor>;
+  carried: Map<string, Float32Array>;
+  headRows: number;
 }
 
 const defaultSegmentBytes = 1.25 * 2 ** 30;
@@ -77,6 +88,11 @@ export class CpuBackend implements Backend {
   private pageSize = 0;
   private stepInFlight = false;
   private numSlots = 0;
+  /** Where the head (gather_last: final norm, LM head, sampling) begins in the graph; a session of its own. */
+  private headStart = 0;
+  private logitsChunkRows = 1;
+  /** The most logits rows one LM-head run produced since load (what ORT holds for logits: this x vocab floats). */
+  maxLogitsRows = 0;
 
   constructor(
     private readonly ort: OrtModule,
@@ -152,6 +168,9 @@ export class CpuBackend implements Backend {
     const { config, weights } = model;
     const embeddingTable = model.graph.ops.find((op) => op.op === 'embedding')!.table;
     this.graph = model.graph;
+    this.headStart = model.graph.ops.findIndex((op) => op.op === 'gather_last');
+    if (this.headStart < 0) throw new BackendError(this.name, 'the graph has no gather_last op');
+    this.logitsChunkRows = logitsRowsPerChunk(config.vocabSize, this.options.logitsChunkBytes);
     const sessionOptions: Ort.InferenceSession.SessionOptions = {
       executionProviders: ['cpu'],
       intraOpNumThreads: this.threads,
@@ -215,20 +234,13 @@ export class CpuBackend implements Backend {
     const c = this.config;
     const numTokens = batch.tokenIds.length;
     const numSeqs = batch.kvLens.length;
-    const kvCols = c.numKvHeads * c.headDim;
     const plan = planAttention(batch, this.pageSize, c.numHeads / c.numKvHeads);
     const half = c.headDim / 2;
     const [cos, sin] = this.rotaryTables(batch.positions);
-    // The lm-head runs on each sequence's last row, then on the prompt rows whose log-probs are asked.
-    const promptRows = wantedPromptRows(batch.promptLogprobs);
-    const headRows = new Int32Array(numSeqs + promptRows.length);
-    headRows.set(batch.queryStart.subarray(1).map((end) => end - 1));
-    headRows.set(promptRows, numSeqs);
     const shared: Record<string, Ort.Tensor> = {
       [stepInputs.cos]: new Tensor('float32', cos, [numTokens, half]),
       [stepInputs.sin]: new Tensor('float32', sin, [numTokens, half]),
       [stepInputs.outIndex]: new Tensor('int32', plan.outIndex, [numTokens]),
-      [stepInputs.lastIndex]: new Tensor('int32', headRows, [headRows.length]),
     };
     for (const name of attentionGroups) {
       const g = plan.groups[name];
@@ -239,122 +251,152 @@ export class CpuBackend implements Backend {
       shared[names.mask] = new Tensor('float32', g.mask, [1, g.numSeqs, g.mask.length / (g.numSeqs * keys), keys]);
       shared[names.keySplit] = new Tensor('int64', g.keySplit, [2]);
     }
-    // Outputs land in buffers kept across steps: fresh memory is costly here (page faults), and
-    // a greedy step without log-probs fetches only the in-graph argmax, not [S, vocab] logits.
-    const wantLogits = needsLogits(batch) || promptRows.length > 0;
-    const rowsOf = (activation: string) => (this.graph.activations[activation]!.rows === 'tokens' ? numTokens : headRows.length);
-    const tensorOf = (activation: string, data: Float32Array) => new Tensor('float32', data, [rowsOf(activation), this.graph.activations[activation]!.cols]);
-    /** The activations handed between the host and the sessions. */
-    const carried = new Map<string, Float32Array>();
-    let result: StepOutput | null = null;
+    const run: StepRun = { batch, shared, carried: new Map(), headRows: 0 };
+    // The decoder layers, sessions and host ops in graph order, up to the head.
     let nextOp = 0;
-    for (const [i, { segment, carriedIn, carriedOut, session }] of this.sessions.entries()) {
-      result = (await this.runHostOps(nextOp, segment.startOp, batch, promptRows, carried, rowsOf)) ?? result;
-      nextOp = segment.endOp;
-      const feeds: Record<string, Ort.Tensor> = { ...shared };
-      const fetches: Record<string, Ort.Tensor> = {};
-      for (const name of carriedIn) feeds[stepInputs.carried(name)] = tensorOf(name, carried.get(name)!);
-      const kNew: Float32Array[] = [];
-      const vNew: Float32Array[] = [];
-      for (let l = segment.firstLayer; l < segment.endLayer; l++) {
-        feeds[stepInputs.kCache(l)] = this.cacheTensor(this.kCache[l]!.values);
-        feeds[stepInputs.vCache(l)] = this.cacheTensor(this.vCache[l]!.values);
-        if (this.kvFormat === 'q8_0') {
-          feeds[stepInputs.kScales(l)] = this.cacheTensor(this.kCache[l]!.scales!);
-          feeds[stepInputs.vScales(l)] = this.cacheTensor(this.vCache[l]!.scales!);
-        }
-        kNew.push(this.buffers.f32(`k${l}`, numTokens * kvCols));
-        vNew.push(this.buffers.f32(`v${l}`, numTokens * kvCols));
-        fetches[stepOutputs.k(l)] = new Tensor('float32', kNew.at(-1)!, [numTokens, kvCols]);
-        fetches[stepOutputs.v(l)] = new Tensor('float32', vNew.at(-1)!, [numTokens, kvCols]);
-      }
-      // Activations handed to the next segment alternate between two buffers so no run reads what it writes.
-      for (const name of carriedOut) {
-        const out = this.buffers.f32(`${name}${i % 2}`, rowsOf(name) * this.graph.activations[name]!.cols);
-        fetches[stepOutputs.carried(name)] = tensorOf(name, out);
-        carried.set(name, out);
-      }
-      let logits: Float32Array | null = null;
-      let greedy: BigInt64Array | null = null;
-      if (segment.withHead && wantLogits) {
-        // Prompt rows' logits get memory of their own, returned once the step ends, not kept at their peak.
-        logits = promptRows.length > 0 ? new Float32Array(headRows.length * c.vocabSize) : this.buffers.f32('logits', numSeqs * c.vocabSize);
-        fetches[stepOutputs.logits] = new Tensor('float32', logits, [headRows.length, c.vocabSize]);
-      } else if (segment.withHead) {
-        greedy = new BigInt64Array(numSeqs);
-        fetches[stepOutputs.greedy] = new Tensor('int64', greedy, [numSeqs]);
-      }
-      const used = Object.fromEntries(session.inputNames.map((n) => [n, feeds[n]!]));
-      await session.run(used, fetches);
-      for (let l = segment.firstLayer; l < segment.endLayer; l++) {
-        this.writeKv(this.kCache[l]!, kNew[l - segment.firstLayer]!, batch.slotMapping);
-        this.writeKv(this.vCache[l]!, vNew[l - segment.firstLayer]!, batch.slotMapping);
-      }
-      if (logits) {
-        await batch.sampling.tokenMask?.ready;
-        result = sampleLogits(logits, c.vocabSize, batch.sampling);
-        if (batch.promptLogprobs) result.promptLogprobs = this.promptLogprobs(batch, promptRows, logits);
-      }
-      if (greedy) result = { tokens: Int32Array.from(greedy, Number), logprobs: null, topLogprobs: null };
+    for (const [i, entry] of this.sessions.entries()) {
+      if (entry.segment.startOp >= this.headStart) break;
+      await this.runHostOps(nextOp, entry.segment.startOp, run);
+      await this.runSession(i, run, {});
+      nextOp = entry.segment.endOp;
     }
-    result = (await this.runHostOps(nextOp, this.graph.ops.length, batch, promptRows, carried, rowsOf)) ?? result;
-    return result!;
-  }
-
-  /** Reads ForwardBatch.promptLogprobs off the logits rows after the sequences' own (in the order of `promptRows`). */
-  private promptLogprobs(batch: ForwardBatch, promptRows: Int32Array, logits: Float32Array) {
-    const vocab = this.config.vocabSize;
-    const numSeqs = batch.kvLens.length;
-    const headRowOf = new Map<number, number>();
-    promptRows.forEach((row, i) => headRowOf.set(row, numSeqs + i));
-    return hostPromptLogprobs(batch.promptLogprobs!, (row) => {
-      const headRow = headRowOf.get(row)!;
-      return logits.subarray(headRow * vocab, (headRow + 1) * vocab);
-    });
+    await this.runHostOps(nextOp, this.headStart, run);
+    // The head (final norm, LM head) runs over the rows that need logits, a bounded number at a
+    // time: the sampled sequences' last rows, then the prompt rows whose log-probs are asked.
+    const output = emptySampleOutput(batch.sampling);
+    const samples = this.options.collectives === undefined || this.options.collectives.rank === 0;
+    const greedyOnly = !needsLogits(batch);
+    for (const seqs of chunksOf(sampledSeqs(batch.sampling, numSeqs), this.logitsChunkRows)) {
+      const head = await this.runHead(run, seqs.map((s) => batch.queryStart[s + 1]! - 1), greedyOnly);
+      if (!samples) continue;
+      if ('greedy' in head) seqs.forEach((s, j) => (output.tokens[s] = Number(head.greedy[j])));
+      else {
+        await batch.sampling.tokenMask?.ready;
+        await sampleRowsInTurns(head.logits, c.vocabSize, batch.sampling, seqs, output);
+      }
+    }
+    await batch.sampling.tokenMask?.ready;
+    if (batch.promptLogprobs) {
+      const request = batch.promptLogprobs;
+      const answer = emptyPromptLogprobs(request);
+      for (const rows of chunksOf(wantedPromptRows(request), this.logitsChunkRows)) {
+        const head = await this.runHead(run, rows, false);
+        if (!samples || !('logits' in head)) continue;
+        rows.forEach((row, j) => writePromptLogprob(answer, request, row, head.logits.subarray(j * c.vocabSize, (j + 1) * c.vocabSize)));
+      }
+      if (samples) output.promptLogprobs = answer;
+    }
+    return output;
   }
 
   /**
-   * The graph ops between two sessions that run here: the embedding lookup, a rank's collectives
-   * over the activations in `carried` (in place, or into a new buffer), and the sampling of
-   * gathered logits, which only rank 0 does (the other ranks' outputs are placeholders).
+   * Runs the sessions (and a rank's host ops) from gather_last to the sample op over the token
+   * rows `tokenRows`: their logits, or only their argmax when `greedy` and the head session
+   * samples (ORT then holds the rows' logits only inside the run).
    */
-  private async runHostOps(
-    from: number,
-    to: number,
-    batch: ForwardBatch,
-    promptRows: Int32Array,
-    carried: Map<string, Float32Array>,
-    rowsOf: (activation: string) => number,
-  ): Promise<StepOutput | null> {
-    let result: StepOutput | null = null;
+  private async runHead(run: StepRun, tokenRows: Int32Array, greedy: boolean): Promise<{ logits: Float32Array } | { greedy: BigInt64Array }> {
+    const { Tensor } = this.ort;
+    const vocab = this.config.vocabSize;
+    const rows = tokenRows.length;
+    run.headRows = rows;
+    this.maxLogitsRows = Math.max(this.maxLogitsRows, rows);
+    const lastIndex = new Tensor('int32', tokenRows, [rows]);
+    let nextOp = this.headStart;
+    let answer: { logits: Float32Array } | { greedy: BigInt64Array } | null = null;
+    for (const [i, entry] of this.sessions.entries()) {
+      if (entry.segment.startOp < this.headStart) continue;
+      await this.runHostOps(nextOp, entry.segment.startOp, run);
+      const fetches: Record<string, Ort.Tensor> = {};
+      if (entry.segment.withHead && greedy) {
+        const tokens = new BigInt64Array(rows);
+        fetches[stepOutputs.greedy] = new Tensor('int64', tokens, [rows]);
+        answer = { greedy: tokens };
+      } else if (entry.segment.withHead) {
+        const logits = this.buffers.f32('logits', rows * vocab);
+        fetches[stepOutputs.logits] = new Tensor('float32', logits, [rows, vocab]);
+        answer = { logits };
+      }
+      await this.runSession(i, run, { [stepInputs.lastIndex]: lastIndex }, fetches);
+      nextOp = entry.segment.endOp;
+    }
+    // A tensor-parallel rank gathers its slice of the logits on the host; the sample op is the step's.
+    const sampleOp = this.graph.ops.length - 1;
+    await this.runHostOps(nextOp, sampleOp, run);
+    const sample = this.graph.ops[sampleOp]!;
+    if (sample.op !== 'sample') throw new BackendError(this.name, 'the graph does not end with its sample op');
+    return answer ?? { logits: run.carried.get(sample.logits)! };
+  }
+
+  /** Runs session `i` of the step: its carried activations in and out, its layers' new K and V written to their slots. */
+  private async runSession(i: number, run: StepRun, inputs: Record<string, Ort.Tensor>, extraFetches: Record<string, Ort.Tensor> = {}): Promise<void> {
+    const { segment, carriedIn, carriedOut, session } = this.sessions[i]!;
+    const { Tensor } = this.ort;
+    const c = this.config;
+    const numTokens = run.batch.tokenIds.length;
+    const kvCols = c.numKvHeads * c.headDim;
+    const feeds: Record<string, Ort.Tensor> = { ...run.shared, ...inputs };
+    const fetches: Record<string, Ort.Tensor> = { ...extraFetches };
+    for (const name of carriedIn) feeds[stepInputs.carried(name)] = this.tensorOf(run, name, run.carried.get(name)!);
+    const kNew: Float32Array[] = [];
+    const vNew: Float32Array[] = [];
+    for (let l = segment.firstLayer; l < segment.endLayer; l++) {
+      feeds[stepInputs.kCache(l)] = this.cacheTensor(this.kCache[l]!.values);
+      feeds[stepInputs.vCache(l)] = this.cacheTensor(this.vCache[l]!.values);
+      if (this.kvFormat === 'q8_0') {
+        feeds[stepInputs.kScales(l)] = this.cacheTensor(this.kCache[l]!.scales!);
+        feeds[stepInputs.vScales(l)] = this.cacheTensor(this.vCache[l]!.scales!);
+      }
+      kNew.push(this.buffers.f32(`k${l}`, numTokens * kvCols));
+      vNew.push(this.buffers.f32(`v${l}`, numTokens * kvCols));
+      fetches[stepOutputs.k(l)] = new Tensor('float32', kNew.at(-1)!, [numTokens, kvCols]);
+      fetches[stepOutputs.v(l)] = new Tensor('float32', vNew.at(-1)!, [numTokens, kvCols]);
+    }
+    // Activations handed to the next segment alternate between two buffers so no run reads what it writes.
+    for (const name of carriedOut) {
+      const out = this.buffers.f32(`${name}${i % 2}`, this.rowsOf(run, name) * this.graph.activations[name]!.cols);
+      fetches[stepOutputs.carried(name)] = this.tensorOf(run, name, out);
+      run.carried.set(name, out);
+    }
+    const used = Object.fromEntries(session.inputNames.map((n) => [n, feeds[n]!]));
+    await session.run(used, fetches);
+    for (let l = segment.firstLayer; l < segment.endLayer; l++) {
+      this.writeKv(this.kCache[l]!, kNew[l - segment.firstLayer]!, run.batch.slotMapping);
+      this.writeKv(this.vCache[l]!, vNew[l - segment.firstLayer]!, run.batch.slotMapping);
+    }
+  }
+
+  /** Rows of an activation in this step: every token, or the head rows of the current head run. */
+  private rowsOf(run: StepRun, activation: string): number {
+    return this.graph.activations[activation]!.rows === 'tokens' ? run.batch.tokenIds.length : run.headRows;
+  }
+
+  private tensorOf(run: StepRun, activation: string, data: Float32Array): Ort.Tensor {
+    return new this.ort.Tensor('float32', data, [this.rowsOf(run, activation), this.graph.activations[activation]!.cols]);
+  }
+
+  /**
+   * The graph ops in [from, to) that run here: the embedding lookup and a rank's collectives over
+   * the activations in `run.carried` (in place, or into a new buffer).
+   */
+  private async runHostOps(from: number, to: number, run: StepRun): Promise<void> {
     for (const op of this.graph.ops.slice(from, to)) {
       switch (op.op) {
         case 'embedding':
-          carried.set(op.out, this.embed(batch.tokenIds, this.buffers.f32('embedded', rowsOf(op.out) * this.graph.activations[op.out]!.cols)));
+          run.carried.set(op.out, this.embed(run.batch.tokenIds, this.buffers.f32('embedded', this.rowsOf(run, op.out) * this.graph.activations[op.out]!.cols)));
           break;
         case 'all_reduce':
-          this.rankCollectives().allReduce(carried.get(op.x)!);
+          this.rankCollectives().allReduce(run.carried.get(op.x)!);
           break;
         case 'all_gather': {
-          const out = this.buffers.f32(op.out, rowsOf(op.out) * this.graph.activations[op.out]!.cols);
-          this.rankCollectives().allGather(carried.get(op.x)!, out, rowsOf(op.x), op.parts);
-          carried.set(op.out, out);
+          const out = this.buffers.f32(op.out, this.rowsOf(run, op.out) * this.graph.activations[op.out]!.cols);
+          this.rankCollectives().allGather(run.carried.get(op.x)!, out, this.rowsOf(run, op.x), op.parts);
+          run.carried.set(op.out, out);
           break;
         }
-        case 'sample':
-          if (this.options.collectives && this.options.collectives.rank !== 0) {
-            result = { tokens: new Int32Array(batch.kvLens.length), logprobs: null, topLogprobs: null };
-            break;
-          }
-          await batch.sampling.tokenMask?.ready;
-          result = sampleLogits(carried.get(op.logits)!, this.config.vocabSize, batch.sampling);
-          if (batch.promptLogprobs) result.promptLogprobs = this.promptLogprobs(batch, promptRows, carried.get(op.logits)!);
-          break;
         default:
           throw new BackendError(this.name, `the ${op.op} op has no host implementation`);
       }
     }
-    return result;
   }
 
   private rankCollectives(): RankCollectives {
@@ -481,9 +523,10 @@ class ReusedBuffers {
 
 /**
  * Cuts the graph's ops into segments: never across an op that runs on the host (the embedding,
- * a rank's collectives), and within a run of session ops at layer boundaries, so that no
- * segment holds more than `maxBytes` of stored weights (unless one layer alone does). A sample
- * op right after a collective (a rank's gathered logits) is left to the host too.
+ * a rank's collectives), always before the head (gather_last and what follows), and within a
+ * run of session ops at layer boundaries, so that no segment holds more than `maxBytes` of
+ * stored weights (unless one layer alone does). A sample op right after a collective (a rank's
+ * gathered logits) is left to the host too.
  */
 export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: number): Segment[] {
   const { ops } = graph;
@@ -498,8 +541,11 @@ export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: 
     endLayer: attentionsBefore(endOp),
     withHead: ops.slice(startOp, endOp).some((op) => op.op === 'sample'),
   });
+  // The head (from gather_last) is a session of its own: it runs once per chunk of logits rows.
+  const headStart = ops.findIndex((op) => op.op === 'gather_last');
+  const runs = sessionRuns(ops).flatMap(([from, to]): [number, number][] => (from < headStart && headStart < to ? [[from, headStart], [headStart, to]] : [[from, to]]));
   const segments: Segment[] = [];
-  for (const [from, to] of sessionRuns(ops)) {
+  for (const [from, to] of runs) {
     const cuts = [...graph.layerStart.filter((start) => start > from && start < to), to];
     let first = from;
     let pieceStart = from;

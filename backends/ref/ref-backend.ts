@@ -7,13 +7,21 @@ import type { LlamaConfig } from '../../src/model/config.js';
 import { toFloat32 } from '../../src/model/dtype.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
-import { sampleLogitsInTurns } from '../shared/host-sampler.js';
+import { emptySampleOutput, sampleRowsInTurns } from '../shared/host-sampler.js';
+import { chunksOf, logitsRowsPerChunk, sampledSeqs } from '../shared/logits-rows.js';
 import { hostPromptLogprobs } from '../shared/prompt-logprobs.js';
 import * as ops from './ops.js';
 
 /** Multiply-adds, and logits sampled, between two yields to the event loop: tens of milliseconds each. */
 const workPerTurn = 1 << 24;
 const sampledPerTurn = 1 << 21;
+
+export interface RefBackendOptions {
+  /** Set on a tensor-parallel rank (backends/tensor-parallel): runs the graph's collectives, and only rank 0 samples. */
+  collectives?: RankCollectives;
+  /** The most logits the LM head produces at once (default: backends/shared/logits-rows.ts). */
+  logitsChunkBytes?: number;
+}
 
 /** Plain TypeScript, f32 throughout, interpreting the graph op by op: the oracle for other backends. */
 export class RefBackend implements Backend {
@@ -27,10 +35,14 @@ export class RefBackend implements Backend {
   private kCache: Float32Array[] = [];
   private vCache: Float32Array[] = [];
   private kvSpec: KvCacheSpec | null = null;
-  /** Set on a tensor-parallel rank (backends/tensor-parallel): runs the graph's collectives, and only rank 0 samples. */
   private readonly collectives: RankCollectives | null;
+  private logitsActivation = '';
+  private logitsChunkRows = 1;
+  private sampleTurns = { rowsPerTurn: 1, yieldTurn: () => yieldToEventLoop() };
+  /** The most logits rows one LM-head call produced since load (memory held for logits: this x vocab floats). */
+  maxLogitsRows = 0;
 
-  constructor(options: { collectives?: RankCollectives } = {}) {
+  constructor(private readonly options: RefBackendOptions = {}) {
     this.collectives = options.collectives ?? null;
   }
 
@@ -38,6 +50,13 @@ export class RefBackend implements Backend {
     this.config = model.config;
     this.graph = model.graph;
     this.invFreq = ropeInverseFrequencies(model.config);
+    const sample = model.graph.ops.find((op) => op.op === 'sample');
+    const head = model.graph.ops.findLast((op) => op.op === 'linear');
+    if (!sample || head?.op !== 'linear' || !model.graph.ops.some((op) => op.op === 'gather_last')) throw new BackendError(this.name, 'the graph has no gather_last, LM head or sample op');
+    this.logitsActivation = head.out;
+    // The rows per LM-head call come from the logits' full width (a tensor-parallel rank's slice is gathered to it).
+    this.logitsChunkRows = logitsRowsPerChunk(model.graph.activations[sample.logits]!.cols, this.options.logitsChunkBytes);
+    this.sampleTurns.rowsPerTurn = Math.max(1, Math.floor(sampledPerTurn / model.config.vocabSize));
     const names = new Set<string>();
     for (const op of model.graph.ops) {
       if ('weight' in op) names.add(op.weight);
@@ -66,27 +85,48 @@ export class RefBackend implements Backend {
     validateForwardBatch(this.name, batch, { vocabSize: this.config.vocabSize, ...this.kvSpec });
     const numTokens = batch.tokenIds.length;
     const numSeqs = batch.kvLens.length;
+    // The ops from gather_last on (final norm, LM head, sampling) run over the sequences whose
+    // token is used, a bounded number of rows at a time, so no step holds S x vocab logits.
+    const seqs = sampledSeqs(batch.sampling, numSeqs);
+    const headRows = Math.min(this.logitsChunkRows, seqs.length);
+    let rowsNow = headRows;
     const buffers = new Map<string, Float32Array>();
     for (const [name, a] of Object.entries(this.graph.activations)) {
-      buffers.set(name, new Float32Array((a.rows === 'tokens' ? numTokens : numSeqs) * a.cols));
+      buffers.set(name, new Float32Array((a.rows === 'tokens' ? numTokens : headRows) * a.cols));
     }
-    const rowsOf = (name: string) => (this.graph.activations[name]!.rows === 'tokens' ? numTokens : numSeqs);
+    const rowsOf = (name: string) => (this.graph.activations[name]!.rows === 'tokens' ? numTokens : rowsNow);
     const buf = (name: string) => buffers.get(name)!;
-    let output: StepOutput | null = null;
-    for (const op of this.graph.ops) {
-      if (op.op === 'sample') {
-        await batch.sampling.tokenMask?.ready;
-        if (this.collectives && this.collectives.rank !== 0) continue;
-        output = await sampleLogitsInTurns(buf(op.logits), this.config.vocabSize, batch.sampling, Math.max(1, Math.floor(sampledPerTurn / this.config.vocabSize)), yieldToEventLoop);
-      } else if (op.op === 'linear') {
-        await this.linearInTurns(buf(op.x), this.weights.get(op.weight)!, rowsOf(op.x), this.graph.activations[op.x]!.cols, buf(op.out));
-      } else {
-        this.run(op, batch, buf, rowsOf);
-        if (op.op === 'attention') await yieldToEventLoop();
+    const ops = this.graph.ops;
+    const headStart = ops.findIndex((op) => op.op === 'gather_last');
+    for (const op of ops.slice(0, headStart)) await this.runOp(op, batch, buf, rowsOf);
+    const output = emptySampleOutput(batch.sampling);
+    for (const part of chunksOf(seqs, this.logitsChunkRows)) {
+      rowsNow = part.length;
+      for (const op of ops.slice(headStart)) {
+        if (op.op === 'gather_last') {
+          gatherRows(buf(op.x), this.graph.activations[op.x]!.cols, batch.queryStart, part, buf(op.out));
+        } else if (op.op === 'sample') {
+          await batch.sampling.tokenMask?.ready;
+          if (this.collectives && this.collectives.rank !== 0) continue;
+          await sampleRowsInTurns(buf(op.logits), this.config.vocabSize, batch.sampling, part, output, this.sampleTurns);
+        } else {
+          if (op.op === 'linear' && op.out === this.logitsActivation) this.maxLogitsRows = Math.max(this.maxLogitsRows, part.length);
+          await this.runOp(op, batch, buf, rowsOf);
+        }
       }
     }
-    if (batch.promptLogprobs) output = { ...output!, promptLogprobs: this.promptLogprobs(batch, buf) };
-    return output!;
+    await batch.sampling.tokenMask?.ready;
+    if (batch.promptLogprobs) output.promptLogprobs = this.promptLogprobs(batch, buf);
+    return output;
+  }
+
+  private async runOp(op: GraphOp, batch: ForwardBatch, buf: (name: string) => Float32Array, rowsOf: (name: string) => number): Promise<void> {
+    if (op.op === 'linear') {
+      await this.linearInTurns(buf(op.x), this.weights.get(op.weight)!, rowsOf(op.x), this.graph.activations[op.x]!.cols, buf(op.out));
+      return;
+    }
+    this.run(op, batch, buf, rowsOf);
+    if (op.op === 'attention') await yieldToEventLoop();
   }
 
   /** The final norm and LM head over the wanted token rows of the last hidden state (the graph computes them for the last rows only). */
@@ -139,15 +179,14 @@ export class RefBackend implements Backend {
         return ops.siluMul(buf(op.gate), buf(op.up), buf(op.out).length, buf(op.out));
       case 'add':
         return ops.add(buf(op.x), buf(op.y), buf(op.x).length);
-      case 'gather_last':
-        return ops.gatherLast(buf(op.x), this.graph.activations[op.x]!.cols, batch.queryStart, buf(op.out));
       case 'all_reduce':
         return this.collective().allReduce(buf(op.x));
       case 'all_gather':
         return this.collective().allGather(buf(op.x), buf(op.out), rowsOf(op.x), op.parts);
       case 'linear':
       case 'sample':
-        throw new BackendError(this.name, `${op.op} runs in turns in forward()`);
+      case 'gather_last':
+        throw new BackendError(this.name, `${op.op} runs in forward(), over row chunks or in turns`);
     }
   }
 
@@ -173,4 +212,12 @@ export class RefBackend implements Backend {
     this.vCache = [];
     this.kvSpec = null;
   }
+}
+
+/** out row j = x's row of the last token of sequence seqs[j]. */
+function gatherRows(x: Float32Array, cols: number, queryStart: Int32Array, seqs: Int32Array, out: Float32Array): void {
+  seqs.forEach((s, j) => {
+    const t = queryStart[s + 1]! - 1;
+    out.set(x.subarray(t * cols, (t + 1) * cols), j * cols);
+  });
 }

@@ -244,25 +244,34 @@ function swap(order: Int32Array, i: number, j: number): void {
  * computes the log-probs asked for: the reference that host backends call directly.
  */
 export function sampleLogits(logits: Float32Array, vocab: number, sampling: SamplingBatch): StepOutput {
-  const out = sampleOutput(sampling);
-  for (let s = 0; s < out.tokens.length; s++) sampleRow(logits, vocab, sampling, s, out);
+  const out = emptySampleOutput(sampling);
+  for (let s = 0; s < out.tokens.length; s++) sampleRow(logits.subarray(s * vocab, (s + 1) * vocab), sampling, s, out);
   return out;
 }
 
 /**
- * sampleLogits, yielding to the event loop every `rowsPerTurn` rows: a thousand rows of a
- * 128K vocabulary take seconds on one thread, which the server's other requests must not wait for.
+ * Samples the sequences `seqs` into `out` (from emptySampleOutput): row j of `logits` holds the
+ * logits of sequence seqs[j] (modified in place), so a backend can run its LM head over a few
+ * rows at a time. With `turns`, yields to the event loop every `rowsPerTurn` rows: a thousand
+ * rows of a 128K vocabulary take seconds on one thread, which the server's other requests must
+ * not wait for.
  */
-export async function sampleLogitsInTurns(logits: Float32Array, vocab: number, sampling: SamplingBatch, rowsPerTurn: number, yieldTurn: () => Promise<unknown>): Promise<StepOutput> {
-  const out = sampleOutput(sampling);
-  for (let s = 0; s < out.tokens.length; s++) {
-    if (s > 0 && s % rowsPerTurn === 0) await yieldTurn();
-    sampleRow(logits, vocab, sampling, s, out);
+export async function sampleRowsInTurns(
+  logits: Float32Array,
+  vocab: number,
+  sampling: SamplingBatch,
+  seqs: Int32Array,
+  out: StepOutput,
+  turns?: { rowsPerTurn: number; yieldTurn: () => Promise<unknown> },
+): Promise<void> {
+  for (let j = 0; j < seqs.length; j++) {
+    if (turns && j > 0 && j % turns.rowsPerTurn === 0) await turns.yieldTurn();
+    sampleRow(logits.subarray(j * vocab, (j + 1) * vocab), sampling, seqs[j]!, out);
   }
-  return out;
 }
 
-function sampleOutput(sampling: SamplingBatch): StepOutput {
+/** A step's output before any row is sampled: tokens 0, log-prob arrays sized for what the batch asks. */
+export function emptySampleOutput(sampling: SamplingBatch): StepOutput {
   const numSeqs = sampling.temperature.length;
   let maxK = -1;
   for (let s = 0; s < numSeqs; s++) maxK = Math.max(maxK, sampling.logprobs[s]!);
@@ -273,8 +282,8 @@ function sampleOutput(sampling: SamplingBatch): StepOutput {
   };
 }
 
-function sampleRow(logits: Float32Array, vocab: number, sampling: SamplingBatch, s: number, out: StepOutput): void {
-  const row = logits.subarray(s * vocab, (s + 1) * vocab);
+/** Samples sequence s from its logits `row` into `out`. */
+function sampleRow(row: Float32Array, sampling: SamplingBatch, s: number, out: StepOutput): void {
   if (sampling.logitBias) applyLogitBias(row, sampling.logitBias, s);
   if (sampling.penalties) applyPenalties(row, sampling.penalties, s);
   if (sampling.tokenMask) applyTokenMask(row, sampling.tokenMask, s);

@@ -6,6 +6,7 @@ import { shardLlama, type RankShard } from '../../src/model/shard.js';
 import { ShardedWeights } from '../../src/model/sharded-weights.js';
 import { controlWords } from './collectives.js';
 import type { FromRank, RankBackendName, RankInit, ToRank } from './protocol.js';
+import { logitsRowsPerChunk } from '../shared/logits-rows.js';
 
 /** A rank's thread and the replies it owes, in the order the messages went. */
 class RankThread {
@@ -111,9 +112,11 @@ export class TensorParallelBackend implements Backend {
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {
     const config = this.shards[0]!.config;
-    const rows = Math.max(batch.tokenIds.length, batch.kvLens.length);
-    const widest = Math.max(config.hiddenSize, Math.ceil(config.vocabSize / this.tpSize));
-    const bytes = rows * widest * 4 * this.tpSize;
+    // Per rank: the activations of every token, or its slice of the logits of one LM-head run
+    // (ranks run their head over a bounded number of rows at a time, shared/logits-rows.ts).
+    const hidden = batch.tokenIds.length * config.hiddenSize;
+    const logits = Math.min(batch.kvLens.length, logitsRowsPerChunk(config.vocabSize)) * Math.ceil(config.vocabSize / this.tpSize);
+    const bytes = Math.max(hidden, logits) * 4 * this.tpSize;
     if (this.data.byteLength < bytes) this.data = new SharedArrayBuffer(bytes);
     const replies = await this.all({ type: 'forward', batch, data: this.data });
     const output = (replies[0] as { output?: StepOutput | null }).output;

@@ -94,6 +94,12 @@ export interface SamplingBatch {
   tokenMask?: TokenMaskBatch | null;
   /** Sparse per-row logit additions (logit_bias, and min_tokens' banned stop ids); absent or null: no row has any. */
   logitBias?: LogitBiasBatch | null;
+  /**
+   * [S]: 1 where row s's token is used (a decode, or the chunk that ends a prompt); 0 for a
+   * prefill chunk that does not end its prompt, whose logits a backend need not compute (its
+   * output row is then meaningless). Absent: every row samples.
+   */
+  sampled?: Uint8Array;
 }
 
 /**

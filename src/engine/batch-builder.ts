@@ -66,13 +66,14 @@ export class BatchBuilder {
     const numSeqs = plan.sequences.length;
     if (this.floats.length < 4 * numSeqs) this.floats = new Float32Array(8 * numSeqs);
     const take = (i: number) => this.floats.subarray(i * numSeqs, (i + 1) * numSeqs);
-    const sampling: SamplingBatch = { temperature: take(0), topP: take(1), topK, minP: take(2), random: take(3), logprobs, penalties: null };
+    const sampling: SamplingBatch = { temperature: take(0), topP: take(1), topK, minP: take(2), random: take(3), logprobs, penalties: null, sampled: new Uint8Array(numSeqs) };
     let penalized = false;
     let biased = false;
     for (let s = 0; s < numSeqs; s++) {
       const seq = plan.sequences[s]!;
       const p = seq.request.params;
       const sampled = producesToken(seq, plan.numTokens[s]!);
+      sampling.sampled![s] = sampled ? 1 : 0;
       sampling.temperature[s] = p.temperature;
       sampling.topP[s] = p.topP;
       sampling.topK[s] = p.topK > 0 ? p.topK : 0;

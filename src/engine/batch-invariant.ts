@@ -72,8 +72,9 @@ function oneToken(batch: ForwardBatch, s: number, t: number, last: boolean, page
         penalties: batch.sampling.penalties && penaltiesOf(batch.sampling.penalties, s),
         tokenMask: batch.sampling.tokenMask && maskOf(batch.sampling.tokenMask, s),
         logitBias: batch.sampling.logitBias && logitBiasOf(batch.sampling.logitBias, s),
+        ...(batch.sampling.sampled ? { sampled: batch.sampling.sampled.slice(s, s + 1) } : {}),
       }
-    : greedyRow();
+    : unsampledRow();
   return {
     tokenIds: batch.tokenIds.slice(t, t + 1),
     positions: Int32Array.of(position),
@@ -86,7 +87,8 @@ function oneToken(batch: ForwardBatch, s: number, t: number, last: boolean, page
   };
 }
 
-function greedyRow(): SamplingBatch {
+/** A token before the sequence's last: no token is taken from it, so no logits are needed. */
+function unsampledRow(): SamplingBatch {
   return {
     temperature: Float32Array.of(0),
     topP: Float32Array.of(1),
@@ -95,6 +97,7 @@ function greedyRow(): SamplingBatch {
     random: Float32Array.of(0),
     logprobs: Int32Array.of(-1),
     penalties: null,
+    sampled: Uint8Array.of(0),
   };
 }
 

@@ -136,8 +136,10 @@ describe('cpu segments on a tensor-parallel rank', () => {
     const collectiveAt = graph.ops.flatMap((op, i) => (op.op === 'all_reduce' || op.op === 'all_gather' ? [i] : []));
     expect(collectiveAt.length).toBe(1 + 2 * config.numLayers + 1);
     expect(hostOps).toEqual(['0:embedding', ...collectiveAt.map((i) => `${i}:${graph.ops[i]!.op}`), `${n - 1}:sample`]);
-    expect(segments.length).toBe(2 * config.numLayers + 1);
-    expect(segments.map((s) => [s.firstLayer, s.endLayer])).toEqual([[0, 1], [1, 1], [1, 2], [2, 2], [2, 2]]);
+    // ... and the head (gather_last, final norm, the rank's LM-head slice) is a session of its own.
+    expect(segments.length).toBe(2 * config.numLayers + 2);
+    expect(segments.map((s) => [s.firstLayer, s.endLayer])).toEqual([[0, 1], [1, 1], [1, 2], [2, 2], [2, 2], [2, 2]]);
+    expect(graph.ops[segments.at(-1)!.startOp]!.op).toBe('gather_last');
     expect(segments.some((s) => s.withHead)).toBe(false);
   });
 });
