@@ -2,6 +2,7 @@ import type { LlamaConfig } from '../../src/model/config.js';
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import type { WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
+import { splitRange } from '../../src/model/shard.js';
 
 /** Op kinds as native/src/model.h numbers them. */
 export const opKind: Record<GraphOp['op'], number> = {
@@ -60,7 +61,9 @@ export interface CompiledGraph {
 /**
  * Chooses each activation's storage and numbers everything. The residual stream (what the
  * embedding writes and add / add_rmsnorm accumulate into), its gathered last rows and the logits
- * are f32; every other activation is bf16, the GEMMs' input and output type.
+ * (on a tensor-parallel rank, its part of them too) are f32; every other activation is bf16, the
+ * GEMMs' input and output type. all_reduce sums in its buffer's type (bf16 after o_proj and
+ * down_proj, as vLLM and SGLang reduce in the model's dtype).
  */
 export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => number[] | undefined, options: CompileOptions = {}): CompiledGraph {
   const fused = options.fuseProjections ? fuseProjections(graph, weightShape) : null;
@@ -82,6 +85,8 @@ export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => n
     if (op.op === 'sample') f32.add(op.logits);
   }
   for (const op of graph.ops) if (op.op === 'gather_last' && f32.has(op.x)) f32.add(op.out);
+  // A rank's partial logits travel and are gathered as f32, like the logits they become.
+  for (const op of graph.ops) if (op.op === 'all_gather' && f32.has(op.out)) f32.add(op.x);
 
   const names = Object.keys(graph.activations);
   const activations: CompiledActivation[] = names.map((name) => ({
@@ -135,6 +140,20 @@ export function compileGraph(graph: LlamaGraph, weightShape: (name: string) => n
         break;
       case 'sample':
         expect(!activations[row[1]!]!.perToken, 'sample reads a per-sequence buffer');
+        break;
+      case 'all_gather': {
+        // The addon lays the parts out by the even split (native/src/tensor_parallel.h), as shard.ts makes them.
+        const cols = graph.activations[op.out]!.cols;
+        const even = op.parts.every((p, r) => {
+          const [start, end] = splitRange(cols, op.parts.length, r);
+          return p === end - start;
+        });
+        expect(even, `all_gather into "${op.out}" must split its ${cols} columns evenly over ${op.parts.length} ranks (src/model/shard.ts's splitRange)`);
+        expect(dtypeOf(op.out) === DTYPE_F32, `all_gather writes "${op.out}", which must be the f32 logits`);
+        break;
+      }
+      case 'embedding':
+        if (op.vocabStart !== undefined) expect(Number.isInteger(op.vocabStart) && op.vocabStart >= 0, 'embedding vocabStart must be a whole number >= 0');
         break;
       default:
         break;
@@ -203,7 +222,8 @@ function encodeOp(op: GraphOp, buffer: (name: string) => number, weight: (name: 
   const k = opKind[op.op];
   switch (op.op) {
     case 'embedding':
-      return [k, weight(op.table), -1, buffer(op.out), -1, -1];
+      // d: a rank's first vocabulary id (its slice of the table); -1 the whole table.
+      return [k, weight(op.table), -1, buffer(op.out), op.vocabStart ?? -1, -1];
     case 'rmsnorm':
       return [k, buffer(op.x), weight(op.weight), buffer(op.out), -1, -1];
     case 'add_rmsnorm':

@@ -6,7 +6,7 @@ import { BackendError } from '../../src/errors.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { compileGraph, nativeConfig, weightShapeOf, type CompiledGraph } from './compile.js';
-import type { CudaAddon, NativeModel } from './native.js';
+import type { CudaAddon, NativeModel, NativeStepOutput } from './native.js';
 import { emptyPromptLogprobs, wantedPromptRows, writePromptLogprob } from '../shared/prompt-logprobs.js';
 
 /** Prompt rows per headLogits call: bounds the logits read back at once (64 x 128k vocabulary = 32 MiB). */
@@ -62,8 +62,13 @@ export class CudaBackend implements Backend {
       let rowOffset = 0;
       for (const part of weight.parts ?? [{ name: weight.name, rows: weight.rows }]) {
         const recipe = spec.weights.deviceRecipe?.(part.name) ?? null;
+        // A tensor-parallel rank's slice of a dummy tensor: generated on the device too, window only.
+        const window = !recipe && this.model.dummyWeightWindow ? (spec.weights.deviceWindowRecipe?.(part.name) ?? null) : null;
         if (recipe?.kind === 'hash-uniform') {
           this.model.dummyWeight(id, recipe.key, recipe.halfRange, recipe.offset, rowOffset, part.rows);
+        } else if (window?.recipe.kind === 'hash-uniform') {
+          const { key, halfRange, offset } = window.recipe;
+          this.model.dummyWeightWindow!(id, key, halfRange, offset, rowOffset, part.rows, window.sourceCols, window.rowStart, window.colStart);
         } else {
           const info = spec.weights.info(part.name)!;
           this.model.setWeight(id, await spec.weights.read(part.name), dtypeCode[info.dtype], rowOffset);
@@ -89,18 +94,25 @@ export class CudaBackend implements Backend {
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {
     const config = this.requireConfig();
-    if (!this.kvSpec) throw new BackendError(this.name, 'forward() before allocateKvCache()');
-    validateForwardBatch(this.name, batch, { vocabSize: config.vocabSize, ...this.kvSpec });
-    // The addon reads the whole batch when the step starts, so the token masks must be computed by then.
-    const mask = batch.sampling.tokenMask;
-    if (mask) await mask.ready;
-    const out = await this.model.forward(mask && mask.bits.buffer instanceof SharedArrayBuffer ? withPlainMask(batch, mask) : batch);
+    const out = await this.model.forward(await this.prepareStep(batch));
     return {
-      tokens: out.tokens,
-      logprobs: out.logprobs,
-      topLogprobs: out.topK > 0 ? { k: out.topK, ids: out.topIds!, logprobs: out.topLogprobs! } : null,
+      ...stepOutputOf(out),
       ...(batch.promptLogprobs ? { promptLogprobs: this.promptLogprobs(batch.promptLogprobs, config.vocabSize) } : {}),
     };
+  }
+
+  /**
+   * The batch checked and ready for the addon, which reads all of it when the step starts: token
+   * masks computed by then (and out of shared memory). Tensor-parallel ranks step through their
+   * NcclGroup with what rank 0 prepares.
+   */
+  async prepareStep(batch: ForwardBatch): Promise<ForwardBatch> {
+    const config = this.requireConfig();
+    if (!this.kvSpec) throw new BackendError(this.name, 'forward() before allocateKvCache()');
+    validateForwardBatch(this.name, batch, { vocabSize: config.vocabSize, ...this.kvSpec });
+    const mask = batch.sampling.tokenMask;
+    if (mask) await mask.ready;
+    return mask && mask.bits.buffer instanceof SharedArrayBuffer ? withPlainMask(batch, mask) : batch;
   }
 
   /** Log-probs of the asked prompt rows from the step just run: logits from the device, the rest on the host. */
@@ -127,6 +139,15 @@ export class CudaBackend implements Backend {
     if (!this.config) throw new BackendError(this.name, 'load() a model first');
     return this.config;
   }
+}
+
+/** The addon's step result as the Backend contract's StepOutput. */
+export function stepOutputOf(out: NativeStepOutput): StepOutput {
+  return {
+    tokens: out.tokens,
+    logprobs: out.logprobs,
+    topLogprobs: out.topK > 0 ? { k: out.topK, ids: out.topIds!, logprobs: out.topLogprobs! } : null,
+  };
 }
 
 /**

@@ -7,6 +7,22 @@ import { fileURLToPath } from 'node:url';
 export interface CudaAddon {
   probe(): DeviceProbe;
   CudaModel: new (device: number, graphCapture: boolean) => NativeModel;
+  /** Communicators for cuda ranks on these GPUs (rank r on devices[r]); absent in addons built before it. */
+  NcclGroup?: new (devices: Int32Array) => NativeNcclGroup;
+}
+
+/**
+ * Tensor-parallel cuda ranks in one process (native/src/nccl_group.h): NCCL loaded at run time,
+ * one communicator per GPU, and a step that runs every rank at once, one thread per rank.
+ */
+export interface NativeNcclGroup {
+  /** Makes a model (unconfigured, on devices[rank]) that rank; its graph may then hold all_reduce / all_gather ops. */
+  attach(model: NativeModel, rank: number): void;
+  /** One step on every rank; rank 0's sampled tokens. */
+  forward(batch: object): Promise<NativeStepOutput>;
+  /** NCCL's version, the file it came from, and the ranks' GPUs. */
+  description(): string;
+  close(): void;
 }
 
 export interface DeviceProbe {
@@ -51,6 +67,11 @@ export interface NativeModel {
   setWeight(id: number, bytes: Uint8Array, dtype: number, rowOffset?: number): void;
   /** Generates `rows` rows (all when absent) from rowOffset as one dummy tensor of their own. */
   dummyWeight(id: number, key: number, halfRange: number, offset: number, rowOffset?: number, rows?: number): void;
+  /**
+   * Rows [rowOffset, rowOffset + rows) generated as a window of a larger dummy tensor of
+   * sourceCols columns from (sourceRowStart, sourceColStart): a rank's slice. Absent in older addons.
+   */
+  dummyWeightWindow?(id: number, key: number, halfRange: number, offset: number, rowOffset: number, rows: number, sourceCols: number, sourceRowStart: number, sourceColStart: number): void;
   readWeight(id: number): Float32Array;
   readActivation(id: number, rows: number): Float32Array;
   writeActivation(id: number, values: Float32Array): void;

@@ -2,16 +2,17 @@ import { availableParallelism } from 'node:os';
 import type { Backend, BackendOptions } from '../../src/engine/backend.js';
 import { UserError } from '../../src/errors.js';
 import { loadAddon } from '../cuda/native.js';
+import { CudaRanksBackend } from './cuda-ranks.js';
 import { planGpuRanks } from './gpu-ranks.js';
 import { TensorParallelBackend } from './tensor-parallel-backend.js';
 
 /** Backends whose ranks can run here; the others get a one-line refusal naming what they lack. */
-export const tensorParallelBackends = ['ref', 'cpu'] as const;
+export const tensorParallelBackends = ['ref', 'cpu', 'cuda'] as const;
 
 /**
  * `--tp-size N` (N > 1) over the named backend (or `auto`), or a UserError in one line. cpu ranks
- * share the cores (each gets an equal part unless --threads says how many); cuda ranks would
- * use GPUs baseGpuId .. baseGpuId + tpSize - 1 (SGLang's --base-gpu-id).
+ * share the cores (each gets an equal part unless --threads says how many); cuda ranks use GPUs
+ * baseGpuId .. baseGpuId + tpSize - 1 (SGLang's --base-gpu-id), one rank per GPU.
  */
 export async function createTensorParallelBackend(name: string, tpSize: number, options: BackendOptions = {}): Promise<Backend> {
   if (!Number.isInteger(tpSize) || tpSize < 1) throw new UserError(`--tp-size ${tpSize}: give a positive whole number of ranks`);
@@ -25,11 +26,11 @@ export async function createTensorParallelBackend(name: string, tpSize: number, 
     const gpus = cudaDeviceCount();
     if (name === 'cuda' || gpus.count > 0) {
       const devices = planGpuRanks(tpSize, gpus.count, baseGpuId, gpus.why);
-      throw new UserError(
-        `--tp-size ${tpSize}: the cuda backend's NCCL ranks (GPUs ${devices.join(', ')}) are not implemented yet (see docs/performance.md, issue 14); --backend ${tensorParallelBackends.join('|')} runs tensor-parallel ranks`,
-      );
+      const { addon } = loadAddon();
+      if (!addon?.NcclGroup) throw new UserError(`--tp-size ${tpSize}: the CUDA addon predates tensor-parallel ranks; rebuild it (node scripts/build-native.mjs)`);
+      return new CudaRanksBackend(addon, devices, options);
     }
-    throw new UserError(`--tp-size ${tpSize}: no CUDA GPU here; tensor-parallel ranks run on --backend ${tensorParallelBackends.join('|')}`);
+    throw new UserError(`--tp-size ${tpSize}: no CUDA GPU here; tensor-parallel ranks run on --backend ref|cpu`);
   }
   throw new UserError(`--tp-size ${tpSize}: the ${name} backend cannot run tensor-parallel ranks yet; --backend ${tensorParallelBackends.join('|')} can`);
 }

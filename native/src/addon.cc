@@ -4,8 +4,10 @@
 #include <napi.h>
 
 #include <memory>
+#include <thread>
 
 #include "model.h"
+#include "nccl_group.h"
 
 namespace sluice {
 namespace {
@@ -49,6 +51,79 @@ Napi::Value probe(const Napi::CallbackInfo& info) {
   return out;
 }
 
+/** A step's result as backends/cuda/native.ts's NativeStepOutput. */
+Napi::Object stepResultToJs(Napi::Env env, const StepResult& result) {
+  Napi::Object out = Napi::Object::New(env);
+  const size_t S = result.tokens.size();
+  Napi::Int32Array tokens = Napi::Int32Array::New(env, S);
+  std::copy(result.tokens.begin(), result.tokens.end(), tokens.Data());
+  out.Set("tokens", tokens);
+  if (result.hasLogprobs) {
+    Napi::Float32Array lp = Napi::Float32Array::New(env, S);
+    std::copy(result.logprobs.begin(), result.logprobs.end(), lp.Data());
+    out.Set("logprobs", lp);
+  } else {
+    out.Set("logprobs", env.Null());
+  }
+  out.Set("topK", result.topK);
+  if (result.topK > 0) {
+    Napi::Int32Array ids = Napi::Int32Array::New(env, result.topIds.size());
+    std::copy(result.topIds.begin(), result.topIds.end(), ids.Data());
+    Napi::Float32Array lps = Napi::Float32Array::New(env, result.topLogprobs.size());
+    std::copy(result.topLogprobs.begin(), result.topLogprobs.end(), lps.Data());
+    out.Set("topIds", ids);
+    out.Set("topLogprobs", lps);
+  }
+  return out;
+}
+
+/** A ForwardBatch (src/engine/backend.ts) copied out of JS, so a worker thread can read it. */
+StepInput stepInputFrom(const Napi::Object& b) {
+  StepInput in;
+  in.tokenIds = copyTyped<int>(b, "tokenIds");
+  in.positions = copyTyped<int>(b, "positions");
+  in.queryStart = copyTyped<int>(b, "queryStart");
+  in.kvLens = copyTyped<int>(b, "kvLens");
+  in.pageTable = copyTyped<int>(b, "pageTable");
+  in.pageTableStart = copyTyped<int>(b, "pageTableStart");
+  in.slotMapping = copyTyped<int>(b, "slotMapping");
+  const Napi::Object s = b.Get("sampling").As<Napi::Object>();
+  in.temperature = copyTyped<float>(s, "temperature");
+  in.topP = copyTyped<float>(s, "topP");
+  in.topK = copyTyped<int>(s, "topK");
+  in.minP = copyTyped<float>(s, "minP");
+  in.random = copyTyped<float>(s, "random");
+  in.logprobs = copyTyped<int>(s, "logprobs");
+  const Napi::Value pen = s.Get("penalties");
+  if (pen.IsObject()) {
+    const Napi::Object p = pen.As<Napi::Object>();
+    in.hasPenalties = true;
+    in.repetition = copyTyped<float>(p, "repetition");
+    in.frequency = copyTyped<float>(p, "frequency");
+    in.presence = copyTyped<float>(p, "presence");
+    in.penaltyStart = copyTyped<int>(p, "tokenStart");
+    in.penaltyIds = copyTyped<int>(p, "tokenIds");
+    in.penaltyCounts = copyTyped<int>(p, "outputCounts");
+  }
+  const Napi::Value bias = s.Get("logitBias");
+  if (bias.IsObject()) {
+    const Napi::Object lb = bias.As<Napi::Object>();
+    in.hasBias = true;
+    in.biasStart = copyTyped<int>(lb, "rowStart");
+    in.biasIds = copyTyped<int>(lb, "tokenIds");
+    in.biasValues = copyTyped<float>(lb, "bias");
+  }
+  const Napi::Value mask = s.Get("tokenMask");
+  if (mask.IsObject()) {
+    const Napi::Object m = mask.As<Napi::Object>();
+    in.hasMask = true;
+    in.maskWords = intField(m, "words");
+    in.maskRowOf = copyTyped<int>(m, "rowOf");
+    in.maskBits = copyTyped<int>(m, "bits");
+  }
+  return in;
+}
+
 class ForwardWorker : public Napi::AsyncWorker {
  public:
   ForwardWorker(Napi::Env env, std::shared_ptr<Model> model, StepInput input)
@@ -65,31 +140,7 @@ class ForwardWorker : public Napi::AsyncWorker {
     }
   }
 
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::Object out = Napi::Object::New(env);
-    const size_t S = result_.tokens.size();
-    Napi::Int32Array tokens = Napi::Int32Array::New(env, S);
-    std::copy(result_.tokens.begin(), result_.tokens.end(), tokens.Data());
-    out.Set("tokens", tokens);
-    if (result_.hasLogprobs) {
-      Napi::Float32Array lp = Napi::Float32Array::New(env, S);
-      std::copy(result_.logprobs.begin(), result_.logprobs.end(), lp.Data());
-      out.Set("logprobs", lp);
-    } else {
-      out.Set("logprobs", env.Null());
-    }
-    out.Set("topK", result_.topK);
-    if (result_.topK > 0) {
-      Napi::Int32Array ids = Napi::Int32Array::New(env, result_.topIds.size());
-      std::copy(result_.topIds.begin(), result_.topIds.end(), ids.Data());
-      Napi::Float32Array lps = Napi::Float32Array::New(env, result_.topLogprobs.size());
-      std::copy(result_.topLogprobs.begin(), result_.topLogprobs.end(), lps.Data());
-      out.Set("topIds", ids);
-      out.Set("topLogprobs", lps);
-    }
-    deferred_.Resolve(out);
-  }
+  void OnOK() override { deferred_.Resolve(stepResultToJs(Env(), result_)); }
 
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
@@ -108,6 +159,7 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
                            InstanceMethod("configure", &CudaModel::Configure),
                            InstanceMethod("setWeight", &CudaModel::SetWeight),
                            InstanceMethod("dummyWeight", &CudaModel::DummyWeight),
+                           InstanceMethod("dummyWeightWindow", &CudaModel::DummyWeightWindow),
                            InstanceMethod("readWeight", &CudaModel::ReadWeight),
                            InstanceMethod("allocateKv", &CudaModel::AllocateKv),
                            InstanceMethod("readActivation", &CudaModel::ReadActivation),
@@ -205,6 +257,18 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
     });
   }
 
+  // dummyWeightWindow(id, key, halfRange, offset, rowOffset, rows, sourceCols, sourceRowStart, sourceColStart)
+  void DummyWeightWindow(const Napi::CallbackInfo& info) {
+    for (size_t i = 0; i < 9; i++)
+      if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "dummyWeightWindow takes nine numbers");
+    auto num = [&](size_t i) { return info[i].As<Napi::Number>(); };
+    guarded(info, [&](Model& m) {
+      m.dummyWeightWindow(num(0).Int32Value(), num(1).Uint32Value(), num(2).DoubleValue(), num(3).DoubleValue(), num(4).Int32Value(),
+                          num(5).Int32Value(), num(6).Int32Value(), num(7).Int32Value(), num(8).Int32Value());
+      return 0;
+    });
+  }
+
   Napi::Value ReadWeight(const Napi::CallbackInfo& info) {
     const int id = info[0].As<Napi::Number>().Int32Value();
     std::vector<float> values = guarded(info, [&](Model& m) { return m.readWeight(id); });
@@ -267,50 +331,8 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
-    model(info);
-    const Napi::Object b = info[0].As<Napi::Object>();
-    StepInput in;
-    in.tokenIds = copyTyped<int>(b, "tokenIds");
-    in.positions = copyTyped<int>(b, "positions");
-    in.queryStart = copyTyped<int>(b, "queryStart");
-    in.kvLens = copyTyped<int>(b, "kvLens");
-    in.pageTable = copyTyped<int>(b, "pageTable");
-    in.pageTableStart = copyTyped<int>(b, "pageTableStart");
-    in.slotMapping = copyTyped<int>(b, "slotMapping");
-    const Napi::Object s = b.Get("sampling").As<Napi::Object>();
-    in.temperature = copyTyped<float>(s, "temperature");
-    in.topP = copyTyped<float>(s, "topP");
-    in.topK = copyTyped<int>(s, "topK");
-    in.minP = copyTyped<float>(s, "minP");
-    in.random = copyTyped<float>(s, "random");
-    in.logprobs = copyTyped<int>(s, "logprobs");
-    const Napi::Value pen = s.Get("penalties");
-    if (pen.IsObject()) {
-      const Napi::Object p = pen.As<Napi::Object>();
-      in.hasPenalties = true;
-      in.repetition = copyTyped<float>(p, "repetition");
-      in.frequency = copyTyped<float>(p, "frequency");
-      in.presence = copyTyped<float>(p, "presence");
-      in.penaltyStart = copyTyped<int>(p, "tokenStart");
-      in.penaltyIds = copyTyped<int>(p, "tokenIds");
-      in.penaltyCounts = copyTyped<int>(p, "outputCounts");
-    }
-    const Napi::Value bias = s.Get("logitBias");
-    if (bias.IsObject()) {
-      const Napi::Object lb = bias.As<Napi::Object>();
-      in.hasBias = true;
-      in.biasStart = copyTyped<int>(lb, "rowStart");
-      in.biasIds = copyTyped<int>(lb, "tokenIds");
-      in.biasValues = copyTyped<float>(lb, "bias");
-    }
-    const Napi::Value mask = s.Get("tokenMask");
-    if (mask.IsObject()) {
-      const Napi::Object m = mask.As<Napi::Object>();
-      in.hasMask = true;
-      in.maskWords = intField(m, "words");
-      in.maskRowOf = copyTyped<int>(m, "rowOf");
-      in.maskBits = copyTyped<int>(m, "bits");
-    }
+    if (model(info).tpSize() > 1) throw Napi::Error::New(info.Env(), "forward: this model is a tensor-parallel rank; its NcclGroup steps all ranks together");
+    StepInput in = stepInputFrom(info[0].As<Napi::Object>());
     auto* worker = new ForwardWorker(info.Env(), model_, std::move(in));
     Napi::Promise promise = worker->promise();
     worker->Queue();
@@ -324,12 +346,150 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
   // Drops this handle; the model itself is freed once no queued step holds it.
   void Close(const Napi::CallbackInfo&) { model_.reset(); }
 
+ public:
+  /** The model behind a handle (null once closed), for the NCCL group's rank threads. */
+  std::shared_ptr<Model> shared() const { return model_; }
+
+ private:
   std::shared_ptr<Model> model_;
+};
+
+/** Per-environment addon state: the CudaModel class, to recognize its instances. */
+struct AddonData {
+  Napi::FunctionReference cudaModel;
+};
+
+/**
+ * One step on every rank of a tensor-parallel group, one thread per rank: each rank's launches,
+ * NCCL's included, go to its own GPU's stream from its own thread, so no rank waits for another
+ * to be launched (one thread launching all ranks in turn would block in the first rank's
+ * synchronizing calls). Rank 0's sampled tokens are the group's.
+ */
+class RanksForwardWorker : public Napi::AsyncWorker {
+ public:
+  RanksForwardWorker(Napi::Env env, std::vector<std::shared_ptr<Model>> models, StepInput input)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), models_(std::move(models)), input_(std::move(input)) {}
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    std::vector<std::string> errors(models_.size());
+    auto run = [&](size_t rank) {
+      try {
+        std::lock_guard<std::mutex> guard(models_[rank]->lock());
+        StepResult result = models_[rank]->forward(input_);
+        if (rank == 0) result_ = std::move(result);
+      } catch (const std::exception& e) {
+        errors[rank] = e.what();
+      }
+    };
+    std::vector<std::thread> threads;
+    for (size_t rank = 1; rank < models_.size(); rank++) threads.emplace_back(run, rank);
+    run(0);
+    for (auto& t : threads) t.join();
+    for (size_t rank = 0; rank < errors.size(); rank++) {
+      if (!errors[rank].empty()) {
+        SetError("tensor-parallel rank " + std::to_string(rank) + ": " + errors[rank]);
+        return;
+      }
+    }
+  }
+
+  void OnOK() override { deferred_.Resolve(stepResultToJs(Env(), result_)); }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<std::shared_ptr<Model>> models_;
+  StepInput input_;
+  StepResult result_;
+};
+
+/** JS `NcclGroup`: the communicators of cuda ranks on the given GPUs, the models attached as ranks, and their steps. */
+class NcclGroupWrap : public Napi::ObjectWrap<NcclGroupWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NcclGroup",
+                       {
+                           InstanceMethod("attach", &NcclGroupWrap::Attach),
+                           InstanceMethod("forward", &NcclGroupWrap::Forward),
+                           InstanceMethod("description", &NcclGroupWrap::Description),
+                           InstanceMethod("close", &NcclGroupWrap::Close),
+                       });
+  }
+
+  explicit NcclGroupWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NcclGroupWrap>(info) {
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Napi::TypeError::New(info.Env(), "NcclGroup: devices must be an Int32Array");
+    const Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
+    const std::vector<int> devices(arr.Data(), arr.Data() + arr.ElementLength());
+    try {
+      group_ = std::make_shared<NcclGroup>(devices);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+    models_.resize(devices.size());
+  }
+
+ private:
+  NcclGroup& group(const Napi::CallbackInfo& info) {
+    if (!group_) throw Napi::Error::New(info.Env(), "the NCCL group was closed");
+    return *group_;
+  }
+
+  // attach(model, rank): the model (not yet configured, on the rank's GPU) becomes that rank.
+  void Attach(const Napi::CallbackInfo& info) {
+    group(info);
+    const Napi::Function modelClass = info.Env().GetInstanceData<AddonData>()->cudaModel.Value();
+    if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(modelClass))
+      throw Napi::TypeError::New(info.Env(), "attach: the first argument must be a CudaModel");
+    if (!info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "attach: rank must be a number");
+    const int rank = info[1].As<Napi::Number>().Int32Value();
+    std::shared_ptr<Model> model = CudaModel::Unwrap(info[0].As<Napi::Object>())->shared();
+    if (!model) throw Napi::Error::New(info.Env(), "attach: the CUDA model was closed");
+    if (rank < 0 || rank >= group_->size()) throw Napi::RangeError::New(info.Env(), "attach: no rank " + std::to_string(rank) + " in this group");
+    if (models_[rank]) throw Napi::Error::New(info.Env(), "attach: rank " + std::to_string(rank) + " already has a model");
+    try {
+      std::lock_guard<std::mutex> guard(model->lock());
+      model->joinGroup(group_, rank);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+    models_[rank] = std::move(model);
+  }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    group(info);
+    for (size_t rank = 0; rank < models_.size(); rank++)
+      if (!models_[rank]) throw Napi::Error::New(info.Env(), "forward: rank " + std::to_string(rank) + " has no model attached");
+    StepInput in = stepInputFrom(info[0].As<Napi::Object>());
+    auto* worker = new RanksForwardWorker(info.Env(), models_, std::move(in));
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+  }
+
+  Napi::Value Description(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), group(info).description()); }
+
+  // Drops the group's hold on the models and communicators; each is freed once nothing else holds it.
+  void Close(const Napi::CallbackInfo&) {
+    models_.clear();
+    group_.reset();
+  }
+
+  std::shared_ptr<NcclGroup> group_;
+  std::vector<std::shared_ptr<Model>> models_;
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probe", Napi::Function::New(env, probe));
-  exports.Set("CudaModel", CudaModel::Define(env));
+  Napi::Function cudaModel = CudaModel::Define(env);
+  auto* data = new AddonData();
+  data->cudaModel = Napi::Persistent(cudaModel);
+  env.SetInstanceData<AddonData>(data);
+  exports.Set("CudaModel", cudaModel);
+  exports.Set("NcclGroup", NcclGroupWrap::Define(env));
   return exports;
 }
 

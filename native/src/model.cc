@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "step_inputs.h"
+#include "tensor_parallel.h"
 
 namespace sluice {
 
@@ -77,7 +78,20 @@ std::string Model::description() {
          (graphCapture_ ? ", CUDA graphs up to batch " + std::to_string(graphMaxBatch_) : ", no CUDA graphs") +
          (gemvMode_ == GemvMode::Off ? ", no GEMV" : gemvMode_ == GemvMode::On ? ", GEMV for m <= 16" : ", GEMV for m <= 16 where timed faster") +
          (sortSampler_ ? ", sorting sampler" : "") +
+         (group_ ? "; tensor-parallel rank " + std::to_string(rank_) + " of " + std::to_string(group_->size()) + " (" +
+                       group_->description() + ")"
+                 : "") +
          (lt_.failures().empty() ? "" : "; cuBLASLt failed on " + lt_.failures() + ", our GEMM runs those");
+}
+
+void Model::joinGroup(std::shared_ptr<NcclGroup> group, int rank) {
+  if (!group || rank < 0 || rank >= group->size()) throw CudaError("joinGroup: rank " + std::to_string(rank) + " is not in the group");
+  if (group->device(rank) != device_)
+    throw CudaError("joinGroup: rank " + std::to_string(rank) + "'s communicator is on GPU " + std::to_string(group->device(rank)) +
+                    ", this model on GPU " + std::to_string(device_));
+  if (!ops_.empty()) throw CudaError("joinGroup: join before configure()");
+  group_ = std::move(group);
+  rank_ = rank;
 }
 
 void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> activations, std::vector<Op> ops,
@@ -96,6 +110,8 @@ void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> act
   weightSpecs_ = std::move(weights);
   weights_ = std::vector<DeviceBuffer>(weightSpecs_.size());
   activations_ = std::vector<DeviceBuffer>(activationSpecs_.size());
+  allocCols_.assign(activationSpecs_.size(), 0);
+  gatherCols_ = 0;
   for (size_t i = 0; i < activationSpecs_.size(); i++) {
     const ActivationSpec& a = activationSpecs_[i];
     if (a.viewOf < 0) continue;
@@ -130,6 +146,8 @@ void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> act
     switch (op.kind) {
       case OpKind::Embedding:
         checkWeight(op.a);
+        // d: the first vocabulary id of a rank's slice of the table (-1: the whole table).
+        if (op.d >= 0 && op.d + weightSpecs_[op.a].rows > config.vocabSize) throw CudaError("embedding: the table slice lies outside the vocabulary");
         if (checkBuffer(op.c, "embedding out").dtype != DType::F32) throw CudaError("embedding writes an f32 buffer");
         break;
       case OpKind::Rmsnorm:
@@ -182,13 +200,34 @@ void Model::configure(const ModelConfig& config, std::vector<ActivationSpec> act
           throw CudaError("sample reads an f32 per-sequence logits buffer");
         logitsBuffer_ = op.a;
         break;
+      case OpKind::AllReduce: {
+        if (!group_) throw CudaError("all_reduce: this model is in no tensor-parallel group (joinGroup first)");
+        const ActivationSpec x = plain(op.a, "all_reduce x");
+        if (x.dtype != DType::F32 && x.dtype != DType::BF16) throw CudaError("all_reduce: x must be f32 or bf16");
+        break;
+      }
+      case OpKind::AllGather: {
+        if (!group_) throw CudaError("all_gather: this model is in no tensor-parallel group (joinGroup first)");
+        const ActivationSpec x = plain(op.a, "all_gather x");
+        const ActivationSpec out = plain(op.c, "all_gather out");
+        const VocabPart part = vocabPart(out.cols, group_->size(), rank_);
+        if (x.dtype != DType::F32 || out.dtype != DType::F32 || x.perToken != out.perToken)
+          throw CudaError("all_gather: x and out must be f32 buffers with the same rows");
+        if (x.cols != part.end - part.start)
+          throw CudaError("all_gather: rank " + std::to_string(rank_) + " must send " + std::to_string(part.end - part.start) +
+                          " of " + std::to_string(out.cols) + " columns (the even split), not " + std::to_string(x.cols));
+        const int widest = vocabPart(out.cols, group_->size(), 0).end;
+        allocCols_[op.a] = std::max(allocCols_[op.a], widest);
+        gatherCols_ = std::max(gatherCols_, widest);
+        break;
+      }
     }
   }
   if (logitsBuffer_ < 0) throw CudaError("the graph has no sample op");
   for (const Op& op : ops_) {
     if ((op.kind == OpKind::Embedding || op.kind == OpKind::AddRmsnorm || op.kind == OpKind::Add) &&
         ((op.c >= 0 && activationSpecs_[op.c].viewOf >= 0) || (op.a >= 0 && activationSpecs_[op.a].viewOf >= 0) ||
-         (op.d >= 0 && activationSpecs_[op.d].viewOf >= 0)))
+         (op.kind != OpKind::Embedding && op.d >= 0 && activationSpecs_[op.d].viewOf >= 0)))
       throw CudaError("this op cannot take a view (column slice)");
   }
   // Rope writes this step's K (rotated) and V into the cache itself when the attention op that
@@ -242,6 +281,20 @@ void Model::dummyWeight(int id, uint32_t key, double halfRange, double offset, i
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
+void Model::dummyWeightWindow(int id, uint32_t key, double halfRange, double offset, int rowOffset, int rows,
+                              int sourceCols, int sourceRowStart, int sourceColStart) {
+  useDevice();
+  if (id < 0 || id >= int(weightSpecs_.size())) throw CudaError("dummyWeightWindow: bad weight id");
+  const WeightSpec& spec = weightSpecs_[id];
+  if (rows <= 0 || rowOffset < 0 || rowOffset + rows > spec.rows) throw CudaError("dummyWeightWindow: rows outside the weight");
+  if (sourceRowStart < 0 || sourceColStart < 0 || sourceColStart + spec.cols > sourceCols)
+    throw CudaError("dummyWeightWindow: the window lies outside its source tensor");
+  weights_[id].reserve(size_t(spec.rows) * spec.cols * sizeof(bf16));
+  launchDummyFillWindow(static_cast<bf16*>(weights_[id].ptr) + size_t(rowOffset) * spec.cols, rows, spec.cols, key, halfRange,
+                        offset, sourceCols, sourceRowStart, sourceColStart, stream_);
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
 std::vector<float> Model::readWeight(int id) {
   useDevice();
   if (id < 0 || id >= int(weightSpecs_.size()) || !weights_[id].ptr) throw CudaError("readWeight: weight not loaded");
@@ -278,6 +331,7 @@ std::vector<float> Model::readActivation(int id, int rows) {
 
 std::vector<float> Model::headLogits(const std::vector<int>& rows) {
   useDevice();
+  if (tpSize() > 1) throw CudaError("headLogits: a tensor-parallel rank holds only its part of the lm-head");
   // The graph ends gather_last (a: residual stream, c: out), rmsnorm (a: that out, b: weight), linear (b: lm-head).
   int gather = -1;
   for (size_t i = 0; i < ops_.size(); i++)
@@ -397,6 +451,7 @@ void Model::ensureCapacity(int tokens, int seqs, int pageEntries, int maxTopK, i
     partialTokenSplits_ = std::max(capTokens_, kMaxSplits * std::min(capSeqs_, kMaxGraphBatch));
     partialO_.reserve(size_t(partialTokenSplits_) * headCols * sizeof(float));
     partialML_.reserve(size_t(partialTokenSplits_) * config_.numHeads * 2 * sizeof(float));
+    if (gatherCols_ > 0) gathered_.reserve(size_t(tpSize()) * capSeqs_ * gatherCols_ * sizeof(float));
   }
   if (grow || maxTopK > capTopK_) {
     capTopK_ = std::max(capTopK_, maxTopK);
@@ -419,7 +474,7 @@ void Model::allocateActivations() {
     const ActivationSpec& a = activationSpecs_[i];
     if (a.viewOf >= 0) continue;  // lives in its parent
     const size_t rows = a.perToken ? capTokens_ : capSeqs_;
-    activations_[i].reserve(rows * a.cols * dtypeSize(a.dtype));
+    activations_[i].reserve(rows * std::max(a.cols, allocCols_[i]) * dtypeSize(a.dtype));
   }
 }
 
@@ -439,6 +494,11 @@ StepResult Model::forward(const StepInput& in) {
                                        attentionTileQueries(config_.numHeads, config_.numKvHeads), metaHost_.ptr);
     CUDA_CHECK(cudaMemcpyAsync(meta_.ptr, metaHost_.ptr, packed.words * sizeof(int), cudaMemcpyHostToDevice, stream_));
     runStep(shape, packed);
+    // Every rank holds the gathered logits; rank 0 samples for the group.
+    if (rank_ > 0) {
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
+      return StepResult{};
+    }
     return sample(in, shape);
   } catch (const CudaError& e) {
     // Allocation failures leave the context usable; anything else (a fault in a kernel) does not.

@@ -17,6 +17,7 @@
 #include "cublaslt.h"
 #include "device_buffer.h"
 #include "kernels.h"
+#include "nccl_group.h"
 #include "step_inputs.h"
 
 namespace sluice {
@@ -36,6 +37,8 @@ enum class OpKind : int {
   Add = 7,
   GatherLast = 8,
   Sample = 9,
+  AllReduce = 10,
+  AllGather = 11,
 };
 
 /** One graph op; operand meaning per kind is documented in backends/cuda/compile.ts. */
@@ -80,12 +83,26 @@ class Model {
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
+  /**
+   * Makes this model rank `rank` of a tensor-parallel group (before configure(): a graph with
+   * all_reduce / all_gather ops needs one). The group's device for the rank must be this model's.
+   */
+  void joinGroup(std::shared_ptr<NcclGroup> group, int rank);
+  int rank() const { return rank_; }
+  int tpSize() const { return group_ ? group_->size() : 1; }
+
   void configure(const ModelConfig& config, std::vector<ActivationSpec> activations, std::vector<Op> ops,
                  std::vector<WeightSpec> weights);
   /** Rows [rowOffset, rowOffset + byteLength / row bytes) of weight id (fused weights load part by part). */
   void setWeight(int id, const void* bytes, size_t byteLength, DType sourceType, int rowOffset = 0);
   /** `rows` rows (all when < 0) from rowOffset, generated as a tensor of their own. */
   void dummyWeight(int id, uint32_t key, double halfRange, double offset, int rowOffset = 0, int rows = -1);
+  /**
+   * `rows` rows from rowOffset generated as a window of a larger dummy tensor of sourceCols
+   * columns, from its row sourceRowStart and column sourceColStart (a tensor-parallel rank's slice).
+   */
+  void dummyWeightWindow(int id, uint32_t key, double halfRange, double offset, int rowOffset, int rows, int sourceCols,
+                         int sourceRowStart, int sourceColStart);
   /** Copies a weight back as f32 (tests compare it with the host generator). */
   std::vector<float> readWeight(int id);
   /** Test access to activation buffers: the first `rows` rows, as f32 (bf16 buffers converted). */
@@ -144,6 +161,9 @@ class Model {
   enum class GemvMode { Off, On, Auto } gemvMode_ = GemvMode::Auto;
   /** Auto mode's verdict per (m, n, k, out type): true when the GEMV won. */
   std::map<std::tuple<int, int, int, int>, bool> gemvChoice_;
+  /** Tensor parallelism: the communicators and this model's rank (none: a plain single-GPU model). */
+  std::shared_ptr<NcclGroup> group_;
+  int rank_ = 0;
   cudaStream_t stream_ = nullptr;
   int numSms_ = 0;
   std::string deviceName_;
@@ -157,6 +177,11 @@ class Model {
   std::vector<DeviceBuffer> weights_;
   std::vector<DeviceBuffer> activations_;
   int logitsBuffer_ = -1;
+  /** Per activation: the columns its rows are allocated with, when more than its own (an all_gather's send buffer). */
+  std::vector<int> allocCols_;
+  /** all_gather: each rank sends capSeqs_ x gatherCols_ floats (the widest part) into gathered_. */
+  int gatherCols_ = 0;
+  DeviceBuffer gathered_;
   DeviceBuffer invFreq_;
 
   DeviceBuffer kv_;

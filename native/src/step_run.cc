@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "model.h"
+#include "tensor_parallel.h"
 
 namespace sluice {
 
@@ -96,12 +97,24 @@ void Model::runOps(int T, int S, int numTiles, int splits) {
   auto kCacheOf = [&](int layer) { return static_cast<bf16*>(kv_.ptr) + size_t(2 * layer) * layerSlots; };
   auto vCacheOf = [&](int layer) { return static_cast<bf16*>(kv_.ptr) + size_t(2 * layer + 1) * layerSlots; };
   std::vector<bool> kvWritten(ops_.size(), false);
+  auto ncclCheck = [&](nccl::Result result, const char* what) {
+    try {
+      group_->lib().check(result, what);
+    } catch (const std::runtime_error& e) {
+      throw CudaError(e.what());
+    }
+  };
   for (size_t index = 0; index < ops_.size(); index++) {
     const Op& op = ops_[index];
     switch (op.kind) {
       case OpKind::Embedding:
-        launchEmbedding(weight(op.a), config_.vocabSize, activationSpecs_[op.c].cols, meta + L.tokens, T,
-                        static_cast<float*>(buf(op.c)), stream_);
+        if (op.d >= 0) {  // a rank's slice of the table, from vocabulary id op.d
+          launchEmbeddingSlice(weight(op.a), op.d, weightSpecs_[op.a].rows, activationSpecs_[op.c].cols, meta + L.tokens, T,
+                               static_cast<float*>(buf(op.c)), stream_);
+        } else {
+          launchEmbedding(weight(op.a), config_.vocabSize, activationSpecs_[op.c].cols, meta + L.tokens, T,
+                          static_cast<float*>(buf(op.c)), stream_);
+        }
         break;
       case OpKind::Rmsnorm:
         launchRmsnorm(buf(op.a), activationSpecs_[op.a].dtype, weight(op.b), rows(op.a), activationSpecs_[op.a].cols,
@@ -172,6 +185,29 @@ void Model::runOps(int T, int S, int numTiles, int splits) {
         break;
       case OpKind::Sample:
         break;  // sampling runs after the (possibly captured) forward pass
+      // Collectives go on the compute stream like any kernel, so a captured graph holds them too;
+      // every rank replays the same graph, one rank per thread (RanksForwardWorker in addon.cc).
+      case OpKind::AllReduce: {
+        const ActivationSpec& x = activationSpecs_[op.a];
+        const size_t count = size_t(rows(op.a)) * x.cols;
+        if (count == 0) break;
+        const nccl::DataType type = x.dtype == DType::F32 ? nccl::kFloat32 : nccl::kBfloat16;
+        ncclCheck(group_->lib().api()->allReduce(buf(op.a), buf(op.a), count, type, nccl::kSum, group_->comm(rank_), stream_),
+                  "ncclAllReduce");
+        break;
+      }
+      case OpKind::AllGather: {
+        const int r = rows(op.a);
+        if (r == 0) break;
+        // Each rank sends r rows of its part plus the unused tail of a widest part, so all send
+        // the same count; block k of gathered_ is then rank k's rows, row-major at its width.
+        const size_t block = size_t(r) * gatherCols_;
+        ncclCheck(group_->lib().api()->allGather(buf(op.a), gathered_.ptr, block, nccl::kFloat32, group_->comm(rank_), stream_),
+                  "ncclAllGather");
+        launchGatherParts(static_cast<const float*>(gathered_.ptr), group_->size(), r, int(block),
+                          activationSpecs_[op.c].cols, static_cast<float*>(buf(op.c)), stream_);
+        break;
+      }
     }
   }
 }

@@ -29,8 +29,8 @@ export function addBackendFlags(command: Command): Command {
   return command
     .addOption(new Option('--backend <name>', backendHelp()).choices(backendChoices).default('auto'))
     .option('--threads <n>', 'cpu backend: intra-op threads (default: all cores)', parseIntOption)
-    .option('--base-gpu-id <n>', 'cuda backend: the GPU to run on', parseIntOption)
-    .option('--tp-size <n>', 'tensor-parallel ranks: the model is sharded over N ranks (ref, cpu: worker threads; see docs/architecture.md)', parseIntOption)
+    .option('--base-gpu-id <n>', 'cuda backend: the GPU to run on (with --tp-size N: rank r on GPU base + r)', parseIntOption)
+    .option('--tp-size <n>', 'tensor-parallel ranks: the model is sharded over N ranks (ref, cpu: worker threads; cuda: one rank per GPU, NCCL; see docs/architecture.md)', parseIntOption)
     .option('--tp <n>', 'alias of --tp-size', parseIntOption)
     .option('--tensor-parallel-size <n>', "alias of --tp-size (vLLM's name)", parseIntOption)
     .addOption(

@@ -1,6 +1,6 @@
 import { bytesPerElement } from './dtype.js';
 import type { TensorSlice } from './shard.js';
-import type { DeviceWeightRecipe, TensorInfo, WeightSource } from './weights.js';
+import type { DeviceWeightRecipe, DeviceWindowRecipe, TensorInfo, WeightSource } from './weights.js';
 
 /**
  * One tensor-parallel rank's view of a checkpoint: tensors with a slice (src/model/shard.ts)
@@ -36,6 +36,15 @@ export class ShardedWeights implements WeightSource {
   /** A device generator would produce the whole tensor: sliced tensors are read. */
   deviceRecipe(name: string): DeviceWeightRecipe | null {
     return this.slices.has(name) ? null : (this.source.deviceRecipe?.(name) ?? null);
+  }
+
+  /** A sliced tensor of a device-generated source: the source's recipe and this rank's window of it. */
+  deviceWindowRecipe(name: string): DeviceWindowRecipe | null {
+    const slice = this.slices.get(name);
+    const recipe = slice ? (this.source.deviceRecipe?.(name) ?? null) : null;
+    if (!slice || !recipe) return null;
+    const shape = this.source.info(name)!.shape;
+    return { recipe, sourceCols: shape[1]!, rowStart: slice.dim === 0 ? slice.start : 0, colStart: slice.dim === 1 ? slice.start : 0 };
   }
 
   async read(name: string): Promise<Uint8Array> {

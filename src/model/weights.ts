@@ -24,6 +24,11 @@ export interface WeightSource {
    * can say (dummy weights); absent or null: read() it.
    */
   deviceRecipe?(name: string): DeviceWeightRecipe | null;
+  /**
+   * A tensor-parallel rank's slice of a tensor the device could generate (sharded-weights.ts):
+   * the whole tensor's recipe and where the slice lies in it. Absent or null: read() it.
+   */
+  deviceWindowRecipe?(name: string): DeviceWindowRecipe | null;
   /** Raw little-endian bytes of one tensor in its stored dtype. */
   read(name: string): Promise<Uint8Array>;
   /**
@@ -58,6 +63,14 @@ export interface DeviceWeightRecipe {
   key: number;
   halfRange: number;
   offset: number;
+}
+
+/** Rows and columns of a 2-D tensor the device generates from the whole tensor's recipe: element (r, c) is the whole's (rowStart + r, colStart + c). */
+export interface DeviceWindowRecipe {
+  recipe: DeviceWeightRecipe;
+  sourceCols: number;
+  rowStart: number;
+  colStart: number;
 }
 
 /** A tensor the Llama graph needs, with the shape the config implies (HF layout: [out, in]). */

@@ -13,7 +13,7 @@ describe('sluice serve', () => {
   it('refuses --tp-size above 1 on a backend without tensor-parallel ranks, in one line', async () => {
     const run = sluice(['serve', '--model-path', 'tiny', '--backend', 'webgpu', '--tp', '2']);
     expect(await run.exited).toBe(1);
-    expect(run.stderr()).toMatch(/error: --tp-size 2: the webgpu backend cannot run tensor-parallel ranks yet; --backend ref\|cpu can\n/);
+    expect(run.stderr()).toMatch(/error: --tp-size 2: the webgpu backend cannot run tensor-parallel ranks yet; --backend ref\|cpu\|cuda can\n/);
   });
 
   it('says first that preset weights are random; on SIGTERM finishes streaming requests, refuses new ones, exits 0', async () => {
