@@ -8,11 +8,16 @@
 #   bash scripts/gpu-check.sh --stage 1     the smoke run alone (at most ~3 minutes)
 #   bash scripts/gpu-check.sh --stage 2     the benchmark table alone (at most ~5 minutes)
 #   bash scripts/gpu-check.sh --stage 3     the remaining GPU tests (small presets, server end to end)
+#   bash scripts/gpu-check.sh --stage 4     tensor-parallel cuda ranks on this GPU (at most ~2 minutes)
 #
 # Stage 1: unpack, print the device, driver and GEMM path (cuBLASLt file, or our fallback and why),
 # op parity with ref on a few shapes and tiny greedy parity (stops at the first failure, naming the
 # op and shape), then one llama-3.1-8b batch-1 decode step per path variant.
 # Stage 2: the table, printed row by row as measured (scripts/bench-cuda.ts --stage table).
+# Stage 4: NCCL (found in python's nvidia/nccl/lib, or $SLUICE_NCCL_LIB): the addon's one-rank
+# group against the plain graph (eager and captured), rank slices of dummy weights generated on the
+# device, and the loader's own one-rank check when nvcc is here; multi-GPU parity runs where there
+# are 2 or more GPUs and says it is skipped where not.
 # Any other arguments go to bench-cuda.ts. Exit: 0 passed, 1 a test or benchmark failed, 2 no CUDA
 # device, 3 something to run with is missing.
 set -uo pipefail
@@ -28,7 +33,7 @@ if [ "${1:-}" = "--stage" ]; then
   stage=${2:-}
   shift 2 || true
 fi
-case "$stage" in all | 1 | 2 | 3) ;; *) say "--stage must be 1, 2 or 3"; exit 3 ;; esac
+case "$stage" in all | 1 | 2 | 3 | 4) ;; *) say "--stage must be 1, 2, 3 or 4"; exit 3 ;; esac
 
 unxz_to() {
   if command -v xz >/dev/null 2>&1; then
@@ -124,12 +129,18 @@ stage3() {
   timeout "${SLUICE_GPU_STAGE3_TIMEOUT:-240}" "$node_bin" node_modules/vitest/vitest.mjs run \
     test/backends/prompt-logprobs.test.ts -t '^prompt log-probs against the reference backend cuda' --reporter=verbose
 }
+stage4() {
+  say "stage 4: tensor-parallel cuda ranks (NCCL one-rank group, rank weight slices, multi-GPU parity where there are GPUs)"
+  timeout "${SLUICE_GPU_STAGE4_TIMEOUT:-150}" "$node_bin" node_modules/vitest/vitest.mjs run \
+    test/backends/cuda-ranks.test.ts test/backends/cuda-nccl.test.ts --reporter=verbose
+}
 
 rc=0
 case "$stage" in
   1) stage1 "$@" || rc=1 ;;
   2) stage2 "$@" || rc=1 ;;
   3) stage3 || rc=1 ;;
+  4) stage4 || rc=1 ;;
   all)
     if stage1 "$@"; then stage2 "$@" || rc=1; else rc=1; say "stage 1 failed: stage 2 not run (run it alone with --stage 2)"; fi
     ;;
