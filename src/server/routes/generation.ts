@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { InvalidRequestError } from '../../engine/errors.js';
 import type { GenerateDelta, GenerateRequest } from '../../engine/types.js';
 import type { InFlightRequest, ServerContext } from '../context.js';
@@ -18,6 +19,9 @@ export interface PromptRequest extends GenerateRequest {
 }
 
 type Arrival = { prompt: number; result: IteratorResult<GenerateDelta> };
+
+/** Deltas read in one event-loop turn when many arrive together. */
+const deltasPerTurn = 256;
 type Pending = Promise<Arrival>;
 
 /**
@@ -86,9 +90,19 @@ export class Generation implements InFlightRequest {
 
   /** Every delta of every prompt, in the order they arrive. Leaving early aborts what is unfinished. */
   async *deltas(): AsyncGenerator<TaggedDelta> {
+    let sinceTurn = 0;
     try {
       while (this.pending.size > 0) {
-        while (this.arrived.length === 0) await new Promise<void>((resolve) => (this.wakeReader = resolve));
+        while (this.arrived.length === 0) {
+          sinceTurn = 0;
+          await new Promise<void>((resolve) => (this.wakeReader = resolve));
+        }
+        // A step of a thousand prompts delivers a thousand deltas at once, and reading them is
+        // all microtasks: let the event loop turn between runs of them (/health, other clients).
+        if (++sinceTurn > deltasPerTurn) {
+          sinceTurn = 0;
+          await yieldToEventLoop();
+        }
         const next = this.arrived.shift()!;
         if (next.failed) throw toApiError(next.error);
         const { prompt, result } = next.arrival;
