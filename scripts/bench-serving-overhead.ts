@@ -5,9 +5,9 @@
  * concurrent streams. A perfect host keeps the device busy: steps per second = 1 / step time.
  *
  *   npm run bench:serving-overhead [-- --json] [--step-ms 5,12] [--streams 64,256,1024]
- *       [--engine-thread main,worker] [--requests-per-stream 2] [--no-long-prompts]
+ *       [--engine-thread main,worker] [--overlap on,off] [--requests-per-stream 2] [--no-long-prompts]
  *
- * The engine threads alternate row by row (same settings side by side). Each row runs a fresh server in a child process (scripts/serving-overhead/server.ts), so the
+ * The engine threads and overlap settings alternate row by row (same settings side by side). Each row runs a fresh server in a child process (scripts/serving-overhead/server.ts), so the
  * client's CPU time is not spent on the server's event loop; both share this machine's cores.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -30,6 +30,7 @@ const options = scriptOptions('bench:serving-overhead', {
   'step-ms': { type: 'string', default: '5,12' },
   streams: { type: 'string', default: '64,256,1024' },
   'engine-thread': { type: 'string', default: 'main,worker' },
+  overlap: { type: 'string', default: 'on' },
   'requests-per-stream': { type: 'string', default: '2' },
   'no-long-prompts': { type: 'boolean', default: false },
   seed: { type: 'string', default: '1' },
@@ -46,6 +47,10 @@ const engineThreads = options['engine-thread'].split(',').map((t) => {
   if (t !== 'main' && t !== 'worker') throw new Error(`--engine-thread ${t}: give main, worker or both`);
   return t;
 });
+const overlapSettings = options.overlap.split(',').map((o) => {
+  if (o !== 'on' && o !== 'off') throw new Error(`--overlap ${o}: give on, off or both`);
+  return o === 'on';
+});
 const requestsPerStream = Number(options['requests-per-stream']);
 const seed = Number(options.seed);
 /** The long-prompt rows: one chat request with this many tokens of text every longPromptEveryMs, during decode at longPromptStreams. */
@@ -55,6 +60,8 @@ const longPromptStreams = 256;
 
 export interface Row {
   engine_thread: string;
+  /** Whole-step overlap on (step N+1 launched while step N runs). */
+  overlap: boolean;
   streams: number;
   step_ms: number;
   long_prompts: boolean;
@@ -189,8 +196,8 @@ function longPromptSender(baseUrl: string, prompt: BenchRequest): { stop(): Prom
   };
 }
 
-async function measureRow(engineThread: 'main' | 'worker', stepMs: number, streams: number, requests: BenchRequest[], long: BenchRequest | null): Promise<Row> {
-  const server = await ServerProcess.start({ stepMs, maxTotalTokens: streams * 2400 + 40_000, contextLength: 16_384, engineThread });
+async function measureRow(engineThread: 'main' | 'worker', overlap: boolean, stepMs: number, streams: number, requests: BenchRequest[], long: BenchRequest | null): Promise<Row> {
+  const server = await ServerProcess.start({ stepMs, maxTotalTokens: streams * 2400 + 40_000, contextLength: 16_384, engineThread, overlap });
   try {
     await warmUp(server.url, requests[0]!);
     server.send({ type: 'reset' });
@@ -201,7 +208,7 @@ async function measureRow(engineThread: 'main' | 'worker', stepMs: number, strea
     const metrics = await histogramMeans(server.url);
     const errors = new Map<string, number>();
     for (const r of results) if (!r.success) errors.set(r.error ?? '?', (errors.get(r.error ?? '?') ?? 0) + 1);
-    for (const [error, count] of errors) log(`  ${engineThread} ${streams} streams: ${count} failed: ${error.slice(0, 300)}`);
+    for (const [error, count] of errors) log(`  ${engineThread} overlap ${overlap ? 'on' : 'off'} ${streams} streams: ${count} failed: ${error.slice(0, 300)}`);
     const s = latencySamples(results);
     const ok = results.filter((r) => r.success);
     const outputTokens = ok.reduce((n, r) => n + r.outputLen, 0);
@@ -209,6 +216,7 @@ async function measureRow(engineThread: 'main' | 'worker', stepMs: number, strea
     const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
     return {
       engine_thread: engineThread,
+      overlap,
       streams,
       step_ms: stepMs,
       long_prompts: long !== null,
@@ -242,9 +250,10 @@ async function histogramMeans(baseUrl: string): Promise<{ ttftMs: number; queueM
 }
 
 function formatTable(rows: Row[]): string {
-  const header = ['thread', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'srv TTFT', 'queue', 'loop p99', 'cpu us/tok', 'failed', 'load'];
+  const header = ['thread', 'overlap', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'srv TTFT', 'queue', 'loop p99', 'cpu us/tok', 'failed', 'load'];
   const cells = rows.map((r) => [
     r.engine_thread,
+    r.overlap ? 'on' : 'off',
     String(r.streams),
     String(r.step_ms),
     r.long_prompts ? '8K' : '-',
@@ -284,11 +293,13 @@ log(`machine: load average ${loadavg().map((x) => x.toFixed(2)).join(' ')} at st
 for (const stepMs of stepTimes) {
   for (const { streams, long: withLong } of plan) {
     for (const engineThread of engineThreads) {
-      const row = await measureRow(engineThread, stepMs, streams, requestsFor(streams), withLong ? long : null);
-      rows.push(row);
-      const [header, line] = formatTable([row]).split('\n');
-      if (rows.length === 1) log(header!);
-      log(line!);
+      for (const overlap of overlapSettings) {
+        const row = await measureRow(engineThread, overlap, stepMs, streams, requestsFor(streams), withLong ? long : null);
+        rows.push(row);
+        const [header, line] = formatTable([row]).split('\n');
+        if (rows.length === 1) log(header!);
+        log(line!);
+      }
     }
   }
 }

@@ -20,6 +20,8 @@ export interface ServerSettings {
   contextLength: number;
   /** As `sluice serve --engine-thread`. */
   engineThread: 'main' | 'worker';
+  /** Whole-step overlap (the fixed-step backend can take it); false: as `sluice serve --disable-overlap-schedule`. */
+  overlap: boolean;
 }
 
 export type ParentMessage = { type: 'reset' } | { type: 'report' } | { type: 'stop' };
@@ -35,7 +37,7 @@ const send = (message: ChildMessage) => process.send!(message);
 const stepCounter = new Int32Array(new SharedArrayBuffer(4));
 const model = loadModel({ modelPath: 'tiny' });
 // The long-prompt rows need a context beyond the tiny preset's 4096 positions (the fixed-step backend has no positions).
-const engineOptions = { maxTotalTokens: settings.maxTotalTokens, contextLength: settings.contextLength, allowLongContext: true };
+const engineOptions = { maxTotalTokens: settings.maxTotalTokens, contextLength: settings.contextLength, allowLongContext: true, disableOverlapSchedule: !settings.overlap };
 const engine: ServedEngine =
   settings.engineThread === 'worker'
     ? await WorkerEngine.start({ model, load: { modelPath: 'tiny' }, backend: recipe('fixedStep', settings.stepMs, stepCounter), engine: engineOptions, logger: silentLogger })

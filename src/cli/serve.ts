@@ -54,6 +54,7 @@ interface ServeOptions extends BackendFlags {
   enableDeterministicInference?: boolean;
   disableRadixCache?: boolean;
   disableRegexJumpForward?: boolean;
+  disableOverlapSchedule?: boolean;
   pageSize?: number;
   host: string;
   port: number;
@@ -122,6 +123,10 @@ export function register(program: Command): void {
       'seeded requests give the same output whatever else is batched (every token runs in a forward of its own: slower); ref and cpu only',
     )
     .option('--disable-regex-jump-forward', 'structured output: sample every token, even where the grammar allows only one continuation')
+    .option(
+      '--disable-overlap-schedule',
+      'plan and launch each step only after the previous one returned (by default a backend that can take input tokens still on the device gets step N+1 while step N runs; none of the built-in backends can yet)',
+    )
     .option('--enable-torch-compile', 'accepted for SGLang compatibility and ignored: there is no torch here (CUDA graphs are on unless --disable-cuda-graph)')
     .option('--disable-cuda-graph', 'cuda backend: run decode steps without graph capture')
     .option('--page-size <n>', 'token slots per KV page', parseIntOption)
@@ -388,6 +393,7 @@ function engineOptions(options: ServeOptions, log: Logger): Partial<EngineOption
     deterministicInference: options.enableDeterministicInference,
     disableRadixCache: options.disableRadixCache,
     disableRegexJumpForward: options.disableRegexJumpForward,
+    disableOverlapSchedule: options.disableOverlapSchedule,
     contextLength: options.contextLength,
     maxQueuedRequests: options.maxQueuedRequests,
     stepTimeoutMs: options.watchdogTimeout * 1000,

@@ -170,8 +170,7 @@ export interface ForwardBatch {
    * host. Where set, row t's input token is not tokenIds[t] (which holds -1) but the token that
    * sequence previousRow[t] of the PREVIOUS forward() sampled, read from device memory; -1 rows
    * take tokenIds[t]. Only sent to a backend whose `overlapsSteps` is true, and only while that
-   * previous step is the last one launched. Not yet produced by the engine (see
-   * docs/architecture.md, "The engine thread"): backends may ignore it until then.
+   * previous step is the last one launched (src/engine/engine.ts, runLoop).
    */
   previousRow?: Int32Array; // [T]
   /**
@@ -233,7 +232,11 @@ export interface Backend {
   /**
    * True when forward() may be called again before the previous call resolved, with
    * ForwardBatch.previousRow naming input tokens still on the device (queued on the same stream,
-   * so step N+1 starts the moment step N ends). Absent: one step at a time, ids from the host.
+   * so step N+1 starts the moment step N ends). Steps must run in the order they were launched:
+   * the engine may free a sequence's KV pages (an abort, a stop found in step N's output) while
+   * a step that writes them is still queued, and hand them to a later step. A batch's arrays
+   * stay as they are until its forward() resolved (the engine builds into two sets of buffers
+   * in turn). Absent: one step at a time, ids from the host.
    */
   readonly overlapsSteps?: boolean;
   close(): Promise<void>;

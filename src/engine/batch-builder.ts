@@ -2,24 +2,32 @@ import type { ForwardBatch, LogitBiasBatch, PenaltyBatch, PromptLogprobsRequest,
 import type { StepPlan } from './scheduler.js';
 import type { Sequence } from './sequence.js';
 
-/** True when this step computes the sequence's last pending token, so its output is a sampled token. */
+/**
+ * True when this step computes the sequence's last pending token, so its output is a sampled
+ * token (asked before the step is launched).
+ */
 export function producesToken(seq: Sequence, numTokens: number): boolean {
-  return seq.kvLen + numTokens === seq.tokenIds.length;
+  return seq.kvLen + numTokens === seq.tokenIds.length + seq.tokensInFlight;
 }
 
 /**
  * Lays a step's plan out as the backend's flat arrays: tokens and positions, the page table,
  * the KV slot of every new token, and the sampling settings (one random draw per sampled token).
- * The integer arrays are views of buffers reused from step to step (a step is built only after
- * the previous forward resolved), which keeps the garbage collector out of the decode loop.
+ * A token still in flight (sampled by the launched step `previousStep`, not yet on the host) is
+ * -1 in tokenIds with its row in that step in `previousRow`.
+ * The integer arrays are views of buffers reused every other step (at most two steps are out at
+ * once: the one running and the one built while it runs), which keeps the garbage collector out
+ * of the decode loop.
  */
 export class BatchBuilder {
-  private ints = new Int32Array(0);
-  private floats = new Float32Array(0);
+  private readonly ints = [new Int32Array(0), new Int32Array(0)];
+  private readonly floats = [new Float32Array(0), new Float32Array(0)];
+  private turn = 0;
 
   constructor(private readonly pageSize: number) {}
 
-  build(plan: StepPlan): ForwardBatch {
+  build(plan: StepPlan, previousStep = -1): ForwardBatch {
+    this.turn ^= 1;
     const pageSize = this.pageSize;
     const { sequences, numTokens } = plan;
     const numSeqs = sequences.length;
@@ -29,7 +37,7 @@ export class BatchBuilder {
       totalTokens += numTokens[s]!;
       totalPages += Math.ceil((sequences[s]!.kvLen + numTokens[s]!) / pageSize);
     }
-    const take = this.intAllocator(3 * totalTokens + 5 * numSeqs + 2 + totalPages);
+    const take = this.intAllocator(4 * totalTokens + 5 * numSeqs + 2 + totalPages);
     const tokenIds = take(totalTokens);
     const positions = take(totalTokens);
     const slotMapping = take(totalTokens);
@@ -39,6 +47,7 @@ export class BatchBuilder {
     const pageTableStart = take(numSeqs + 1);
     queryStart[0] = 0;
     pageTableStart[0] = 0;
+    let previousRow: Int32Array | undefined;
     let t = 0;
     let pageOffset = 0;
     for (let s = 0; s < numSeqs; s++) {
@@ -46,8 +55,17 @@ export class BatchBuilder {
       const start = seq.kvLen;
       const end = start + numTokens[s]!;
       const pages = seq.pages;
+      const known = seq.tokenIds.length;
       for (let p = start; p < end; p++, t++) {
-        tokenIds[t] = seq.tokenIds[p]!;
+        if (p < known) tokenIds[t] = seq.tokenIds[p]!;
+        else {
+          if (seq.launchedStep !== previousStep || p !== known || seq.tokensInFlight !== 1) {
+            throw new Error(`engine bug: position ${p} of request ${seq.request.id} is neither on the host nor sampled by the step in flight`);
+          }
+          previousRow ??= take(totalTokens).fill(-1);
+          tokenIds[t] = -1;
+          previousRow[t] = seq.launchedRow;
+        }
         positions[t] = p;
         slotMapping[t] = pages.get(Math.floor(p / pageSize)) * pageSize + (p % pageSize);
       }
@@ -59,13 +77,16 @@ export class BatchBuilder {
       pageTableStart[s + 1] = pageOffset;
     }
     const sampling = this.buildSampling(plan, take(numSeqs), take(numSeqs));
-    return { tokenIds, positions, queryStart, kvLens, pageTable, pageTableStart, slotMapping, sampling, promptLogprobs: promptLogprobsRequest(plan, totalTokens) };
+    const batch: ForwardBatch = { tokenIds, positions, queryStart, kvLens, pageTable, pageTableStart, slotMapping, sampling, promptLogprobs: promptLogprobsRequest(plan, totalTokens) };
+    if (previousRow) batch.previousRow = previousRow;
+    return batch;
   }
 
   private buildSampling(plan: StepPlan, topK: Int32Array, logprobs: Int32Array): SamplingBatch {
     const numSeqs = plan.sequences.length;
-    if (this.floats.length < 4 * numSeqs) this.floats = new Float32Array(8 * numSeqs);
-    const take = (i: number) => this.floats.subarray(i * numSeqs, (i + 1) * numSeqs);
+    if (this.floats[this.turn]!.length < 4 * numSeqs) this.floats[this.turn] = new Float32Array(8 * numSeqs);
+    const floats = this.floats[this.turn]!;
+    const take = (i: number) => floats.subarray(i * numSeqs, (i + 1) * numSeqs);
     const sampling: SamplingBatch = { temperature: take(0), topP: take(1), topK, minP: take(2), random: take(3), logprobs, penalties: null, sampled: new Uint8Array(numSeqs) };
     let penalized = false;
     let biased = false;
@@ -90,9 +111,10 @@ export class BatchBuilder {
 
   /** Hands out consecutive views of one reused buffer of at least `total` ints. */
   private intAllocator(total: number): (length: number) => Int32Array {
-    if (this.ints.length < total) this.ints = new Int32Array(Math.max(total, 2 * this.ints.length));
+    if (this.ints[this.turn]!.length < total) this.ints[this.turn] = new Int32Array(Math.max(total, 2 * this.ints[this.turn]!.length));
+    const ints = this.ints[this.turn]!;
     let offset = 0;
-    return (length) => this.ints.subarray(offset, (offset += length));
+    return (length) => ints.subarray(offset, (offset += length));
   }
 }
 

@@ -53,6 +53,12 @@ export class LlmEngine implements Engine {
   private generatedTokensTotal = 0;
   private lastStepAt = Date.now();
   private steps = 0;
+  /** Whether the next step is planned and launched while one runs (the backend can take in-flight token ids). */
+  private readonly overlap: boolean;
+  /** The step launched last whose output is not taken yet; while it runs, the next one may be launched. */
+  private inFlight: LaunchedStep | null = null;
+  private readonly launchSlots = [new LaunchedStep(), new LaunchedStep()];
+  private launches = 0;
 
   private constructor(
     readonly model: LoadedModel,
@@ -90,6 +96,7 @@ export class LlmEngine implements Engine {
       disableRadixCache: options.disableRadixCache,
     };
     this.batchBuilder = new BatchBuilder(options.pageSize);
+    this.overlap = backend.overlapsSteps === true && !options.disableOverlapSchedule;
     this.constraints = new ConstrainedDecoding(model, { maskWorker: this.options.maskWorker, logger: this.options.logger ?? console });
     this.loopDone = this.runLoop();
   }
@@ -284,37 +291,97 @@ export class LlmEngine implements Engine {
     await this.backend.close();
   }
 
+  /**
+   * Plan, launch, take the output, again. With overlap (a backend with `overlapsSteps`, unless
+   * disableOverlapSchedule), step N+1 is planned and launched while step N runs, its rows that
+   * continue a sequence of step N taking their input token from N's output on the device
+   * (`ForwardBatch.previousRow`); then N's output is taken. A sequence that step N ends (a stop
+   * token or string) was already given a row in N+1: that token is discarded when it arrives.
+   * Steps whose sampled tokens the host needs before the next step (grammar masks and
+   * jump-forward, penalties) and KV pressure (planning would retract a sequence in flight) take
+   * their output first, as without overlap.
+   */
   private async runLoop(): Promise<void> {
     while (!this.closed && this.error === null) {
       try {
         const held = this.options.beforeStep?.();
         if (held) {
+          await this.completeInFlight(); // its tokens go out before the wait
           await held;
           if (this.closed) break;
         }
+        if (this.inFlight && !this.mayPlanAhead(this.inFlight)) await this.completeInFlight();
         const plan = this.scheduler.schedule();
         if (!plan) {
-          await new Promise<void>((resolve) => (this.wakeLoop = resolve));
+          if (this.inFlight) await this.completeInFlight();
+          else await new Promise<void>((resolve) => (this.wakeLoop = resolve));
           continue;
         }
-        markScheduled(plan);
-        const batch = this.batchBuilder.build(plan);
-        const masks = this.constraints.masksFor(plan);
-        if (masks) batch.sampling.tokenMask = masks.batch;
-        const step = this.backend.forward(batch);
-        step.catch(() => {}); // awaited below; a failure must not count as unhandled while the masks compute
-        // Host work while the backend computes: this step's token masks, the next admission.
-        if (masks) await masks.fill();
+        const previous = this.inFlight;
+        this.inFlight = this.launch(plan, previous);
+        // Host work while the backend computes: the next admission, the previous step's output.
         this.scheduler.prepareAdmission();
-        this.processOutput(plan, await this.withinStepTimeout(step));
-        this.lastStepAt = Date.now();
-        this.steps++;
+        if (previous) await this.complete(previous);
+        if (!this.overlap) await this.completeInFlight();
       } catch (e) {
+        this.inFlight = null; // a failed or hung backend: nothing more is awaited from it
         this.die(e);
         return;
       }
       await yieldToEventLoop();
     }
+    // A step still out finishes before the backend is closed (its output is not wanted).
+    const left = this.inFlight;
+    this.inFlight = null;
+    if (left) await Promise.all([left.output, left.masks]).catch(() => {});
+  }
+
+  private mayPlanAhead(step: LaunchedStep): boolean {
+    return this.overlap && step.hostFree && this.scheduler.hasRoomForRunning();
+  }
+
+  /** Builds the plan's batch, marks its sequences in flight and hands it to the backend. */
+  private launch(plan: StepPlan, previous: LaunchedStep | null): LaunchedStep {
+    markScheduled(plan);
+    const batch = this.batchBuilder.build(plan, previous?.id ?? -1);
+    const masks = this.constraints.masksFor(plan);
+    if (masks) batch.sampling.tokenMask = masks.batch;
+    const step = this.launchSlots[this.launches % 2]!;
+    step.reset(plan, ++this.launches);
+    for (let s = 0; s < plan.sequences.length; s++) {
+      const seq = plan.sequences[s]!;
+      const n = plan.numTokens[s]!;
+      const sampled = producesToken(seq, n);
+      step.start[s] = seq.kvLen;
+      step.sampled[s] = sampled ? 1 : 0;
+      seq.kvLen += n;
+      seq.stepsInFlight++;
+      if (!sampled) continue;
+      seq.tokensInFlight++;
+      seq.launchedRow = s;
+      seq.launchedStep = step.id;
+      if (seq.matcher || seq.penaltyCounts) step.hostFree = false;
+    }
+    step.output = this.backend.forward(batch);
+    step.output.catch(() => {}); // awaited in complete(); a failure must not count as unhandled meanwhile
+    // The token masks are computed while the backend runs the model.
+    step.masks = masks ? masks.fill() : null;
+    return step;
+  }
+
+  private async completeInFlight(): Promise<void> {
+    const step = this.inFlight;
+    if (!step) return;
+    this.inFlight = null;
+    await this.complete(step);
+  }
+
+  /** Waits for a launched step and hands its tokens to the sequences. */
+  private async complete(step: LaunchedStep): Promise<void> {
+    if (step.masks) await step.masks;
+    this.processOutput(step, await this.withinStepTimeout(step.output));
+    this.lastStepAt = Date.now();
+    this.steps++;
   }
 
   /** The step's output, or an error once it has taken longer than stepTimeoutMs (a hung backend). */
@@ -328,16 +395,19 @@ export class LlmEngine implements Engine {
     return Promise.race([step, timeout]).finally(() => clearTimeout(timer));
   }
 
-  private processOutput(plan: StepPlan, output: StepOutput): void {
+  private processOutput(step: LaunchedStep, output: StepOutput): void {
+    const plan = step.plan;
     let row = 0;
     for (let s = 0; s < plan.sequences.length; s++) {
       const seq = plan.sequences[s]!;
       const firstRow = row;
       row += plan.numTokens[s]!;
-      if (seq.status !== 'running') continue; // aborted while the backend computed
-      if (seq.promptLogprobs !== null && output.promptLogprobs) collectPromptLogprobs(seq, plan.numTokens[s]!, firstRow, output.promptLogprobs);
-      const sampled = producesToken(seq, plan.numTokens[s]!);
-      seq.kvLen += plan.numTokens[s]!;
+      const sampled = step.sampled[s] === 1;
+      seq.stepsInFlight--;
+      if (sampled) seq.tokensInFlight--;
+      // Aborted while the backend computed, or ended by the step before (a token run ahead): discarded.
+      if (seq.status !== 'running') continue;
+      if (seq.promptLogprobs !== null && output.promptLogprobs) collectPromptLogprobs(seq, plan.numTokens[s]!, step.start[s]!, firstRow, output.promptLogprobs);
       if (!sampled) continue;
       const req = seq.request;
       if (!req.samplesStarted) {
@@ -512,15 +582,44 @@ function finishedAtOnce(requestId: string, promptTokens: number, n: number, logp
   return stream;
 }
 
-/** Stores the prompt log-probs a step computed for `seq`'s rows (position p's row gives token p + 1's). */
-function collectPromptLogprobs(seq: Sequence, numTokens: number, firstRow: number, out: PromptLogprobsOutput): void {
+/** Stores the prompt log-probs a step computed for `seq`'s rows from position `start` (position p's row gives token p + 1's). */
+function collectPromptLogprobs(seq: Sequence, numTokens: number, start: number, firstRow: number, out: PromptLogprobsOutput): void {
   const entries = seq.promptLogprobs!;
   for (let i = 0; i < numTokens; i++) {
-    const target = seq.promptLogprobTarget(seq.kvLen + i);
+    const target = seq.promptLogprobTarget(start + i);
     if (target < 0) continue;
     const r = firstRow + i;
     const top: TokenLogprob['top'] = [];
     for (let j = 0; j < Math.min(out.k, seq.request.params.promptLogprobs!); j++) top.push({ tokenId: out.topIds[r * out.k + j]!, logprob: out.topLogprobs[r * out.k + j]! });
-    entries[seq.kvLen + i + 1] = { tokenId: target, logprob: out.logprobs[r]!, rank: out.ranks[r]!, top };
+    entries[start + i + 1] = { tokenId: target, logprob: out.logprobs[r]!, rank: out.ranks[r]!, top };
+  }
+}
+
+/**
+ * A step handed to the backend, until the engine takes its output. Two of these take turns
+ * (their per-row arrays reused), as the scheduler's plans do.
+ */
+class LaunchedStep {
+  id = 0;
+  plan!: StepPlan;
+  /** Per row: whether the step samples the sequence's next token. */
+  sampled = new Uint8Array(0);
+  /** Per row: the first position the step computes. */
+  start = new Int32Array(0);
+  output!: Promise<StepOutput>;
+  masks: Promise<void> | null = null;
+  /** No sampled row needs its token on the host before the sequence's next step (no grammar, no penalties). */
+  hostFree = true;
+
+  reset(plan: StepPlan, id: number): void {
+    const rows = plan.sequences.length;
+    if (this.sampled.length < rows) {
+      this.sampled = new Uint8Array(2 * rows);
+      this.start = new Int32Array(2 * rows);
+    }
+    this.id = id;
+    this.plan = plan;
+    this.masks = null;
+    this.hostFree = true;
   }
 }

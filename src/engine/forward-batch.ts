@@ -32,7 +32,10 @@ export function validateForwardBatch(backend: string, batch: ForwardBatch, limit
   // Indexed loops with an unsigned compare (negatives wrap above any limit): the page table of a
   // large decode batch has 10^5 entries, and this runs every step.
   const tokenIds = batch.tokenIds;
+  const previousRow = batch.previousRow;
+  if (previousRow && previousRow.length !== numTokens) throw fail('previousRow must have one entry per token');
   for (let i = 0; i < tokenIds.length; i++) {
+    if (previousRow && previousRow[i]! >= 0) continue; // the token the previous step sampled, on the device
     if (tokenIds[i]! >>> 0 >= limits.vocabSize) throw new UserError(`${backend}: token id ${tokenIds[i]} is outside the vocabulary (0..${limits.vocabSize - 1})`);
   }
   const slots = batch.slotMapping;

@@ -50,6 +50,12 @@ export interface EngineOptions {
    * Refused on webgpu and cuda, whose kernels are not verified run-to-run deterministic.
    */
   deterministicInference: boolean;
+  /**
+   * SGLang's --disable-overlap-schedule: on a backend that can take the next step's input tokens
+   * from the step still running (`Backend.overlapsSteps`), the engine plans and launches step N+1
+   * while step N runs unless this is set. Without such a backend it changes nothing.
+   */
+  disableOverlapSchedule: boolean;
   /** Longest a backend step may take before the engine counts the backend as hung and stops; null: no limit. */
   stepTimeoutMs: number | null;
   /** Called once when the engine stops for good after a backend failure (a supervisor restarts the process). */
@@ -83,6 +89,7 @@ export const defaultEngineOptions: EngineOptions = {
   scheduleConservativeness: 1,
   allowLongContext: false,
   deterministicInference: false,
+  disableOverlapSchedule: false,
   stepTimeoutMs: null,
   maxQueuedTokens: 4 * 1024 * 1024,
 };

@@ -77,12 +77,16 @@ export class Scheduler {
   }
 
   /**
-   * The step's plan. Its arrays are kept from step to step (the engine is done with a plan before
-   * it schedules the next) and written by index, then trimmed: emptying an array with
-   * `length = 0` would drop its storage, and regrowing two arrays of every running sequence is
-   * most of what a decode step allocates in the scheduler.
+   * The step's plan. Its arrays are kept and written by index, then trimmed: emptying an array
+   * with `length = 0` would drop its storage, and regrowing two arrays of every running sequence
+   * is most of what a decode step allocates in the scheduler. Two plans take turns: the engine
+   * holds at most two at once (a step in flight and the one planned while it runs).
    */
-  private readonly plan: StepPlan = { sequences: [], numTokens: [] };
+  private readonly plans: [StepPlan, StepPlan] = [
+    { sequences: [], numTokens: [] },
+    { sequences: [], numTokens: [] },
+  ];
+  private plan = this.plans[0];
   private planned = 0;
 
   private addToPlan(seq: Sequence, numTokens: number): void {
@@ -92,7 +96,7 @@ export class Scheduler {
   }
 
   schedule(): StepPlan | null {
-    const plan = this.plan;
+    const plan = (this.plan = this.plan === this.plans[0] ? this.plans[1] : this.plans[0]);
     this.planned = 0;
     // Decode tokens count against the step's budget. While decodes run, all prefills of the step
     // also share one chunk (SGLang's per-batch chunk budget), so a long prompt cannot stretch the
@@ -108,7 +112,7 @@ export class Scheduler {
       const seq = this.running[i]!;
       const decode = seq.pendingTokens === 1;
       const n = decode ? 1 : this.prefillTokens(seq, budget, budget === prefillBudget);
-      if (n <= 0 || !this.reservePages(seq, n)) continue;
+      if (n <= 0 || !this.reservePages(seq, i, n)) continue;
       this.addToPlan(seq, n);
       if (!decode) budget -= n;
     }
@@ -131,13 +135,29 @@ export class Scheduler {
 
   /** One eviction per step for what the running sequences' new tokens need, rather than one per sequence. */
   private evictForRunning(budget: number): void {
+    const need = this.pagesForRunning(budget);
+    if (need > this.pool.freePages) this.cache.evict(need);
+  }
+
+  /** Pages the running sequences' next tokens need beyond those they hold (prefills as if each had the whole budget). */
+  private pagesForRunning(budget: number): number {
     const pageSize = this.config.pageSize;
     let need = 0;
     for (const seq of this.running) {
       const n = seq.pendingTokens === 1 ? 1 : Math.min(seq.pendingTokens, this.chunkSize, budget);
       need += Math.max(0, Math.ceil((seq.kvLen + n) / pageSize) - seq.pages.length);
     }
-    if (need > this.pool.freePages) this.cache.evict(need);
+    return need;
+  }
+
+  /**
+   * Whether the next step can be planned while one is in flight: the running sequences' next
+   * tokens fit in free and evictable pages, so planning retracts nobody (a sequence in flight is
+   * never retracted; under pressure the engine plans after the step instead).
+   */
+  hasRoomForRunning(): boolean {
+    const evictablePages = Math.floor(this.cache.evictableTokens / this.config.pageSize);
+    return this.pagesForRunning(this.config.maxPrefillTokens) <= this.pool.freePages + evictablePages;
   }
 
   /** A finished sequence leaves the running set; its KV goes to the prefix cache. */
@@ -268,14 +288,24 @@ export class Scheduler {
     this.waiting.sort((a, b) => matched.get(b)! - matched.get(a)! || byArrival(a, b));
   }
 
-  /** Makes sure `seq` has pages for n more tokens, retracting the newest running sequences if need be. */
-  private reservePages(seq: Sequence, n: number): boolean {
+  /**
+   * Makes sure `seq` (running[index]) has pages for n more tokens, retracting the newest running
+   * sequences not yet planned if need be (never one in a step still in flight: its output is on
+   * its way).
+   */
+  private reservePages(seq: Sequence, index: number, n: number): boolean {
     while (!this.allocatePages(seq, seq.kvLen + n)) {
-      const victim = this.running[this.running.length - 1]!;
+      const victim = this.newestRetractable(index);
+      if (!victim) return false;
       this.retract(victim);
       if (victim === seq) return false;
     }
     return true;
+  }
+
+  private newestRetractable(from: number): Sequence | null {
+    for (let i = this.running.length - 1; i >= from; i--) if (this.running[i]!.stepsInFlight === 0) return this.running[i]!;
+    return null;
   }
 
   private allocatePages(seq: Sequence, length: number): boolean {
@@ -305,7 +335,8 @@ export class Scheduler {
 
   /** Gives a sequence's computed KV to the prefix cache and drops its own page references. */
   private release(seq: Sequence): void {
-    this.cache.insert(seq.tokenIds, seq.kvLen, seq.pages.view());
+    // KV of a position whose token is still in flight is not cached: the host does not know the token.
+    this.cache.insert(seq.tokenIds, Math.min(seq.kvLen, seq.tokenIds.length), seq.pages.view());
     this.cache.unlock(seq.cacheNode);
     seq.cacheNode = null;
     for (let i = 0; i < seq.pages.length; i++) this.pool.release(seq.pages.get(i));

@@ -61,8 +61,18 @@ export class Sequence {
   readonly tokenIds: number[];
   /** KV pages this sequence holds one reference to, in position order. */
   readonly pages = new PageList();
-  /** Positions whose KV has been computed. */
+  /** Positions whose KV has been computed, or is being computed by a step already launched. */
   kvLen = 0;
+  /**
+   * Tokens sampled by launched steps that have not reached the host yet (0 or 1; 2 for a moment
+   * while a step runs ahead of the one before it): the sequence's length counts them already.
+   */
+  tokensInFlight = 0;
+  /** Launched steps this sequence is part of whose output the engine has not taken yet. */
+  stepsInFlight = 0;
+  /** The row of this sequence in the launched step `launchedStep` that samples its next token. */
+  launchedRow = -1;
+  launchedStep = -1;
   /** The prefix-cache node this sequence locked when admitted. */
   cacheNode: CacheNode | null = null;
   /** Prompt tokens whose KV came from the prefix cache or a sibling sample at first admission. */
@@ -104,15 +114,24 @@ export class Sequence {
     return this.tokenIds.length - this.request.promptIds.length;
   }
 
+  /** Output tokens with those still on their way from a launched step. */
+  get launchedOutputTokens(): number {
+    return this.numOutputTokens + this.tokensInFlight;
+  }
+
   /** The logit additions of this sequence's next sampled token (logit_bias, min_tokens' bans); null when none. */
   get logitBias(): SparseBias | null {
     const req = this.request;
-    return this.numOutputTokens < req.params.minTokens ? req.logitBiasBeforeMinTokens : req.logitBias;
+    return this.launchedOutputTokens < req.params.minTokens ? req.logitBiasBeforeMinTokens : req.logitBias;
   }
 
-  /** Tokens still to run through the model before the next token can be sampled. */
+  /**
+   * Tokens still to run through the model before the next token can be sampled; 0 once a token
+   * in flight is the last max_tokens allows (the sample ends when it arrives).
+   */
   get pendingTokens(): number {
-    return this.tokenIds.length - this.kvLen;
+    if (this.tokensInFlight > 0 && this.launchedOutputTokens >= this.request.params.maxNewTokens) return 0;
+    return this.tokenIds.length + this.tokensInFlight - this.kvLen;
   }
 
   /** Tokens this sequence may still add to the KV cache, at most. */

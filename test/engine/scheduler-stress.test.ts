@@ -9,11 +9,12 @@ import { HashBackend, hashModelOutput } from '../support/hash-backend.js';
  * them: every request that is not aborted must produce exactly what it produces alone, and the
  * pool must end up entirely free.
  */
-async function stress(seed: number, pageSize: number, disableRadixCache: boolean, chunkedPrefillSize: number) {
+async function stress(seed: number, pageSize: number, disableRadixCache: boolean, chunkedPrefillSize: number, overlap = false) {
   const rng = new Rng(seed);
   const int = (n: number) => Math.floor(rng.next() * n);
   const warnings: string[] = [];
-  const engine = await LlmEngine.create(model, new HashBackend(), {
+  const backend = new HashBackend({ overlapsSteps: overlap });
+  const engine = await LlmEngine.create(model, backend, {
     maxTotalTokens: 192,
     pageSize,
     disableRadixCache,
@@ -67,20 +68,24 @@ async function stress(seed: number, pageSize: number, disableRadixCache: boolean
   expect(engine.flushCache()).toBe(true);
   expect(engine.stats().kvPagesUsed + engine.stats().kvPagesCached).toBe(0);
   await engine.close();
-  return { retractions: stats.retractions, hits: stats.prefixCacheHitTokens, warnings };
+  return { retractions: stats.retractions, hits: stats.prefixCacheHitTokens, warnings, overlappedRows: backend.overlappedRows };
 }
 
 describe('scheduling under KV pressure (hash model)', () => {
-  for (const [pageSize, disableRadixCache, chunk] of [
-    [1, false, 8192],
-    [1, true, 7],
-    [4, false, 9],
-    [2, true, 8192],
+  for (const [pageSize, disableRadixCache, chunk, overlap] of [
+    [1, false, 8192, false],
+    [1, true, 7, false],
+    [4, false, 9, false],
+    [2, true, 8192, false],
+    [1, false, 8192, true],
+    [4, false, 9, true],
+    [2, true, 7, true],
   ] as const) {
-    it(`page size ${pageSize}, radix cache ${disableRadixCache ? 'off' : 'on'}, chunks of ${chunk}`, async () => {
+    it(`page size ${pageSize}, radix cache ${disableRadixCache ? 'off' : 'on'}, chunks of ${chunk}${overlap ? ', steps overlapped' : ''}`, async () => {
       let retractions = 0;
       for (const seed of [1, 2, 3]) {
-        const result = await stress(seed, pageSize, disableRadixCache, chunk);
+        const result = await stress(seed, pageSize, disableRadixCache, chunk, overlap);
+        if (overlap) expect(result.overlappedRows).toBeGreaterThan(0);
         retractions += result.retractions;
         // Retraction warnings are rate-limited: the first is logged, the rest are counted.
         const warned = result.warnings.filter((w) => /retracted request/.test(w)).length;

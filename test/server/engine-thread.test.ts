@@ -47,10 +47,10 @@ describe('engine thread: aborts and counts', () => {
   });
 });
 
-describe('engine thread: 1000 concurrent streams', () => {
+describe.each([false, true])('engine thread: 1000 concurrent streams (steps overlapped: %s)', (overlap) => {
   let server: RunningServer;
   beforeAll(async () => {
-    server = await startTestServer({ engineThread: 'worker', backend: recipe('instant'), engine: { maxTotalTokens: 65536 } });
+    server = await startTestServer({ engineThread: 'worker', backend: recipe('instant', overlap), engine: { maxTotalTokens: 65536 } });
   });
   afterAll(() => server.shutdown(1000));
 

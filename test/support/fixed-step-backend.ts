@@ -7,6 +7,11 @@ export interface FixedStepOptions {
   stepMs: number;
   /** Optional shared counter: slot 0 counts completed steps (readable from any thread). */
   stepCounter?: Int32Array;
+  /**
+   * Takes step N+1 while step N runs (Backend.overlapsSteps), as a GPU queues it on its stream:
+   * N+1's time starts when N ends. Default true; the engine's disableOverlapSchedule turns it off.
+   */
+  overlapsSteps?: boolean;
 }
 
 /**
@@ -29,7 +34,8 @@ parentPort.on('message', (deadline) => {
 /**
  * A backend whose every step takes a fixed time and returns the instant backend's tokens: a GPU
  * as the host sees it (launch, wait, tokens back) with the compute taken out. The step's clock
- * starts when forward() is called, so host time spent before the call is what it costs.
+ * starts when forward() is called (or, for a step launched while another runs, when that one
+ * ends), so host time spent before the call is what it costs.
  * `npm run bench:serving-overhead` serves it over HTTP.
  */
 export class FixedStepBackend extends InstantBackend {
@@ -37,9 +43,11 @@ export class FixedStepBackend extends InstantBackend {
   override readonly description: string;
   private readonly device: Worker;
   private readonly pending: (() => void)[] = [];
+  /** When the last step launched ends: a step launched before then starts then. */
+  private busyUntil = 0;
 
   constructor(private readonly options: FixedStepOptions) {
-    super();
+    super({ overlapsSteps: options.overlapsSteps ?? true });
     this.description = `fixed-step: every step takes ${options.stepMs} ms and computes nothing (serving-overhead benchmark)`;
     this.device = new Worker(deviceSource, { eval: true });
     this.device.unref();
@@ -47,7 +55,8 @@ export class FixedStepBackend extends InstantBackend {
   }
 
   override async forward(batch: ForwardBatch): Promise<StepOutput> {
-    const deadline = performance.timeOrigin + performance.now() + this.options.stepMs;
+    const deadline = Math.max(performance.timeOrigin + performance.now(), this.busyUntil) + this.options.stepMs;
+    this.busyUntil = deadline;
     const output = await super.forward(batch);
     await new Promise<void>((resolve) => {
       this.pending.push(resolve);

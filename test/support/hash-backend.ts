@@ -1,4 +1,5 @@
 import type { Backend, ForwardBatch, StepOutput } from '../../src/engine/backend.js';
+import { inputToken } from './instant-backend.js';
 
 /**
  * A stand-in model for scheduling tests: the next token is a hash of the KV the sequence
@@ -8,8 +9,17 @@ import type { Backend, ForwardBatch, StepOutput } from '../../src/engine/backend
 export class HashBackend implements Backend {
   readonly name = 'hash';
   readonly description = 'hash model for scheduling tests';
+  /** With overlap, input tokens still "on the device" come from the last step's output (ForwardBatch.previousRow). */
+  readonly overlapsSteps: boolean;
+  /** Rows that took their input token from the previous step's output, in all. */
+  overlappedRows = 0;
   private kv = new Int32Array(0);
   private pageSize = 1;
+  private lastTokens = new Int32Array(0);
+
+  constructor(options: { overlapsSteps?: boolean } = {}) {
+    this.overlapsSteps = options.overlapsSteps ?? false;
+  }
 
   async load(): Promise<void> {}
   kvCapacity(budget: { maxTotalTokens: number | null }): number {
@@ -23,7 +33,11 @@ export class HashBackend implements Backend {
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {
     const numSeqs = batch.kvLens.length;
-    for (let t = 0; t < batch.tokenIds.length; t++) this.kv[batch.slotMapping[t]!] = slotHash(batch.tokenIds[t]!, batch.positions[t]!);
+    // Steps run in launch order (each is computed when forward() is called), as on a device stream.
+    for (let t = 0; t < batch.tokenIds.length; t++) {
+      if ((batch.previousRow?.[t] ?? -1) >= 0) this.overlappedRows++;
+      this.kv[batch.slotMapping[t]!] = slotHash(inputToken(batch, t, this.lastTokens), batch.positions[t]!);
+    }
     const tokens = new Int32Array(numSeqs);
     for (let s = 0; s < numSeqs; s++) {
       let h = 0;
@@ -33,6 +47,7 @@ export class HashBackend implements Backend {
       }
       tokens[s] = nextTokenOf(h);
     }
+    this.lastTokens = tokens;
     await Promise.resolve();
     return { tokens, logprobs: null, topLogprobs: null };
   }

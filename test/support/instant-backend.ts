@@ -14,7 +14,15 @@ const textTokenRange = 50000;
 export class InstantBackend implements Backend {
   readonly name: string = 'instant';
   readonly description: string = 'instant: returns each step at once without computing (engine host-overhead benchmark)';
+  /** Off unless asked: takes in-flight input tokens (ForwardBatch.previousRow) from its last step's output. */
+  readonly overlapsSteps: boolean;
   private config!: LlamaConfig;
+  /** The tokens the last forward() sampled: the "device memory" previousRow points into. */
+  private lastTokens = new Int32Array(0);
+
+  constructor(options: { overlapsSteps?: boolean } = {}) {
+    this.overlapsSteps = options.overlapsSteps ?? false;
+  }
 
   async load(model: ModelSpec): Promise<void> {
     this.config = model.config;
@@ -33,9 +41,10 @@ export class InstantBackend implements Backend {
     let maxK = -1;
     for (let s = 0; s < numSeqs; s++) {
       const last = batch.queryStart[s + 1]! - 1;
-      tokens[s] = firstTextToken + ((batch.tokenIds[last]! * 7919 + batch.positions[last]! * 104729) >>> 0) % textTokenRange;
+      tokens[s] = firstTextToken + ((inputToken(batch, last, this.lastTokens) * 7919 + batch.positions[last]! * 104729) >>> 0) % textTokenRange;
       maxK = Math.max(maxK, batch.sampling.logprobs[s]!);
     }
+    this.lastTokens = tokens;
     if (maxK < 0) return { tokens, logprobs: null, topLogprobs: null };
     const logprobs = new Float32Array(numSeqs).fill(-1);
     if (maxK === 0) return { tokens, logprobs, topLogprobs: null };
@@ -45,4 +54,12 @@ export class InstantBackend implements Backend {
   }
 
   async close(): Promise<void> {}
+}
+
+/** Row t's input token: from the host, or (overlap) what the previous step sampled for row previousRow[t]. */
+export function inputToken(batch: ForwardBatch, t: number, previousTokens: Int32Array): number {
+  const row = batch.previousRow?.[t] ?? -1;
+  if (row < 0) return batch.tokenIds[t]!;
+  if (row >= previousTokens.length) throw new Error(`previousRow ${row} is not a row of the previous step (${previousTokens.length} rows)`);
+  return previousTokens[row]!;
 }

@@ -20,8 +20,8 @@ export function ref(): Backend {
   return new RefBackend();
 }
 
-export function instant(): Backend {
-  return new InstantBackend();
+export function instant(overlapsSteps = false): Backend {
+  return new InstantBackend({ overlapsSteps });
 }
 
 export function fixedStep(stepMs: number, stepCounter?: Int32Array): Backend {
