@@ -3,6 +3,7 @@
 // steps run on libuv's worker pool, so the JS thread keeps streaming while the GPU computes.
 #include <napi.h>
 
+#include <atomic>
 #include <memory>
 #include <thread>
 
@@ -367,13 +368,18 @@ struct AddonData {
  */
 class RanksForwardWorker : public Napi::AsyncWorker {
  public:
-  RanksForwardWorker(Napi::Env env, std::vector<std::shared_ptr<Model>> models, StepInput input)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), models_(std::move(models)), input_(std::move(input)) {}
+  RanksForwardWorker(Napi::Env env, std::shared_ptr<NcclGroup> group, std::vector<std::shared_ptr<Model>> models, StepInput input)
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        group_(std::move(group)),
+        models_(std::move(models)),
+        input_(std::move(input)) {}
 
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
     std::vector<std::string> errors(models_.size());
+    std::atomic<int> firstFailed{-1};
     auto run = [&](size_t rank) {
       try {
         std::lock_guard<std::mutex> guard(models_[rank]->lock());
@@ -381,18 +387,19 @@ class RanksForwardWorker : public Napi::AsyncWorker {
         if (rank == 0) result_ = std::move(result);
       } catch (const std::exception& e) {
         errors[rank] = e.what();
+        int none = -1;
+        firstFailed.compare_exchange_strong(none, int(rank));
+        // The other ranks may be waiting in a collective for this one: release them.
+        group_->abort();
       }
     };
     std::vector<std::thread> threads;
     for (size_t rank = 1; rank < models_.size(); rank++) threads.emplace_back(run, rank);
     run(0);
     for (auto& t : threads) t.join();
-    for (size_t rank = 0; rank < errors.size(); rank++) {
-      if (!errors[rank].empty()) {
-        SetError("tensor-parallel rank " + std::to_string(rank) + ": " + errors[rank]);
-        return;
-      }
-    }
+    // The first rank to fail is the one to name; the others failed once the group was aborted.
+    const int rank = firstFailed.load();
+    if (rank >= 0) SetError("tensor-parallel rank " + std::to_string(rank) + ": " + errors[rank]);
   }
 
   void OnOK() override { deferred_.Resolve(stepResultToJs(Env(), result_)); }
@@ -401,6 +408,7 @@ class RanksForwardWorker : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
+  std::shared_ptr<NcclGroup> group_;
   std::vector<std::shared_ptr<Model>> models_;
   StepInput input_;
   StepResult result_;
@@ -464,7 +472,7 @@ class NcclGroupWrap : public Napi::ObjectWrap<NcclGroupWrap> {
     for (size_t rank = 0; rank < models_.size(); rank++)
       if (!models_[rank]) throw Napi::Error::New(info.Env(), "forward: rank " + std::to_string(rank) + " has no model attached");
     StepInput in = stepInputFrom(info[0].As<Napi::Object>());
-    auto* worker = new RanksForwardWorker(info.Env(), models_, std::move(in));
+    auto* worker = new RanksForwardWorker(info.Env(), group_, models_, std::move(in));
     Napi::Promise promise = worker->promise();
     worker->Queue();
     return promise;

@@ -482,6 +482,7 @@ void Model::allocateActivations() {
 // replay the forward pass (step_run.cc), and sample (step_sampling.cc).
 StepResult Model::forward(const StepInput& in) {
   if (!failed_.empty()) throw CudaError("the CUDA backend failed earlier and cannot continue: " + failed_);
+  if (group_ && group_->aborted()) throw CudaError("a tensor-parallel rank failed earlier; the NCCL group was aborted");
   validateStep(in, config_.vocabSize, numPages_, pageSize_);
   useDevice();
   try {

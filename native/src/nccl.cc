@@ -62,6 +62,7 @@ bool NcclLib::open() {
       if (broken.empty()) broken = file + ": lacks an NCCL symbol sluice uses";
       continue;
     }
+    bind(lib, "ncclCommAbort", api->commAbort);
     api->getVersion(&version_);
     api_ = api;
     where_ = file;

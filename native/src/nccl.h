@@ -28,6 +28,8 @@ struct Api {
   Result (*allReduce)(const void*, void*, size_t, int, int, Comm, Stream);
   Result (*allGather)(const void*, void*, size_t, int, Comm, Stream);
   const char* (*getErrorString)(Result);
+  /** ncclCommAbort: optional (null when the library lacks it); stops a communicator's pending work. */
+  Result (*commAbort)(Comm);
 };
 
 }  // namespace nccl

@@ -27,8 +27,17 @@ NcclGroup::NcclGroup(const std::vector<int>& devices) : devices_(devices) {
 }
 
 NcclGroup::~NcclGroup() {
+  if (aborted_) return;  // aborted communicators are freed
   for (nccl::Comm comm : comms_)
     if (comm) lib_.api()->commDestroy(comm);
+}
+
+void NcclGroup::abort() {
+  if (aborted_.exchange(true)) return;
+  // Without ncclCommAbort the ranks still waiting cannot be released: they stay blocked, as before.
+  if (!lib_.api()->commAbort) return;
+  for (nccl::Comm comm : comms_)
+    if (comm) lib_.api()->commAbort(comm);
 }
 
 std::string NcclGroup::description() const {
