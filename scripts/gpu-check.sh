@@ -7,7 +7,8 @@
 #   bash scripts/gpu-check.sh               stage 1, then stage 2 when stage 1 passed
 #   bash scripts/gpu-check.sh --stage 1     the smoke run alone (at most ~3 minutes)
 #   bash scripts/gpu-check.sh --stage 2     the benchmark table alone (at most ~5 minutes)
-#   bash scripts/gpu-check.sh --stage 3     the remaining GPU tests (small presets, server end to end)
+#   bash scripts/gpu-check.sh --stage 3     the remaining GPU tests (small presets, server end to end,
+#                                           token masks and the JSON-schema suite)
 #   bash scripts/gpu-check.sh --stage 4     tensor-parallel cuda ranks on this GPU (at most ~2 minutes)
 #
 # Stage 1: unpack, print the device, driver and GEMM path (cuBLASLt file, or our fallback and why),
@@ -127,7 +128,14 @@ stage3() {
     test/backends/cuda-model.test.ts test/backends/cuda-serve.test.ts --reporter=verbose || return 1
   # Prompt log-probs (headLogits) against the reference backend through the engine.
   timeout "${SLUICE_GPU_STAGE3_TIMEOUT:-240}" "$node_bin" node_modules/vitest/vitest.mjs run \
-    test/backends/prompt-logprobs.test.ts -t '^prompt log-probs against the reference backend cuda' --reporter=verbose
+    test/backends/prompt-logprobs.test.ts -t '^prompt log-probs against the reference backend cuda' --reporter=verbose || return 1
+  # Structured output: the sampler's masks against the host sampler (also split into launchForward
+  # and sampleLaunched), then the JSON-schema suite through the server (cuda-model.test.ts above
+  # holds masked steps against ref).
+  timeout "${SLUICE_GPU_STAGE3_TIMEOUT:-240}" "$node_bin" node_modules/vitest/vitest.mjs run \
+    test/structured/token-mask.test.ts -t 'cuda sampler' --reporter=verbose || return 1
+  timeout "${SLUICE_GPU_STAGE3_TIMEOUT:-240}" "$node_bin" node_modules/vitest/vitest.mjs run \
+    test/structured/json-schema-suite.test.ts -t 'JSON-schema suite on cuda' --reporter=verbose
 }
 stage4() {
   say "stage 4: tensor-parallel cuda ranks (NCCL one-rank group, rank weight slices, multi-GPU parity where there are GPUs)"

@@ -6,7 +6,7 @@ import { BackendError } from '../../src/errors.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { compileGraph, nativeConfig, weightShapeOf, type CompiledGraph } from './compile.js';
-import type { CudaAddon, NativeModel, NativeStepOutput } from './native.js';
+import type { CudaAddon, NativeModel, NativeStepOutput, NativeTokenMask } from './native.js';
 import { emptyPromptLogprobs, wantedPromptRows, writePromptLogprob } from '../shared/prompt-logprobs.js';
 
 /** Prompt rows per headLogits call: bounds the logits read back at once (64 x 128k vocabulary = 32 MiB). */
@@ -25,6 +25,8 @@ export class CudaBackend implements Backend {
   private config: LlamaConfig | null = null;
   private compiled: CompiledGraph | null = null;
   private kvSpec: KvCacheSpec | null = null;
+  /** SLUICE_CUDA_MASK_OVERLAP=0 (variants.ts): constrained steps wait for their masks before launching. */
+  private readonly masksOverlap = process.env.SLUICE_CUDA_MASK_OVERLAP !== '0';
 
   /** Prompt log-probs need the addon's headLogits (an addon built before it lacks it). */
   get supportsPromptLogprobs(): boolean {
@@ -93,8 +95,9 @@ export class CudaBackend implements Backend {
   }
 
   async forward(batch: ForwardBatch): Promise<StepOutput> {
-    const config = this.requireConfig();
-    const out = await this.model.forward(await this.prepareStep(batch));
+    const config = this.checkStep(batch);
+    const mask = batch.sampling.tokenMask;
+    const out = mask ? await this.forwardWhileMasksCompute(batch, mask) : await this.model.forward(batch);
     return {
       ...stepOutputOf(out),
       ...(batch.promptLogprobs ? { promptLogprobs: this.promptLogprobs(batch.promptLogprobs, config.vocabSize) } : {}),
@@ -102,17 +105,35 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * The batch checked and ready for the addon, which reads all of it when the step starts: token
-   * masks computed by then (and out of shared memory). Tensor-parallel ranks step through their
-   * NcclGroup with what rank 0 prepares.
+   * The batch checked and ready for an addon call that reads all of it when the step starts:
+   * token masks computed by then (and out of shared memory). Tensor-parallel ranks step through
+   * their NcclGroup with what rank 0 prepares (their masks do not overlap the step yet).
    */
   async prepareStep(batch: ForwardBatch): Promise<ForwardBatch> {
+    this.checkStep(batch);
+    const mask = batch.sampling.tokenMask;
+    return mask ? withMasksReady(batch, mask) : batch;
+  }
+
+  /**
+   * A constrained step: the forward pass is launched at once, while the engine's mask worker is
+   * still computing the masks, and the masks are taken only when the step is about to sample
+   * (their upload queues behind the forward pass on the device's stream).
+   */
+  private async forwardWhileMasksCompute(batch: ForwardBatch, mask: TokenMaskBatch): Promise<NativeStepOutput> {
+    const { launchForward, sampleLaunched } = this.model;
+    // One call otherwise, which reads the whole batch when the step starts (an addon built before the split has no other).
+    if (!launchForward || !sampleLaunched || !this.masksOverlap) return this.model.forward(await withMasksReady(batch, mask));
+    await launchForward.call(this.model, batch);
+    await mask.ready;
+    return sampleLaunched.call(this.model, plainMask(mask));
+  }
+
+  private checkStep(batch: ForwardBatch): LlamaConfig {
     const config = this.requireConfig();
     if (!this.kvSpec) throw new BackendError(this.name, 'forward() before allocateKvCache()');
     validateForwardBatch(this.name, batch, { vocabSize: config.vocabSize, ...this.kvSpec });
-    const mask = batch.sampling.tokenMask;
-    if (mask) await mask.ready;
-    return mask && mask.bits.buffer instanceof SharedArrayBuffer ? withPlainMask(batch, mask) : batch;
+    return config;
   }
 
   /** Log-probs of the asked prompt rows from the step just run: logits from the device, the rest on the host. */
@@ -150,11 +171,17 @@ export function stepOutputOf(out: NativeStepOutput): StepOutput {
   };
 }
 
+/** The batch once its masks are computed, with them out of shared memory. */
+async function withMasksReady(batch: ForwardBatch, mask: TokenMaskBatch): Promise<ForwardBatch> {
+  await mask.ready;
+  return { ...batch, sampling: { ...batch.sampling, tokenMask: { ...plainMask(mask), ready: mask.ready } } };
+}
+
 /**
- * The batch with its masks copied out of the mask worker's shared memory: this addon has not
- * been run on shared memory on a GPU yet, and Dawn (webgpu) crashes on it.
+ * The masks, copied out of the mask worker's shared memory when they live there: this addon has
+ * not been run on shared memory on a GPU yet, and Dawn (webgpu) crashes on it.
  */
-function withPlainMask(batch: ForwardBatch, mask: TokenMaskBatch): ForwardBatch {
-  const tokenMask: TokenMaskBatch = { rowOf: mask.rowOf, words: mask.words, bits: mask.bits.slice(), ready: mask.ready };
-  return { ...batch, sampling: { ...batch.sampling, tokenMask } };
+function plainMask(mask: TokenMaskBatch): NativeTokenMask {
+  const bits = mask.bits.buffer instanceof SharedArrayBuffer ? mask.bits.slice() : mask.bits;
+  return { rowOf: mask.rowOf, words: mask.words, bits };
 }

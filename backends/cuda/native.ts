@@ -60,6 +60,13 @@ export interface NativeStepOutput {
   topLogprobs?: Float32Array;
 }
 
+/** A step's token masks as the addon reads them (TokenMaskBatch without `ready`). */
+export interface NativeTokenMask {
+  rowOf: Int32Array;
+  words: number;
+  bits: Int32Array;
+}
+
 export interface NativeModel {
   configure(config: NativeConfig): void;
   /** dtype: 0 f32, 1 bf16, 2 f16 (converted to bf16 on the device). */
@@ -80,6 +87,14 @@ export interface NativeModel {
   allocateKv(numPages: number, pageSize: number): void;
   memory(): { freeBytes: number; totalBytes: number };
   forward(batch: object): Promise<NativeStepOutput>;
+  /**
+   * The first half of a step whose token masks are still being computed: checks the batch and
+   * launches its forward pass, resolving once it is queued on the device (before it finishes);
+   * batch.sampling.tokenMask is not read. Absent in addons built before it.
+   */
+  launchForward?(batch: object): Promise<void>;
+  /** The second half: the launched step's masks (uploaded behind its forward pass), sampling and read-back. */
+  sampleLaunched?(mask: NativeTokenMask | null): Promise<NativeStepOutput>;
   description(): string;
   graphsCaptured(): number;
   close(): void;

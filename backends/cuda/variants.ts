@@ -12,6 +12,11 @@
  *   SLUICE_CUDA_GRAPH_MAX=N   decode batches above N run without a CUDA graph (default 512;
  *                             256 was the old limit; 0 captures none)
  *   SLUICE_NO_CUBLASLT=1      our tensor-core GEMM instead of cuBLASLt
+ *   SLUICE_CUDA_MASK_OVERLAP=0  a constrained step waits for its token masks before launching the
+ *                             forward pass, in one call (default: launched at once, the masks
+ *                             taken just before sampling; read when the backend is created).
+ *                             Not in cudaVariants (unconstrained steps do not differ):
+ *                             bench:structured --backend cuda compares it.
  */
 export type CudaVariant = Readonly<Record<string, string | undefined>>;
 

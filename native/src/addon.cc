@@ -4,7 +4,9 @@
 #include <napi.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "model.h"
@@ -78,8 +80,23 @@ Napi::Object stepResultToJs(Napi::Env env, const StepResult& result) {
   return out;
 }
 
-/** A ForwardBatch (src/engine/backend.ts) copied out of JS, so a worker thread can read it. */
-StepInput stepInputFrom(const Napi::Object& b) {
+/** A TokenMaskBatch's rowOf, words and bits copied out of JS; absent when the value is not an object. */
+StepMask maskFrom(const Napi::Value& value) {
+  StepMask mask;
+  if (!value.IsObject()) return mask;
+  const Napi::Object m = value.As<Napi::Object>();
+  mask.present = true;
+  mask.words = intField(m, "words");
+  mask.rowOf = copyTyped<int>(m, "rowOf");
+  mask.bits = copyTyped<int>(m, "bits");
+  return mask;
+}
+
+/**
+ * A ForwardBatch (src/engine/backend.ts) copied out of JS, so a worker thread can read it; its
+ * token mask too unless withMask is false (launchForward: the masks are not computed yet).
+ */
+StepInput stepInputFrom(const Napi::Object& b, bool withMask = true) {
   StepInput in;
   in.tokenIds = copyTyped<int>(b, "tokenIds");
   in.positions = copyTyped<int>(b, "positions");
@@ -114,42 +131,50 @@ StepInput stepInputFrom(const Napi::Object& b) {
     in.biasIds = copyTyped<int>(lb, "tokenIds");
     in.biasValues = copyTyped<float>(lb, "bias");
   }
-  const Napi::Value mask = s.Get("tokenMask");
-  if (mask.IsObject()) {
-    const Napi::Object m = mask.As<Napi::Object>();
-    in.hasMask = true;
-    in.maskWords = intField(m, "words");
-    in.maskRowOf = copyTyped<int>(m, "rowOf");
-    in.maskBits = copyTyped<int>(m, "bits");
+  if (withMask) {
+    StepMask mask = maskFrom(s.Get("tokenMask"));
+    in.hasMask = mask.present;
+    in.maskWords = mask.words;
+    in.maskRowOf = std::move(mask.rowOf);
+    in.maskBits = std::move(mask.bits);
   }
   return in;
 }
 
-class ForwardWorker : public Napi::AsyncWorker {
+/**
+ * One step job on libuv's pool under the model's lock: a whole step (forward), its launch
+ * (launchForward: nothing to return, the promise resolves undefined) or its sampling.
+ */
+class StepWorker : public Napi::AsyncWorker {
  public:
-  ForwardWorker(Napi::Env env, std::shared_ptr<Model> model, StepInput input)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), model_(std::move(model)), input_(std::move(input)) {}
+  using Job = std::function<std::optional<StepResult>(Model&)>;
+
+  StepWorker(Napi::Env env, std::shared_ptr<Model> model, Job job)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), model_(std::move(model)), job_(std::move(job)) {}
 
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
     try {
       std::lock_guard<std::mutex> guard(model_->lock());
-      result_ = model_->forward(input_);
+      result_ = job_(*model_);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
   }
 
-  void OnOK() override { deferred_.Resolve(stepResultToJs(Env(), result_)); }
+  void OnOK() override {
+    if (result_) deferred_.Resolve(stepResultToJs(Env(), *result_));
+    else deferred_.Resolve(Env().Undefined());
+  }
 
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
   Napi::Promise::Deferred deferred_;
   std::shared_ptr<Model> model_;
-  StepInput input_;
-  StepResult result_;
+  Job job_;
+  std::optional<StepResult> result_;
 };
 
 class CudaModel : public Napi::ObjectWrap<CudaModel> {
@@ -168,6 +193,8 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
                            InstanceMethod("headLogits", &CudaModel::HeadLogits),
                            InstanceMethod("memory", &CudaModel::Memory),
                            InstanceMethod("forward", &CudaModel::Forward),
+                           InstanceMethod("launchForward", &CudaModel::LaunchForward),
+                           InstanceMethod("sampleLaunched", &CudaModel::SampleLaunched),
                            InstanceMethod("description", &CudaModel::Description),
                            InstanceMethod("graphsCaptured", &CudaModel::GraphsCaptured),
                            InstanceMethod("close", &CudaModel::Close),
@@ -332,9 +359,38 @@ class CudaModel : public Napi::ObjectWrap<CudaModel> {
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
-    if (model(info).tpSize() > 1) throw Napi::Error::New(info.Env(), "forward: this model is a tensor-parallel rank; its NcclGroup steps all ranks together");
+    refuseRank(info, "forward");
     StepInput in = stepInputFrom(info[0].As<Napi::Object>());
-    auto* worker = new ForwardWorker(info.Env(), model_, std::move(in));
+    return queue(info, [in = std::move(in)](Model& m) -> std::optional<StepResult> { return m.forward(in); });
+  }
+
+  // The first half of a step whose token masks are still being computed: resolves once the forward
+  // pass is launched on the device (batch.sampling.tokenMask is not read).
+  Napi::Value LaunchForward(const Napi::CallbackInfo& info) {
+    refuseRank(info, "launchForward");
+    StepInput in = stepInputFrom(info[0].As<Napi::Object>(), false);
+    return queue(info, [in = std::move(in)](Model& m) mutable -> std::optional<StepResult> {
+      m.launchForward(std::move(in));
+      return std::nullopt;
+    });
+  }
+
+  // The second half: the masks (a TokenMaskBatch, or null), sampling, and the step's tokens.
+  Napi::Value SampleLaunched(const Napi::CallbackInfo& info) {
+    refuseRank(info, "sampleLaunched");
+    StepMask mask = maskFrom(info[0]);
+    return queue(info, [mask = std::move(mask)](Model& m) mutable -> std::optional<StepResult> {
+      return m.sampleLaunched(std::move(mask));
+    });
+  }
+
+  void refuseRank(const Napi::CallbackInfo& info, const std::string& method) {
+    if (model(info).tpSize() > 1)
+      throw Napi::Error::New(info.Env(), method + ": this model is a tensor-parallel rank; its NcclGroup steps all ranks together");
+  }
+
+  Napi::Value queue(const Napi::CallbackInfo& info, StepWorker::Job job) {
+    auto* worker = new StepWorker(info.Env(), model_, std::move(job));
     Napi::Promise promise = worker->promise();
     worker->Queue();
     return promise;

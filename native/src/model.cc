@@ -429,6 +429,7 @@ void Model::resetState() {
   capTokens_ = capSeqs_ = capPageEntries_ = capTopK_ = capSortRows_ = 0;
   layout_.reset();
   partialTokenSplits_ = 0;
+  launched_.reset();
 }
 
 void Model::dropGraphs() {
@@ -478,35 +479,77 @@ void Model::allocateActivations() {
   }
 }
 
-// A step is three jobs: pack its metadata on the host and copy it over (step_inputs.cc), run or
-// replay the forward pass (step_run.cc), and sample (step_sampling.cc).
-StepResult Model::forward(const StepInput& in) {
+void Model::checkNotFailed() const {
   if (!failed_.empty()) throw CudaError("the CUDA backend failed earlier and cannot continue: " + failed_);
   if (group_ && group_->aborted()) throw CudaError("a tensor-parallel rank failed earlier; the NCCL group was aborted");
-  validateStep(in, config_.vocabSize, numPages_, pageSize_);
-  useDevice();
+}
+
+template <typename F>
+auto Model::failOnFault(F&& work) -> decltype(work()) {
   try {
-    const int S = int(in.kvLens.size());
-    const bool decode = int(in.tokenIds.size()) == S;
-    const StepShape shape = shapeStep(in, graphCapture_ && decode ? bucketFor(S) : -1);
-    ensureCapacity(shape.rowTokens, shape.rowSeqs, int(in.pageTable.size()), shape.maxTopK,
-                   sortSampler_ && shape.sortRows > 0 ? S : 0);
-    const PackedStep packed = packStep(in, shape, *layout_, config_.vocabSize,
-                                       attentionTileQueries(config_.numHeads, config_.numKvHeads), metaHost_.ptr);
-    CUDA_CHECK(cudaMemcpyAsync(meta_.ptr, metaHost_.ptr, packed.words * sizeof(int), cudaMemcpyHostToDevice, stream_));
-    runStep(shape, packed);
-    // Every rank holds the gathered logits; rank 0 samples for the group.
-    if (rank_ > 0) {
-      CUDA_CHECK(cudaStreamSynchronize(stream_));
-      return StepResult{};
-    }
-    return sample(in, shape);
+    return work();
   } catch (const CudaError& e) {
     // Allocation failures leave the context usable; anything else (a fault in a kernel) does not.
     const std::string message = e.what();
     if (message.rfind("out of device memory", 0) != 0) failed_ = message;
     throw;
   }
+}
+
+// A step is three jobs: pack its metadata on the host and copy it over (step_inputs.cc), run or
+// replay the forward pass (step_run.cc), and sample (step_sampling.cc).
+StepShape Model::launch(const StepInput& in) {
+  const int S = int(in.kvLens.size());
+  const bool decode = int(in.tokenIds.size()) == S;
+  const StepShape shape = shapeStep(in, graphCapture_ && decode ? bucketFor(S) : -1);
+  ensureCapacity(shape.rowTokens, shape.rowSeqs, int(in.pageTable.size()), shape.maxTopK,
+                 sortSampler_ && shape.sortRows > 0 ? S : 0);
+  const PackedStep packed = packStep(in, shape, *layout_, config_.vocabSize,
+                                     attentionTileQueries(config_.numHeads, config_.numKvHeads), metaHost_.ptr);
+  CUDA_CHECK(cudaMemcpyAsync(meta_.ptr, metaHost_.ptr, packed.words * sizeof(int), cudaMemcpyHostToDevice, stream_));
+  runStep(shape, packed);
+  return shape;
+}
+
+StepResult Model::forward(const StepInput& in) {
+  checkNotFailed();
+  validateStep(in, config_.vocabSize, numPages_, pageSize_);
+  useDevice();
+  return failOnFault([&] {
+    const StepShape shape = launch(in);
+    // Every rank holds the gathered logits; rank 0 samples for the group.
+    if (rank_ > 0) {
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
+      return StepResult{};
+    }
+    return sample(in, shape);
+  });
+}
+
+// Plain (single-GPU) models only: the addon refuses both on a tensor-parallel rank.
+void Model::launchForward(StepInput in) {
+  launched_.reset();
+  checkNotFailed();
+  in.hasMask = false;  // the masks come with sampleLaunched
+  validateStep(in, config_.vocabSize, numPages_, pageSize_);
+  useDevice();
+  const StepShape shape = failOnFault([&] { return launch(in); });
+  launched_ = std::make_unique<LaunchedStep>(LaunchedStep{std::move(in), shape});
+}
+
+StepResult Model::sampleLaunched(StepMask mask) {
+  if (!launched_) throw CudaError("sampleLaunched: no step was launched (launchForward comes first)");
+  const std::unique_ptr<LaunchedStep> step = std::move(launched_);
+  checkNotFailed();
+  StepInput& in = step->input;
+  in.hasMask = mask.present;
+  in.maskWords = mask.words;
+  in.maskRowOf = std::move(mask.rowOf);
+  in.maskBits = std::move(mask.bits);
+  if (in.hasMask) validateMask(in, config_.vocabSize);
+  // Possibly another thread of libuv's pool than the launch's.
+  useDevice();
+  return failOnFault([&] { return sample(in, step->shape); });
 }
 
 }  // namespace sluice

@@ -117,6 +117,15 @@ class Model {
   void allocateKv(int numPages, int pageSize);
   void memory(size_t& freeBytes, size_t& totalBytes);
   StepResult forward(const StepInput& input);
+  /**
+   * The same step in two calls, for a step whose token masks are still being computed on the
+   * host: launchForward checks and packs the step (its mask fields are not read) and launches the
+   * forward pass without waiting for it; sampleLaunched takes the masks, queues their upload
+   * behind the forward pass on the stream, samples and reads back. A launchForward with a step
+   * still unsampled drops that step's sampling.
+   */
+  void launchForward(StepInput input);
+  StepResult sampleLaunched(StepMask mask);
   /** Both take the model's lock: the addon may ask while a step runs on a worker thread. */
   std::string description();
   int graphsCaptured() {
@@ -127,6 +136,13 @@ class Model {
 
  private:
   void useDevice() const;
+  /** Throws when an earlier step left the context unusable. */
+  void checkNotFailed() const;
+  /** Runs a step's device work; a CudaError other than out-of-memory marks the model failed. */
+  template <typename F>
+  auto failOnFault(F&& work) -> decltype(work());
+  /** Packs a checked step, copies its metadata over and launches its forward pass; does not wait for the device. */
+  StepShape launch(const StepInput& in);
   /** Host-to-device copy on the model's stream, finished before returning. */
   void upload(void* device, const void* host, size_t bytes);
   /** Forgets the configured model: graphs, weights, activations, KV cache and capacities. */
@@ -199,6 +215,13 @@ class Model {
   size_t sortTempBytes_ = 0;
   DeviceBuffer penalties_;
   DeviceBuffer tokenMask_;
+  PinnedBuffer tokenMaskHost_;  // staging for the masks' asynchronous upload
+  /** The step launchForward() launched and sampleLaunched() has not sampled yet. */
+  struct LaunchedStep {
+    StepInput input;
+    StepShape shape;
+  };
+  std::unique_ptr<LaunchedStep> launched_;
   DeviceBuffer logitBias_;
   DeviceBuffer outputs_;
   PinnedBuffer outputsHost_;

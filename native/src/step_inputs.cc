@@ -81,12 +81,15 @@ void validateStep(const StepInput& in, int vocabSize, int numPages, int pageSize
     for (int id : in.biasIds)
       if (id < 0 || id >= vocabSize) throw CudaError("forward: logit bias token id " + std::to_string(id) + " is outside the vocabulary");
   }
-  if (in.hasMask) {
-    if (int(in.maskRowOf.size()) != S || in.maskWords != (vocabSize + 31) / 32) throw CudaError("forward: malformed token mask");
-    const size_t rows = in.maskBits.size() / size_t(in.maskWords);
-    for (int r : in.maskRowOf)
-      if (r >= int(rows)) throw CudaError("forward: token mask row out of range");
-  }
+  if (in.hasMask) validateMask(in, vocabSize);
+}
+
+void validateMask(const StepInput& in, int vocabSize) {
+  const int S = int(in.kvLens.size());
+  if (int(in.maskRowOf.size()) != S || in.maskWords != (vocabSize + 31) / 32) throw CudaError("forward: malformed token mask");
+  const size_t rows = in.maskBits.size() / size_t(in.maskWords);
+  for (int r : in.maskRowOf)
+    if (r >= int(rows)) throw CudaError("forward: token mask row out of range");
 }
 
 StepShape shapeStep(const StepInput& in, int bucket) {

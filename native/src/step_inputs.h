@@ -27,6 +27,13 @@ struct StepInput {
   std::vector<float> biasValues;
 };
 
+/** The mask fields of a StepInput on their own: what Model::sampleLaunched takes once they are computed. */
+struct StepMask {
+  bool present = false;
+  int words = 0;
+  std::vector<int> rowOf, bits;
+};
+
 /** Word offsets of each array in the step metadata (ints and floats share one buffer). */
 struct StepLayout {
   size_t tokens, positions, slots, queryStart, kvLens, pageTableStart, tiles;
@@ -66,8 +73,11 @@ inline int grownCapacity(int have, int want) {
 /** The page table's capacity sized from the KV pool: a step rarely lists more pages than exist. */
 inline int pageTableCapacityFor(int numPages) { return numPages + numPages / 4 + 64; }
 
-/** Throws CudaError naming the first malformed field. */
+/** Throws CudaError naming the first malformed field (the mask's too, when it has one). */
 void validateStep(const StepInput& in, int vocabSize, int numPages, int pageSize);
+
+/** The token mask part of validateStep. */
+void validateMask(const StepInput& in, int vocabSize);
 
 /** `bucket` is the graph bucket chosen by the runner, or -1 to run the batch unpadded. */
 StepShape shapeStep(const StepInput& in, int bucket);

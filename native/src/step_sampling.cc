@@ -63,18 +63,20 @@ StepResult Model::sample(const StepInput& in, const StepShape& shape) {
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   if (in.hasMask) {
+    // Staged in pinned memory and not waited for: the copy queues behind the forward pass (a step
+    // launched by launchForward may still be running), and the wait for the outputs below covers
+    // it, so the staging is free again before the next step writes it.
     const size_t words = size_t(S) + in.maskBits.size();
-    std::vector<int> packed(words);
-    std::memcpy(packed.data(), in.maskRowOf.data(), S * 4);
-    std::memcpy(packed.data() + S, in.maskBits.data(), in.maskBits.size() * 4);
     tokenMask_.reserve(words * 4);
-    CUDA_CHECK(cudaMemcpyAsync(tokenMask_.ptr, packed.data(), words * 4, cudaMemcpyHostToDevice, stream_));
+    tokenMaskHost_.reserve(words * 4);
+    int* staged = static_cast<int*>(tokenMaskHost_.ptr);
+    std::memcpy(staged, in.maskRowOf.data(), S * 4);
+    std::memcpy(staged + S, in.maskBits.data(), in.maskBits.size() * 4);
+    CUDA_CHECK(cudaMemcpyAsync(tokenMask_.ptr, staged, words * 4, cudaMemcpyHostToDevice, stream_));
     const int* m = static_cast<const int*>(tokenMask_.ptr);
     sa.maskRowOf = m;
     sa.maskBits = reinterpret_cast<const unsigned*>(m + S);
     sa.maskWords = in.maskWords;
-    // The copy reads `packed`, which dies with this scope: wait for it.
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   sa.sortPath = sortSampler_;
   sa.needSort = sortSampler_ && sortRows > 0;

@@ -129,7 +129,8 @@ export interface TokenMaskBatch {
    * Resolves once `bits` is filled (never rejects). The engine's mask worker computes the masks
    * while the backend runs the model, so a backend reads this only when it is about to sample
    * and waits then: the engine counts the time from that read as mask work the step did not
-   * hide. A backend that must have the masks before it starts (cuda) reads it first.
+   * hide. A backend that must have the masks before it starts (cuda with
+   * SLUICE_CUDA_MASK_OVERLAP=0 or an addon built before launchForward) reads it first.
    */
   readonly ready: Promise<void>;
 }

@@ -10,6 +10,7 @@ import { greedySampling, pagedBatch } from '../support/paged-batch.js';
 import { presets } from '../../src/model/presets.js';
 import { SingleSequence } from '../support/single-sequence.js';
 import { randomData } from '../support/random-data.js';
+import { maskBatch, randomAllowedSets } from '../support/token-masks.js';
 import { cudaForTests } from '../support/cuda-harness.js';
 import { cudaVariants, withVariant } from '../../backends/cuda/variants.js';
 
@@ -182,6 +183,56 @@ describe.skipIf(!gpu)(`cuda backend, whole model (seed ${seed}) ${gpu ? `on ${gp
       const steps = chunks.flatMap((tokens, s) => (tokens.length > 0 ? [{ tokens, cached: done[s]!, pages: table[s]! }] : []));
       return pagedBatch(steps, size, greedySampling(steps.length, 5));
     }
+  });
+
+  it('token masks taken after the launch: masked steps (prefill, then decode in graphs and eagerly) match ref on tiny', async () => {
+    const preset = 'tiny';
+    const vocab = presets[preset]!.vocabSize;
+    const backends = [await cuda(preset, true), await cuda(preset, false), await reference(preset)];
+    for (const b of backends) await b.allocateKvCache({ numPages: 128, pageSize: 1 });
+    const sets = randomAllowedSets(vocab, seed);
+    const numSeqs = sets.length;
+    const prompts = Array.from({ length: numSeqs }, () => Array.from({ length: r.int(2, 12) }, () => r.int(0, 127999)));
+    const pages = prompts.map((_, s) => Array.from({ length: 20 }, (_, i) => s * 20 + i));
+    const cached = new Array<number>(numSeqs).fill(0);
+    let chunks = prompts;
+    for (let step = 0; step < 6; step++) {
+      const batchOf = () => pagedBatch(chunks.map((tokens, s) => ({ tokens, cached: cached[s]!, pages: pages[s]! })), 1, greedySampling(numSeqs, 5));
+      // The cuda steps get masks that are filled only after the forward pass was launched.
+      const outs = await Promise.all(
+        backends.map(async (b) => {
+          const batch = batchOf();
+          if (!(b instanceof CudaBackend)) {
+            batch.sampling.tokenMask = maskBatch(sets, vocab);
+            return b.forward(batch);
+          }
+          const filled = maskBatch(sets, vocab);
+          const bits = new Int32Array(filled.bits.length);
+          let markReady!: () => void;
+          batch.sampling.tokenMask = { ...filled, bits, ready: new Promise<void>((resolve) => (markReady = resolve)) };
+          const out = b.forward(batch);
+          setTimeout(() => {
+            bits.set(filled.bits);
+            markReady();
+          }, 5);
+          return out;
+        }),
+      );
+      const want = outs[2]!;
+      for (const got of outs.slice(0, 2)) {
+        for (let s = 0; s < numSeqs; s++) {
+          const token = got.tokens[s]!;
+          if (sets[s]) expect(sets[s]!.has(token), `step ${step} seq ${s}: token ${token} is masked out`).toBe(true);
+          const ranks = Array.from(want.topLogprobs!.ids.subarray(s * 5, s * 5 + 5));
+          const rank = ranks.indexOf(token);
+          expect(rank, `step ${step} seq ${s}: token ${token} not in ref's masked top 5`).toBeGreaterThanOrEqual(0);
+          expect(want.topLogprobs!.logprobs[s * 5]! - want.topLogprobs!.logprobs[s * 5 + rank]!).toBeLessThan(nearTie);
+        }
+      }
+      chunks.forEach((c, s) => (cached[s]! += c.length));
+      chunks = Array.from({ length: numSeqs }, (_, s) => [want.tokens[s]!]);
+    }
+    expect((backends[0] as CudaBackend).native.graphsCaptured()).toBeGreaterThan(0);
   });
 
   it('sizes the KV pool from the memory fraction left after the weights, and honours a token count', async () => {

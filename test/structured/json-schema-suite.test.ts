@@ -60,13 +60,14 @@ const modes: Mode[] = [
 
 /**
  * Each backend runs a greedy and a sampled mode, one streamed and one not; ref and cpu split the
- * four surfaces and run every schema in both; webgpu (lavapipe is slow) runs each schema once,
- * alternating the two modes.
+ * four surfaces and run every schema in both, and so does cuda (skipped without a GPU; run by
+ * scripts/gpu-check.sh stage 3); webgpu (lavapipe is slow) runs each schema once, alternating the two modes.
  */
 const plans: { backend: string; modes: Mode[]; alternate: boolean }[] = [
   { backend: 'ref', modes: [modes[0]!, modes[1]!], alternate: false },
   { backend: 'cpu', modes: [modes[2]!, modes[3]!], alternate: false },
   { backend: 'webgpu', modes: [modes[0]!, modes[1]!], alternate: true },
+  { backend: 'cuda', modes: [modes[2]!, modes[3]!], alternate: false },
 ];
 
 /** The (mode, schema) cases of a plan. */

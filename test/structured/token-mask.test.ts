@@ -137,4 +137,39 @@ describe.skipIf(!cuda.gpu)(`token masks on the cuda sampler (native/src/sampling
       }
     });
   }
+
+  it('a step in two calls (launchForward, then sampleLaunched with masks filled after the launch) samples as the host sampler does', async () => {
+    const vocab = 128256;
+    const sets = randomAllowedSets(vocab, 7);
+    const numSeqs = sets.length;
+    const h = OpHarness.create(
+      cuda.addon!,
+      {
+        config: { hiddenSize: 64, intermediateSize: 128, numLayers: 1, numHeads: 4, numKvHeads: 2, headDim: 16, vocabSize: vocab, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null },
+        activations: { logits: { rows: 'seqs', cols: vocab } },
+        ops: [{ op: 'sample', logits: 'logits' }],
+        weights: {},
+      },
+      { numPages: numSeqs, pageSize: 1 },
+    );
+    try {
+      expect(typeof h.model.launchForward, 'the addon predates launchForward: rebuild it').toBe('function');
+      await expect(h.model.sampleLaunched!(null)).rejects.toThrow(/no step was launched/);
+      const logits = tiedLogits(numSeqs, vocab, 7, sets);
+      h.write('logits', logits);
+      const filled = maskBatch(sets, vocab);
+      const sampling: SamplingBatch = { ...maskSampling(numSeqs, 7, 2), tokenMask: { ...filled, bits: new Int32Array(filled.bits.length) } };
+      const steps = Array.from({ length: numSeqs }, (_, s) => ({ tokens: Int32Array.of(0), cached: 0, pages: Int32Array.of(s) }));
+      await h.model.launchForward!(pagedBatch(steps, 1, sampling));
+      const got = await h.model.sampleLaunched!(filled);
+      const want = sampleLogits(logits.slice(), vocab, { ...sampling, tokenMask: filled });
+      expect(Array.from(got.tokens)).toEqual(Array.from(want.tokens));
+      sets.forEach((set, s) => {
+        if (set) expect(set.has(got.tokens[s]!)).toBe(true);
+        if (sampling.logprobs[s]! >= 0) expect(Math.abs(got.logprobs![s]! - want.logprobs![s]!)).toBeLessThan(1e-3);
+      });
+    } finally {
+      h.close();
+    }
+  });
 });
