@@ -17,7 +17,8 @@ export interface RecordingAddonOptions {
   /** launchForward rejects with this message. */
   failLaunch?: string;
   /**
-   * launchForward logs 'masks ready' in `events` when the batch's masks resolve. It reads
+   * launchForward logs 'masks ready' in `events` when the batch's masks resolve, and 'masks were
+   * ready at the launch' when they already had. It reads
    * `tokenMask.ready` at launch, which the engine counts as the start of a wait for the masks,
    * so its exposed mask time is not meaningful with this on.
    */
@@ -86,7 +87,12 @@ export class RecordingCudaAddon implements CudaAddon {
         addon.record('launchForward', null);
         // The addon copies the batch when called, its mask excepted.
         const b = batch as ForwardBatch;
-        if (options.watchMasks) void b.sampling.tokenMask?.ready.then(() => addon.events.push('masks ready'));
+        const ready = options.watchMasks ? b.sampling.tokenMask?.ready : undefined;
+        if (ready) {
+          // A promise already resolved wins the race: the masks were done before the launch.
+          void Promise.race([ready, Promise.resolve('pending')]).then((state) => state !== 'pending' && addon.events.push('masks were ready at the launch'));
+          void ready.then(() => addon.events.push('masks ready'));
+        }
         this.launched = { ...b, tokenIds: b.tokenIds.slice(), positions: b.positions.slice(), queryStart: b.queryStart.slice(), kvLens: b.kvLens.slice(), sampling: { ...b.sampling, tokenMask: null } };
         await nextTurn();
         if (options.failLaunch) {
