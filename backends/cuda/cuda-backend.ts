@@ -173,8 +173,9 @@ export function stepOutputOf(out: NativeStepOutput): StepOutput {
 
 /** The batch once its masks are computed, with them out of shared memory. */
 async function withMasksReady(batch: ForwardBatch, mask: TokenMaskBatch): Promise<ForwardBatch> {
-  await mask.ready;
-  return { ...batch, sampling: { ...batch.sampling, tokenMask: { ...plainMask(mask), ready: mask.ready } } };
+  const ready = mask.ready; // read once: the engine times the wait from the read
+  await ready;
+  return { ...batch, sampling: { ...batch.sampling, tokenMask: { ...plainMask(mask), ready } } };
 }
 
 /**
