@@ -32,7 +32,7 @@ export function buildApp(ctx: ServerContext, options: { apiKey: string | null; v
     requestTimeout: http.bodyTimeoutMs,
     keepAliveTimeout: http.keepAliveTimeoutMs,
     http: { headersTimeout: Math.min(http.headersTimeoutMs, http.bodyTimeoutMs), connectionsCheckingInterval: Math.min(1000, http.headersTimeoutMs / 2) },
-    clientErrorHandler,
+    clientErrorHandler: clientErrorHandler(http.bodyTimeoutMs),
   });
   app.setValidatorCompiler(validatorCompiler);
   registerRequestId(app);

@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, type RunningServer } from '../../src/server/index.js';
@@ -107,6 +108,55 @@ describe('item 18: HTTP edge cases', () => {
     idle.resume(); // read, so that the server's FIN is seen
     idle.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
     expect(await closedBy(idle, 4000)).toBe(true);
+  });
+});
+
+/**
+ * Sends `count` complete GET /health requests at once, each on its own connection, from another
+ * process (so this one may block); resolves with the status of each.
+ */
+function burstFromAnotherProcess(count: number): Promise<number[]> {
+  const client = `
+    const net = require('node:net');
+    const statuses = [];
+    for (let i = 0; i < ${count}; i++) {
+      const socket = net.connect(${server.port}, '127.0.0.1');
+      socket.write('GET /health HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n');
+      let text = '';
+      socket.on('data', (d) => (text += d));
+      socket.on('error', () => {});
+      socket.on('close', () => {
+        statuses.push(Number(text.split(' ')[1] ?? 0));
+        if (statuses.length === ${count}) console.log(JSON.stringify(statuses));
+      });
+    }`;
+  return new Promise((resolve, reject) =>
+    execFile(process.execPath, ['-e', client], { timeout: 20_000 }, (error, stdout) => (error ? reject(error) : resolve(JSON.parse(stdout)))),
+  );
+}
+
+describe('issue 17: timeouts of the server\'s own making', () => {
+  it('requests already sent while the HTTP thread was too busy to read them past the header and body timeouts are served, not answered 408', async () => {
+    // The burst's first connection is accepted, then this thread is busy for longer than both
+    // timeouts (400 and 800 ms here) before it reads anything: as a thousand streams' writes
+    // and a burst of new requests keep a loaded machine's HTTP thread.
+    let blocked = false;
+    const block = () => {
+      if (blocked) return;
+      blocked = true;
+      setImmediate(() => {
+        const until = Date.now() + 1200;
+        while (Date.now() < until);
+      });
+    };
+    server.app.server.on('connection', block);
+    try {
+      const statuses = await burstFromAnotherProcess(20);
+      expect(blocked).toBe(true);
+      expect(statuses).toEqual(Array(20).fill(200));
+    } finally {
+      server.app.server.off('connection', block);
+    }
   });
 });
 

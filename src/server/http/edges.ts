@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from './errors.js';
 
@@ -10,6 +10,11 @@ import { ApiError } from './errors.js';
  * body too; a JSON body with a key that could poison prototypes is refused by name.
  */
 export function registerHttpEdges(app: FastifyInstance): void {
+  app.server.on('request', (request: IncomingMessage) => {
+    const socket = request.socket as CountedSocket;
+    socket[requestsSeen] = (socket[requestsSeen] ?? 0) + 1;
+    socket[lastRequest] = request;
+  });
   app.addHook('onRequest', async (request) => {
     const transfer = request.headers['transfer-encoding'];
     if (transfer !== undefined && transfer.trim().toLowerCase() !== 'chunked') {
@@ -43,9 +48,53 @@ function isPlainJson(text: string): boolean {
   }
 }
 
-/** Node's http parser errors, as fastify's clientErrorHandler: one JSON error, then the connection closes. */
-export function clientErrorHandler(error: Error & { code?: string }, socket: Socket): void {
+const requestsSeen = Symbol('requestsSeen');
+const lastRequest = Symbol('lastRequest');
+type CountedSocket = Socket & { [requestsSeen]?: number; [lastRequest]?: IncomingMessage };
+
+/**
+ * Node's http parser errors, as fastify's clientErrorHandler: one JSON error, then the connection
+ * closes. `bodyTimeoutMs` bounds the body of a request rescued from a timeout of the server's own
+ * making (below).
+ */
+export function clientErrorHandler(bodyTimeoutMs: number): (error: Error & { code?: string }, socket: Socket) => void {
+  return (error, socket) => onClientError(error, socket, bodyTimeoutMs);
+}
+
+function onClientError(error: Error & { code?: string }, socket: Socket, bodyTimeoutMs: number): void {
   if (error.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    // Node checks these timeouts in the timers phase, before the poll phase that reads sockets:
+    // after the HTTP thread was busy for longer than the timeout (a burst of a thousand requests
+    // arriving at once, on a loaded machine), a connection accepted at the start of that stretch
+    // expires with its request already waiting, unread, in the kernel. The verdict waits for one
+    // poll phase (setImmediate runs after it): a request that arrived meanwhile is served.
+    const counted = socket as CountedSocket;
+    const seen = counted[requestsSeen] ?? 0;
+    setImmediate(() => {
+      if ((counted[requestsSeen] ?? 0) === seen) {
+        answerParserError(error, socket);
+        return;
+      }
+      // Node no longer times this request; the body (if still arriving) gets the body timeout.
+      const request = counted[lastRequest]!;
+      if (request.complete) return;
+      const timer = setTimeout(() => {
+        if (!request.complete) answerParserError(error, socket);
+      }, bodyTimeoutMs);
+      timer.unref();
+      request.once('end', () => clearTimeout(timer)).once('close', () => clearTimeout(timer));
+    });
+    return;
+  }
+  answerParserError(error, socket);
+}
+
+function answerParserError(error: Error & { code?: string }, socket: Socket): void {
+  if (!socket.writable) {
     socket.destroy();
     return;
   }
