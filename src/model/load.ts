@@ -1,9 +1,8 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { parseHfConfig, type LlamaConfig, type WeightDType } from './config.js';
-import { parseGgufShardFilename } from '@huggingface/gguf';
-import { loadGguf } from './gguf/load-gguf.js';
-import { resolveHubModel } from './hub/hub-download.js';
+// The hub client and the GGUF reader (@huggingface/hub, @huggingface/gguf: ~7 MB of heap that every
+// full collection marks) are imported only for a Hugging Face id or a GGUF file.
 import { parseHubModelId } from './hub/hub-id.js';
 import type { HubSettings } from './hub/hub-settings.js';
 import { DummyWeights } from './dummy-weights.js';
@@ -77,12 +76,13 @@ async function openModelFiles(options: OpenOptions): Promise<LoadedModel> {
     if (options.revision !== undefined) throw new OptionError('revision', (name) => `${name('revision')} applies to Hugging Face model ids (org/name), not ${given ?? 'a preset'}`);
     return openLocal(options);
   }
+  const { resolveHubModel } = await import('./hub/hub-download.js');
   const modelPath = await resolveHubModel(hubId, { revision: options.revision, log: options.log, settings: options.hub });
   return { ...(await openLocal({ ...options, modelPath })), name: given! };
 }
 
 async function openLocal(options: OpenOptions): Promise<LoadedModel> {
-  const gguf = options.modelPath === undefined ? null : findGguf(options.modelPath, options.loadFormat ?? 'auto');
+  const gguf = options.modelPath === undefined ? null : await findGguf(options.modelPath, options.loadFormat ?? 'auto');
   if (gguf === null) {
     if (options.loadFormat === 'gguf') throw new UserError(`model path ${options.modelPath ?? defaultPreset} holds no GGUF file`);
     return loadModel(options);
@@ -90,23 +90,25 @@ async function openLocal(options: OpenOptions): Promise<LoadedModel> {
   if (options.loadFormat === 'dummy' || options.loadFormat === 'safetensors') {
     throw new OptionError('loadFormat', (name) => `${gguf}: a GGUF file loads with ${name('loadFormat')} auto or gguf`);
   }
+  const { loadGguf } = await import('./gguf/load-gguf.js');
   const { config, tokenizer, weights } = await loadGguf(gguf, { dequantizeTo: options.dequantizeTo });
   validateWeights(config, weights);
   return finish(basename(gguf), gguf, config, tokenizer, weights, []);
 }
 
 /** The GGUF file a model path names, or null when it names something else. */
-function findGguf(modelPath: string, loadFormat: LoadFormat): string | null {
+async function findGguf(modelPath: string, loadFormat: LoadFormat): Promise<string | null> {
   if (!existsSync(modelPath)) {
     if (modelPath.endsWith('.gguf')) throw new UserError(`model path ${modelPath} does not exist`);
     return null;
   }
   if (!statSync(modelPath).isDirectory()) return modelPath.endsWith('.gguf') || loadFormat === 'gguf' ? resolve(modelPath) : null;
   if (existsSync(join(modelPath, 'config.json')) && loadFormat !== 'gguf') return null;
+  const files = readdirSync(modelPath).filter((f) => f.endsWith('.gguf'));
+  if (files.length === 0) return null;
   // A split model counts once, by its first shard.
-  const ggufs = readdirSync(modelPath)
-    .filter((f) => f.endsWith('.gguf') && (parseGgufShardFilename(f)?.shard ?? '00001') === '00001')
-    .sort();
+  const { parseGgufShardFilename } = await import('@huggingface/gguf');
+  const ggufs = files.filter((f) => (parseGgufShardFilename(f)?.shard ?? '00001') === '00001').sort();
   if (ggufs.length === 0) return null;
   if (ggufs.length > 1) throw new UserError(`${modelPath} holds several GGUF models (${ggufs.join(', ')}): give one file as --model-path`);
   return resolve(modelPath, ggufs[0]!);
