@@ -22,8 +22,9 @@ const lpmMaxPassOvers = 32;
 // One retraction warning per this interval at most; the count is in the metrics.
 const retractionWarningIntervalMs = 10_000;
 
-// Each step materializes (sequences x vocabulary) f32 logits: by default no more sequences run than
-// fit this budget (1046 at Llama 3's 128256-token vocabulary); --max-running-requests overrides it.
+// The device backends (webgpu, cuda) materialize (sequences x vocabulary) f32 logits per step (ref
+// and cpu a bounded number of rows at a time): by default no more sequences run than fit this
+// budget (1046 at Llama 3's 128256-token vocabulary); --max-running-requests overrides it.
 const logitsBudgetBytes = 512 * 1024 * 1024;
 
 /**
