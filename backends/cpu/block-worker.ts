@@ -18,15 +18,18 @@ export interface BlockJob {
   recipe?: DeviceWeightRecipe;
   /** Otherwise the matrix's raw bytes. */
   raw?: SharedArrayBuffer;
+  /** Codes of row 0 start at byte `codesOffset` of `codes`; its scales at byte `scalesOffset` of `scales`. */
   codes: SharedArrayBuffer;
+  codesOffset: number;
   scales: SharedArrayBuffer;
+  scalesOffset: number;
 }
 
 /** Quantizes one job's rows (in a worker, or inline when workers are unavailable). */
 export function runBlockJob(job: BlockJob): void {
   const { cols, dtype } = job;
   const blocksPerRow = Math.ceil(cols / ggmlBlockSize);
-  const out = { codes: new Uint8Array(job.codes), scales: new Float32Array(job.scales) };
+  const out = { codes: new Uint8Array(job.codes, job.codesOffset), scales: new Float32Array(job.scales, job.scalesOffset) };
   const row = new Float32Array(cols);
   const raw = job.raw ? new Uint8Array(job.raw) : null;
   for (let r = job.rowStart; r < job.rowEnd; r++) {

@@ -15,7 +15,7 @@ import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
 import { Presets, SingleBar } from 'cli-progress';
-import { BlockPool } from './block-pool.js';
+import { BlockPool, sharedBlocks } from './block-pool.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { encodeFp8 } from './fp8-codes.js';
 import { quantizeRows } from './ggml-blocks.js';
@@ -131,22 +131,45 @@ export class CpuBackend implements Backend {
     // kept for lookups and shared with a tied lm-head.
     const pool = new BlockPool(this.threads);
     const bar = (this.options.progress ?? process.stderr.isTTY) ? loadProgress(model.graph, format) : null;
-    const blocksOf = async (name: string): Promise<QuantizedBlocks> => {
-      if (format === 'f32') throw new Error('f32 weights are not blocks');
-      if (name === embeddingOp.table && this.embedding !== undefined && 'blocks' in this.embedding) return this.embedding.blocks;
-      const info = weights.info(name)!;
+    const type = format === 'f32' ? null : blockTypeOf(format);
+    /** Matrices stacked along their rows (q/k/v, gate/up), written side by side into one shared buffer. */
+    const blocksOf = async (names: string[]): Promise<QuantizedBlocks> => {
+      if (type === null) throw new Error('f32 weights are not blocks');
+      if (names.length === 1 && names[0] === embeddingOp.table && this.embedding !== undefined && 'blocks' in this.embedding) return this.embedding.blocks;
+      const infos = names.map((name) => weights.info(name)!);
+      const cols = infos[0]!.shape[1]!;
+      const blocksPerRow = Math.ceil(cols / ggmlBlockSize);
+      const progress = (rows: number) => bar?.increment(storedBytes(rows, cols, format) / 2 ** 20);
       // A GGUF file's own Q8_0 / Q4_0 blocks run as they are, never requantized.
-      const stored = weights.storedType?.(name) === ggmlTypeName[blockTypeOf(format)] ? await weights.storedBlocks?.(name) : null;
-      if (stored) {
-        this.blocksFromFile = true;
-        bar?.increment(storedBytes(info.shape[0]!, info.shape[1]!, format) / 2 ** 20);
-        return blocksFromGguf(blockTypeOf(format), stored.bytes);
+      const single = names.length === 1 ? await storedBlocksOf(names[0]!) : null;
+      if (single) {
+        progress(infos[0]!.shape[0]!);
+        return single;
       }
-      const recipe = weights.deviceRecipe?.(name);
-      const source = recipe ? { recipe } : { bytes: await weights.read(name) };
-      const blocks = await pool.quantize(blockTypeOf(format), info.shape[0]!, info.shape[1]!, info.dtype, source);
-      bar?.increment(storedBytes(info.shape[0]!, info.shape[1]!, format) / 2 ** 20);
-      return blocks;
+      const into = sharedBlocks(infos.reduce((n, info) => n + info.shape[0]!, 0), cols);
+      let row = 0;
+      for (const [i, name] of names.entries()) {
+        const rows = infos[i]!.shape[0]!;
+        const at = { codes: into.codes.subarray(row * blocksPerRow * ggmlBlockSize), scales: into.scales.subarray(row * blocksPerRow) };
+        const stored = await storedBlocksOf(name);
+        if (stored) {
+          at.codes.set(stored.codes);
+          at.scales.set(stored.scales);
+        } else {
+          const recipe = weights.deviceRecipe?.(name);
+          await pool.quantize(type, rows, cols, infos[i]!.dtype, recipe ? { recipe } : { bytes: await weights.read(name) }, at);
+        }
+        progress(rows);
+        row += rows;
+      }
+      return into;
+    };
+    const storedBlocksOf = async (name: string): Promise<QuantizedBlocks | null> => {
+      if (type === null || weights.storedType?.(name) !== ggmlTypeName[type]) return null;
+      const stored = await weights.storedBlocks?.(name);
+      if (!stored) return null;
+      this.blocksFromFile = true;
+      return blocksFromGguf(type, stored.bytes);
     };
     let table: Uint8Array | null = null;
     try {
@@ -155,7 +178,7 @@ export class CpuBackend implements Backend {
         table = await weights.read(embeddingOp.table);
         this.embedding = { ...rows, table, dtype: embedInfo.dtype };
       } else {
-        this.embedding = { ...rows, blocks: await blocksOf(embeddingOp.table), type: blockTypeOf(format) };
+        this.embedding = { ...rows, blocks: await blocksOf([embeddingOp.table]), type: blockTypeOf(format) };
       }
       await this.compile(model, table, blocksOf);
     } finally {
@@ -164,7 +187,7 @@ export class CpuBackend implements Backend {
     }
   }
 
-  private async compile(model: ModelSpec, table: Uint8Array | null, blocksOf: (name: string) => Promise<QuantizedBlocks>): Promise<void> {
+  private async compile(model: ModelSpec, table: Uint8Array | null, blocksOf: (names: string[]) => Promise<QuantizedBlocks>): Promise<void> {
     const { config, weights } = model;
     const embeddingTable = model.graph.ops.find((op) => op.op === 'embedding')!.table;
     this.graph = model.graph;
@@ -191,9 +214,10 @@ export class CpuBackend implements Backend {
       close: () => weights.close(),
     };
     for (const segment of planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes)) {
-      const bytes = await buildSegmentModel(config, model.graph, source, segment, this.format!, blocksOf, this.kvFormat);
+      const { bytes, externalData } = await buildSegmentModel(config, model.graph, source, segment, this.format!, blocksOf, this.kvFormat);
       const { carriedIn, carriedOut } = segmentOps(model.graph, segment);
-      this.sessions.push({ segment, carriedIn, carriedOut, session: await this.ort.InferenceSession.create(bytes, sessionOptions) });
+      const session = await this.ort.InferenceSession.create(bytes, { ...sessionOptions, externalData });
+      this.sessions.push({ segment, carriedIn, carriedOut, session });
     }
   }
 

@@ -71,22 +71,6 @@ export function widenRow(bytes: Uint8Array, dtype: WeightDType, r: number, cols:
   row.set(toFloat32(bytes.subarray(r * rowBytes, (r + 1) * rowBytes), dtype));
 }
 
-/** Matrices quantized row by row, stacked along their rows (q/k/v or gate/up into one GEMM). */
-export function stackBlocks(parts: QuantizedBlocks[]): QuantizedBlocks {
-  if (parts.length === 1) return parts[0]!;
-  const codes = new Uint8Array(parts.reduce((n, p) => n + p.codes.length, 0));
-  const scales = new Float32Array(parts.reduce((n, p) => n + p.scales.length, 0));
-  let c = 0;
-  let s = 0;
-  for (const p of parts) {
-    codes.set(p.codes, c);
-    scales.set(p.scales, s);
-    c += p.codes.length;
-    s += p.scales.length;
-  }
-  return { codes, scales };
-}
-
 /** MatMulNBits' B layout: 8-bit codes as they are, 4-bit codes two to a byte (low nibble first). */
 export function packCodes(codes: Uint8Array, bits: number): Uint8Array {
   if (bits === 8) return codes;

@@ -13,6 +13,24 @@ export type Dim = number | string;
 export type AttributeValue = number | number[] | { float: number };
 
 /**
+ * An in-memory "file" that initializers point into (ONNX external data): ORT reads the weights
+ * from it (SessionOptions.externalData) instead of from a serialized copy in the model bytes.
+ */
+export interface ExternalFile {
+  path: string;
+  data: Uint8Array;
+}
+
+/** A model as ORT takes it: the graph's protobuf bytes and the buffers its large initializers live in. */
+export interface EncodedModel {
+  bytes: Uint8Array;
+  externalData: ExternalFile[];
+}
+
+/** Initializers at least this large are left in their own buffers as external data; smaller ones are serialized inline. */
+export const externalInitializerBytes = 64 * 1024;
+
+/**
  * A small writer for ONNX graphs: nodes, initializers and typed inputs/outputs, encoded with
  * onnx-proto. Names passed to `node` are returned so graph code reads as data flow.
  */
@@ -21,6 +39,8 @@ export class OnnxGraphBuilder {
   private readonly initializers: TensorProto[] = [];
   private readonly inputs: ValueInfoProto[] = [];
   private readonly outputs: ValueInfoProto[] = [];
+  /** One external file per ArrayBuffer that large initializers are views of (several can share one). */
+  private readonly files = new Map<ArrayBufferLike, ExternalFile>();
   private counter = 0;
 
   input(name: string, type: number, dims: Dim[]): string {
@@ -32,9 +52,27 @@ export class OnnxGraphBuilder {
     this.outputs.push(valueInfo(name, type, dims));
   }
 
+  /**
+   * Adds a constant. A large one stays where it is: the tensor names its buffer and the byte
+   * range (ONNX external data), so the weights are never copied into the protobuf bytes.
+   */
   initializer(name: string, type: number, dims: number[], data: ArrayBufferView): string {
-    const rawData = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    this.initializers.push({ name, dataType: type, dims, rawData });
+    if (data.byteLength < externalInitializerBytes) {
+      const rawData = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      this.initializers.push({ name, dataType: type, dims, rawData });
+      return name;
+    }
+    let file = this.files.get(data.buffer);
+    if (!file) {
+      file = { path: `weights_${this.files.size}.bin`, data: new Uint8Array(data.buffer) };
+      this.files.set(data.buffer, file);
+    }
+    const externalData = [
+      { key: 'location', value: file.path },
+      { key: 'offset', value: String(data.byteOffset) },
+      { key: 'length', value: String(data.byteLength) },
+    ];
+    this.initializers.push({ name, dataType: type, dims, dataLocation: onnx.TensorProto.DataLocation.EXTERNAL, externalData });
     return name;
   }
 
@@ -62,7 +100,7 @@ export class OnnxGraphBuilder {
     return this.node(opType, inputs, attributes, 1, domain)[0]!;
   }
 
-  encode(): Uint8Array {
+  encode(): EncodedModel {
     const model = onnx.ModelProto.create({
       irVersion: 8,
       producerName: 'sluice',
@@ -72,7 +110,7 @@ export class OnnxGraphBuilder {
       ],
       graph: { name: 'sluice', node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs },
     });
-    return onnx.ModelProto.encode(model).finish();
+    return { bytes: onnx.ModelProto.encode(model).finish(), externalData: [...this.files.values()] };
   }
 
   private fresh(prefix: string): string {

@@ -4,8 +4,8 @@ import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import type { WeightSource } from '../../src/model/weights.js';
 import { fp8Table, type Fp8Format } from './fp8-codes.js';
 import type { QuantizedBlocks } from './ggml-blocks.js';
-import { addBlocksLinear, addLinear, stackBlocks, stackRows, type RawMatrix, type WeightFormat } from './linear-weights.js';
-import { DataType, OnnxGraphBuilder } from './onnx-builder.js';
+import { addBlocksLinear, addLinear, stackRows, type RawMatrix, type WeightFormat } from './linear-weights.js';
+import { DataType, OnnxGraphBuilder, type EncodedModel } from './onnx-builder.js';
 
 /**
  * A run of graph ops compiled into one ORT session: whole decoder layers on one rank; on a
@@ -154,8 +154,10 @@ export function opWrites(op: GraphOp): string[] {
 }
 
 /**
- * Builds one segment as a serialized ONNX model by translating its graph ops, reading weights one
- * matrix at a time. Consecutive linear ops over the same input (q/k/v, gate/up) become one GEMM.
+ * Builds one segment as an ONNX model by translating its graph ops, reading weights one matrix
+ * at a time. Consecutive linear ops over the same input (q/k/v, gate/up) become one GEMM. The
+ * weights are not serialized: the model's initializers point into the buffers they were made in
+ * (EncodedModel.externalData).
  */
 export async function buildSegmentModel(
   config: LlamaConfig,
@@ -163,11 +165,14 @@ export async function buildSegmentModel(
   weights: WeightSource,
   segment: Segment,
   format: WeightFormat,
-  /** A matrix in `format`'s blocks (required unless format is f32): the backend quantizes on worker threads. */
-  blocksOf?: (name: string) => Promise<QuantizedBlocks>,
+  /**
+   * Matrices in `format`'s blocks, stacked along their rows in the order given (required unless
+   * format is f32): the backend quantizes on worker threads.
+   */
+  blocksOf?: (names: string[]) => Promise<QuantizedBlocks>,
   /** The KV cache's element type: f32, or one byte per value in an FP8 format (fp8-codes.ts). */
   kvCache: KvCacheFormat = 'f32',
-): Promise<Uint8Array> {
+): Promise<EncodedModel> {
   const { headDim: hd } = config;
   const b = new OnnxGraphBuilder();
   const { ops, carriedIn, carriedOut } = segmentOps(graph, segment);
@@ -237,13 +242,9 @@ export async function buildSegmentModel(
           out = addLinear(b, value(op.x), parts.length === 1 ? parts[0]! : stackRows(parts), format, name);
         } else {
           if (!blocksOf) throw new Error(`buildSegmentModel: ${format} weights need a block source`);
-          const parts = [];
-          for (const g of group) {
-            if (!weights.info(g.weight)) throw new Error(`${weights.description}: tensor "${g.weight}" is missing`);
-            parts.push(await blocksOf(g.weight));
-          }
+          for (const g of group) if (!weights.info(g.weight)) throw new Error(`${weights.description}: tensor "${g.weight}" is missing`);
           const rowsTotal = shapes.reduce((n, shape) => n + shape[0]!, 0);
-          out = addBlocksLinear(b, value(op.x), stackBlocks(parts), rowsTotal, shapes[0]![1]!, format, name);
+          out = addBlocksLinear(b, value(op.x), await blocksOf(group.map((g) => g.weight)), rowsTotal, shapes[0]![1]!, format, name);
         }
         if (group.length === 1) env.set(op.out, out);
         else b.node('Split', [out, b.int64s(shapes.map((shape) => shape[0]!))], { axis: 1 }, group.map((g) => `${g.out}_${i}`)).forEach((v, j) => env.set(group[j]!.out, v));

@@ -148,7 +148,7 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
     const config = oddShapesConfig;
     const graph = buildLlamaGraph(config);
     const whole = { startOp: 1, endOp: graph.ops.length, firstLayer: 0, endLayer: config.numLayers, withHead: true };
-    const bytes = await buildSegmentModel(config, graph, new DummyWeights(config, 0, 'f32'), whole, 'f32');
+    const { bytes } = await buildSegmentModel(config, graph, new DummyWeights(config, 0, 'f32'), whole, 'f32');
     const { onnx } = onnxProto as unknown as { onnx: typeof OnnxTypes };
     const gemms = onnx.ModelProto.decode(bytes).graph!.node!.filter((n) => n.opType === 'Gemm').length;
     expect(gemms).toBe(4 * config.numLayers + 1); // qkv, o, gate_up, down per layer; the lm-head
