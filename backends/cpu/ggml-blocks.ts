@@ -29,8 +29,23 @@ export interface QuantizedBlocks {
 /** The code that stands for 0 (MatMulNBits' default zero point for 8 and 4 bits). */
 export const zeroCode: Record<GgmlBlockType, number> = { q8_0: 128, q4_0: 8 };
 
-const roundToF16 = (x: number) => f16ToF32(f32ToF16(x));
 const fround = Math.fround;
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/**
+ * x (an f32 value) rounded to the nearest f16 value, ties to even. In f16's normal range that
+ * is rounding the f32 mantissa to 10 bits, done on the bits (this runs once per block of every
+ * weight at load); subnormals, overflow and NaN take the exact conversion.
+ */
+function roundToF16(x: number): number {
+  f32Scratch[0] = x;
+  const bits = u32Scratch[0]!;
+  const exp = (bits >>> 23) & 0xff;
+  if (exp < 113 || exp > 141) return f16ToF32(f32ToF16(x));
+  u32Scratch[0] = (bits + 0xfff + ((bits >>> 13) & 1)) & 0xffffe000;
+  return f32Scratch[0]!;
+}
 
 /**
  * Quantizes `rows` rows of `cols` f32 values (`values` holds rows [0, rows)). `out` receives
