@@ -15,6 +15,43 @@ export function sharedBlocks(rows: number, cols: number): QuantizedBlocks {
 }
 
 /**
+ * Shared memory for one segment's blocks at a time, reused for the next segment once ORT has
+ * made its session (ORT copies external data, so the blocks are not needed afterwards). Reuse
+ * keeps a load from leaving a segment's worth of SharedArrayBuffers per segment for V8 to
+ * collect whenever it gets to it: that garbage was gigabytes at the end of an 8B load.
+ */
+export class BlockArena {
+  private buffer: SharedArrayBuffer | null = null;
+  private used = 0;
+
+  /** Makes room for `bytes` (codes and scales of a segment's matrices), keeping what is there if it is enough. */
+  reserve(bytes: number): void {
+    if ((this.buffer?.byteLength ?? 0) < bytes) this.buffer = new SharedArrayBuffer(bytes);
+    this.used = 0;
+  }
+
+  /** Blocks for `rows` rows of `cols` values, laid out as sharedBlocks does; fresh shared memory when the arena is full. */
+  take(rows: number, cols: number): QuantizedBlocks {
+    const bytes = blockBytes(rows, cols);
+    if (!this.buffer || this.used + bytes > this.buffer.byteLength) return sharedBlocks(rows, cols);
+    const blocks = rows * Math.ceil(cols / ggmlBlockSize);
+    const at = this.used;
+    this.used += bytes;
+    return { codes: new Uint8Array(this.buffer, at, blocks * ggmlBlockSize), scales: new Float32Array(this.buffer, at + blocks * ggmlBlockSize, blocks) };
+  }
+
+  /** The segment's session is made: its blocks may be overwritten. */
+  reset(): void {
+    this.used = 0;
+  }
+}
+
+/** Bytes of codes and scales for `rows` rows of `cols` values (a multiple of 4, so scales stay aligned). */
+export function blockBytes(rows: number, cols: number): number {
+  return rows * Math.ceil(cols / ggmlBlockSize) * (ggmlBlockSize + 4);
+}
+
+/**
  * Quantizes matrices into ggml blocks on worker threads, each taking a share of the rows and
  * writing into shared output arrays. Dummy weights are generated in the workers from their
  * recipe (the same values DummyWeights.read returns), so no BF16 copy of the model is ever

@@ -15,7 +15,7 @@ import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
 import { Presets, SingleBar } from 'cli-progress';
-import { BlockPool, sharedBlocks } from './block-pool.js';
+import { BlockArena, BlockPool, blockBytes, sharedBlocks } from './block-pool.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { encodeFp8 } from './fp8-codes.js';
 import { quantizeRows } from './ggml-blocks.js';
@@ -130,6 +130,7 @@ export class CpuBackend implements Backend {
     // generated there from their recipe, never as BF16 bytes); the embedding table's blocks are
     // kept for lookups and shared with a tied lm-head.
     const pool = new BlockPool(this.threads);
+    const arena = new BlockArena();
     const bar = (this.options.progress ?? process.stderr.isTTY) ? loadProgress(model.graph, format) : null;
     const type = format === 'f32' ? null : blockTypeOf(format);
     /** Matrices stacked along their rows (q/k/v, gate/up), written side by side into one shared buffer. */
@@ -146,7 +147,9 @@ export class CpuBackend implements Backend {
         progress(infos[0]!.shape[0]!);
         return single;
       }
-      const into = sharedBlocks(infos.reduce((n, info) => n + info.shape[0]!, 0), cols);
+      const rowsTotal = infos.reduce((n, info) => n + info.shape[0]!, 0);
+      // The embedding's blocks are kept for lookups; a segment's live only until its session is made.
+      const into = names[0] === embeddingOp.table ? sharedBlocks(rowsTotal, cols) : arena.take(rowsTotal, cols);
       let row = 0;
       for (const [i, name] of names.entries()) {
         const rows = infos[i]!.shape[0]!;
@@ -180,14 +183,14 @@ export class CpuBackend implements Backend {
       } else {
         this.embedding = { ...rows, blocks: await blocksOf([embeddingOp.table]), type: blockTypeOf(format) };
       }
-      await this.compile(model, table, blocksOf);
+      await this.compile(model, table, blocksOf, arena);
     } finally {
       bar?.stop();
       await pool.close();
     }
   }
 
-  private async compile(model: ModelSpec, table: Uint8Array | null, blocksOf: (names: string[]) => Promise<QuantizedBlocks>): Promise<void> {
+  private async compile(model: ModelSpec, table: Uint8Array | null, blocksOf: (names: string[]) => Promise<QuantizedBlocks>, arena: BlockArena): Promise<void> {
     const { config, weights } = model;
     const embeddingTable = model.graph.ops.find((op) => op.op === 'embedding')!.table;
     this.graph = model.graph;
@@ -213,10 +216,13 @@ export class CpuBackend implements Backend {
       read: (name) => (name === embeddingTable && table ? Promise.resolve(table) : weights.read(name)),
       close: () => weights.close(),
     };
-    for (const segment of planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes)) {
+    const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes);
+    if (this.format !== 'f32') arena.reserve(Math.max(...segments.map((segment) => segmentBlockBytes(model.graph, segment, embeddingTable))));
+    for (const segment of segments) {
       const { bytes, externalData } = await buildSegmentModel(config, model.graph, source, segment, this.format!, blocksOf, this.kvFormat);
       const { carriedIn, carriedOut } = segmentOps(model.graph, segment);
       const session = await this.ort.InferenceSession.create(bytes, { ...sessionOptions, externalData });
+      arena.reset();
       this.sessions.push({ segment, carriedIn, carriedOut, session });
     }
   }
@@ -601,6 +607,15 @@ function sessionRuns(ops: readonly GraphOp[]): [number, number][] {
   const last = runs.at(-1);
   if (last && last[1] - last[0] === 1 && ops[last[0]]!.op === 'sample' && last[0] > 0 && runsOnHost(ops[last[0] - 1]!)) runs.pop();
   return runs;
+}
+
+/** Codes and scales of the matrices a segment's linear ops make (a tied lm-head reuses the embedding's blocks). */
+function segmentBlockBytes(graph: LlamaGraph, segment: Segment, embeddingTable: string): number {
+  let bytes = 0;
+  for (const op of graph.ops.slice(segment.startOp, segment.endOp)) {
+    if (op.op === 'linear' && op.weight !== embeddingTable) bytes += blockBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols);
+  }
+  return bytes;
 }
 
 /** A terminal progress bar over the MiB of blocks a quantized load makes (the embedding table included). */

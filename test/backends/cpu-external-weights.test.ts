@@ -2,7 +2,8 @@ import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { BlockPool, sharedBlocks } from '../../backends/cpu/block-pool.js';
+import { BlockArena, BlockPool, sharedBlocks } from '../../backends/cpu/block-pool.js';
+import { create } from '../../backends/cpu/index.js';
 import type { QuantizedBlocks } from '../../backends/cpu/ggml-blocks.js';
 import { quantizeMatrix } from '../../backends/cpu/linear-weights.js';
 import { DataType, externalInitializerBytes, OnnxGraphBuilder } from '../../backends/cpu/onnx-builder.js';
@@ -11,6 +12,7 @@ import type { LlamaConfig } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../../src/model/graph.js';
 import { presets } from '../../src/model/presets.js';
+import { SingleSequence } from '../support/single-sequence.js';
 
 // Loading without copies: the cpu backend's weights go to ORT as external data pointing into the
 // buffers the block pool wrote them in, never serialized into the model's protobuf bytes.
@@ -129,5 +131,35 @@ describe('cpu backend weights as ORT external data', () => {
     const weightBytes = made.reduce((n, m) => n + m.codes.byteLength + m.scales.byteLength, 0);
     // Only the small scales and zero points are serialized here (all of them at an 8B model's sizes).
     expect(bytes.byteLength).toBeLessThan(weightBytes / 4);
+  });
+
+  it('hands out one segment\'s blocks at a time from one shared buffer, reused after reset', () => {
+    const arena = new BlockArena();
+    arena.reserve(2 * (64 * 32 + 64 * 4));
+    const a = arena.take(64, 32);
+    const b = arena.take(64, 32);
+    expect(b.codes.buffer).toBe(a.codes.buffer);
+    expect(b.codes.byteOffset).toBe(a.scales.byteOffset + a.scales.byteLength);
+    expect(arena.take(1, 32).codes.buffer).not.toBe(a.codes.buffer); // full: fresh memory
+    arena.reset();
+    const c = arena.take(64, 32);
+    expect(c.codes.buffer).toBe(a.codes.buffer);
+    expect(c.codes.byteOffset).toBe(0);
+  });
+
+  it('loads q8 layer by layer through the reused buffer with the same outputs as one segment', async () => {
+    const layered = { ...config, numLayers: 3 };
+    const run = async (segmentBytes: number) => {
+      const cpu = await create({ threads: 2, segmentBytes, progress: false });
+      await cpu.load({ config: layered, graph: buildLlamaGraph(layered), weights: new DummyWeights(layered, 4, 'bf16') });
+      await cpu.allocateKvCache({ numPages: 16, pageSize: 1 });
+      const out = await new SingleSequence(cpu, 3).greedy([11, 12, 13, 14], 6);
+      await cpu.close();
+      return out;
+    };
+    const whole = await run(2 ** 30);
+    const perLayer = await run(1); // four sessions, each made from blocks that overwrite the previous one's
+    expect(perLayer.tokens).toEqual(whole.tokens);
+    expect(perLayer.logprobs).toEqual(whole.logprobs);
   });
 });
