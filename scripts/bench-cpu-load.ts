@@ -7,7 +7,8 @@
  *
  * Options: --model NAME (preset, default llama-3.2-1b), --layers N (fewer decoder layers),
  * --weight-format q8|q4|f32 (q8), --threads N (2), --rss-limit-gib X (stop the process when its
- * RSS passes X GiB, checked every 100 ms: a guard on a shared machine), --json.
+ * RSS passes X GiB, checked every 100 ms: a guard on a shared machine), --segment-gib X (the
+ * backend's segmentBytes: weights per ORT session, default 1.25), --json.
  */
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -26,6 +27,7 @@ const args = scriptOptions('bench:cpu-load', {
   'weight-format': { type: 'string', default: 'q8' },
   threads: { type: 'string', default: '2' },
   'rss-limit-gib': { type: 'string' },
+  'segment-gib': { type: 'string' },
   json: { type: 'boolean', default: false },
 });
 
@@ -55,7 +57,8 @@ async function main(): Promise<void> {
   const loadBefore = loadavg()[0]!;
   const cpuStart = process.cpuUsage();
   const started = performance.now();
-  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format });
+  const segmentBytes = args['segment-gib'] ? Number(args['segment-gib']) * gib : undefined;
+  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, segmentBytes });
   await backend.load({ config, graph: buildLlamaGraph(config), weights: new DummyWeights(config, 0) });
   const wallS = (performance.now() - started) / 1000;
   const cpu = process.cpuUsage(cpuStart);
@@ -69,6 +72,7 @@ async function main(): Promise<void> {
     layers: config.numLayers,
     format,
     threads: Number(args.threads),
+    segmentGib: args['segment-gib'] ? Number(args['segment-gib']) : 1.25,
     loadAverage: { before: +loadBefore.toFixed(2), after: +loadavg()[0]!.toFixed(2) },
     loadSeconds: { wall: +wallS.toFixed(1), cpuUser: +(cpu.user / 1e6).toFixed(1), cpuSystem: +(cpu.system / 1e6).toFixed(1) },
     gib: { peakRss: +(loaded.peak / gib).toFixed(2), rssLoaded: +(loaded.rss / gib).toFixed(2) },
@@ -78,7 +82,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${JSON.stringify(report)}\n`);
     return;
   }
-  console.log(`${args.model} (${config.numLayers} layers), ${format}, ${report.threads} threads, load average ${report.loadAverage.before} -> ${report.loadAverage.after}`);
+  console.log(`${args.model} (${config.numLayers} layers), ${format}, ${report.threads} threads, segments of ${report.segmentGib} GiB, load average ${report.loadAverage.before} -> ${report.loadAverage.after}`);
   console.log(`load: ${report.loadSeconds.wall} s wall, ${report.loadSeconds.cpuUser} s user + ${report.loadSeconds.cpuSystem} s system CPU`);
   console.log(`memory: peak RSS ${report.gib.peakRss} GiB, ${report.gib.rssLoaded} GiB once loaded; first token ${token}`);
 }

@@ -114,7 +114,18 @@ export function addBlocksLinear(
   // for bit; docs/performance.md); the 4-bit kernel ran slower with them, so q4 leaves them out.
   // accuracy_level 4: int8 activations too (the fast AVX2 integer path; level 0 is a slow fallback for 8 bits).
   const inputs = [x, w, s];
-  if (bits === 8) inputs.push(b.initializer(`${name}.zero_points`, DataType.UINT8, [m.rows * blocksPerRow], new Uint8Array(m.rows * blocksPerRow).fill(128)));
+  if (bits === 8) inputs.push(b.initializer(`${name}.zero_points`, DataType.UINT8, [m.rows * blocksPerRow], q8ZeroPoints(m.rows * blocksPerRow)));
   const attributes = { K: m.cols, N: m.rows, bits, block_size: ggmlBlockSize, accuracy_level: 4 };
   return b.node('MatMulNBits', inputs, attributes, [`${name}.matmul`], 'com.microsoft')[0]!;
+}
+
+/**
+ * Q8_0's zero points, all 128: every matrix reads a prefix of one buffer (ORT copies what it
+ * reads), instead of each load leaving a fresh one per matrix for the garbage collector. It
+ * grows to the largest matrix's block count (16 MB for an 8B model's lm-head) and is kept.
+ */
+let zeroPoints = new Uint8Array(0);
+function q8ZeroPoints(count: number): Uint8Array {
+  if (zeroPoints.length < count) zeroPoints = new Uint8Array(count).fill(128);
+  return zeroPoints.subarray(0, count);
 }
