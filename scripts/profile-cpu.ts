@@ -8,7 +8,7 @@
  *
  * Options: --model NAME (preset, default llama-3.2-1b), --layers N (fewer decoder layers: a
  * quicker load with the same per-layer profile), --weight-format q8|q4|f32 (q8), --threads N
- * (2), --steps N (32), --prompt N (16), --json.
+ * (2), --steps N (32), --prompt N (16), --segment-gib X (weights per ORT session, default 1.25), --json.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -29,6 +29,7 @@ const args = scriptOptions('profile:cpu', {
   threads: { type: 'string', default: '2' },
   steps: { type: 'string', default: '32' },
   prompt: { type: 'string', default: '16' },
+  'segment-gib': { type: 'string' },
   json: { type: 'boolean', default: false },
 });
 
@@ -53,7 +54,8 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-profile-'));
   const graph = buildLlamaGraph(config);
   const started = performance.now();
-  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, profilePrefix: join(dir, 'segment') });
+  const segmentBytes = args['segment-gib'] ? Number(args['segment-gib']) * 2 ** 30 : undefined;
+  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, profilePrefix: join(dir, 'segment'), segmentBytes });
   await backend.load({ config, graph, weights: new DummyWeights(config, 0) });
   await backend.allocateKvCache({ numPages: promptLength + warmup + steps + 8, pageSize: 1 });
   process.stderr.write(`[profile:cpu] ${backend.description}; loaded in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
