@@ -1,3 +1,4 @@
+import { OptionError } from '../errors.js';
 import type { Backend, ForwardBatch, LogitBiasBatch, PenaltyBatch, PromptLogprobsOutput, SamplingBatch, StepOutput, TokenMaskBatch } from './backend.js';
 
 /**
@@ -167,4 +168,22 @@ function mergeLogprobs(asked: Int32Array, outputs: (StepOutput | null)[]): Pick<
     }
   });
   return { logprobs, topLogprobs: k > 0 ? { k, ids, logprobs: top } : null };
+}
+
+/** Backends whose kernels are not verified run-to-run deterministic for a fixed shape refuse the flag. */
+const notDeterministic: Record<string, string> = {
+  webgpu: 'WGSL kernels on arbitrary adapters are not verified to be run-to-run deterministic',
+  cuda: 'the CUDA kernels (cuBLASLt algorithm choice, split-KV attention) are not verified to be run-to-run deterministic',
+};
+
+/** The backend wrapped for --enable-deterministic-inference, or an OptionError where its kernels cannot promise it. */
+export function batchInvariant(backend: Backend): Backend {
+  const why = notDeterministic[backend.name];
+  if (why) {
+    throw new OptionError(
+      'deterministicInference',
+      (name) => `${name('deterministicInference')} is not supported on the ${backend.name} backend: ${why}; use --backend ref or cpu`,
+    );
+  }
+  return new BatchInvariantBackend(backend);
 }

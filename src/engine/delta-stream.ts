@@ -75,3 +75,22 @@ export class DeltaStream implements AsyncIterable<GenerateDelta>, AsyncIterator<
     else resolve({ value: undefined, done: true });
   }
 }
+
+/** max_tokens 0: every sample finishes at once with no tokens, without a step. */
+export function finishedAtOnce(requestId: string, promptTokens: number, n: number, logprobs: boolean): DeltaStream {
+  const stream = new DeltaStream(() => {});
+  for (let index = 0; index < n; index++) {
+    stream.push({
+      requestId,
+      index,
+      text: '',
+      tokenIds: [],
+      logprobs: logprobs ? [] : null,
+      finishReason: 'length',
+      matchedStop: null,
+      usage: { promptTokens, completionTokens: 0, cachedTokens: 0 },
+    });
+  }
+  stream.end();
+  return stream;
+}

@@ -1,21 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import type { Backend, PromptLogprobsOutput, StepOutput } from './backend.js';
+import type { Backend, StepOutput } from './backend.js';
 import type { LoadedModel } from '../model/load.js';
 import { BatchBuilder, producesToken } from './batch-builder.js';
 import { ConstrainedDecoding } from './constrained-decoding.js';
-import { DeltaStream } from './delta-stream.js';
-import { EngineDeadError, EngineDrainingError, EngineOverloadedError, InvalidRequestError } from './errors.js';
+import { DeltaStream, finishedAtOnce } from './delta-stream.js';
+import { EngineDeadError, EngineDrainingError, InvalidRequestError } from './errors.js';
 import { KvPool } from './kv-pool.js';
-import { checkEngineOptions, defaultEngineOptions, type EngineLogger, type EngineOptions } from './options.js';
+import { checkContextLength, checkEngineOptions, defaultEngineOptions, type EngineLogger, type EngineOptions } from './options.js';
 import { resolveRequest } from './params.js';
 import { KvBlockTracker } from './kv-events.js';
 import { NoPrefixCache, RadixCache, type PrefixCache } from './prefix-cache.js';
 import { Scheduler, type StepPlan } from './scheduler.js';
 import { epochMs, Request, Sequence } from './sequence.js';
-import type { Engine, EngineSettings, EngineStats, GenerateDelta, GenerateRequest, SamplingParams, TokenLogprob } from './types.js';
-import { OptionError } from '../errors.js';
-import { BatchInvariantBackend } from './batch-invariant.js';
+import type { Engine, EngineSettings, EngineStats, GenerateDelta, GenerateRequest, SamplingParams } from './types.js';
+import { batchInvariant } from './batch-invariant.js';
+import { LaunchedStep } from './launched-step.js';
+import { checkQueueRoom, queuedLoad } from './queue-room.js';
+import { collectPromptLogprobs, tokenLogprob } from './step-logprobs.js';
 
 // lpm lets at most this many admissions of later arrivals pass a waiting request.
 const lpmMaxPassOvers = 32;
@@ -152,47 +154,8 @@ export class LlmEngine implements Engine {
       if (this.requests.has(id) || seen.has(id)) throw new InvalidRequestError(`request id ${id} is already in use`, 'id');
       seen.add(id);
     }
-    this.checkQueueRoom(requests, resolved);
+    checkQueueRoom(requests, resolved, () => queuedLoad(this.scheduler.waiting, this.requests.values()), this.options);
     return requests.map((request, i) => this.queue(ids[i]!, request, resolved[i]!));
-  }
-
-  /** Sequences and prompt tokens waiting (held n > 1 samples included) stay under the queue bounds. */
-  private checkQueueRoom(requests: GenerateRequest[], resolved: SamplingParams[]): void {
-    let sequences = 0;
-    let tokens = 0;
-    resolved.forEach((params, i) => {
-      if (params.maxNewTokens === 0 && params.promptLogprobs === null) return;
-      sequences += params.n;
-      tokens += params.n * requests[i]!.promptTokenIds.length;
-    });
-    if (sequences === 0) return;
-    const { maxQueuedRequests, maxQueuedTokens } = this.options;
-    if (sequences > maxQueuedRequests) {
-      throw new InvalidRequestError(`this request needs ${sequences} sequences (prompts x n) but the queue holds ${maxQueuedRequests} at most (--max-queued-requests)`, 'n');
-    }
-    if (tokens > maxQueuedTokens) {
-      throw new InvalidRequestError(`this request queues ${tokens} prompt tokens (prompts x n) but the queue holds ${maxQueuedTokens} at most (--max-queued-tokens)`, 'prompt');
-    }
-    const queued = this.queuedLoad();
-    if (queued.sequences + sequences > maxQueuedRequests) {
-      throw new EngineOverloadedError(`too many requests waiting (${queued.sequences} sequences); try again later`);
-    }
-    if (queued.tokens + tokens > maxQueuedTokens) {
-      throw new EngineOverloadedError(`too many prompt tokens waiting (${queued.tokens}); try again later`);
-    }
-  }
-
-  /** Sequences waiting to run, with the samples held until their prompt is computed, and their tokens. */
-  private queuedLoad(): { sequences: number; tokens: number } {
-    let sequences = this.scheduler.waiting.length;
-    let tokens = 0;
-    for (const seq of this.scheduler.waiting) tokens += seq.tokenIds.length;
-    for (const req of this.requests.values()) {
-      if (req.samplesStarted) continue;
-      sequences += req.params.n - 1;
-      tokens += (req.params.n - 1) * req.promptIds.length;
-    }
-    return { sequences, tokens };
   }
 
   private queue(id: string, request: GenerateRequest, params: SamplingParams): AsyncIterable<GenerateDelta> {
@@ -514,47 +477,6 @@ export class LlmEngine implements Engine {
   }
 }
 
-/** Backends whose kernels are not verified run-to-run deterministic for a fixed shape refuse the flag. */
-const notDeterministic: Record<string, string> = {
-  webgpu: 'WGSL kernels on arbitrary adapters are not verified to be run-to-run deterministic',
-  cuda: 'the CUDA kernels (cuBLASLt algorithm choice, split-KV attention) are not verified to be run-to-run deterministic',
-};
-
-function batchInvariant(backend: Backend): Backend {
-  const why = notDeterministic[backend.name];
-  if (why) {
-    throw new OptionError(
-      'deterministicInference',
-      (name) => `${name('deterministicInference')} is not supported on the ${backend.name} backend: ${why}; use --backend ref or cpu`,
-    );
-  }
-  return new BatchInvariantBackend(backend);
-}
-
-/** A context longer than the model's positions is refused (as SGLang and vLLM do) unless explicitly allowed. */
-function checkContextLength(model: LoadedModel, options: EngineOptions): void {
-  const modelMax = model.config.maxPositionEmbeddings;
-  if (options.contextLength === null || options.contextLength <= modelMax || options.allowLongContext) return;
-  throw new OptionError(
-    'contextLength',
-    (name) =>
-      `${name('contextLength')} ${options.contextLength} is above the model's maximum of ${modelMax} positions ` +
-      `(max_position_embeddings); give at most ${modelMax}, or allow it explicitly with ${name('allowLongContext')} if you know the model copes`,
-  );
-}
-
-function tokenLogprob(output: StepOutput, s: number, want: number | null): TokenLogprob | null {
-  if (want === null) return null;
-  const top: TokenLogprob['top'] = [];
-  const table = output.topLogprobs;
-  if (table) {
-    for (let i = 0; i < Math.min(want, table.k); i++) {
-      top.push({ tokenId: table.ids[s * table.k + i]!, logprob: table.logprobs[s * table.k + i]! });
-    }
-  }
-  return { tokenId: output.tokens[s]!, logprob: output.logprobs?.[s] ?? NaN, top };
-}
-
 /** Stamps the requests this step runs for the first time. */
 function markScheduled(plan: StepPlan): void {
   let now: number | undefined;
@@ -564,63 +486,3 @@ function markScheduled(plan: StepPlan): void {
   }
 }
 
-/** max_tokens 0: every sample finishes at once with no tokens, without a step. */
-function finishedAtOnce(requestId: string, promptTokens: number, n: number, logprobs: boolean): DeltaStream {
-  const stream = new DeltaStream(() => {});
-  for (let index = 0; index < n; index++) {
-    stream.push({
-      requestId,
-      index,
-      text: '',
-      tokenIds: [],
-      logprobs: logprobs ? [] : null,
-      finishReason: 'length',
-      matchedStop: null,
-      usage: { promptTokens, completionTokens: 0, cachedTokens: 0 },
-    });
-  }
-  stream.end();
-  return stream;
-}
-
-/** Stores the prompt log-probs a step computed for `seq`'s rows from position `start` (position p's row gives token p + 1's). */
-function collectPromptLogprobs(seq: Sequence, numTokens: number, start: number, firstRow: number, out: PromptLogprobsOutput): void {
-  const entries = seq.promptLogprobs!;
-  for (let i = 0; i < numTokens; i++) {
-    const target = seq.promptLogprobTarget(start + i);
-    if (target < 0) continue;
-    const r = firstRow + i;
-    const top: TokenLogprob['top'] = [];
-    for (let j = 0; j < Math.min(out.k, seq.request.params.promptLogprobs!); j++) top.push({ tokenId: out.topIds[r * out.k + j]!, logprob: out.topLogprobs[r * out.k + j]! });
-    entries[start + i + 1] = { tokenId: target, logprob: out.logprobs[r]!, rank: out.ranks[r]!, top };
-  }
-}
-
-/**
- * A step handed to the backend, until the engine takes its output. Two of these take turns
- * (their per-row arrays reused), as the scheduler's plans do.
- */
-class LaunchedStep {
-  id = 0;
-  plan!: StepPlan;
-  /** Per row: whether the step samples the sequence's next token. */
-  sampled = new Uint8Array(0);
-  /** Per row: the first position the step computes. */
-  start = new Int32Array(0);
-  output!: Promise<StepOutput>;
-  masks: Promise<void> | null = null;
-  /** No sampled row needs its token on the host before the sequence's next step (no grammar, no penalties). */
-  hostFree = true;
-
-  reset(plan: StepPlan, id: number): void {
-    const rows = plan.sequences.length;
-    if (this.sampled.length < rows) {
-      this.sampled = new Uint8Array(2 * rows);
-      this.start = new Int32Array(2 * rows);
-    }
-    this.id = id;
-    this.plan = plan;
-    this.masks = null;
-    this.hostFree = true;
-  }
-}

@@ -1,5 +1,6 @@
 import { OptionError } from '../errors.js';
 import type { KvEventSink } from './kv-events.js';
+import type { LoadedModel } from '../model/load.js';
 
 /** How the engine sizes its KV pool and schedules; the defaults are SGLang v0.3's. */
 export interface EngineOptions {
@@ -126,4 +127,16 @@ export function checkEngineOptions(o: EngineOptions): void {
   if (o.schedulePolicy !== 'lpm' && o.schedulePolicy !== 'fcfs') {
     throw new OptionError('schedulePolicy', (name) => `${name('schedulePolicy')} must be lpm or fcfs, got ${o.schedulePolicy}`);
   }
+}
+
+/** A context longer than the model's positions is refused (as SGLang and vLLM do) unless explicitly allowed. */
+export function checkContextLength(model: LoadedModel, options: EngineOptions): void {
+  const modelMax = model.config.maxPositionEmbeddings;
+  if (options.contextLength === null || options.contextLength <= modelMax || options.allowLongContext) return;
+  throw new OptionError(
+    'contextLength',
+    (name) =>
+      `${name('contextLength')} ${options.contextLength} is above the model's maximum of ${modelMax} positions ` +
+      `(max_position_embeddings); give at most ${modelMax}, or allow it explicitly with ${name('allowLongContext')} if you know the model copes`,
+  );
 }
