@@ -10,6 +10,7 @@ import { sampleLogits } from '../../backends/shared/host-sampler.js';
 import { packStep } from '../../backends/webgpu/step-inputs.js';
 import { greedySampling, pagedBatch } from '../support/paged-batch.js';
 import { maxRelativeError } from '../support/parity.js';
+import { expectHostSamples, oneTokenPerSequence, webgpuSampleWords } from '../support/sampler-checks.js';
 import { randomData } from '../support/random-data.js';
 import { KernelHarness, openGpuForTests } from '../support/webgpu-harness.js';
 
@@ -226,18 +227,7 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
 
     async function sampleOnGpu(logits: Float32Array, sampling: SamplingBatch) {
       const numSeqs = sampling.temperature.length;
-      const packed = packStep(
-        {
-          tokenIds: new Int32Array(numSeqs),
-          positions: new Int32Array(numSeqs),
-          queryStart: Int32Array.from({ length: numSeqs + 1 }, (_, i) => i),
-          kvLens: new Int32Array(numSeqs).fill(1),
-          pageTable: new Int32Array(numSeqs),
-          pageTableStart: Int32Array.from({ length: numSeqs + 1 }, (_, i) => i),
-          slotMapping: new Int32Array(numSeqs),
-          sampling,
-        },
-      );
+      const packed = packStep(oneTokenPerSequence(numSeqs, sampling));
       const topLogprobs = Math.max(0, packed.maxLogprobs);
       const words = k.sampleOutputWords(numSeqs, topLogprobs);
       const out = h.upload(new Uint32Array(words));
@@ -249,8 +239,7 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
         ],
         { numTokens: numSeqs, numSeqs, numPenalties: packed.penaltyEntries.length / 3, topLogprobs },
       );
-      const bytes = await h.readBytes(out, words * 4);
-      return { ids: new Int32Array(bytes), floats: new Float32Array(bytes), topLogprobs };
+      return webgpuSampleWords(await h.readBytes(out, words * 4), numSeqs, topLogprobs);
     }
 
     function randomLogits(numSeqs: number): Float32Array {
@@ -285,17 +274,7 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
         };
         const logits = randomLogits(numSeqs);
         const got = await sampleOnGpu(logits.slice(), sampling);
-        const want = sampleLogits(logits.slice(), vocab, sampling);
-        expect(Array.from(got.ids.subarray(0, numSeqs))).toEqual(Array.from(want.tokens));
-        for (let i = 0; i < numSeqs; i++) {
-          if (sampling.logprobs[i]! < 0) continue;
-          expect(got.floats[numSeqs + i]).toBeCloseTo(want.logprobs![i]!, 4);
-          for (let j = 0; j < sampling.logprobs[i]!; j++) {
-            const at = i * got.topLogprobs + j;
-            expect(got.ids[2 * numSeqs + at]).toBe(want.topLogprobs!.ids[at]);
-            expect(got.floats[2 * numSeqs + numSeqs * got.topLogprobs + at]).toBeCloseTo(want.topLogprobs!.logprobs[at]!, 4);
-          }
-        }
+        expectHostSamples(got, sampleLogits(logits.slice(), vocab, sampling), sampling, 5e-5);
       });
     }
 
@@ -321,9 +300,7 @@ describe.skipIf(ctx === null)('webgpu kernels against backends/ref/ops.ts', () =
         penalties,
       };
       const got = await sampleOnGpu(logits.slice(), sampling);
-      const want = sampleLogits(logits.slice(), vocab, sampling);
-      expect(Array.from(got.ids.subarray(0, numSeqs))).toEqual(Array.from(want.tokens));
-      for (let i = 0; i < numSeqs; i++) expect(got.floats[numSeqs + i]).toBeCloseTo(want.logprobs![i]!, 4);
+      expectHostSamples(got, sampleLogits(logits.slice(), vocab, sampling), sampling, 5e-5);
     });
   });
 });

@@ -4,9 +4,12 @@ import * as k from '../../backends/webgpu/kernels.js';
 import { packStep } from '../../backends/webgpu/step-inputs.js';
 import type { SamplingBatch } from '../../src/engine/backend.js';
 import { cudaForTests, OpHarness } from '../support/cuda-harness.js';
-import { pagedBatch } from '../support/paged-batch.js';
+import { expectHostSamples, oneTokenPerSequence, webgpuSampleWords } from '../support/sampler-checks.js';
 import { KernelHarness, openGpuForTests } from '../support/webgpu-harness.js';
 import { maskBatch, maskPlainly, maskSampling, randomAllowedSets, tiedLogits } from '../support/token-masks.js';
+
+// A device's log-probs against the host sampler's: f32 sums in another order.
+const gpuLogprobTolerance = 5e-5;
 
 describe('token masks in the host sampler (ref, cpu) match masking each id plainly', () => {
   const vocab = 1000; // not a multiple of 32: the last word is partial
@@ -61,16 +64,7 @@ describe.skipIf(gpu === null)('token masks on the webgpu sampler (shaders/token_
       const numSeqs = sets.length;
       const sampling: SamplingBatch = { ...maskSampling(numSeqs, seed, 2), tokenMask: maskBatch(sets, vocab) };
       const logits = tiedLogits(numSeqs, vocab, seed, sets);
-      const packed = packStep({
-        tokenIds: new Int32Array(numSeqs),
-        positions: new Int32Array(numSeqs),
-        queryStart: Int32Array.from({ length: numSeqs + 1 }, (_, i) => i),
-        kvLens: new Int32Array(numSeqs).fill(1),
-        pageTable: new Int32Array(numSeqs),
-        pageTableStart: Int32Array.from({ length: numSeqs + 1 }, (_, i) => i),
-        slotMapping: new Int32Array(numSeqs),
-        sampling,
-      });
+      const packed = packStep(oneTokenPerSequence(numSeqs, sampling));
       const topLogprobs = Math.max(0, packed.maxLogprobs);
       const words = k.sampleOutputWords(numSeqs, topLogprobs);
       const out = h.upload(new Uint32Array(words));
@@ -80,20 +74,8 @@ describe.skipIf(gpu === null)('token masks on the webgpu sampler (shaders/token_
         [k.tokenMask(gpu!, h.step, logitsBuf, seqSampling, h.upload(sampling.tokenMask!.bits), vocab), k.sample(gpu!, h.step, logitsBuf, seqSampling, out, vocab)],
         { numTokens: numSeqs, numSeqs, topLogprobs, maskedSeqs: packed.maskedSeqs },
       );
-      const bytes = await h.readBytes(out, words * 4);
-      const ids = new Int32Array(bytes);
-      const floats = new Float32Array(bytes);
-      const want = sampleLogits(logits.slice(), vocab, sampling);
-      expect(Array.from(ids.subarray(0, numSeqs))).toEqual(Array.from(want.tokens));
-      for (let s = 0; s < numSeqs; s++) {
-        if (sampling.logprobs[s]! < 0) continue;
-        expect(floats[numSeqs + s]).toBeCloseTo(want.logprobs![s]!, 4);
-        for (let j = 0; j < sampling.logprobs[s]!; j++) {
-          const at = s * topLogprobs + j;
-          expect(ids[2 * numSeqs + at]).toBe(want.topLogprobs!.ids[at]);
-          expect(floats[2 * numSeqs + numSeqs * topLogprobs + at]).toBeCloseTo(want.topLogprobs!.logprobs[at]!, 4);
-        }
-      }
+      const got = webgpuSampleWords(await h.readBytes(out, words * 4), numSeqs, topLogprobs);
+      expectHostSamples(got, sampleLogits(logits.slice(), vocab, sampling), sampling, gpuLogprobTolerance);
     });
   }
 });
@@ -119,19 +101,9 @@ describe.skipIf(!cuda.gpu)(`token masks on the cuda sampler (native/src/sampling
         const logits = tiedLogits(numSeqs, vocab, vocab, sets);
         const sampling: SamplingBatch = { ...maskSampling(numSeqs, vocab, 2), tokenMask: maskBatch(sets, vocab) };
         h.write('logits', logits);
-        const steps = Array.from({ length: numSeqs }, (_, s) => ({ tokens: Int32Array.of(0), cached: 0, pages: Int32Array.of(s) }));
-        const got = await h.model.forward(pagedBatch(steps, 1, sampling));
-        const want = sampleLogits(logits.slice(), vocab, sampling);
-        expect(Array.from(got.tokens)).toEqual(Array.from(want.tokens));
-        for (let s = 0; s < numSeqs; s++) {
-          if (sampling.logprobs[s]! < 0) continue;
-          expect(Math.abs(got.logprobs![s]! - want.logprobs![s]!)).toBeLessThan(1e-3);
-          for (let j = 0; j < sampling.logprobs[s]!; j++) {
-            const at = s * want.topLogprobs!.k + j;
-            expect(got.topIds![at]).toBe(want.topLogprobs!.ids[at]);
-            expect(Math.abs(got.topLogprobs![at]! - want.topLogprobs!.logprobs[at]!)).toBeLessThan(1e-3);
-          }
-        }
+        const out = await h.model.forward(oneTokenPerSequence(numSeqs, sampling));
+        const got = { tokens: out.tokens, logprobs: out.logprobs, k: out.topK, topIds: out.topIds ?? null, topLogprobs: out.topLogprobs ?? null };
+        expectHostSamples(got, sampleLogits(logits.slice(), vocab, sampling), sampling, 1e-3);
       } finally {
         h.close();
       }
@@ -159,8 +131,7 @@ describe.skipIf(!cuda.gpu)(`token masks on the cuda sampler (native/src/sampling
       h.write('logits', logits);
       const filled = maskBatch(sets, vocab);
       const sampling: SamplingBatch = { ...maskSampling(numSeqs, 7, 2), tokenMask: { ...filled, bits: new Int32Array(filled.bits.length) } };
-      const steps = Array.from({ length: numSeqs }, (_, s) => ({ tokens: Int32Array.of(0), cached: 0, pages: Int32Array.of(s) }));
-      await h.model.launchForward!(pagedBatch(steps, 1, sampling));
+      await h.model.launchForward!(oneTokenPerSequence(numSeqs, sampling));
       const got = await h.model.sampleLaunched!(filled);
       const want = sampleLogits(logits.slice(), vocab, { ...sampling, tokenMask: filled });
       expect(Array.from(got.tokens)).toEqual(Array.from(want.tokens));
