@@ -3,7 +3,7 @@ import { sampleLogits } from '../../backends/shared/host-sampler.js';
 import * as k from '../../backends/webgpu/kernels.js';
 import { packStep } from '../../backends/webgpu/step-inputs.js';
 import type { LogitBiasBatch, PenaltyBatch, SamplingBatch } from '../../src/engine/backend.js';
-import { cudaForTests, OpHarness } from '../support/cuda-harness.js';
+import { cudaForTests, samplerHarness } from '../support/cuda-harness.js';
 import { expectHostSamples, oneTokenPerSequence, webgpuSampleWords } from '../support/sampler-checks.js';
 import { randomData } from '../support/random-data.js';
 import { KernelHarness, openGpuForTests } from '../support/webgpu-harness.js';
@@ -189,16 +189,7 @@ describe.skipIf(!cuda.gpu)(`logit bias on the cuda sampler (native/src/sampling.
     it(`vocabulary of ${vocab}, with penalties: same tokens, log-probs and top log-probs`, async () => {
       const numSeqs = 10;
       const rows = randomBiases(numSeqs, vocab, vocab);
-      const h = OpHarness.create(
-        cuda.addon!,
-        {
-          config: { hiddenSize: 64, intermediateSize: 128, numLayers: 1, numHeads: 4, numKvHeads: 2, headDim: 16, vocabSize: vocab, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null },
-          activations: { logits: { rows: 'seqs', cols: vocab } },
-          ops: [{ op: 'sample', logits: 'logits' }],
-          weights: {},
-        },
-        { numPages: numSeqs, pageSize: 1 },
-      );
+      const h = samplerHarness(cuda.addon!, vocab, numSeqs);
       try {
         const logits = tiedLogits(numSeqs, vocab, vocab);
         const sampling: SamplingBatch = { ...samplingFor(numSeqs, vocab, 2, somePenalties(rows)), logitBias: biasBatch(rows) };

@@ -3,7 +3,7 @@ import { sampleLogits } from '../../backends/shared/host-sampler.js';
 import * as k from '../../backends/webgpu/kernels.js';
 import { packStep } from '../../backends/webgpu/step-inputs.js';
 import type { SamplingBatch } from '../../src/engine/backend.js';
-import { cudaForTests, OpHarness } from '../support/cuda-harness.js';
+import { cudaForTests, samplerHarness } from '../support/cuda-harness.js';
 import { expectHostSamples, oneTokenPerSequence, webgpuSampleWords } from '../support/sampler-checks.js';
 import { KernelHarness, openGpuForTests } from '../support/webgpu-harness.js';
 import { maskBatch, maskPlainly, maskSampling, randomAllowedSets, tiedLogits } from '../support/token-masks.js';
@@ -87,16 +87,7 @@ describe.skipIf(!cuda.gpu)(`token masks on the cuda sampler (native/src/sampling
     it(`random masks over a vocabulary of ${vocab}: same tokens, log-probs and top log-probs`, async () => {
       const sets = randomAllowedSets(vocab, vocab);
       const numSeqs = sets.length;
-      const h = OpHarness.create(
-        cuda.addon!,
-        {
-          config: { hiddenSize: 64, intermediateSize: 128, numLayers: 1, numHeads: 4, numKvHeads: 2, headDim: 16, vocabSize: vocab, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null },
-          activations: { logits: { rows: 'seqs', cols: vocab } },
-          ops: [{ op: 'sample', logits: 'logits' }],
-          weights: {},
-        },
-        { numPages: numSeqs, pageSize: 1 },
-      );
+      const h = samplerHarness(cuda.addon!, vocab, numSeqs);
       try {
         const logits = tiedLogits(numSeqs, vocab, vocab, sets);
         const sampling: SamplingBatch = { ...maskSampling(numSeqs, vocab, 2), tokenMask: maskBatch(sets, vocab) };
@@ -114,16 +105,7 @@ describe.skipIf(!cuda.gpu)(`token masks on the cuda sampler (native/src/sampling
     const vocab = 128256;
     const sets = randomAllowedSets(vocab, 7);
     const numSeqs = sets.length;
-    const h = OpHarness.create(
-      cuda.addon!,
-      {
-        config: { hiddenSize: 64, intermediateSize: 128, numLayers: 1, numHeads: 4, numKvHeads: 2, headDim: 16, vocabSize: vocab, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null },
-        activations: { logits: { rows: 'seqs', cols: vocab } },
-        ops: [{ op: 'sample', logits: 'logits' }],
-        weights: {},
-      },
-      { numPages: numSeqs, pageSize: 1 },
-    );
+    const h = samplerHarness(cuda.addon!, vocab, numSeqs);
     try {
       expect(typeof h.model.launchForward, 'the addon predates launchForward: rebuild it').toBe('function');
       await expect(h.model.sampleLaunched!(null)).rejects.toThrow(/no step was launched/);

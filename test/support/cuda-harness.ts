@@ -80,3 +80,17 @@ export function singleSequenceBatch(tokenIds: Int32Array): ForwardBatch {
   const iota = Int32Array.from({ length: tokenIds.length }, (_, i) => i);
   return pagedBatch([{ tokens: tokenIds, cached: 0, pages: iota }], 1, greedySampling(1));
 }
+
+/** A graph of one op, the sampler over a `logits` activation of `vocab` columns, with a page per sequence. */
+export function samplerHarness(addon: CudaAddon, vocab: number, numSeqs: number): OpHarness {
+  return OpHarness.create(
+    addon,
+    {
+      config: { hiddenSize: 64, intermediateSize: 128, numLayers: 1, numHeads: 4, numKvHeads: 2, headDim: 16, vocabSize: vocab, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null },
+      activations: { logits: { rows: 'seqs', cols: vocab } },
+      ops: [{ op: 'sample', logits: 'logits' }],
+      weights: {},
+    },
+    { numPages: numSeqs, pageSize: 1 },
+  );
+}
