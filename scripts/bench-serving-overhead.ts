@@ -5,10 +5,16 @@
  * concurrent streams. A perfect host keeps the device busy: steps per second = 1 / step time.
  *
  *   npm run bench:serving-overhead [-- --json] [--step-ms 5,12] [--streams 64,256,1024]
- *       [--engine-thread main,worker] [--overlap on,off] [--requests-per-stream 2] [--no-long-prompts]
+ *       [--server sluice,null] [--engine-thread main,worker] [--overlap on,off]
+ *       [--stream-interval 1,4] [--requests-per-stream 2] [--no-long-prompts]
  *
- * The engine threads and overlap settings alternate row by row (same settings side by side). Each row runs a fresh server in a child process (scripts/serving-overhead/server.ts), so the
- * client's CPU time is not spent on the server's event loop; both share this machine's cores.
+ * The servers, engine threads and overlap settings alternate row by row (same settings side by
+ * side). Each row runs a fresh server in a child process (scripts/serving-overhead/server.ts),
+ * so the client's CPU time is not spent on the server's event loop; both share this machine's
+ * cores. `--server null` adds rows (labelled `null`) of a plain node:http server that streams
+ * pre-built chunks of the same bytes on the same step clock and does nothing else
+ * (scripts/serving-overhead/null-server.ts): the ceiling this machine and client allow. Each
+ * sluice row's efficiency is also printed relative to the null row of the same settings.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -23,14 +29,18 @@ import { synthesizeShareGpt } from '../src/bench/synth-sharegpt.js';
 import type { BenchRequest, RequestResult } from '../src/bench/types.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { scriptOptions } from './script-options.js';
-import type { ChildMessage, ParentMessage, ServerSettings } from './serving-overhead/server.js';
+import type { ChildMessage, ParentMessage } from './serving-overhead/measurement-window.js';
+import type { NullServerSettings } from './serving-overhead/null-server.js';
+import type { ServerSettings } from './serving-overhead/server.js';
 
 const options = scriptOptions('bench:serving-overhead', {
   json: { type: 'boolean', default: false },
   'step-ms': { type: 'string', default: '5,12' },
   streams: { type: 'string', default: '64,256,1024' },
+  server: { type: 'string', default: 'sluice' },
   'engine-thread': { type: 'string', default: 'main,worker' },
   overlap: { type: 'string', default: 'on' },
+  'stream-interval': { type: 'string', default: '1' },
   'requests-per-stream': { type: 'string', default: '2' },
   'no-long-prompts': { type: 'boolean', default: false },
   seed: { type: 'string', default: '1' },
@@ -47,9 +57,17 @@ const engineThreads = options['engine-thread'].split(',').map((t) => {
   if (t !== 'main' && t !== 'worker') throw new Error(`--engine-thread ${t}: give main, worker or both`);
   return t;
 });
+const servers = options.server.split(',').map((t) => {
+  if (t !== 'sluice' && t !== 'null') throw new Error(`--server ${t}: give sluice, null or both`);
+  return t;
+});
 const overlapSettings = options.overlap.split(',').map((o) => {
   if (o !== 'on' && o !== 'off') throw new Error(`--overlap ${o}: give on, off or both`);
   return o === 'on';
+});
+const streamIntervals = numbers(options['stream-interval'], 'stream-interval').map((n) => {
+  if (!Number.isInteger(n)) throw new Error(`--stream-interval ${n}: give whole numbers of tokens`);
+  return n;
 });
 const requestsPerStream = Number(options['requests-per-stream']);
 const seed = Number(options.seed);
@@ -59,15 +77,20 @@ const longPromptEveryMs = 500;
 const longPromptStreams = 256;
 
 export interface Row {
+  /** main or worker (sluice's --engine-thread), or null: the null server. */
   engine_thread: string;
   /** Whole-step overlap on (step N+1 launched while step N runs). */
   overlap: boolean;
+  /** --stream-interval: tokens per chunk of a stream (its first and last token at once). */
+  stream_interval: number;
   streams: number;
   step_ms: number;
   long_prompts: boolean;
   steps_per_s: number;
   ideal_steps_per_s: number;
   efficiency: number;
+  /** efficiency over the null server's in the same settings (null when no null row ran). */
+  efficiency_vs_null: number | null;
   output_tok_s: number;
   median_itl_ms: number;
   p99_itl_ms: number;
@@ -121,8 +144,8 @@ class ServerProcess {
     readonly url: string,
   ) {}
 
-  static async start(settings: ServerSettings): Promise<ServerProcess> {
-    const entry = fileURLToPath(new URL('./serving-overhead/server.ts', import.meta.url));
+  static async start(settings: ServerSettings | NullServerSettings, script: 'server' | 'null-server'): Promise<ServerProcess> {
+    const entry = fileURLToPath(new URL(`./serving-overhead/${script}.ts`, import.meta.url));
     const child = fork(entry, [JSON.stringify(settings)], { execArgv: ['--import', 'tsx', ...(process.env.SLUICE_BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const [message] = (await Promise.race([once(child, 'message'), once(child, 'exit').then(() => [null])])) as [ChildMessage | null];
     if (message?.type !== 'listening') throw new Error('the benchmark server did not start');
@@ -196,8 +219,17 @@ function longPromptSender(baseUrl: string, prompt: BenchRequest): { stop(): Prom
   };
 }
 
-async function measureRow(engineThread: 'main' | 'worker', overlap: boolean, stepMs: number, streams: number, requests: BenchRequest[], long: BenchRequest | null): Promise<Row> {
-  const server = await ServerProcess.start({ stepMs, maxTotalTokens: streams * 2400 + 40_000, contextLength: 16_384, engineThread, overlap });
+interface Mode {
+  engineThread: 'main' | 'worker' | 'null';
+  overlap: boolean;
+  streamInterval: number;
+}
+
+async function measureRow({ engineThread, overlap, streamInterval }: Mode, stepMs: number, streams: number, requests: BenchRequest[], long: BenchRequest | null): Promise<Row> {
+  const server =
+    engineThread === 'null'
+      ? await ServerProcess.start({ stepMs, tokenTexts: nullServerTokenTexts(), streamInterval } satisfies NullServerSettings, 'null-server')
+      : await ServerProcess.start({ stepMs, maxTotalTokens: streams * 2400 + 40_000, contextLength: 16_384, engineThread, overlap, streamInterval } satisfies ServerSettings, 'server');
   try {
     await warmUp(server.url, requests[0]!);
     server.send({ type: 'reset' });
@@ -205,7 +237,7 @@ async function measureRow(engineThread: 'main' | 'worker', overlap: boolean, ste
     const { results, durationMs } = await mixedRun(server.url, requests, streams);
     const longFailed = (await sender?.stop()) ?? 0;
     const report = await server.report();
-    const metrics = await histogramMeans(server.url);
+    const metrics = engineThread === 'null' ? { ttftMs: NaN, queueMs: NaN } : await histogramMeans(server.url);
     const errors = new Map<string, number>();
     for (const r of results) if (!r.success) errors.set(r.error ?? '?', (errors.get(r.error ?? '?') ?? 0) + 1);
     for (const [error, count] of errors) log(`  ${engineThread} overlap ${overlap ? 'on' : 'off'} ${streams} streams: ${count} failed: ${error.slice(0, 300)}`);
@@ -217,12 +249,14 @@ async function measureRow(engineThread: 'main' | 'worker', overlap: boolean, ste
     return {
       engine_thread: engineThread,
       overlap,
+      stream_interval: streamInterval,
       streams,
       step_ms: stepMs,
       long_prompts: long !== null,
       steps_per_s: round(stepsPerS, 1),
       ideal_steps_per_s: round(1000 / stepMs, 1),
       efficiency: round(stepsPerS / (1000 / stepMs), 3),
+      efficiency_vs_null: null,
       output_tok_s: Math.round((outputTokens / durationMs) * 1000),
       median_itl_ms: round(percentile(s.itl, 50)),
       p99_itl_ms: round(percentile(s.itl, 99)),
@@ -241,6 +275,16 @@ async function measureRow(engineThread: 'main' | 'worker', overlap: boolean, ste
   }
 }
 
+/**
+ * Texts of every 25th token the fixed-step backend can sample (ids 1000-50999 of the Llama 3
+ * vocabulary, see the instant backend), decoded here so the null server needs no tokenizer.
+ */
+function nullServerTokenTexts(): string[] {
+  const texts: string[] = [];
+  for (let id = 1000; id < 51_000; id += 25) texts.push(tokenizer.decode([id]));
+  return texts;
+}
+
 /** Means of the server's TTFT and queue-time histograms (sum / count), warm-up requests included. */
 async function histogramMeans(baseUrl: string): Promise<{ ttftMs: number; queueMs: number }> {
   const text = await (await fetch(`${baseUrl}/metrics`)).text();
@@ -250,23 +294,25 @@ async function histogramMeans(baseUrl: string): Promise<{ ttftMs: number; queueM
 }
 
 function formatTable(rows: Row[]): string {
-  const header = ['thread', 'overlap', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'srv TTFT', 'queue', 'loop p99', 'cpu us/tok', 'failed', 'load'];
+  const header = ['thread', 'overlap', 'interval', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'vs null', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'srv TTFT', 'queue', 'loop p99', 'cpu us/tok', 'failed', 'load'];
   const cells = rows.map((r) => [
     r.engine_thread,
     r.overlap ? 'on' : 'off',
+    String(r.stream_interval),
     String(r.streams),
     String(r.step_ms),
     r.long_prompts ? '8K' : '-',
     r.steps_per_s.toFixed(1),
     r.ideal_steps_per_s.toFixed(1),
     `${(r.efficiency * 100).toFixed(1)}%`,
+    r.efficiency_vs_null === null ? '-' : `${(r.efficiency_vs_null * 100).toFixed(1)}%`,
     String(r.output_tok_s),
     r.median_itl_ms.toFixed(2),
     r.p99_itl_ms.toFixed(2),
     r.median_ttft_ms.toFixed(1),
     r.p99_ttft_ms.toFixed(1),
-    r.server_mean_ttft_ms.toFixed(1),
-    r.server_mean_queue_ms.toFixed(1),
+    Number.isNaN(r.server_mean_ttft_ms) ? '-' : r.server_mean_ttft_ms.toFixed(1),
+    Number.isNaN(r.server_mean_queue_ms) ? '-' : r.server_mean_queue_ms.toFixed(1),
     r.event_loop_p99_ms.toFixed(2),
     r.server_cpu_us_per_token.toFixed(1),
     String(r.failed),
@@ -290,11 +336,23 @@ const long = longPrompt(requestsFor(Math.max(...streamCounts, longPromptStreams)
 log(`serving overhead: tiny preset, fixed-step backend, ${requestsPerStream} ShareGPT-shaped requests per stream, chat and completions mixed, streaming`);
 log(`machine: load average ${loadavg().map((x) => x.toFixed(2)).join(' ')} at start`);
 // The modes alternate row by row, so a change in the machine's load hits both alike.
+// The null row goes first in each group: the sluice rows after it are put against it.
+const modes = (streamInterval: number): Mode[] =>
+  [...servers]
+    .sort((a, b) => (a === 'null' ? -1 : b === 'null' ? 1 : 0))
+    .flatMap((server): Mode[] =>
+      server === 'null'
+        ? [{ engineThread: 'null' as const, overlap: true, streamInterval }]
+        : engineThreads.flatMap((engineThread) => overlapSettings.map((overlap) => ({ engineThread, overlap, streamInterval }))),
+    );
 for (const stepMs of stepTimes) {
   for (const { streams, long: withLong } of plan) {
-    for (const engineThread of engineThreads) {
-      for (const overlap of overlapSettings) {
-        const row = await measureRow(engineThread, overlap, stepMs, streams, requestsFor(streams), withLong ? long : null);
+    for (const streamInterval of streamIntervals) {
+      let nullRow: Row | null = null;
+      for (const mode of modes(streamInterval)) {
+        const row = await measureRow(mode, stepMs, streams, requestsFor(streams), withLong ? long : null);
+        if (mode.engineThread === 'null') nullRow = row;
+        else if (nullRow) row.efficiency_vs_null = Math.round((row.efficiency / nullRow.efficiency) * 1000) / 1000;
         rows.push(row);
         const [header, line] = formatTable([row]).split('\n');
         if (rows.length === 1) log(header!);

@@ -73,6 +73,7 @@ interface ServeOptions extends BackendFlags {
   kvEventsConfig?: string;
   faultInjection?: string;
   engineThread: EngineThread;
+  streamInterval: number;
 }
 
 export const engineThreads = ['main', 'worker'] as const;
@@ -144,6 +145,12 @@ export function register(program: Command): void {
         .choices(engineThreads)
         .default('main'),
     )
+    .option(
+      '--stream-interval <n>',
+      'streaming: send each choice every n tokens (its first and last token at once); above 1 fewer, larger chunks cost the server and the client less per token',
+      parseIntOption,
+      1,
+    )
     .option('--kv-events-endpoint <url>', 'publish KV-cache events (vLLM\'s format, for llm-d / Dynamo prefix-aware routing) on a ZeroMQ PUB socket, e.g. tcp://*:5557; off by default')
     .option('--kv-events-topic <topic>', 'ZeroMQ topic of the KV events (default: kv@<host>:<port>@<served model name>)')
     .option('--kv-events-block-size <n>', 'tokens per block in KV events (independent of --page-size; llm-d uses 16 or 64)', parseIntOption, 16)
@@ -198,6 +205,7 @@ function checkFlags(options: ServeOptions, log: Logger): Partial<EngineOptions> 
     const seconds = options[flag];
     if (seconds !== undefined && !(seconds > 0)) throw new UserError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${seconds}: give seconds, more than 0`);
   }
+  if (!(options.streamInterval >= 1)) throw new UserError(`--stream-interval ${options.streamInterval}: give a whole number of tokens, 1 or more`);
   if (!(options.watchdogTimeout > 0)) throw new UserError(`--watchdog-timeout ${options.watchdogTimeout}: give seconds, more than 0`);
   if (options.port < 0 || options.port > 65535) throw new UserError(`--port ${options.port} is not a port number (0-65535)`);
   if (options.kvEventsConfig !== undefined) {
@@ -330,6 +338,7 @@ async function listen(engine: ServedEngine, model: LoadedModel, options: ServeOp
       kvEvents,
       tpSize: tensorParallelSize(options),
       tokenizerThread: options.engineThread === 'worker',
+      streamInterval: options.streamInterval,
     });
   } catch (e) {
     await engine.close();

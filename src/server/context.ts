@@ -38,6 +38,8 @@ export interface ServerContext {
   draining: boolean;
   /** Tensor-parallel ranks the engine's backend runs (--tp-size), as /server_info reports. */
   tpSize: number;
+  /** --stream-interval: a streamed choice is sent every this many tokens (the first and last at once). */
+  streamInterval: number;
   /** Where KV-cache events go (--kv-events-endpoint), or null when off. */
   kvEvents: KvEventPublisher | null;
 }

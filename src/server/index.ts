@@ -38,6 +38,8 @@ export interface ServerOptions {
   tpSize?: number;
   /** Long prompt texts are tokenized in a thread of their own, off the HTTP thread (with `--engine-thread worker`). */
   tokenizerThread?: boolean;
+  /** A streamed choice is sent every this many tokens, its first and last at once (`--stream-interval`; default 1: every token). */
+  streamInterval?: number;
 }
 
 export interface RunningServer {
@@ -58,6 +60,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const engine = options.engine;
   const log = options.log ?? createLogger('info');
   const servedModelName = options.servedModelName ?? options.model.name;
+  const streamInterval = options.streamInterval ?? 1;
+  if (!(Number.isInteger(streamInterval) && streamInterval >= 1)) throw new Error(`streamInterval ${streamInterval}: give a whole number of tokens, 1 or more`);
   const ctx: ServerContext = {
     engine,
     model: options.model,
@@ -74,6 +78,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     http: { ...defaultHttpSettings, ...definedOnly(options.http ?? {}) },
     kvEvents: options.kvEvents ?? null,
     tpSize: options.tpSize ?? 1,
+    streamInterval,
     prompts: new PromptEncoder(options.model.tokenizer, { thread: options.tokenizerThread ?? false }),
   };
   const app = buildApp(ctx, { apiKey: options.apiKey ?? null, version: packageVersion() });

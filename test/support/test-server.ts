@@ -36,6 +36,8 @@ export interface TestServerOptions {
   logRequests?: boolean;
   /** The model the server describes and a main-thread engine runs (the tiny preset when absent; a worker engine still loads tiny). */
   model?: LoadedModel;
+  /** As `sluice serve --stream-interval`. */
+  streamInterval?: number;
 }
 
 /** A server on the tiny preset and the ref backend, on a free port, logging nothing. */
@@ -73,6 +75,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     kvEvents,
     tokenizerThread: thread === 'worker',
     http: options.http,
+    streamInterval: options.streamInterval,
   });
 }
 

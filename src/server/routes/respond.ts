@@ -7,6 +7,7 @@ import { Generation, type PromptRequest, type TaggedDelta } from './generation.j
 import { pickBestOf, type BestOf } from '../protocol/best-of.js';
 import { logRequest } from './common.js';
 import { requestIdOf } from '../http/request-id.js';
+import { StreamInterval } from './stream-interval.js';
 
 export interface GenerationReply<Chunk, Response> {
   /** The route's name in request logs. */
@@ -38,8 +39,11 @@ export async function replyWithGeneration<Chunk, Response>(ctx: ServerContext, r
         reply,
         async (sse) => {
           for (const chunk of accumulator.opening()) await sse.send(chunk);
+          const interval = new StreamInterval(ctx.streamInterval);
           for await (const { prompt, delta } of generation.deltas()) {
-            await sse.send(accumulator.frame ? accumulator.frame(prompt, delta) : accumulator.chunk(prompt, delta));
+            const due = interval.take(prompt, delta);
+            if (due === null) continue;
+            await sse.send(accumulator.frame ? accumulator.frame(prompt, due) : accumulator.chunk(prompt, due));
             if (sse.closed) break;
           }
           for (const chunk of accumulator.closing()) await sse.send(chunk);
