@@ -6,7 +6,7 @@
  *
  *   npm run bench:serving-overhead [-- --json] [--step-ms 5,12] [--streams 64,256,1024]
  *       [--server sluice,null] [--engine-thread main,worker] [--overlap on,off]
- *       [--stream-interval 1,4] [--requests-per-stream 2] [--no-long-prompts]
+ *       [--stream-interval 1,4] [--requests-per-stream 2] [--no-long-prompts] [--cpu-prof-dir DIR]
  *
  * The servers, engine threads and overlap settings alternate row by row (same settings side by
  * side). Each row runs a fresh server in a child process (scripts/serving-overhead/server.ts),
@@ -15,6 +15,8 @@
  * pre-built chunks of the same bytes on the same step clock and does nothing else
  * (scripts/serving-overhead/null-server.ts): the ceiling this machine and client allow. Each
  * sluice row's efficiency is also printed relative to the null row of the same settings.
+ * `--cpu-prof-dir DIR` runs every server process under `node --cpu-prof` (one profile per thread,
+ * written into DIR as the server exits; `npm run profile:top -- FILE` lists what dominates).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -44,6 +46,7 @@ const options = scriptOptions('bench:serving-overhead', {
   'requests-per-stream': { type: 'string', default: '2' },
   'no-long-prompts': { type: 'boolean', default: false },
   seed: { type: 'string', default: '1' },
+  'cpu-prof-dir': { type: 'string' },
 });
 const numbers = (text: string, name: string) =>
   text.split(',').map((s) => {
@@ -146,7 +149,9 @@ class ServerProcess {
 
   static async start(settings: ServerSettings | NullServerSettings, script: 'server' | 'null-server'): Promise<ServerProcess> {
     const entry = fileURLToPath(new URL(`./serving-overhead/${script}.ts`, import.meta.url));
-    const child = fork(entry, [JSON.stringify(settings)], { execArgv: ['--import', 'tsx', ...(process.env.SLUICE_BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const profile = options['cpu-prof-dir'] ? ['--cpu-prof', '--cpu-prof-dir', options['cpu-prof-dir']] : [];
+    const extra = process.env.SLUICE_BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    const child = fork(entry, [JSON.stringify(settings)], { execArgv: ['--import', 'tsx', ...profile, ...extra], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const [message] = (await Promise.race([once(child, 'message'), once(child, 'exit').then(() => [null])])) as [ChildMessage | null];
     if (message?.type !== 'listening') throw new Error('the benchmark server did not start');
     return new ServerProcess(child, message.url);

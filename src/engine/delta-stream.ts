@@ -1,9 +1,23 @@
 import type { GenerateDelta } from './types.js';
 
 /**
+ * A consumer called synchronously as the engine pushes (DeltaStream.listen). It runs inside the
+ * engine's output processing, so it must not throw and must not call back into the engine
+ * (abort, generate) before returning: defer that to a microtask.
+ */
+export interface DeltaListener {
+  delta(delta: GenerateDelta): void;
+  end(): void;
+  fail(error: Error): void;
+}
+
+/**
  * The async stream of one request's deltas. The engine pushes; the consumer iterates. A consumer
  * that stops early (break, return) calls `onCancel`, which aborts the request. Written as a plain
  * iterator rather than an async generator: it is on the per-token path of every request.
+ * Instead of iterating, a consumer may listen(): it then gets every delta synchronously as it is
+ * pushed, with no promise per token (the server's streaming path: one pass writes a step's SSE
+ * frames), and may stop listening for a while (deltas queue again) and listen again.
  */
 export class DeltaStream implements AsyncIterable<GenerateDelta>, AsyncIterator<GenerateDelta> {
   private readonly queue: GenerateDelta[] = [];
@@ -13,10 +27,16 @@ export class DeltaStream implements AsyncIterable<GenerateDelta>, AsyncIterator<
   // The consumer waiting in next(), if any: two fields rather than an object, as this is per token.
   private resolveWaiter: ((r: IteratorResult<GenerateDelta>) => void) | null = null;
   private rejectWaiter: ((e: Error) => void) | null = null;
+  private listener: DeltaListener | null = null;
 
   constructor(private readonly onCancel: () => void) {}
 
   push(delta: GenerateDelta): void {
+    const listener = this.listener;
+    if (listener) {
+      listener.delta(delta);
+      return;
+    }
     const resolve = this.resolveWaiter;
     if (resolve) {
       this.resolveWaiter = this.rejectWaiter = null;
@@ -28,13 +48,35 @@ export class DeltaStream implements AsyncIterable<GenerateDelta>, AsyncIterator<
 
   end(): void {
     this.ended = true;
-    this.settleWaiter();
+    if (this.listener) this.settleListener();
+    else this.settleWaiter();
   }
 
   fail(error: Error): void {
     this.error = error;
     this.ended = true;
-    this.settleWaiter();
+    if (this.listener) this.settleListener();
+    else this.settleWaiter();
+  }
+
+  /**
+   * From now on every delta goes to `listener` as it is pushed, the queued ones first (at once),
+   * then the end or failure. Not with a pending next().
+   */
+  listen(listener: DeltaListener): void {
+    if (this.resolveWaiter) throw new Error('DeltaStream: listen() while a next() is pending');
+    this.listener = listener;
+    while (this.head < this.queue.length && this.listener === listener) listener.delta(this.queue[this.head++]!);
+    if (this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+    }
+    if (this.listener === listener && this.ended) this.settleListener();
+  }
+
+  /** Deltas queue again until the next listen() or next(). */
+  unlisten(): void {
+    this.listener = null;
   }
 
   next(): Promise<IteratorResult<GenerateDelta>> {
@@ -64,6 +106,13 @@ export class DeltaStream implements AsyncIterable<GenerateDelta>, AsyncIterator<
 
   [Symbol.asyncIterator](): AsyncIterator<GenerateDelta> {
     return this;
+  }
+
+  private settleListener(): void {
+    const listener = this.listener!;
+    this.listener = null;
+    if (this.error) listener.fail(this.error);
+    else listener.end();
   }
 
   private settleWaiter(): void {

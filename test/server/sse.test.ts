@@ -40,4 +40,42 @@ describe('SseWriter', () => {
     expect(body.split('\n\n').length - 1).toBe(sent + 1);
     server.close();
   });
+
+  it('sendNow says when the client is full; writable() waits until it has read, and everything arrives in order', async () => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    const serverSide = once(server, 'request') as Promise<[IncomingMessage, ServerResponse]>;
+    const clientSide = new Promise<IncomingMessage>((resolve) => httpRequest({ port, host: '127.0.0.1', path: '/' }, resolve).end());
+    const [, response] = await serverSide;
+    const sse = new SseWriter(response);
+    sse.open();
+    const client = await clientSide;
+    client.pause();
+    const payload = (i: number) => `${i}:${'x'.repeat(64 * 1024)}`;
+    // The client reads nothing: once the kernel buffers are full too, writable() stays pending.
+    let sent = 0;
+    let blocked: Promise<void> | null = null;
+    while (sent < 1000 && blocked === null) {
+      if (sse.sendNow(payload(sent++))) continue;
+      const writable = sse.writable();
+      const settled = await Promise.race([writable.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 50))]);
+      if (!settled) blocked = writable;
+    }
+    expect(blocked).not.toBeNull();
+    expect(sent).toBeLessThan(1000);
+    const writable = blocked!;
+    let body = '';
+    client.setEncoding('utf8');
+    client.on('data', (chunk: string) => (body += chunk));
+    client.resume();
+    await writable;
+    await sse.done();
+    await once(client, 'end');
+    const events = body.split('\n\n').filter(Boolean);
+    expect(events).toHaveLength(sent + 1);
+    expect(events.slice(0, -1).map((e) => Number(e.slice('data: '.length).split(':')[0]))).toEqual(Array.from({ length: sent }, (_, i) => i));
+    server.close();
+  });
 });

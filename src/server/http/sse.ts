@@ -27,6 +27,21 @@ export class SseWriter {
     await this.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
   }
 
+  /**
+   * One event written now, without waiting: false when the client can take no more for now (the
+   * kernel buffer is full: wait for writable() before the next) or is gone.
+   */
+  sendNow(data: unknown): boolean {
+    if (this.closed) return false;
+    return this.response.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`) && !this.closed;
+  }
+
+  /** Resolves once the socket has drained (at once if it need not), or the client is gone. */
+  async writable(): Promise<void> {
+    if (this.closed || !this.response.writableNeedDrain) return;
+    await this.drainOrClose();
+  }
+
   async done(): Promise<void> {
     await this.write('data: [DONE]\n\n');
     this.end();
@@ -39,6 +54,10 @@ export class SseWriter {
   private async write(chunk: string): Promise<void> {
     if (this.closed) return;
     if (this.response.write(chunk)) return;
+    await this.drainOrClose();
+  }
+
+  private async drainOrClose(): Promise<void> {
     const cancel = new AbortController();
     const { signal } = cancel;
     const until = (event: string) => once(this.response, event, { signal }).catch(() => {});

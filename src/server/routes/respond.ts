@@ -40,12 +40,18 @@ export async function replyWithGeneration<Chunk, Response>(ctx: ServerContext, r
         async (sse) => {
           for (const chunk of accumulator.opening()) await sse.send(chunk);
           const interval = new StreamInterval(ctx.streamInterval);
-          for await (const { prompt, delta } of generation.deltas()) {
-            const due = interval.take(prompt, delta);
-            if (due === null) continue;
-            await sse.send(accumulator.frame ? accumulator.frame(prompt, due) : accumulator.chunk(prompt, due));
-            if (sse.closed) break;
-          }
+          // Written as the engine hands each delta over: a step's frames go out in one pass.
+          await generation.forward({
+            write(prompt, delta) {
+              const due = interval.take(prompt, delta);
+              if (due === null) return true;
+              return sse.sendNow(accumulator.frame ? accumulator.frame(prompt, due) : accumulator.chunk(prompt, due));
+            },
+            writable: () => sse.writable(),
+            get closed() {
+              return sse.closed;
+            },
+          });
           for (const chunk of accumulator.closing()) await sse.send(chunk);
         },
         (e) => toApiError(e).body(),
