@@ -4,7 +4,7 @@ import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheDtype, KvC
 import { validateForwardBatch } from '../../src/engine/forward-batch.js';
 import { hostKvCapacity, kvBytesPerToken, touchPages } from '../../src/engine/kv-capacity.js';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
-import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
+import type { LlamaGraph } from '../../src/model/graph.js';
 import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { emptySampleOutput, sampleRowsInTurns } from '../shared/host-sampler.js';
@@ -14,12 +14,14 @@ import { layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
-import { Presets, SingleBar } from 'cli-progress';
-import { BlockArena, BlockPool, blockBytes, sharedBlocks } from './block-pool.js';
+import { BlockArena, BlockPool, sharedBlocks } from './block-pool.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { encodeFp8 } from './fp8-codes.js';
 import { quantizeRows } from './ggml-blocks.js';
-import { attentionGroups, buildSegmentModel, kvBlockSize, runsOnHost, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
+import { attentionGroups, buildSegmentModel, kvBlockSize, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
+import { loadProgress } from './load-progress.js';
+import { planSegments, segmentBlockBytes } from './segment-plan.js';
+import { segmentSessionOptions } from './session-options.js';
 
 /** One layer's K or V: f32 values, 8-bit codes, and for q8_0 one scale per block of codes. */
 interface LayerCache {
@@ -36,7 +38,7 @@ export interface CpuBackendOptions extends BackendOptions {
   profilePrefix?: string;
   /** A progress bar on stderr while weights are quantized and compiled (default: when stderr is a terminal). */
   progress?: boolean;
-  /** Extra ORT session options, for experiments (scripts/profile-cpu.ts). */
+  /** ORT session options over the backend's own, for experiments (scripts/bench-cpu-options.ts); `extra` entries (flat, dotted keys) are merged one by one. */
   sessionOptions?: Partial<Ort.InferenceSession.SessionOptions>;
   /** Set on a tensor-parallel rank (backends/tensor-parallel): runs the graph's collectives between sessions, and only rank 0 samples. */
   collectives?: RankCollectives;
@@ -197,17 +199,8 @@ export class CpuBackend implements Backend {
     this.headStart = model.graph.ops.findIndex((op) => op.op === 'gather_last');
     if (this.headStart < 0) throw new BackendError(this.name, 'the graph has no gather_last op');
     this.logitsChunkRows = logitsRowsPerChunk(config.vocabSize, this.options.logitsChunkBytes);
-    const sessionOptions: Ort.InferenceSession.SessionOptions = {
-      executionProviders: ['cpu'],
-      intraOpNumThreads: this.threads,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-      enableMemPattern: false,
-      logSeverityLevel: 3,
-      ...(this.options.profilePrefix ? { enableProfiling: true, profileFilePrefix: this.options.profilePrefix } : {}),
-      ...this.options.sessionOptions,
-    };
+    const defaults = segmentSessionOptions(this.threads, this.options.profilePrefix);
+    const sessionOptions = { ...defaults, ...this.options.sessionOptions, extra: { ...defaults.extra, ...this.options.sessionOptions?.extra } };
     // A tied lm-head reads the embedding table again: hand it the bytes (or blocks) already held.
     const source: WeightSource = {
       description: weights.description,
@@ -549,92 +542,6 @@ class ReusedBuffers {
     }
     return array.subarray(0, length);
   }
-}
-
-/**
- * Cuts the graph's ops into segments: never across an op that runs on the host (the embedding,
- * a rank's collectives), always before the head (gather_last and what follows), and within a
- * run of session ops at layer boundaries, so that no segment holds more than `maxBytes` of
- * stored weights (unless one layer alone does). A sample op right after a collective (a rank's
- * gathered logits) is left to the host too.
- */
-export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: number): Segment[] {
-  const { ops } = graph;
-  /** Stored bytes of the linear ops in ops[from, to). */
-  const linearBytes = (from: number, to: number) =>
-    ops.slice(from, to).reduce((sum, op) => (op.op === 'linear' ? sum + storedBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols, format) : sum), 0);
-  const attentionsBefore = (index: number) => ops.slice(0, index).filter((op) => op.op === 'attention').length;
-  const segment = (startOp: number, endOp: number): Segment => ({
-    startOp,
-    endOp,
-    firstLayer: attentionsBefore(startOp),
-    endLayer: attentionsBefore(endOp),
-    withHead: ops.slice(startOp, endOp).some((op) => op.op === 'sample'),
-  });
-  // The head (from gather_last) is a session of its own: it runs once per chunk of logits rows.
-  const headStart = ops.findIndex((op) => op.op === 'gather_last');
-  const runs = sessionRuns(ops).flatMap(([from, to]): [number, number][] => (from < headStart && headStart < to ? [[from, headStart], [headStart, to]] : [[from, to]]));
-  const segments: Segment[] = [];
-  for (const [from, to] of runs) {
-    const cuts = [...graph.layerStart.filter((start) => start > from && start < to), to];
-    let first = from;
-    let pieceStart = from;
-    let bytes = 0;
-    for (const cut of cuts) {
-      const pieceBytes = linearBytes(pieceStart, cut);
-      if (pieceStart > first && bytes + pieceBytes > maxBytes) {
-        segments.push(segment(first, pieceStart));
-        first = pieceStart;
-        bytes = 0;
-      }
-      bytes += pieceBytes;
-      pieceStart = cut;
-    }
-    segments.push(segment(first, to));
-  }
-  return segments;
-}
-
-/** The maximal runs [from, to) of ops between the ops that run on the host; a run of only a sample op after a collective stays on the host. */
-function sessionRuns(ops: readonly GraphOp[]): [number, number][] {
-  const runs: [number, number][] = [];
-  let start = 0;
-  for (let i = 0; i <= ops.length; i++) {
-    if (i < ops.length && !runsOnHost(ops[i]!)) continue;
-    if (i > start) runs.push([start, i]);
-    start = i + 1;
-  }
-  const last = runs.at(-1);
-  if (last && last[1] - last[0] === 1 && ops[last[0]]!.op === 'sample' && last[0] > 0 && runsOnHost(ops[last[0] - 1]!)) runs.pop();
-  return runs;
-}
-
-/** Codes and scales of the matrices a segment's linear ops make (a tied lm-head reuses the embedding's blocks). */
-function segmentBlockBytes(graph: LlamaGraph, segment: Segment, embeddingTable: string): number {
-  let bytes = 0;
-  for (const op of graph.ops.slice(segment.startOp, segment.endOp)) {
-    if (op.op === 'linear' && op.weight !== embeddingTable) bytes += blockBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols);
-  }
-  return bytes;
-}
-
-/** A terminal progress bar over the MiB of blocks a quantized load makes (the embedding table included). */
-function loadProgress(graph: LlamaGraph, format: WeightFormat): SingleBar | null {
-  if (format === 'f32') return null;
-  const embedding = graph.ops.find((op) => op.op === 'embedding')!;
-  const table = graph.activations[embedding.out]!.cols;
-  let total = 0;
-  for (const op of graph.ops) if (op.op === 'linear') total += storedBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols, format);
-  // A tied lm-head reuses the table's blocks; an untied one is a linear op of its own.
-  const tied = graph.ops.some((op) => op.op === 'linear' && op.weight === embedding.table);
-  const lmHead = graph.ops.findLast((op) => op.op === 'linear');
-  if (!tied && lmHead?.op === 'linear') total += storedBytes(graph.activations[lmHead.out]!.cols, table, format);
-  const bar = new SingleBar(
-    { format: `cpu: quantizing weights to ${format} [{bar}] {percentage}% | {value}/{total} MiB | {duration}s`, stream: process.stderr, clearOnComplete: false, hideCursor: false, formatValue: (v, _o, type) => (type === 'value' || type === 'total' ? Math.round(v).toString() : String(v)) },
-    Presets.shades_classic,
-  );
-  bar.start(Math.round(total / 2 ** 20), 0);
-  return bar;
 }
 
 const ggmlTypeName: Record<GgmlBlockType, string> = { q8_0: 'Q8_0', q4_0: 'Q4_0' };

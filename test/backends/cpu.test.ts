@@ -3,7 +3,7 @@ import type { Backend } from '../../src/engine/backend.js';
 import { create, type CpuBackendOptions } from '../../backends/cpu/index.js';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
-import { planSegments } from '../../backends/cpu/cpu-backend.js';
+import { planSegments } from '../../backends/cpu/segment-plan.js';
 import { buildSegmentModel } from '../../backends/cpu/segment-graph.js';
 import { createBackend } from '../../backends/index.js';
 import { RefBackend } from '../../backends/ref/ref-backend.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { create, type CpuBackendOptions } from '../../backends/cpu/index.js';
-import { planSegments } from '../../backends/cpu/cpu-backend.js';
+import { planSegments } from '../../backends/cpu/segment-plan.js';
 import { TensorParallelBackend } from '../../backends/tensor-parallel/tensor-parallel-backend.js';
 import type { Backend, StepOutput } from '../../src/engine/backend.js';
 import type { LlamaConfig, WeightDType } from '../../src/model/config.js';

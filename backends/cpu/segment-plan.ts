@@ -1,0 +1,71 @@
+import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
+import { blockBytes } from './block-pool.js';
+import { storedBytes, type WeightFormat } from './linear-weights.js';
+import { runsOnHost, type Segment } from './segment-graph.js';
+
+/**
+ * Cuts the graph's ops into segments: never across an op that runs on the host (the embedding,
+ * a rank's collectives), always before the head (gather_last and what follows), and within a
+ * run of session ops at layer boundaries, so that no segment holds more than `maxBytes` of
+ * stored weights (unless one layer alone does). A sample op right after a collective (a rank's
+ * gathered logits) is left to the host too.
+ */
+export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: number): Segment[] {
+  const { ops } = graph;
+  /** Stored bytes of the linear ops in ops[from, to). */
+  const linearBytes = (from: number, to: number) =>
+    ops.slice(from, to).reduce((sum, op) => (op.op === 'linear' ? sum + storedBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols, format) : sum), 0);
+  const attentionsBefore = (index: number) => ops.slice(0, index).filter((op) => op.op === 'attention').length;
+  const segment = (startOp: number, endOp: number): Segment => ({
+    startOp,
+    endOp,
+    firstLayer: attentionsBefore(startOp),
+    endLayer: attentionsBefore(endOp),
+    withHead: ops.slice(startOp, endOp).some((op) => op.op === 'sample'),
+  });
+  // The head (from gather_last) is a session of its own: it runs once per chunk of logits rows.
+  const headStart = ops.findIndex((op) => op.op === 'gather_last');
+  const runs = sessionRuns(ops).flatMap(([from, to]): [number, number][] => (from < headStart && headStart < to ? [[from, headStart], [headStart, to]] : [[from, to]]));
+  const segments: Segment[] = [];
+  for (const [from, to] of runs) {
+    const cuts = [...graph.layerStart.filter((start) => start > from && start < to), to];
+    let first = from;
+    let pieceStart = from;
+    let bytes = 0;
+    for (const cut of cuts) {
+      const pieceBytes = linearBytes(pieceStart, cut);
+      if (pieceStart > first && bytes + pieceBytes > maxBytes) {
+        segments.push(segment(first, pieceStart));
+        first = pieceStart;
+        bytes = 0;
+      }
+      bytes += pieceBytes;
+      pieceStart = cut;
+    }
+    segments.push(segment(first, to));
+  }
+  return segments;
+}
+
+/** The maximal runs [from, to) of ops between the ops that run on the host; a run of only a sample op after a collective stays on the host. */
+function sessionRuns(ops: readonly GraphOp[]): [number, number][] {
+  const runs: [number, number][] = [];
+  let start = 0;
+  for (let i = 0; i <= ops.length; i++) {
+    if (i < ops.length && !runsOnHost(ops[i]!)) continue;
+    if (i > start) runs.push([start, i]);
+    start = i + 1;
+  }
+  const last = runs.at(-1);
+  if (last && last[1] - last[0] === 1 && ops[last[0]]!.op === 'sample' && last[0] > 0 && runsOnHost(ops[last[0] - 1]!)) runs.pop();
+  return runs;
+}
+
+/** Codes and scales of the matrices a segment's linear ops make (a tied lm-head reuses the embedding's blocks). */
+export function segmentBlockBytes(graph: LlamaGraph, segment: Segment, embeddingTable: string): number {
+  let bytes = 0;
+  for (const op of graph.ops.slice(segment.startOp, segment.endOp)) {
+    if (op.op === 'linear' && op.weight !== embeddingTable) bytes += blockBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols);
+  }
+  return bytes;
+}
