@@ -8,7 +8,8 @@
  *
  * Options: --model NAME (preset, default llama-3.2-1b), --layers N (fewer decoder layers: a
  * quicker load with the same per-layer profile), --weight-format q8|q4|f32 (q8), --threads N
- * (2), --steps N (32), --prompt N (16), --segment-gib X (weights per ORT session, default 1.25), --json.
+ * (2), --steps N (32), --prompt N (16), --segment-gib X (weights per ORT session, default 1.25),
+ * --prefill (profile prefill instead: each measured step is a fresh sequence's --prompt tokens), --json.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -30,6 +31,7 @@ const args = scriptOptions('profile:cpu', {
   steps: { type: 'string', default: '32' },
   prompt: { type: 'string', default: '16' },
   'segment-gib': { type: 'string' },
+  prefill: { type: 'boolean', default: false },
   json: { type: 'boolean', default: false },
 });
 
@@ -59,14 +61,15 @@ async function main(): Promise<void> {
   await backend.load({ config, graph, weights: new DummyWeights(config, 0) });
   await backend.allocateKvCache({ numPages: promptLength + warmup + steps + 8, pageSize: 1 });
   process.stderr.write(`[profile:cpu] ${backend.description}; loaded in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  const prompt = Array.from({ length: promptLength }, (_, i) => 1000 + i);
   const sequence = new SingleSequence(backend);
-  let out = await sequence.step(Array.from({ length: promptLength }, (_, i) => 1000 + i));
-  for (let i = 0; i < warmup; i++) out = await sequence.step([out.tokens[0]!]);
+  let out = await sequence.step(prompt);
+  for (let i = 0; i < warmup; i++) out = args.prefill ? await new SingleSequence(backend).step(prompt) : await sequence.step([out.tokens[0]!]);
   const loadAverage = loadavg().map((x) => +x.toFixed(2));
   const wall: number[] = [];
   for (let i = 0; i < steps; i++) {
     const t = performance.now();
-    out = await sequence.step([out.tokens[0]!]);
+    out = args.prefill ? await new SingleSequence(backend).step(prompt) : await sequence.step([out.tokens[0]!]);
     wall.push(performance.now() - t);
   }
   await backend.close();
@@ -98,6 +101,7 @@ async function main(): Promise<void> {
   const report = {
     model: args.model,
     layers: config.numLayers,
+    mode: args.prefill ? `prefill ${promptLength}` : 'decode',
     format,
     threads: Number(args.threads),
     loadAverage,
@@ -112,7 +116,7 @@ async function main(): Promise<void> {
     return;
   }
   console.log(`${args.model} (${config.numLayers} layers), ${format}, ${report.threads} threads, load average ${loadAverage.join(' ')}`);
-  console.log(`decode step: ${wallMs.toFixed(2)} ms wall (${report.tokPerSecond} tok/s, ${report.weightGBps} GB/s of weights)`);
+  console.log(`${args.prefill ? `prefill of ${promptLength} tokens` : 'decode step'}: ${wallMs.toFixed(2)} ms wall (${report.tokPerSecond} tok/s, ${report.weightGBps} GB/s of weights)`);
   console.log(`  in ${report.sessionRunsPerStep} session runs: ${report.msPerStep.sessionRuns} ms; in kernels: ${report.msPerStep.kernels} ms`);
   console.log(`  host between runs: ${(wallMs - report.msPerStep.sessionRuns).toFixed(2)} ms; run overhead (not in kernels): ${(report.msPerStep.sessionRuns - report.msPerStep.kernels).toFixed(2)} ms`);
   for (const [op, ms] of Object.entries(report.ops)) {
