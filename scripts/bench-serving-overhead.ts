@@ -7,6 +7,7 @@
  *   npm run bench:serving-overhead [-- --json] [--step-ms 5,12] [--streams 64,256,1024]
  *       [--server sluice,null] [--engine-thread main,worker] [--overlap on,off]
  *       [--stream-interval 1,4] [--requests-per-stream 2] [--no-long-prompts] [--cpu-prof-dir DIR]
+ *       [--base-tree DIR]
  *
  * The servers, engine threads and overlap settings alternate row by row (same settings side by
  * side). Each row runs a fresh server in a child process (scripts/serving-overhead/server.ts),
@@ -17,11 +18,14 @@
  * sluice row's efficiency is also printed relative to the null row of the same settings.
  * `--cpu-prof-dir DIR` runs every server process under `node --cpu-prof` (one profile per thread,
  * written into DIR as the server exits; `npm run profile:top -- FILE` lists what dominates).
+ * `--base-tree DIR` (a checkout of another commit, e.g. a scratch worktree) adds, before each
+ * sluice row, the same row served by DIR's server script (code `base`), for before/after in one run.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import http from 'node:http';
 import { loadavg } from 'node:os';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sendRequest, type ClientBackend, type RequestSettings } from '../src/bench/client-backends.js';
 import { latencySamples, percentile } from '../src/bench/metrics.js';
@@ -47,6 +51,7 @@ const options = scriptOptions('bench:serving-overhead', {
   'no-long-prompts': { type: 'boolean', default: false },
   seed: { type: 'string', default: '1' },
   'cpu-prof-dir': { type: 'string' },
+  'base-tree': { type: 'string' },
 });
 const numbers = (text: string, name: string) =>
   text.split(',').map((s) => {
@@ -80,6 +85,8 @@ const longPromptEveryMs = 500;
 const longPromptStreams = 256;
 
 export interface Row {
+  /** this: this checkout's server; base: --base-tree's. */
+  code: 'this' | 'base';
   /** main or worker (sluice's --engine-thread), or null: the null server. */
   engine_thread: string;
   /** Whole-step overlap on (step N+1 launched while step N runs). */
@@ -147,11 +154,12 @@ class ServerProcess {
     readonly url: string,
   ) {}
 
-  static async start(settings: ServerSettings | NullServerSettings, script: 'server' | 'null-server'): Promise<ServerProcess> {
-    const entry = fileURLToPath(new URL(`./serving-overhead/${script}.ts`, import.meta.url));
+  /** `tree`: the checkout whose server script runs (default this one). */
+  static async start(settings: ServerSettings | NullServerSettings, script: 'server' | 'null-server', tree?: string): Promise<ServerProcess> {
+    const entry = tree ? resolve(tree, 'scripts', 'serving-overhead', `${script}.ts`) : fileURLToPath(new URL(`./serving-overhead/${script}.ts`, import.meta.url));
     const profile = options['cpu-prof-dir'] ? ['--cpu-prof', '--cpu-prof-dir', options['cpu-prof-dir']] : [];
     const extra = process.env.SLUICE_BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-    const child = fork(entry, [JSON.stringify(settings)], { execArgv: ['--import', 'tsx', ...profile, ...extra], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(entry, [JSON.stringify(settings)], { cwd: tree, execArgv: ['--import', 'tsx', ...profile, ...extra], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const [message] = (await Promise.race([once(child, 'message'), once(child, 'exit').then(() => [null])])) as [ChildMessage | null];
     if (message?.type !== 'listening') throw new Error('the benchmark server did not start');
     return new ServerProcess(child, message.url);
@@ -228,13 +236,19 @@ interface Mode {
   engineThread: 'main' | 'worker' | 'null';
   overlap: boolean;
   streamInterval: number;
+  /** The sluice server of --base-tree rather than this checkout's. */
+  base: boolean;
 }
 
-async function measureRow({ engineThread, overlap, streamInterval }: Mode, stepMs: number, streams: number, requests: BenchRequest[], long: BenchRequest | null): Promise<Row> {
+async function measureRow({ engineThread, overlap, streamInterval, base }: Mode, stepMs: number, streams: number, requests: BenchRequest[], long: BenchRequest | null): Promise<Row> {
   const server =
     engineThread === 'null'
       ? await ServerProcess.start({ stepMs, tokenTexts: nullServerTokenTexts(), streamInterval } satisfies NullServerSettings, 'null-server')
-      : await ServerProcess.start({ stepMs, maxTotalTokens: streams * 2400 + 40_000, contextLength: 16_384, engineThread, overlap, streamInterval } satisfies ServerSettings, 'server');
+      : await ServerProcess.start(
+          { stepMs, maxTotalTokens: streams * 2400 + 40_000, contextLength: 16_384, engineThread, overlap, streamInterval } satisfies ServerSettings,
+          'server',
+          base ? options['base-tree'] : undefined,
+        );
   try {
     await warmUp(server.url, requests[0]!);
     server.send({ type: 'reset' });
@@ -252,6 +266,7 @@ async function measureRow({ engineThread, overlap, streamInterval }: Mode, stepM
     const stepsPerS = (report.steps / report.elapsedMs) * 1000;
     const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits;
     return {
+      code: base ? 'base' : 'this',
       engine_thread: engineThread,
       overlap,
       stream_interval: streamInterval,
@@ -299,8 +314,9 @@ async function histogramMeans(baseUrl: string): Promise<{ ttftMs: number; queueM
 }
 
 function formatTable(rows: Row[]): string {
-  const header = ['thread', 'overlap', 'interval', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'vs null', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'srv TTFT', 'queue', 'loop p99', 'cpu us/tok', 'failed', 'load'];
+  const header = ['code', 'thread', 'overlap', 'interval', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'vs null', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'srv TTFT', 'queue', 'loop p99', 'cpu us/tok', 'failed', 'load'];
   const cells = rows.map((r) => [
+    r.code,
     r.engine_thread,
     r.overlap ? 'on' : 'off',
     String(r.stream_interval),
@@ -347,8 +363,10 @@ const modes = (streamInterval: number): Mode[] =>
     .sort((a, b) => (a === 'null' ? -1 : b === 'null' ? 1 : 0))
     .flatMap((server): Mode[] =>
       server === 'null'
-        ? [{ engineThread: 'null' as const, overlap: true, streamInterval }]
-        : engineThreads.flatMap((engineThread) => overlapSettings.map((overlap) => ({ engineThread, overlap, streamInterval }))),
+        ? [{ engineThread: 'null' as const, overlap: true, streamInterval, base: false }]
+        : engineThreads.flatMap((engineThread) =>
+            overlapSettings.flatMap((overlap) => (options['base-tree'] ? [true, false] : [false]).map((base) => ({ engineThread, overlap, streamInterval, base }))),
+          ),
     );
 for (const stepMs of stepTimes) {
   for (const { streams, long: withLong } of plan) {
