@@ -109,6 +109,8 @@ export interface Row {
   event_loop_p99_ms: number;
   /** CPU time of the server process (all threads) per output token: host cost that a loaded machine's waiting does not inflate. */
   server_cpu_us_per_token: number;
+  /** CPU time of this process (the bench client, parsing every event) per output token: the other half of the machine's work. */
+  client_cpu_us_per_token: number;
   /**
    * Where first tokens wait, as means from the server's own histograms: from the route taking
    * the request to its first token leaving (TTFT as the server sees it), of which waiting in the
@@ -253,7 +255,9 @@ async function measureRow({ engineThread, overlap, streamInterval, base }: Mode,
     await warmUp(server.url, requests[0]!);
     server.send({ type: 'reset' });
     const sender = long ? longPromptSender(server.url, long) : null;
+    const clientCpu = process.cpuUsage();
     const { results, durationMs } = await mixedRun(server.url, requests, streams);
+    const clientCpuUsed = process.cpuUsage(clientCpu);
     const longFailed = (await sender?.stop()) ?? 0;
     const report = await server.report();
     const metrics = engineThread === 'null' ? { ttftMs: NaN, queueMs: NaN } : await histogramMeans(server.url);
@@ -284,6 +288,7 @@ async function measureRow({ engineThread, overlap, streamInterval, base }: Mode,
       p99_ttft_ms: round(percentile(s.ttft, 99)),
       event_loop_p99_ms: round(report.eventLoopP99Ms),
       server_cpu_us_per_token: round((report.cpuMs * 1000) / Math.max(1, outputTokens), 1),
+      client_cpu_us_per_token: round((clientCpuUsed.user + clientCpuUsed.system) / Math.max(1, outputTokens), 1),
       server_mean_ttft_ms: round(metrics.ttftMs, 1),
       server_mean_queue_ms: round(metrics.queueMs, 1),
       requests: results.length,
@@ -314,7 +319,7 @@ async function histogramMeans(baseUrl: string): Promise<{ ttftMs: number; queueM
 }
 
 function formatTable(rows: Row[]): string {
-  const header = ['code', 'thread', 'overlap', 'interval', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'vs null', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'srv TTFT', 'queue', 'loop p99', 'cpu us/tok', 'failed', 'load'];
+  const header = ['code', 'thread', 'overlap', 'interval', 'streams', 'step ms', 'long', 'steps/s', 'ideal', 'eff', 'vs null', 'out tok/s', 'ITL p50', 'ITL p99', 'TTFT p50', 'TTFT p99', 'srv TTFT', 'queue', 'loop p99', 'cpu us/tok', 'client us/tok', 'failed', 'load'];
   const cells = rows.map((r) => [
     r.code,
     r.engine_thread,
@@ -336,6 +341,7 @@ function formatTable(rows: Row[]): string {
     Number.isNaN(r.server_mean_queue_ms) ? '-' : r.server_mean_queue_ms.toFixed(1),
     r.event_loop_p99_ms.toFixed(2),
     r.server_cpu_us_per_token.toFixed(1),
+    r.client_cpu_us_per_token.toFixed(1),
     String(r.failed),
     r.load_avg_1m.toFixed(2),
   ]);

@@ -194,6 +194,10 @@ export class WorkerEngine implements Engine {
     switch (message.type) {
       case 'step': {
         this.takeStats(message);
+        // Counted as handled once taken: the engine thread may plan its next step while this one's
+        // frames are written (the streams' listeners write them synchronously as they are pushed).
+        Atomics.add(this.progress, StepProgress.handled, 1);
+        Atomics.notify(this.progress, StepProgress.handled);
         const batch = message.batch;
         for (let i = 0; i < batch.count; i++) {
           const pending = this.requests.get(batch.handles[i]!);
@@ -201,9 +205,6 @@ export class WorkerEngine implements Engine {
         }
         for (const handle of batch.ended) this.settle(handle)?.stream.end();
         for (const [handle, error] of batch.failed) this.settle(handle)?.stream.fail(this.revive(error));
-        // The streams' readers run (and write their SSE frames) before this thread takes its next message.
-        Atomics.add(this.progress, StepProgress.handled, 1);
-        Atomics.notify(this.progress, StepProgress.handled);
         return;
       }
       case 'reply':
