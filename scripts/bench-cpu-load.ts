@@ -8,12 +8,14 @@
  * Options: --model NAME (preset, default llama-3.2-1b), --layers N (fewer decoder layers),
  * --weight-format q8|q4|f32 (q8), --threads N (2), --rss-limit-gib X (stop the process when its
  * RSS passes X GiB, checked every 100 ms: a guard on a shared machine), --segment-gib X (the
- * backend's segmentBytes: weights per ORT session, default 1.25), --json.
+ * backend's segmentBytes: weights per ORT session; default: the backend's, 1.25, or 0.625 for
+ * models over 4 GiB of weights), --json.
  */
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
+import { defaultSegmentBytes } from '../backends/cpu/segment-plan.js';
 import { cpuWeightFormats } from '../src/engine/backend.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
@@ -72,7 +74,7 @@ async function main(): Promise<void> {
     layers: config.numLayers,
     format,
     threads: Number(args.threads),
-    segmentGib: args['segment-gib'] ? Number(args['segment-gib']) : 1.25,
+    segmentGib: args['segment-gib'] ? Number(args['segment-gib']) : defaultSegmentBytes(buildLlamaGraph(config), format) / gib,
     loadAverage: { before: +loadBefore.toFixed(2), after: +loadavg()[0]!.toFixed(2) },
     loadSeconds: { wall: +wallS.toFixed(1), cpuUser: +(cpu.user / 1e6).toFixed(1), cpuSystem: +(cpu.system / 1e6).toFixed(1) },
     gib: { peakRss: +(loaded.peak / gib).toFixed(2), rssLoaded: +(loaded.rss / gib).toFixed(2) },

@@ -8,7 +8,7 @@
  *
  * Options: --model NAME (preset, default llama-3.2-1b), --layers N (fewer decoder layers: a
  * quicker load with the same per-layer profile), --weight-format q8|q4|f32 (q8), --threads N
- * (2), --steps N (32), --prompt N (16), --segment-gib X (weights per ORT session, default 1.25),
+ * (2), --steps N (32), --prompt N (16), --segment-gib X (weights per ORT session; default: the backend's, 1.25 or 0.625 over 4 GiB of weights),
  * --prefill (profile prefill instead: each measured step is a fresh sequence's --prompt tokens), --json.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';

@@ -20,7 +20,7 @@ import { encodeFp8 } from './fp8-codes.js';
 import { quantizeRows } from './ggml-blocks.js';
 import { attentionGroups, buildSegmentModel, kvBlockSize, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
 import { loadProgress } from './load-progress.js';
-import { planSegments, segmentBlockBytes } from './segment-plan.js';
+import { defaultSegmentBytes, planSegments, segmentBlockBytes } from './segment-plan.js';
 import { segmentSessionOptions } from './session-options.js';
 
 /** One layer's K or V: f32 values, 8-bit codes, and for q8_0 one scale per block of codes. */
@@ -32,7 +32,7 @@ interface LayerCache {
 export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
 
 export interface CpuBackendOptions extends BackendOptions {
-  /** Upper bound on the weight bytes compiled into one ORT session (one run each per step). */
+  /** Upper bound on the weight bytes compiled into one ORT session (one run each per step); default: segment-plan.ts's defaultSegmentBytes. */
   segmentBytes?: number;
   /** ORT's per-node profiling, written as JSON files starting with this prefix when the backend closes (scripts/profile-cpu.ts). */
   profilePrefix?: string;
@@ -53,8 +53,6 @@ interface StepRun {
   carried: Map<string, Float32Array>;
   headRows: number;
 }
-
-const defaultSegmentBytes = 1.25 * 2 ** 30;
 
 /**
  * The Llama graph on onnxruntime-node's CPU execution provider. Consecutive layers are compiled
@@ -209,7 +207,7 @@ export class CpuBackend implements Backend {
       read: (name) => (name === embeddingTable && table ? Promise.resolve(table) : weights.read(name)),
       close: () => weights.close(),
     };
-    const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes);
+    const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes(model.graph, this.format!));
     if (this.format !== 'f32') arena.reserve(Math.max(...segments.map((segment) => segmentBlockBytes(model.graph, segment, embeddingTable))));
     for (const segment of segments) {
       const { bytes, externalData } = await buildSegmentModel(config, model.graph, source, segment, this.format!, blocksOf, this.kvFormat);

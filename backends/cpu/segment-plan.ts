@@ -3,6 +3,22 @@ import { blockBytes } from './block-pool.js';
 import { storedBytes, type WeightFormat } from './linear-weights.js';
 import { runsOnHost, type Segment } from './segment-graph.js';
 
+const gib = 2 ** 30;
+
+/**
+ * Weights per segment when the caller sets none: 1.25 GiB, or 0.625 GiB for a model of more
+ * than 4 GiB of stored weights. A load's peak memory is the sessions made so far plus about
+ * two segments (the shared block buffer, ORT's copy and prepacked copy of the segment being
+ * made), so halving the segment took the 8B q8 peak from 12.36 to 11.77 GiB; it costs a big
+ * model's decode ~3% (8B, 7 alternating samples: twice the session runs), which a small model,
+ * far from any memory limit, need not pay (docs/performance.md, issue 15).
+ */
+export function defaultSegmentBytes(graph: LlamaGraph, format: WeightFormat): number {
+  let total = 0;
+  for (const op of graph.ops) if (op.op === 'linear') total += storedBytes(graph.activations[op.out]!.cols, graph.activations[op.x]!.cols, format);
+  return total > 4 * gib ? 0.625 * gib : 1.25 * gib;
+}
+
 /**
  * Cuts the graph's ops into segments: never across an op that runs on the host (the embedding,
  * a rank's collectives), always before the head (gather_last and what follows), and within a

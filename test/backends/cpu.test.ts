@@ -3,7 +3,7 @@ import type { Backend } from '../../src/engine/backend.js';
 import { create, type CpuBackendOptions } from '../../backends/cpu/index.js';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
-import { planSegments } from '../../backends/cpu/segment-plan.js';
+import { defaultSegmentBytes, planSegments } from '../../backends/cpu/segment-plan.js';
 import { buildSegmentModel } from '../../backends/cpu/segment-graph.js';
 import { createBackend } from '../../backends/index.js';
 import { RefBackend } from '../../backends/ref/ref-backend.js';
@@ -170,5 +170,18 @@ describe('cpu backend (onnxruntime-node) against the reference backend', () => {
     expect(several.every((s, i) => i >= several.length - 2 || graph.layerStart.includes(s.endOp))).toBe(true);
     expect(several.at(-2)!.endLayer).toBe(16);
     expect(several.length).toBeGreaterThan(4);
+  });
+
+  it('halves the default segment only for models over 4 GiB of stored weights', () => {
+    const gib = 2 ** 30;
+    const small = buildLlamaGraph(presets['llama-3.2-1b']!);
+    const big = buildLlamaGraph(presets['llama-3.1-8b']!);
+    expect(defaultSegmentBytes(small, 'q8')).toBe(1.25 * gib);
+    expect(defaultSegmentBytes(big, 'q8')).toBe(0.625 * gib);
+    // The same 1B model in f32 stores ~5 GiB.
+    expect(defaultSegmentBytes(small, 'f32')).toBe(0.625 * gib);
+    // The 1B q8 layers stay one session: a small model pays no extra session runs.
+    expect(planSegments(small, 'q8', defaultSegmentBytes(small, 'q8'))).toHaveLength(2);
+    expect(planSegments(big, 'q8', defaultSegmentBytes(big, 'q8')).length).toBeGreaterThan(8);
   });
 });
