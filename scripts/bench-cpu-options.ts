@@ -2,8 +2,9 @@
  * `npm run bench:cpu-options`: the CPU backend under different ORT session options (and segment
  * sizes), side by side in one process. Each variant is a backend of its own over the same dummy
  * weights; then, round after round with the variants' order rotated, each runs a single-stream
- * greedy decode (`--decode-steps` steps after a 16-token prompt, ms per step) and a prefill of
- * `--prefill` tokens (ms to the first token), so a change in the machine's load hits every
+ * greedy decode (`--decode-steps` steps after a 16-token prompt, ms per step), the same for
+ * `--streams` sequences decoding in one batch (ms per step) and a prefill of `--prefill` tokens
+ * (ms to the first token), so a change in the machine's load hits every
  * variant alike. Prints the median of each measure per variant, its ratio to the first variant,
  * and the load average. Also times the setImmediate hop onnxruntime-node puts before every
  * session.run (the run itself then executes synchronously on the calling thread).
@@ -12,7 +13,7 @@
  *
  * Options: --model NAME (preset, default llama-3.2-1b), --layers N (8), --weight-format q8|q4|f32
  * (q8), --threads N (2), --variants a,b,... (default: every variant below), --rounds N (5),
- * --decode-steps N (8), --prefill N (256; 0 skips it), --json.
+ * --decode-steps N (8), --streams N (8; 0 skips it), --prefill N (256; 0 skips it), --json.
  */
 import { loadavg } from 'node:os';
 import type * as Ort from 'onnxruntime-node';
@@ -23,6 +24,7 @@ import { cpuWeightFormats } from '../src/engine/backend.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
 import { presets } from '../src/model/presets.js';
+import { greedySampling, pagedBatch } from '../test/support/paged-batch.js';
 import { SingleSequence } from '../test/support/single-sequence.js';
 import { scriptOptions } from './script-options.js';
 
@@ -50,6 +52,7 @@ const args = scriptOptions('bench:cpu-options', {
   variants: { type: 'string', default: Object.keys(variants).join(',') },
   rounds: { type: 'string', default: '5' },
   'decode-steps': { type: 'string', default: '8' },
+  streams: { type: 'string', default: '8' },
   prefill: { type: 'string', default: '256' },
   json: { type: 'boolean', default: false },
 });
@@ -64,6 +67,7 @@ const config = { ...preset, numLayers: Number(args.layers) };
 const rounds = Number(args.rounds);
 const decodeSteps = Number(args['decode-steps']);
 const prefill = Number(args.prefill);
+const streams = Number(args.streams);
 const decodePrompt = 16;
 const log = (message: string) => process.stderr.write(`[bench:cpu-options] ${message}\n`);
 const load1 = () => +loadavg()[0]!.toFixed(2);
@@ -76,7 +80,7 @@ async function loaded(name: string): Promise<Backend> {
   const backend = await createCpuBackend(options);
   const started = performance.now();
   await backend.load({ config, graph: buildLlamaGraph(config), weights: new DummyWeights(config, 0) });
-  await backend.allocateKvCache({ numPages: Math.max(prefill, decodePrompt + decodeSteps + 2) + 8, pageSize: 1 });
+  await backend.allocateKvCache({ numPages: Math.max(prefill, Math.max(1, streams) * (decodePrompt + decodeSteps + 2)) + 8, pageSize: 1 });
   log(`${name}: loaded in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   return backend;
 }
@@ -91,6 +95,24 @@ async function decodeMs(backend: Backend): Promise<number> {
     const t = performance.now();
     out = await sequence.step([out.tokens[0]!]);
     times.push(performance.now() - t);
+  }
+  return median(times);
+}
+
+/** ms per decode step of `streams` sequences in one batch (median), after their prompts in one mixed step and one warm-up step. */
+async function streamsMs(backend: Backend): Promise<number> {
+  const perSeq = decodePrompt + decodeSteps + 2;
+  const pages = Array.from({ length: streams }, (_, s) => Array.from({ length: perSeq }, (_, i) => s * perSeq + i));
+  const lengths = new Array<number>(streams).fill(0);
+  let pending = Array.from({ length: streams }, (_, s) => Array.from({ length: decodePrompt }, (_, i) => 3000 + 97 * s + i));
+  const times: number[] = [];
+  for (let step = 0; step < decodeSteps + 2; step++) {
+    const batch = pagedBatch(pending.map((tokens, s) => ({ tokens, cached: lengths[s]!, pages: pages[s]! })), 1, greedySampling(streams));
+    pending.forEach((tokens, s) => (lengths[s] = lengths[s]! + tokens.length));
+    const t = performance.now();
+    const out = await backend.forward(batch);
+    if (step >= 2) times.push(performance.now() - t);
+    pending = pending.map((_, s) => [out.tokens[s]!]);
   }
   return median(times);
 }
@@ -115,6 +137,7 @@ async function main(): Promise<void> {
   for (const name of names) backends.set(name, await loaded(name));
   const decode = new Map<string, number[]>(names.map((n) => [n, []]));
   const prompt = new Map<string, number[]>(names.map((n) => [n, []]));
+  const batched = new Map<string, number[]>(names.map((n) => [n, []]));
   const loads: number[] = [];
   for (let round = 0; round < rounds; round++) {
     loads.push(load1());
@@ -122,6 +145,7 @@ async function main(): Promise<void> {
     for (const name of order) {
       const backend = backends.get(name)!;
       decode.get(name)!.push(await decodeMs(backend));
+      if (streams > 0) batched.get(name)!.push(await streamsMs(backend));
       if (prefill > 0) prompt.get(name)!.push(await prefillMs(backend));
     }
     log(`round ${round + 1}/${rounds} done, load ${load1()}`);
@@ -137,21 +161,23 @@ async function main(): Promise<void> {
       decodeMs: +d.toFixed(2),
       decodeSamples: decode.get(name)!.map((x) => +x.toFixed(1)),
       decodeVsFirst: +(median(decode.get(base)!) / d).toFixed(3),
+      streamsMs: streams > 0 ? +median(batched.get(name)!).toFixed(1) : null,
+      streamsVsFirst: streams > 0 ? +(median(batched.get(base)!) / median(batched.get(name)!)).toFixed(3) : null,
       prefillMs: +p.toFixed(1),
       prefillSamples: prompt.get(name)!.map((x) => +x.toFixed(0)),
       prefillVsFirst: prefill > 0 ? +(median(prompt.get(base)!) / p).toFixed(3) : null,
     };
   });
-  const report = { model: args.model, layers: config.numLayers, format, threads: Number(args.threads), rounds, decodeSteps, prefill, load: { start: loadStart, rounds: loads, end: load1() }, setImmediateHopUs: +hopUs.toFixed(2), rows };
+  const report = { model: args.model, layers: config.numLayers, format, threads: Number(args.threads), rounds, decodeSteps, streams, prefill, load: { start: loadStart, rounds: loads, end: load1() }, setImmediateHopUs: +hopUs.toFixed(2), rows };
   if (args.json) {
     process.stdout.write(`${JSON.stringify(report)}\n`);
     return;
   }
   console.log(`${args.model} (${config.numLayers} layers), ${format}, ${report.threads} threads, ${rounds} rounds; load average ${loadStart} at start, ${loads.join(' ')} per round, ${report.load.end} at end`);
   console.log(`setImmediate hop before each session.run: ${report.setImmediateHopUs} us`);
-  console.log('variant          decode ms/step (x first)   prefill ms (x first)   decode samples | prefill samples');
+  console.log(`variant          decode ms/step (x first)   ${streams}-stream ms/step (x first)   prefill ms (x first)   decode samples | prefill samples`);
   for (const r of rows) {
-    console.log(`${r.variant.padEnd(16)} ${r.decodeMs.toFixed(2).padStart(9)} (${r.decodeVsFirst.toFixed(3)})   ${String(r.prefillMs).padStart(9)} (${r.prefillVsFirst?.toFixed(3) ?? '-'})   ${r.decodeSamples.join(' ')} | ${r.prefillSamples.join(' ')}`);
+    console.log(`${r.variant.padEnd(16)} ${r.decodeMs.toFixed(2).padStart(9)} (${r.decodeVsFirst.toFixed(3)})   ${String(r.streamsMs).padStart(9)} (${r.streamsVsFirst?.toFixed(3) ?? '-'})   ${String(r.prefillMs).padStart(9)} (${r.prefillVsFirst?.toFixed(3) ?? '-'})   ${r.decodeSamples.join(' ')} | ${r.prefillSamples.join(' ')}`);
   }
 }
 
