@@ -6,6 +6,7 @@ import { hash32 } from '../../src/model/hash32.js';
 import type { DeviceWeightRecipe } from '../../src/model/weights.js';
 import { ggmlBlockSize, quantizeRows, type GgmlBlockType } from './ggml-blocks.js';
 import { widenRow } from './linear-weights.js';
+import { nativeBlocks } from './native-blocks.js';
 
 /** Rows [rowStart, rowEnd) of a matrix to quantize into shared output arrays. */
 export interface BlockJob {
@@ -30,12 +31,21 @@ export function runBlockJob(job: BlockJob): void {
   const { cols, dtype } = job;
   const blocksPerRow = Math.ceil(cols / ggmlBlockSize);
   const out = { codes: new Uint8Array(job.codes, job.codesOffset), scales: new Float32Array(job.scales, job.scalesOffset) };
+  if (nativeBlocks && job.recipe && (dtype === 'f32' || dtype === 'bf16')) {
+    const { key, halfRange, offset } = job.recipe;
+    const rows = job.rowEnd - job.rowStart;
+    const codes = out.codes.subarray(job.rowStart * blocksPerRow * ggmlBlockSize, job.rowEnd * blocksPerRow * ggmlBlockSize);
+    const scales = out.scales.subarray(job.rowStart * blocksPerRow, job.rowEnd * blocksPerRow);
+    nativeBlocks.dummyRows(job.type, key, halfRange, offset, dtype, job.rowStart * cols, rows, cols, codes, scales);
+    return;
+  }
   const row = new Float32Array(cols);
   const raw = job.raw ? new Uint8Array(job.raw) : null;
   for (let r = job.rowStart; r < job.rowEnd; r++) {
     if (job.recipe) dummyRow(job.recipe, dtype, r * cols, row);
     else widenRow(raw!, dtype, r, cols, row);
-    quantizeRows(job.type, row, 1, cols, out, r * blocksPerRow * ggmlBlockSize, r * blocksPerRow);
+    if (nativeBlocks) nativeBlocks.quantizeRows(job.type, row, 1, cols, out.codes.subarray(r * blocksPerRow * ggmlBlockSize), out.scales.subarray(r * blocksPerRow));
+    else quantizeRows(job.type, row, 1, cols, out, r * blocksPerRow * ggmlBlockSize, r * blocksPerRow);
   }
 }
 

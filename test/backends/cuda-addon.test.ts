@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { createBackend, pickAutoBackend } from '../../backends/index.js';
@@ -54,13 +55,19 @@ describe('cuda addon (no GPU needed)', () => {
     });
   });
 
-  it('install step: without nvcc it prints one line and succeeds', () => {
+  it('install step: without cmake or nvcc it prints one line and succeeds', () => {
+    // A PATH holding node alone: the folder node lives in may hold cmake and compilers too.
+    const bin = mkdtempSync(join(tmpdir(), 'sluice-path-'));
+    symlinkSync(process.execPath, join(bin, 'node'));
     const run = spawnSync(process.execPath, ['scripts/build-native.mjs'], {
-      env: { PATH: dirname(process.execPath), CUDA_HOME: '/nonexistent-cuda', HOME: process.env.HOME ?? '/tmp' },
+      env: { PATH: bin, CUDA_HOME: '/nonexistent-cuda', HOME: process.env.HOME ?? '/tmp' },
       encoding: 'utf8',
     });
+    rmSync(bin, { recursive: true, force: true });
     expect(run.status).toBe(0);
-    expect(run.stdout.trim().split('\n')).toEqual(['sluice: nvcc not found, skipping the CUDA addon (the cuda backend will be unavailable)']);
+    expect(run.stdout.trim().split('\n')).toEqual([
+      'sluice: cmake is not installed, skipping the native addons (the cuda backend will be unavailable, cpu loads use the slower TypeScript path)',
+    ]);
   });
 
   it('reports a missing or broken addon file by name instead of throwing', () => {

@@ -1,0 +1,38 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { GgmlBlockType } from './ggml-blocks.js';
+
+/**
+ * The CPU addon (native/cpu, built at install when a C++ compiler and cmake are present): the
+ * load's block work in C++, the same blocks bit for bit as ggml-blocks.ts and block-worker.ts
+ * make in TypeScript (test/backends/cpu-native-blocks.test.ts holds them to it). Those stay the
+ * fallback: without the addon a load is slower, never different.
+ */
+export interface NativeBlocks {
+  /** Rows of f32 values into blocks (codes of row r at r * blocksPerRow * 32, scales at r * blocksPerRow). */
+  quantizeRows(type: GgmlBlockType, values: Float32Array, rows: number, cols: number, codes: Uint8Array, scales: Float32Array): void;
+  /** Rows of a dummy tensor, element firstIndex on, generated and quantized in one pass. */
+  dummyRows(
+    type: GgmlBlockType,
+    key: number,
+    halfRange: number,
+    offset: number,
+    dtype: 'f32' | 'bf16',
+    firstIndex: number,
+    rows: number,
+    cols: number,
+    codes: Uint8Array,
+    scales: Float32Array,
+  ): void;
+}
+
+export const nativeBlocksPath = fileURLToPath(new URL('../../native/cpu/build/Release/sluice_cpu.node', import.meta.url));
+
+/** The addon, or null when it is not built or SLUICE_CPU_ADDON=off asks for the TypeScript path. */
+export const nativeBlocks: NativeBlocks | null = loadNativeBlocks();
+
+function loadNativeBlocks(): NativeBlocks | null {
+  if (process.env.SLUICE_CPU_ADDON === 'off' || !existsSync(nativeBlocksPath)) return null;
+  return createRequire(import.meta.url)(nativeBlocksPath) as NativeBlocks;
+}

@@ -1,0 +1,72 @@
+// The CPU backend's native helpers, as backends/cpu/native-blocks.ts calls them.
+#include <napi.h>
+
+#include <string>
+
+#include "weight_blocks.h"
+
+namespace {
+
+using sluice::cpu::BlockOutput;
+using sluice::cpu::BlockType;
+using sluice::cpu::kBlockSize;
+
+BlockType blockTypeArg(const Napi::CallbackInfo& info, size_t i) {
+  const std::string name = info[i].As<Napi::String>().Utf8Value();
+  if (name == "q8_0") return BlockType::q8_0;
+  if (name == "q4_0") return BlockType::q4_0;
+  throw Napi::TypeError::New(info.Env(), "unknown block type " + name + " (q8_0 or q4_0)");
+}
+
+size_t countArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  const double value = info[i].As<Napi::Number>().DoubleValue();
+  if (!(value >= 0) || value != double(uint64_t(value))) throw Napi::RangeError::New(info.Env(), std::string(what) + " must be a non-negative integer");
+  return size_t(value);
+}
+
+/** The output arrays, checked to hold `rows` rows of `cols` values. */
+BlockOutput outputArgs(const Napi::CallbackInfo& info, size_t at, size_t rows, size_t cols) {
+  auto codes = info[at].As<Napi::Uint8Array>();
+  auto scales = info[at + 1].As<Napi::Float32Array>();
+  const size_t blocks = rows * ((cols + kBlockSize - 1) / kBlockSize);
+  if (codes.ElementLength() < blocks * kBlockSize || scales.ElementLength() < blocks) throw Napi::RangeError::New(info.Env(), "codes or scales too short for the rows");
+  return {codes.Data(), scales.Data()};
+}
+
+/** quantizeRows(type, values: Float32Array, rows, cols, codes: Uint8Array, scales: Float32Array) */
+Napi::Value QuantizeRows(const Napi::CallbackInfo& info) {
+  const BlockType type = blockTypeArg(info, 0);
+  auto values = info[1].As<Napi::Float32Array>();
+  const size_t rows = countArg(info, 2, "rows");
+  const size_t cols = countArg(info, 3, "cols");
+  if (values.ElementLength() < rows * cols) throw Napi::RangeError::New(info.Env(), "values too short for the rows");
+  sluice::cpu::quantizeRows(type, values.Data(), rows, cols, outputArgs(info, 4, rows, cols));
+  return info.Env().Undefined();
+}
+
+/** dummyRows(type, key, halfRange, offset, dtype: 'f32' | 'bf16', firstIndex, rows, cols, codes, scales) */
+Napi::Value DummyRows(const Napi::CallbackInfo& info) {
+  const BlockType type = blockTypeArg(info, 0);
+  sluice::cpu::DummyRecipe recipe{};
+  recipe.key = info[1].As<Napi::Number>().Uint32Value();
+  recipe.halfRange = info[2].As<Napi::Number>().DoubleValue();
+  recipe.offset = info[3].As<Napi::Number>().DoubleValue();
+  const std::string dtype = info[4].As<Napi::String>().Utf8Value();
+  if (dtype != "f32" && dtype != "bf16") throw Napi::TypeError::New(info.Env(), "dummyRows: dtype " + dtype + " (f32 or bf16)");
+  recipe.bf16 = dtype == "bf16";
+  const size_t firstIndex = countArg(info, 5, "firstIndex");
+  const size_t rows = countArg(info, 6, "rows");
+  const size_t cols = countArg(info, 7, "cols");
+  sluice::cpu::dummyRows(type, recipe, firstIndex, rows, cols, outputArgs(info, 8, rows, cols));
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("quantizeRows", Napi::Function::New(env, QuantizeRows));
+  exports.Set("dummyRows", Napi::Function::New(env, DummyRows));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(sluice_cpu, Init)

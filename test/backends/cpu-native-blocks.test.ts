@@ -1,0 +1,98 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { dummyRow } from '../../backends/cpu/block-worker.js';
+import { ggmlBlockSize, quantizeRows, type GgmlBlockType } from '../../backends/cpu/ggml-blocks.js';
+import { nativeBlocks, nativeBlocksPath } from '../../backends/cpu/native-blocks.js';
+import { Rng } from '../../src/model/rng.js';
+
+// The CPU addon must make the very blocks the TypeScript does: a load with it is only faster.
+
+function onPath(tool: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+}
+
+describe('the cpu addon build', () => {
+  it.runIf(!process.env.SLUICE_SKIP_NATIVE && onPath('cmake') && onPath('c++'))('is built by the install where cmake and a C++ compiler are present', () => {
+    expect(existsSync(nativeBlocksPath)).toBe(true);
+    expect(nativeBlocks).not.toBeNull();
+  });
+});
+
+function jsBlocks(type: GgmlBlockType, values: Float32Array, rows: number, cols: number) {
+  const blocks = rows * Math.ceil(cols / ggmlBlockSize);
+  const out = { codes: new Uint8Array(blocks * ggmlBlockSize), scales: new Float32Array(blocks) };
+  quantizeRows(type, values, rows, cols, out);
+  return out;
+}
+
+function nativeOf(type: GgmlBlockType, rows: number, cols: number, fill: (codes: Uint8Array, scales: Float32Array) => void) {
+  const blocks = rows * Math.ceil(cols / ggmlBlockSize);
+  // Filled with a code no block writes to its padding, so unwritten bytes show.
+  const out = { codes: new Uint8Array(blocks * ggmlBlockSize).fill(77), scales: new Float32Array(blocks).fill(-1234) };
+  fill(out.codes, out.scales);
+  return out;
+}
+
+function expectSameBlocks(actual: { codes: Uint8Array; scales: Float32Array }, expected: { codes: Uint8Array; scales: Float32Array }) {
+  const firstCode = actual.codes.findIndex((c, i) => c !== expected.codes[i]);
+  expect(firstCode, `first differing code at ${firstCode}`).toBe(-1);
+  const firstScale = actual.scales.findIndex((s, i) => !Object.is(s, expected.scales[i]));
+  expect(firstScale, `first differing scale at ${firstScale}`).toBe(-1);
+}
+
+describe.skipIf(!nativeBlocks)('cpu addon blocks', () => {
+  const addon = nativeBlocks!;
+
+  /** Rows with what the rounding rules are sensitive to: ties, zeros, negative maxima, f16 subnormal and huge scales, NaN. */
+  function awkwardRows(rows: number, cols: number, seed: number): Float32Array {
+    const rng = new Rng(seed);
+    const random = () => rng.next();
+    const values = new Float32Array(rows * cols);
+    // One magnitude per block, so that scales land in f16's normal and subnormal ranges, under it and over it.
+    const magnitudes = [1e-2, 1, 1e-4, 1e-5, 1e-6, 1e-9, 3e4, 1e7];
+    let scale = 1;
+    for (let i = 0; i < values.length; i++) {
+      if (i % ggmlBlockSize === 0) scale = magnitudes[Math.floor(random() * magnitudes.length)]!;
+      const kind = Math.floor(random() * 10);
+      values[i] = kind === 0 ? 0 : kind === 1 ? Math.round(random() * 254 - 127) / 2 : (random() * 2 - 1) * scale;
+    }
+    values.fill(0, 0, Math.min(cols, 40)); // an all-zero block
+    values[cols + 3] = -1e-38; // below f32's normal range
+    values[2 * cols + 5] = Number.NaN;
+    return values;
+  }
+
+  it.each(['q8_0', 'q4_0'] as const)('%s: quantizeRows equals the TypeScript bit for bit (ragged last block too)', (type) => {
+    for (const cols of [32, 96, 100, 2048 + 7]) {
+      const rows = 9;
+      const values = awkwardRows(rows, cols, cols);
+      const expected = jsBlocks(type, values, rows, cols);
+      const actual = nativeOf(type, rows, cols, (codes, scales) => addon.quantizeRows(type, values, rows, cols, codes, scales));
+      expectSameBlocks(actual, expected);
+    }
+  });
+
+  it.each([
+    ['q8_0', 'bf16', 0],
+    ['q4_0', 'bf16', 5 * 2 ** 32 + 17],
+    ['q8_0', 'f32', 2 ** 32 - 3 * 1000 - 1], // rows cross a change of the index's high word
+    ['q4_0', 'f32', 2 ** 40 + 123],
+  ] as const)('%s of %s dummy rows from element %d equal dummyRow + quantizeRows', (type, dtype, firstIndex) => {
+    const rows = 7;
+    const cols = 1000;
+    const recipe = { kind: 'hash-uniform' as const, key: 0x9abcdef1, halfRange: 0.05, offset: dtype === 'f32' ? 0.001 : 0 };
+    const values = new Float32Array(rows * cols);
+    for (let r = 0; r < rows; r++) dummyRow(recipe, dtype, firstIndex + r * cols, values.subarray(r * cols, (r + 1) * cols));
+    const expected = jsBlocks(type, values, rows, cols);
+    const actual = nativeOf(type, rows, cols, (codes, scales) => addon.dummyRows(type, recipe.key, recipe.halfRange, recipe.offset, dtype, firstIndex, rows, cols, codes, scales));
+    expectSameBlocks(actual, expected);
+  });
+
+  it('refuses arrays too short for the rows and unknown block types', () => {
+    const values = new Float32Array(64);
+    expect(() => addon.quantizeRows('q8_0', values, 2, 64, new Uint8Array(128), new Float32Array(4))).toThrow(/values too short/);
+    expect(() => addon.quantizeRows('q8_0', values, 1, 64, new Uint8Array(32), new Float32Array(2))).toThrow(/too short/);
+    expect(() => addon.quantizeRows('q5_0' as GgmlBlockType, values, 1, 64, new Uint8Array(64), new Float32Array(2))).toThrow(/unknown block type q5_0/);
+  });
+});
