@@ -69,32 +69,49 @@ float roundToF16(float x) {
 // double operation to f32 (Math.fround), which for +, * and / of f32 operands gives the same
 // result as the f32 operation.
 
-void quantizeBlockQ8(const float* x, size_t n, uint8_t* codes, float* scale) {
-  float maxAbs = 0.0f;
+/** f32 values read as their bits in a loop the compiler can vectorize (memcpy per element stops it). */
+typedef uint32_t __attribute__((may_alias)) MayAliasU32;
+
+/**
+ * The largest |x[i]| as f32 bits, NaN left out (as `a > maxAbs` leaves it out): for non-negative
+ * floats the bits order as the values do, and an integer maximum vectorizes where a float one,
+ * with its NaN rules, does not.
+ */
+uint32_t maxAbsBits(const float* x, size_t n) {
+  const MayAliasU32* bits = reinterpret_cast<const MayAliasU32*>(x);
+  int32_t best = 0;
   for (size_t i = 0; i < n; i++) {
-    const float a = std::fabs(x[i]);
-    if (a > maxAbs) maxAbs = a;
+    const int32_t magnitude = int32_t(bits[i] & 0x7fffffffu);
+    best = std::max(best, magnitude > 0x7f800000 ? 0 : magnitude);
   }
+  return uint32_t(best);
+}
+
+void quantizeBlockQ8(const float* x, size_t n, uint8_t* codes, float* scale) {
+  const float maxAbs = floatOf(maxAbsBits(x, n));
   const float d = maxAbs / 127.0f;
   const float inverse = d == 0.0f ? 0.0f : 1.0f / d;
   *scale = roundToF16(d);
   for (size_t i = 0; i < n; i++) {
-    const float v = x[i] * inverse;
-    // Half away from zero, in double so that v + 0.5 is exact; NaN becomes code 0 as `| 0` makes it.
-    const double rounded = double(v) + (v < 0.0f ? -0.5 : 0.5);
-    codes[i] = uint8_t((v == v ? int(rounded) : 0) + 128);
+    const float product = x[i] * inverse;
+    // `| 0` makes NaN code 0. Rounding is half away from zero, in double so that v + 0.5 is
+    // exact, and without a branch on the sign (random signs mispredicted once per weight).
+    const double v = product == product ? double(product) : 0.0;
+    codes[i] = uint8_t(int32_t(v + std::copysign(0.5, v)) + 128);
   }
   for (size_t i = n; i < kBlockSize; i++) codes[i] = 128;
 }
 
 void quantizeBlockQ4(const float* x, size_t n, uint8_t* codes, float* scale) {
+  // The element of largest magnitude, sign kept; the first of equal magnitudes.
+  const uint32_t maxBits = maxAbsBits(x, n);
   float max = 0.0f;
-  float maxAbs = 0.0f;
-  for (size_t i = 0; i < n; i++) {
-    const float a = std::fabs(x[i]);
-    if (a > maxAbs) {
-      maxAbs = a;
-      max = x[i];
+  if (maxBits != 0) {
+    for (size_t i = 0; i < n; i++) {
+      if ((bitsOf(x[i]) & 0x7fffffffu) == maxBits) {
+        max = x[i];
+        break;
+      }
     }
   }
   const float d = max / -8.0f;
@@ -103,8 +120,7 @@ void quantizeBlockQ4(const float* x, size_t n, uint8_t* codes, float* scale) {
   for (size_t i = 0; i < n; i++) {
     const float t = x[i] * inverse + 8.5f;
     // Math.min(15, Math.trunc(t)) stored in a Uint8Array: NaN stores 0.
-    const int q = t == t ? std::min(15, int(t)) : 0;
-    codes[i] = uint8_t(q);
+    codes[i] = uint8_t(std::min(15, int32_t(t == t ? t : 0.0f)));
   }
   for (size_t i = n; i < kBlockSize; i++) codes[i] = 8;
 }
@@ -125,11 +141,15 @@ void dummyRow(const DummyRecipe& recipe, uint64_t base, size_t n, float* row) {
   const bool oneHighWord = (base >> 32) == (last >> 32);
   const uint32_t hiHash = dummy::hash32(uint32_t(base >> 32) ^ 0x9e3779b9u);
   const uint32_t lo0 = uint32_t(base);
-  for (size_t i = 0; i < n; i++) {
-    const uint32_t h = oneHighWord ? dummy::hash32(dummy::hash32(dummy::hash32(lo0 + uint32_t(i)) ^ hiHash) + recipe.key)
-                                   : dummy::elementHash(recipe.key, base + i);
+  const auto value = [&](uint32_t h) {
     const double centered = double(h >> 8) * (2.0 / 16777216.0) - 1.0;
-    row[i] = float(recipe.offset + centered * recipe.halfRange);
+    return float(recipe.offset + centered * recipe.halfRange);
+  };
+  // Two loops rather than a choice per element, so the common one vectorizes.
+  if (oneHighWord) {
+    for (size_t i = 0; i < n; i++) row[i] = value(dummy::hash32(dummy::hash32(dummy::hash32(lo0 + uint32_t(i)) ^ hiHash) + recipe.key));
+  } else {
+    for (size_t i = 0; i < n; i++) row[i] = value(dummy::elementHash(recipe.key, base + i));
   }
   if (recipe.bf16) {
     for (size_t i = 0; i < n; i++) {
