@@ -41,7 +41,9 @@ const variants: Record<string, { sessionOptions?: SessionOptions; segmentGib?: n
   'opt-basic': { sessionOptions: { graphOptimizationLevel: 'basic' } },
   'mem-pattern': { sessionOptions: { enableMemPattern: true } },
   'inter-op-2': { sessionOptions: { executionMode: 'parallel', interOpNumThreads: 2 } },
+  'segment-0.3': { segmentGib: 0.3 },
   'segment-0.625': { segmentGib: 0.625 },
+  'segment-1.25': { segmentGib: 1.25 },
 };
 
 const args = scriptOptions('bench:cpu-options', {

@@ -15,27 +15,27 @@ export function sharedBlocks(rows: number, cols: number): QuantizedBlocks {
 }
 
 /**
- * Shared memory for one segment's blocks at a time, reused for the next segment once ORT has
+ * Shared memory for one segment's blocks at a time, reused for a later segment once ORT has
  * made its session (ORT copies external data, so the blocks are not needed afterwards). Reuse
  * keeps a load from leaving a segment's worth of SharedArrayBuffers per segment for V8 to
  * collect whenever it gets to it: that garbage was gigabytes at the end of an 8B load.
  */
 export class BlockArena {
-  private buffer: SharedArrayBuffer | null = null;
   private used = 0;
 
-  /** Makes room for `bytes` (codes and scales of a segment's matrices), keeping what is there if it is enough. */
-  reserve(bytes: number): void {
-    if ((this.buffer?.byteLength ?? 0) < bytes) this.buffer = new SharedArrayBuffer(bytes);
-    this.used = 0;
-  }
+  /** The arena is bytes [start, start + length) of `buffer`. */
+  constructor(
+    private readonly buffer: SharedArrayBuffer,
+    private readonly start = 0,
+    private readonly length = buffer.byteLength - start,
+  ) {}
 
   /** Blocks for `rows` rows of `cols` values, laid out as sharedBlocks does; fresh shared memory when the arena is full. */
   take(rows: number, cols: number): QuantizedBlocks {
     const bytes = blockBytes(rows, cols);
-    if (!this.buffer || this.used + bytes > this.buffer.byteLength) return sharedBlocks(rows, cols);
+    if (this.used + bytes > this.length) return sharedBlocks(rows, cols);
     const blocks = rows * Math.ceil(cols / ggmlBlockSize);
-    const at = this.used;
+    const at = this.start + this.used;
     this.used += bytes;
     return { codes: new Uint8Array(this.buffer, at, blocks * ggmlBlockSize), scales: new Float32Array(this.buffer, at + blocks * ggmlBlockSize, blocks) };
   }
@@ -43,6 +43,36 @@ export class BlockArena {
   /** The segment's session is made: its blocks may be overwritten. */
   reset(): void {
     this.used = 0;
+  }
+}
+
+/**
+ * The arenas of a load's segments, in one buffer: two halves that take turns, so the next
+ * segment's blocks can be written while this one's session is made. A last segment larger than
+ * a half (the lm-head's, often) gets the whole buffer instead, once the one before it is made,
+ * rather than a third region: the buffer stays the size of two layer segments.
+ */
+export class SegmentArenas {
+  private readonly halves: BlockArena[];
+  private readonly whole: BlockArena | null;
+
+  /** `segmentBytes[i]`: blockBytes of segment i's matrices. */
+  constructor(private readonly segmentBytes: number[]) {
+    const last = segmentBytes.length - 1;
+    const half = Math.max(0, ...segmentBytes.slice(0, Math.max(1, last)));
+    const lastOwnsAll = last > 0 && segmentBytes[last]! > half;
+    const buffer = new SharedArrayBuffer(Math.max(last > 0 ? 2 * half : half, lastOwnsAll ? segmentBytes[last]! : 0));
+    this.halves = last > 0 ? [new BlockArena(buffer, 0, half), new BlockArena(buffer, half, half)] : [new BlockArena(buffer)];
+    this.whole = lastOwnsAll ? new BlockArena(buffer) : null;
+  }
+
+  arenaFor(index: number): BlockArena {
+    return this.whole && index === this.segmentBytes.length - 1 ? this.whole : this.halves[index % this.halves.length]!;
+  }
+
+  /** Whether segment `index`'s blocks may be written while segment index - 1's session is made. */
+  overlapsPrevious(index: number): boolean {
+    return !(this.whole && index === this.segmentBytes.length - 1);
   }
 }
 
@@ -59,6 +89,8 @@ export function blockBytes(rows: number, cols: number): number {
  */
 export class BlockPool {
   private workers: Worker[] = [];
+  /** Per worker, the jobs posted and not yet done, oldest first: a worker answers in order. */
+  private pending: { resolve: () => void; reject: (e: Error) => void }[][] = [];
   private failed = false;
 
   constructor(private readonly size: number) {}
@@ -66,7 +98,7 @@ export class BlockPool {
   /**
    * The matrix's blocks, written into `into` when given (views of a SharedArrayBuffer with room
    * for its rows: stacked matrices are written side by side, never copied), else into new
-   * shared memory.
+   * shared memory. Calls may overlap: each worker takes its share of every call in turn.
    */
   async quantize(
     type: GgmlBlockType,
@@ -103,40 +135,43 @@ export class BlockPool {
     if (workers.length === 0) runBlockJob(job(0, rows));
     else {
       const share = Math.ceil(rows / workers.length);
-      await Promise.all(workers.map((w, i) => this.run(w, job(Math.min(rows, i * share), Math.min(rows, (i + 1) * share)))));
+      await Promise.all(workers.map((_, i) => this.run(i, job(Math.min(rows, i * share), Math.min(rows, (i + 1) * share)))));
     }
     return { codes: codes.subarray(0, blocks * ggmlBlockSize), scales: scales.subarray(0, blocks) };
   }
 
   async close(): Promise<void> {
     await Promise.all(this.workers.map((w) => w.terminate()));
+    for (const queue of this.pending) for (const job of queue.splice(0)) job.reject(new Error('BlockPool closed'));
     this.workers = [];
+    this.pending = [];
   }
 
   private start(): Worker[] {
     if (this.workers.length > 0 || this.failed || this.size < 2) return this.workers;
     try {
-      for (let i = 0; i < this.size; i++) this.workers.push(new Worker(new URL('./block-worker-entry.mjs', import.meta.url)));
+      for (let i = 0; i < this.size; i++) {
+        const worker = new Worker(new URL('./block-worker-entry.mjs', import.meta.url));
+        const queue: BlockPool['pending'][number] = [];
+        worker.on('message', () => queue.shift()?.resolve());
+        worker.on('error', (e: Error) => {
+          for (const job of queue.splice(0)) job.reject(e);
+        });
+        this.workers.push(worker);
+        this.pending.push(queue);
+      }
     } catch {
       this.failed = true;
       this.workers = [];
+      this.pending = [];
     }
     return this.workers;
   }
 
-  private run(worker: Worker, job: BlockJob): Promise<void> {
+  private run(index: number, job: BlockJob): Promise<void> {
     return new Promise((resolve, reject) => {
-      const onError = (e: Error) => {
-        worker.off('message', onDone);
-        reject(e);
-      };
-      const onDone = () => {
-        worker.off('error', onError);
-        resolve();
-      };
-      worker.once('message', onDone);
-      worker.once('error', onError);
-      worker.postMessage(job);
+      this.pending[index]!.push({ resolve, reject });
+      this.workers[index]!.postMessage(job);
     });
   }
 }

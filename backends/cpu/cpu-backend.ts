@@ -14,11 +14,11 @@ import { layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
-import { BlockArena, BlockPool, sharedBlocks } from './block-pool.js';
+import { BlockPool, SegmentArenas, sharedBlocks, type BlockArena } from './block-pool.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { encodeFp8 } from './fp8-codes.js';
 import { quantizeRows } from './ggml-blocks.js';
-import { attentionGroups, buildSegmentModel, kvBlockSize, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
+import { attentionGroups, buildSegmentModel, kvBlockSize, segmentLinearGroups, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
 import { loadProgress } from './load-progress.js';
 import { defaultSegmentBytes, planSegments, segmentBlockBytes } from './segment-plan.js';
 import { segmentSessionOptions } from './session-options.js';
@@ -130,11 +130,10 @@ export class CpuBackend implements Backend {
     // generated there from their recipe, never as BF16 bytes); the embedding table's blocks are
     // kept for lookups and shared with a tied lm-head.
     const pool = new BlockPool(this.threads);
-    const arena = new BlockArena();
     const bar = (this.options.progress ?? process.stderr.isTTY) ? loadProgress(model.graph, format) : null;
     const type = format === 'f32' ? null : blockTypeOf(format);
     /** Matrices stacked along their rows (q/k/v, gate/up), written side by side into one shared buffer. */
-    const blocksOf = async (names: string[]): Promise<QuantizedBlocks> => {
+    const blocksOf = async (names: string[], arena?: BlockArena): Promise<QuantizedBlocks> => {
       if (type === null) throw new Error('f32 weights are not blocks');
       if (names.length === 1 && names[0] === embeddingOp.table && this.embedding !== undefined && 'blocks' in this.embedding) return this.embedding.blocks;
       const infos = names.map((name) => weights.info(name)!);
@@ -149,22 +148,24 @@ export class CpuBackend implements Backend {
       }
       const rowsTotal = infos.reduce((n, info) => n + info.shape[0]!, 0);
       // The embedding's blocks are kept for lookups; a segment's live only until its session is made.
-      const into = names[0] === embeddingOp.table ? sharedBlocks(rowsTotal, cols) : arena.take(rowsTotal, cols);
-      let row = 0;
-      for (const [i, name] of names.entries()) {
-        const rows = infos[i]!.shape[0]!;
-        const at = { codes: into.codes.subarray(row * blocksPerRow * ggmlBlockSize), scales: into.scales.subarray(row * blocksPerRow) };
-        const stored = await storedBlocksOf(name);
-        if (stored) {
-          at.codes.set(stored.codes);
-          at.scales.set(stored.scales);
-        } else {
-          const recipe = weights.deviceRecipe?.(name);
-          await pool.quantize(type, rows, cols, infos[i]!.dtype, recipe ? { recipe } : { bytes: await weights.read(name) }, at);
-        }
-        progress(rows);
-        row += rows;
-      }
+      const into = arena ? arena.take(rowsTotal, cols) : sharedBlocks(rowsTotal, cols);
+      // Every matrix is handed to the pool at once, so the workers have the whole group queued.
+      const firstRows = infos.map((_, i) => infos.slice(0, i).reduce((n, info) => n + info.shape[0]!, 0));
+      await Promise.all(
+        names.map(async (name, i) => {
+          const rows = infos[i]!.shape[0]!;
+          const at = { codes: into.codes.subarray(firstRows[i]! * blocksPerRow * ggmlBlockSize), scales: into.scales.subarray(firstRows[i]! * blocksPerRow) };
+          const stored = await storedBlocksOf(name);
+          if (stored) {
+            at.codes.set(stored.codes);
+            at.scales.set(stored.scales);
+          } else {
+            const recipe = weights.deviceRecipe?.(name);
+            await pool.quantize(type, rows, cols, infos[i]!.dtype, recipe ? { recipe } : { bytes: await weights.read(name) }, at);
+          }
+          progress(rows);
+        }),
+      );
       return into;
     };
     const storedBlocksOf = async (name: string): Promise<QuantizedBlocks | null> => {
@@ -183,14 +184,19 @@ export class CpuBackend implements Backend {
       } else {
         this.embedding = { ...rows, blocks: await blocksOf([embeddingOp.table]), type: blockTypeOf(format) };
       }
-      await this.compile(model, table, blocksOf, arena);
+      await this.compile(model, table, blocksOf);
     } finally {
       bar?.stop();
       await pool.close();
     }
   }
 
-  private async compile(model: ModelSpec, table: Uint8Array | null, blocksOf: (names: string[]) => Promise<QuantizedBlocks>, arena: BlockArena): Promise<void> {
+  /**
+   * Makes a session per segment. With blocks, the next segment's are made on the pool's workers
+   * while ORT makes this segment's session (it prepacks on the calling thread): two arenas, the
+   * segment's and the next one's, take turns.
+   */
+  private async compile(model: ModelSpec, table: Uint8Array | null, blocksOf: (names: string[], arena?: BlockArena) => Promise<QuantizedBlocks>): Promise<void> {
     const { config, weights } = model;
     const embeddingTable = model.graph.ops.find((op) => op.op === 'embedding')!.table;
     this.graph = model.graph;
@@ -208,12 +214,28 @@ export class CpuBackend implements Backend {
       close: () => weights.close(),
     };
     const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes(model.graph, this.format!));
-    if (this.format !== 'f32') arena.reserve(Math.max(...segments.map((segment) => segmentBlockBytes(model.graph, segment, embeddingTable))));
-    for (const segment of segments) {
-      const { bytes, externalData } = await buildSegmentModel(config, model.graph, source, segment, this.format!, blocksOf, this.kvFormat);
+    const arenas = this.format === 'f32' ? null : new SegmentArenas(segments.map((segment) => segmentBlockBytes(model.graph, segment, embeddingTable)));
+    /** Blocks asked for ahead of their segment's build, by their stacked names. */
+    const ahead = new Map<string, Promise<QuantizedBlocks>>();
+    const startBlocks = (index: number) => {
+      const segment = segments[index];
+      if (!segment || !arenas) return;
+      for (const names of segmentLinearGroups(model.graph, segment)) {
+        if (names[0] === embeddingTable) continue;
+        const blocks = blocksOf(names, arenas.arenaFor(index));
+        blocks.catch(() => {}); // awaited (and reported) when its segment is built
+        ahead.set(names.join('+'), blocks);
+      }
+    };
+    for (const [index, segment] of segments.entries()) {
+      if (ahead.size === 0) startBlocks(index);
+      const segmentBlocksOf = (names: string[]) => ahead.get(names.join('+')) ?? blocksOf(names, arenas?.arenaFor(index));
+      const { bytes, externalData } = await buildSegmentModel(config, model.graph, source, segment, this.format!, segmentBlocksOf, this.kvFormat);
+      ahead.clear();
+      if (arenas?.overlapsPrevious(index + 1)) startBlocks(index + 1);
       const { carriedIn, carriedOut } = segmentOps(model.graph, segment);
       const session = await this.ort.InferenceSession.create(bytes, { ...sessionOptions, externalData });
-      arena.reset();
+      arenas?.arenaFor(index).reset();
       this.sessions.push({ segment, carriedIn, carriedOut, session });
     }
   }

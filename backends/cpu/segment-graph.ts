@@ -92,6 +92,31 @@ export function segmentOps(graph: LlamaGraph, segment: Segment): SegmentOps {
   return { ops: graph.ops.slice(start, end), carriedIn: liveBefore(graph.ops, start), carriedOut: end === graph.ops.length ? [] : liveBefore(graph.ops, end) };
 }
 
+type LinearOp = Extract<GraphOp, { op: 'linear' }>;
+
+/** The linear at ops[i] and those right after it that read the same input: one GEMM over their stacked rows (q/k/v, gate/up). */
+export function stackedLinears(ops: GraphOp[], i: number): LinearOp[] {
+  const op = ops[i] as LinearOp;
+  const group = [op];
+  for (let next = ops[i + 1]; next?.op === 'linear' && next.x === op.x && group.every((g) => g.out !== op.x); next = ops[i + group.length]) {
+    group.push(next);
+  }
+  return group;
+}
+
+/** The weight names of each stacked GEMM of a segment, in the order buildSegmentModel asks for their blocks. */
+export function segmentLinearGroups(graph: LlamaGraph, segment: Segment): string[][] {
+  const { ops } = segmentOps(graph, segment);
+  const groups: string[][] = [];
+  for (let i = 0; i < ops.length; i++) {
+    if (ops[i]!.op !== 'linear') continue;
+    const group = stackedLinears(ops, i);
+    groups.push(group.map((g) => g.weight));
+    i += group.length - 1;
+  }
+  return groups;
+}
+
 /** The activations that ops from `index` on read before writing them. */
 function liveBefore(ops: GraphOp[], index: number): string[] {
   const written = new Set<string>();
@@ -228,10 +253,7 @@ export async function buildSegmentModel(
         break;
       }
       case 'linear': {
-        const group = [op];
-        for (let next = ops[i + 1]; next?.op === 'linear' && next.x === op.x && group.every((g) => g.out !== op.x); next = ops[i + group.length]) {
-          group.push(next);
-        }
+        const group = stackedLinears(ops, i);
         i += group.length - 1;
         const name = group.map((g) => g.weight).join('+');
         const shapes = group.map((g) => weights.info(g.weight)?.shape ?? []);

@@ -2,7 +2,7 @@ import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { BlockArena, BlockPool, sharedBlocks } from '../../backends/cpu/block-pool.js';
+import { BlockArena, BlockPool, SegmentArenas, blockBytes, sharedBlocks } from '../../backends/cpu/block-pool.js';
 import { create } from '../../backends/cpu/index.js';
 import type { QuantizedBlocks } from '../../backends/cpu/ggml-blocks.js';
 import { quantizeMatrix } from '../../backends/cpu/linear-weights.js';
@@ -134,8 +134,7 @@ describe('cpu backend weights as ORT external data', () => {
   });
 
   it('hands out one segment\'s blocks at a time from one shared buffer, reused after reset', () => {
-    const arena = new BlockArena();
-    arena.reserve(2 * (64 * 32 + 64 * 4));
+    const arena = new BlockArena(new SharedArrayBuffer(2 * (64 * 32 + 64 * 4)));
     const a = arena.take(64, 32);
     const b = arena.take(64, 32);
     expect(b.codes.buffer).toBe(a.codes.buffer);
@@ -145,6 +144,27 @@ describe('cpu backend weights as ORT external data', () => {
     const c = arena.take(64, 32);
     expect(c.codes.buffer).toBe(a.codes.buffer);
     expect(c.codes.byteOffset).toBe(0);
+  });
+
+  it('alternates two halves of one buffer between segments; a larger last segment takes the whole buffer after the one before', () => {
+    const arenas = new SegmentArenas([blockBytes(64, 32), blockBytes(32, 32), blockBytes(64, 32), blockBytes(160, 32)]);
+    const region = (index: number) => {
+      const blocks = arenas.arenaFor(index).take(1, 32);
+      arenas.arenaFor(index).reset();
+      return { buffer: blocks.codes.buffer, offset: blocks.codes.byteOffset };
+    };
+    const [first, second, third, last] = [0, 1, 2, 3].map(region);
+    expect(second!.buffer).toBe(first!.buffer);
+    expect(second!.offset).toBe(blockBytes(64, 32)); // the second half starts after the largest of the other segments
+    expect(third).toEqual(first);
+    expect(last).toEqual({ buffer: first!.buffer, offset: 0 });
+    expect(first!.buffer.byteLength).toBe(blockBytes(160, 32)); // max(two halves, the last segment)
+    expect([1, 2, 3].map((i) => arenas.overlapsPrevious(i))).toEqual([true, true, false]);
+    // The last segment's blocks fill the whole buffer without spilling into fresh memory.
+    expect(arenas.arenaFor(3).take(160, 32).codes.buffer).toBe(first!.buffer);
+    const small = new SegmentArenas([blockBytes(64, 32), blockBytes(64, 32)]);
+    expect(small.overlapsPrevious(1)).toBe(true);
+    expect(small.arenaFor(1).take(64, 32).codes.byteOffset).toBe(blockBytes(64, 32));
   });
 
   it('loads q8 layer by layer through the reused buffer with the same outputs as one segment', async () => {

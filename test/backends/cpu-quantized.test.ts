@@ -134,8 +134,12 @@ describe('ggml blocks', () => {
     const expected = quantizeMatrix({ bytes: await weights.read(name), dtype: 'bf16', rows, cols }, type);
     const pool = new BlockPool(2);
     try {
-      const fromRecipe = await pool.quantize(type, rows, cols, 'bf16', { recipe: weights.deviceRecipe(name) });
-      const fromBytes = await pool.quantize(type, rows, cols, 'bf16', { bytes: await weights.read(name) });
+      // Both at once: each worker answers its queue of jobs in order.
+      const bytes = await weights.read(name);
+      const [fromRecipe, fromBytes] = await Promise.all([
+        pool.quantize(type, rows, cols, 'bf16', { recipe: weights.deviceRecipe(name) }),
+        pool.quantize(type, rows, cols, 'bf16', { bytes }),
+      ]);
       for (const actual of [fromRecipe, fromBytes]) {
         expect(Buffer.from(actual.codes).equals(Buffer.from(expected.codes))).toBe(true);
         expect(Array.from(actual.scales)).toEqual(Array.from(expected.scales));
