@@ -49,30 +49,37 @@ export class BlockArena {
 /**
  * The arenas of a load's segments, in one buffer: two halves that take turns, so the next
  * segment's blocks can be written while this one's session is made. A last segment larger than
- * a half (the lm-head's, often) gets the whole buffer instead, once the one before it is made,
- * rather than a third region: the buffer stays the size of two layer segments.
+ * a half (the lm-head's, often) gets the whole buffer instead of a third region, and is made
+ * first, on its own: memory is lowest then, and the buffer stays the size of two layer segments.
  */
 export class SegmentArenas {
   private readonly halves: BlockArena[];
   private readonly whole: BlockArena | null;
+  private readonly last: number;
 
   /** `segmentBytes[i]`: blockBytes of segment i's matrices. */
-  constructor(private readonly segmentBytes: number[]) {
-    const last = segmentBytes.length - 1;
-    const half = Math.max(0, ...segmentBytes.slice(0, Math.max(1, last)));
-    const lastOwnsAll = last > 0 && segmentBytes[last]! > half;
-    const buffer = new SharedArrayBuffer(Math.max(last > 0 ? 2 * half : half, lastOwnsAll ? segmentBytes[last]! : 0));
-    this.halves = last > 0 ? [new BlockArena(buffer, 0, half), new BlockArena(buffer, half, half)] : [new BlockArena(buffer)];
+  constructor(segmentBytes: number[]) {
+    this.last = segmentBytes.length - 1;
+    const half = Math.max(0, ...segmentBytes.slice(0, Math.max(1, this.last)));
+    const lastOwnsAll = this.last > 0 && segmentBytes[this.last]! > half;
+    const buffer = new SharedArrayBuffer(Math.max(this.last > 0 ? 2 * half : half, lastOwnsAll ? segmentBytes[this.last]! : 0));
+    this.halves = this.last > 0 ? [new BlockArena(buffer, 0, half), new BlockArena(buffer, half, half)] : [new BlockArena(buffer)];
     this.whole = lastOwnsAll ? new BlockArena(buffer) : null;
   }
 
   arenaFor(index: number): BlockArena {
-    return this.whole && index === this.segmentBytes.length - 1 ? this.whole : this.halves[index % this.halves.length]!;
+    return this.whole && index === this.last ? this.whole : this.halves[index % this.halves.length]!;
   }
 
-  /** Whether segment `index`'s blocks may be written while segment index - 1's session is made. */
-  overlapsPrevious(index: number): boolean {
-    return !(this.whole && index === this.segmentBytes.length - 1);
+  /** The order to make the segments' sessions in: the one with the whole buffer first. */
+  order(): number[] {
+    const indices = Array.from({ length: this.last + 1 }, (_, i) => i);
+    return this.whole ? [this.last, ...indices.slice(0, this.last)] : indices;
+  }
+
+  /** Whether segment b's blocks may be written while segment a's session is made (their regions are apart). */
+  apart(a: number, b: number): boolean {
+    return this.arenaFor(a) !== this.arenaFor(b) && this.arenaFor(a) !== this.whole && this.arenaFor(b) !== this.whole;
   }
 }
 

@@ -31,6 +31,13 @@ interface LayerCache {
 
 export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
 
+interface SegmentSession {
+  segment: Segment;
+  carriedIn: string[];
+  carriedOut: string[];
+  session: Ort.InferenceSession;
+}
+
 export interface CpuBackendOptions extends BackendOptions {
   /** Upper bound on the weight bytes compiled into one ORT session (one run each per step); default: segment-plan.ts's defaultSegmentBytes. */
   segmentBytes?: number;
@@ -73,7 +80,7 @@ export class CpuBackend implements Backend {
   /** True when the matrices are a GGUF file's own blocks. */
   private blocksFromFile = false;
   private readonly threads: number;
-  private sessions: { segment: Segment; carriedIn: string[]; carriedOut: string[]; session: Ort.InferenceSession }[] = [];
+  private sessions: SegmentSession[] = [];
   private graph!: LlamaGraph;
   /**
    * The embedding table: raw for f32, else in the weight format's blocks (shared with a tied
@@ -227,16 +234,25 @@ export class CpuBackend implements Backend {
         ahead.set(names.join('+'), blocks);
       }
     };
-    for (const [index, segment] of segments.entries()) {
-      if (ahead.size === 0) startBlocks(index);
-      const segmentBlocksOf = (names: string[]) => ahead.get(names.join('+')) ?? blocksOf(names, arenas?.arenaFor(index));
-      const { bytes, externalData } = await buildSegmentModel(config, model.graph, source, segment, this.format!, segmentBlocksOf, this.kvFormat);
-      ahead.clear();
-      if (arenas?.overlapsPrevious(index + 1)) startBlocks(index + 1);
-      const { carriedIn, carriedOut } = segmentOps(model.graph, segment);
-      const session = await this.ort.InferenceSession.create(bytes, { ...sessionOptions, externalData });
-      arenas?.arenaFor(index).reset();
-      this.sessions.push({ segment, carriedIn, carriedOut, session });
+    const order = arenas?.order() ?? segments.map((_, i) => i);
+    const sessions: SegmentSession[] = [];
+    try {
+      for (const [turn, index] of order.entries()) {
+        const segment = segments[index]!;
+        if (ahead.size === 0) startBlocks(index);
+        const segmentBlocksOf = (names: string[]) => ahead.get(names.join('+')) ?? blocksOf(names, arenas?.arenaFor(index));
+        const { bytes, externalData } = await buildSegmentModel(config, model.graph, source, segment, this.format!, segmentBlocksOf, this.kvFormat);
+        ahead.clear();
+        const next = order[turn + 1];
+        if (next !== undefined && arenas?.apart(index, next)) startBlocks(next);
+        const { carriedIn, carriedOut } = segmentOps(model.graph, segment);
+        const session = await this.ort.InferenceSession.create(bytes, { ...sessionOptions, externalData });
+        arenas?.arenaFor(index).reset();
+        sessions[index] = { segment, carriedIn, carriedOut, session };
+      }
+    } finally {
+      // In segment order; after a failure, whatever was made, for close() to release.
+      this.sessions.push(...sessions.filter(Boolean));
     }
   }
 

@@ -146,7 +146,7 @@ describe('cpu backend weights as ORT external data', () => {
     expect(c.codes.byteOffset).toBe(0);
   });
 
-  it('alternates two halves of one buffer between segments; a larger last segment takes the whole buffer after the one before', () => {
+  it('alternates two halves of one buffer between segments; a larger last segment takes the whole buffer, first and alone', () => {
     const arenas = new SegmentArenas([blockBytes(64, 32), blockBytes(32, 32), blockBytes(64, 32), blockBytes(160, 32)]);
     const region = (index: number) => {
       const blocks = arenas.arenaFor(index).take(1, 32);
@@ -159,11 +159,13 @@ describe('cpu backend weights as ORT external data', () => {
     expect(third).toEqual(first);
     expect(last).toEqual({ buffer: first!.buffer, offset: 0 });
     expect(first!.buffer.byteLength).toBe(blockBytes(160, 32)); // max(two halves, the last segment)
-    expect([1, 2, 3].map((i) => arenas.overlapsPrevious(i))).toEqual([true, true, false]);
+    expect(arenas.order()).toEqual([3, 0, 1, 2]);
+    expect([arenas.apart(0, 1), arenas.apart(1, 2), arenas.apart(0, 2), arenas.apart(3, 0), arenas.apart(2, 3)]).toEqual([true, true, false, false, false]);
     // The last segment's blocks fill the whole buffer without spilling into fresh memory.
     expect(arenas.arenaFor(3).take(160, 32).codes.buffer).toBe(first!.buffer);
     const small = new SegmentArenas([blockBytes(64, 32), blockBytes(64, 32)]);
-    expect(small.overlapsPrevious(1)).toBe(true);
+    expect(small.order()).toEqual([0, 1]);
+    expect(small.apart(0, 1)).toBe(true);
     expect(small.arenaFor(1).take(64, 32).codes.byteOffset).toBe(blockBytes(64, 32));
   });
 
