@@ -7,7 +7,9 @@
  * A variant is `q8|q4|f32`, then any of `-L<n>` (MatMulNBits accuracy_level, default 4: int8
  * activations in blocks), `-nozp` (q8 without explicit zero points), `-noprepack` (the session
  * option session.disable_prepacking), `-spin` (intra-op spinning on; off by default,
- * as the backend runs).
+ * as the backend runs). `native` is the cpu addon's Q8_0 kernel on the same q8 blocks (int8
+ * activations per block of 32 and AVX-512 VNNI dot products, as llama.cpp computes Q8_0; not yet
+ * what the backend runs).
  * Printed per variant and M: median ms per run, µs per row, GFLOP/s, and the relative RMS
  * error against the exact f32 product of the dequantized weights (`err`) and against the
  * first variant (`vs first`: 0 when the numerics are the same).
@@ -20,6 +22,7 @@ import { loadavg } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { ggmlBlockSize, quantizeRows, zeroCode, type GgmlBlockType } from '../backends/cpu/ggml-blocks.js';
 import { packCodes } from '../backends/cpu/linear-weights.js';
+import { nativeBlocks } from '../backends/cpu/native-blocks.js';
 import { DataType, OnnxGraphBuilder } from '../backends/cpu/onnx-builder.js';
 import { scriptOptions } from './script-options.js';
 
@@ -46,7 +49,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 interface Variant {
   name: string;
-  format: 'q8' | 'q4' | 'f32';
+  format: 'q8' | 'q4' | 'f32' | 'native';
   level: number;
   zeroPoints: boolean;
   prepack: boolean;
@@ -55,7 +58,8 @@ interface Variant {
 
 function parseVariant(name: string): Variant {
   const [format, ...flags] = name.split('-');
-  if (format !== 'q8' && format !== 'q4' && format !== 'f32') throw new Error(`--variants: ${name}: must start with q8, q4 or f32`);
+  if (format !== 'q8' && format !== 'q4' && format !== 'f32' && format !== 'native') throw new Error(`--variants: ${name}: must start with q8, q4, f32 or native`);
+  if (format === 'native' && !nativeBlocks) throw new Error('--variants native: the cpu addon is not built (node scripts/build-native.mjs)');
   const v: Variant = { name, format, level: 4, zeroPoints: format === 'q8', prepack: true, spin: false };
   for (const flag of flags) {
     if (/^L\d$/.test(flag)) v.level = Number(flag.slice(1));
@@ -88,7 +92,19 @@ function blocksOf(type: GgmlBlockType, w: Float32Array): { codes: Uint8Array; sc
   return { ...blocks, values };
 }
 
-async function session(v: Variant, w: Float32Array): Promise<{ session: ort.InferenceSession; exact: Float32Array }> {
+/** One variant's way to compute y for the first m rows of x. */
+type Runner = (x: Float32Array, m: number) => Promise<Float32Array>;
+
+async function session(v: Variant, w: Float32Array): Promise<{ run: Runner; exact: Float32Array }> {
+  if (v.format === 'native') {
+    const q = blocksOf('q8_0', w);
+    const y = new Float32Array(Math.max(...ms) * N);
+    const run: Runner = async (x, m) => {
+      nativeBlocks!.q8Gemm(x, m, K, q.codes, q.scales, N, y, threads);
+      return y.subarray(0, m * N);
+    };
+    return { run, exact: q.values };
+  }
   const b = new OnnxGraphBuilder();
   const x = b.input('x', DataType.FLOAT, ['M', K]);
   let exact: Float32Array;
@@ -120,7 +136,8 @@ async function session(v: Variant, w: Float32Array): Promise<{ session: ort.Infe
     externalData,
     extra: { session: { disable_prepacking: v.prepack ? '0' : '1', intra_op: { allow_spinning: v.spin ? '1' : '0' } } },
   });
-  return { session, exact };
+  const run: Runner = async (x, m) => (await session.run({ x: new ort.Tensor('float32', x.subarray(0, m * K), [m, K]) })).y!.data as Float32Array;
+  return { run, exact };
 }
 
 /** x @ w^T in f64, for `rows` rows. */
@@ -149,14 +166,14 @@ function relativeRms(a: ArrayLike<number>, b: ArrayLike<number>, length: number)
 async function main(): Promise<void> {
   const variants = args.variants!.split(',').map(parseVariant);
   const weights = Array.from({ length: matrices }, (_, i) => uniform(N * K, 17 + i));
-  const sessions = new Map<string, ort.InferenceSession[]>();
+  const sessions = new Map<string, Runner[]>();
   const exacts = new Map<string, Float32Array>();
   for (const v of variants) {
     const t = performance.now();
     const made = [];
     for (const [i, w] of weights.entries()) {
-      const { session: s, exact } = await session(v, w);
-      made.push(s);
+      const { run, exact } = await session(v, w);
+      made.push(run);
       if (i === 0) exacts.set(v.name, exact);
     }
     sessions.set(v.name, made);
@@ -164,13 +181,11 @@ async function main(): Promise<void> {
   }
   const maxM = Math.max(...ms);
   const input = uniform(maxM * K, 99);
-  const inputOf = (m: number) => new ort.Tensor('float32', input.subarray(0, m * K), [m, K]);
   // Numerics on the first matrix, 4 rows.
   const checkRows = Math.min(4, maxM);
   const outputs = new Map<string, Float32Array>();
   for (const v of variants) {
-    const y = (await sessions.get(v.name)![0]!.run({ x: inputOf(checkRows) })).y!.data as Float32Array;
-    outputs.set(v.name, y);
+    outputs.set(v.name, (await sessions.get(v.name)![0]!(input, checkRows)).slice());
   }
   const first = variants[0]!.name;
   const errors = new Map(variants.map((v) => [v.name, { err: relativeRms(outputs.get(v.name)!, reference(input, exacts.get(v.name)!, checkRows), checkRows * N), vsFirst: relativeRms(outputs.get(v.name)!, outputs.get(first)!, checkRows * N) }]));
@@ -179,12 +194,11 @@ async function main(): Promise<void> {
   for (let round = 0; round < rounds; round++) {
     loads.push(load1());
     for (const m of ms) {
-      const x = inputOf(m);
       const order = variants.map((_, i) => variants[(i + round) % variants.length]!);
       for (const v of order) {
-        for (const s of sessions.get(v.name)!) {
+        for (const run of sessions.get(v.name)!) {
           const t = performance.now();
-          await s.run({ x });
+          await run(input, m);
           const key = `${v.name}@${m}`;
           if (!times.has(key)) times.set(key, []);
           times.get(key)!.push(performance.now() - t);

@@ -25,6 +25,14 @@ export interface NativeBlocks {
     codes: Uint8Array,
     scales: Float32Array,
   ): void;
+  /**
+   * y = x W^T for W in Q8_0 blocks ([n, k] codes, q + 128) with x quantized to Q8_0 per block
+   * (llama.cpp's CPU arithmetic). A benchmark subject (bench:cpu-gemm's `native` variant); the
+   * backend runs ORT's MatMulNBits.
+   */
+  q8Gemm(x: Float32Array, m: number, k: number, codes: Uint8Array, scales: Float32Array, n: number, y: Float32Array, threads: number): void;
+  /** Whether q8Gemm has its AVX-512 VNNI kernel here (else a portable scalar loop). */
+  q8GemmVectorized: boolean;
 }
 
 export const nativeBlocksPath = fileURLToPath(new URL('../../native/cpu/build/Release/sluice_cpu.node', import.meta.url));

@@ -96,3 +96,54 @@ describe.skipIf(!nativeBlocks)('cpu addon blocks', () => {
     expect(() => addon.quantizeRows('q5_0' as GgmlBlockType, values, 1, 64, new Uint8Array(64), new Float32Array(2))).toThrow(/unknown block type q5_0/);
   });
 });
+
+describe.skipIf(!nativeBlocks)('cpu addon Q8_0 GEMM', () => {
+  const addon = nativeBlocks!;
+
+  /** x W^T in f64 over W's dequantized blocks, and x's own quantization error bound per output. */
+  function reference(x: Float32Array, m: number, k: number, codes: Uint8Array, scales: Float32Array, n: number) {
+    const exact = new Float64Array(m * n);
+    const bound = new Float64Array(m * n);
+    for (let r = 0; r < m; r++) {
+      for (let j = 0; j < n; j++) {
+        let sum = 0;
+        let err = 0;
+        for (let b = 0; b < k / 32; b++) {
+          let maxAbs = 0;
+          for (let i = 0; i < 32; i++) maxAbs = Math.max(maxAbs, Math.abs(x[r * k + b * 32 + i]!));
+          for (let i = 0; i < 32; i++) {
+            const w = (codes[j * k + b * 32 + i]! - 128) * scales[j * (k / 32) + b]!;
+            sum += x[r * k + b * 32 + i]! * w;
+            err += Math.abs(w) * (maxAbs / 127 / 2); // half a step of x's block
+          }
+        }
+        exact[r * n + j] = sum;
+        bound[r * n + j] = err * 1.01 + 1e-5;
+      }
+    }
+    return { exact, bound };
+  }
+
+  it.each([
+    [1, 512, 8],
+    [5, 1024, 13], // row and column counts off the kernel's tiles of 4
+    [9, 96, 6], // k not a multiple of 512: the portable loop
+  ])('m=%i k=%i n=%i: within x quantization error of the exact product, on 1 and 3 threads', (m, k, n) => {
+    const rng = new Rng(k + n);
+    const x = Float32Array.from({ length: m * k }, () => rng.next() * 2 - 1);
+    const w = Float32Array.from({ length: n * k }, () => (rng.next() * 2 - 1) * 0.05);
+    const blocks = jsBlocks('q8_0', w, n, k);
+    const { exact, bound } = reference(x, m, k, blocks.codes, blocks.scales, n);
+    for (const threads of [1, 3]) {
+      const y = new Float32Array(m * n).fill(Number.NaN);
+      addon.q8Gemm(x, m, k, blocks.codes, blocks.scales, n, y, threads);
+      for (let i = 0; i < m * n; i++) expect(Math.abs(y[i]! - exact[i]!), `output ${i} on ${threads} threads`).toBeLessThanOrEqual(bound[i]!);
+    }
+  });
+
+  it('refuses k off whole blocks and arrays too short', () => {
+    const y = new Float32Array(4);
+    expect(() => addon.q8Gemm(new Float32Array(40), 1, 40, new Uint8Array(160), new Float32Array(8), 4, y, 1)).toThrow(/multiple of 32/);
+    expect(() => addon.q8Gemm(new Float32Array(32), 1, 64, new Uint8Array(256), new Float32Array(8), 4, y, 1)).toThrow(/too short/);
+  });
+});

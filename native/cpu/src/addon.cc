@@ -1,8 +1,10 @@
 // The CPU backend's native helpers, as backends/cpu/native-blocks.ts calls them.
 #include <napi.h>
 
+#include <algorithm>
 #include <string>
 
+#include "q8_gemm.h"
 #include "weight_blocks.h"
 
 namespace {
@@ -61,9 +63,29 @@ Napi::Value DummyRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/** q8Gemm(x: Float32Array, m, k, codes: Uint8Array, scales: Float32Array, n, y: Float32Array, threads) */
+Napi::Value Q8Gemm(const Napi::CallbackInfo& info) {
+  auto x = info[0].As<Napi::Float32Array>();
+  const size_t m = countArg(info, 1, "m");
+  const size_t k = countArg(info, 2, "k");
+  auto codes = info[3].As<Napi::Uint8Array>();
+  auto scales = info[4].As<Napi::Float32Array>();
+  const size_t n = countArg(info, 5, "n");
+  auto y = info[6].As<Napi::Float32Array>();
+  const size_t threads = countArg(info, 7, "threads");
+  if (k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), "q8Gemm: k must be a multiple of 32");
+  if (x.ElementLength() < m * k || codes.ElementLength() < n * k || scales.ElementLength() < n * k / kBlockSize || y.ElementLength() < m * n) {
+    throw Napi::RangeError::New(info.Env(), "q8Gemm: an array is too short for m, k and n");
+  }
+  sluice::cpu::q8Gemm(x.Data(), m, k, codes.Data(), scales.Data(), n, y.Data(), int(std::max<size_t>(1, threads)));
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("quantizeRows", Napi::Function::New(env, QuantizeRows));
   exports.Set("dummyRows", Napi::Function::New(env, DummyRows));
+  exports.Set("q8Gemm", Napi::Function::New(env, Q8Gemm));
+  exports.Set("q8GemmVectorized", Napi::Boolean::New(env, sluice::cpu::q8GemmVectorized()));
   return exports;
 }
 
