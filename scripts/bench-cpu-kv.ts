@@ -1,13 +1,13 @@
 /**
  * `npm run bench:cpu-kv`: single-stream decode on the CPU backend at long contexts, with the f32
- * KV cache (`--kv-cache-dtype auto`) and the FP8 ones, side by side in one process. Every dtype's
+ * KV cache (`--kv-cache-dtype auto`) and the 8-bit and 4-bit ones, side by side in one process. Every dtype's
  * backend is loaded once; then for each context length the same decode step (one token at
  * position = context, attending over `context` cached slots) is timed on each backend in turn,
  * alternating over rounds, with the load average printed. The cache's contents do not change a
  * step's cost, so the context is set up by the batch's page table rather than by a prefill.
  *
  * Options: --model NAME (preset, default llama-3.2-1b), --layers N (fewer decoder layers: a
- * quicker load, same attention per layer), --weight-format q8|q4|f32 (q8), --kv auto,q8_0,fp8_e4m3
+ * quicker load, same attention per layer), --weight-format q8|q4|f32 (q8), --kv auto,q8_0,q4_0,fp8_e4m3
  * (comma-separated), --context 1024,4096,16384, --steps N per round (8), --rounds N (3),
  * --threads N (2), --json.
  */
@@ -16,7 +16,7 @@ import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
 import { kvCacheDtypes, type Backend, type ForwardBatch, type KvCacheDtype } from '../src/engine/backend.js';
 import { kvBytesPerToken } from '../src/engine/kv-capacity.js';
-import { kvBlockSize } from '../backends/cpu/segment-graph.js';
+import { kvBytesPerValue, type KvCacheFormat } from '../backends/cpu/segment-graph.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
 import { presets } from '../src/model/presets.js';
@@ -26,7 +26,7 @@ const args = scriptOptions('bench:cpu-kv', {
   model: { type: 'string', default: 'llama-3.2-1b' },
   layers: { type: 'string' },
   'weight-format': { type: 'string', default: 'q8' },
-  kv: { type: 'string', default: 'auto,q8_0,fp8_e4m3' },
+  kv: { type: 'string', default: 'auto,q8_0,q4_0,fp8_e4m3' },
   context: { type: 'string', default: '1024,4096,16384' },
   steps: { type: 'string', default: '8' },
   rounds: { type: 'string', default: '3' },
@@ -85,7 +85,8 @@ async function main(): Promise<void> {
     }
     for (const { dtype } of backends) {
       const ms = times.get(dtype)!.sort((a, b) => a - b)[Math.floor(rounds / 2)]!;
-      const bytesPerValue = dtype === 'auto' ? 4 : dtype === 'q8_0' ? 1 + 4 / kvBlockSize(config.headDim) : 1;
+      const format: KvCacheFormat = dtype === 'auto' ? 'f32' : dtype === 'fp8' ? 'fp8_e4m3' : dtype;
+      const bytesPerValue = kvBytesPerValue(format, config.headDim);
       const kvMiB = (kvBytesPerToken(config, bytesPerValue) * context) / 2 ** 20;
       rows.push({ context, dtype, msPerStep: ms, tokPerS: 1000 / ms, kvMiB, load: load() });
       log(`context ${context}, ${dtype}: ${ms.toFixed(1)} ms/step (${(1000 / ms).toFixed(2)} tok/s), KV ${kvMiB.toFixed(0)} MiB (load ${load()})`);

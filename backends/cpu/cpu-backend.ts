@@ -18,12 +18,12 @@ import { BlockPool, SegmentArenas, sharedBlocks, type BlockArena } from './block
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { encodeFp8 } from './fp8-codes.js';
 import { quantizeRows } from './ggml-blocks.js';
-import { attentionGroups, buildSegmentModel, kvBlockSize, segmentLinearGroups, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
+import { attentionGroups, buildSegmentModel, kvBlockSize, kvBytesPerValue, kvHasScales, segmentLinearGroups, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
 import { loadProgress } from './load-progress.js';
 import { defaultSegmentBytes, planSegments, segmentBlockBytes } from './segment-plan.js';
 import { segmentSessionOptions } from './session-options.js';
 
-/** One layer's K or V: f32 values, 8-bit codes, and for q8_0 one scale per block of codes. */
+/** One layer's K or V: f32 values, 8-bit codes (q4_0: two 4-bit codes a byte), and for q8_0 and q4_0 one scale per block. */
 interface LayerCache {
   values: Float32Array | Uint8Array | Int8Array;
   scales: Float32Array | null;
@@ -122,8 +122,9 @@ export class CpuBackend implements Backend {
 
   async load(model: ModelSpec): Promise<void> {
     const { config, weights } = model;
-    if (this.kvFormat === 'q8_0' && config.headDim % kvBlockSize(config.headDim) !== 0) {
-      throw new BackendError(this.name, `--kv-cache-dtype q8_0 needs a head size that is a multiple of 32 (or below 32); this model's is ${config.headDim}`);
+    const kvBlock = kvBlockSize(config.headDim);
+    if (kvHasScales(this.kvFormat) && (config.headDim % kvBlock !== 0 || kvBlock % 2 !== 0)) {
+      throw new BackendError(this.name, `--kv-cache-dtype ${this.kvFormat} needs a head size that is a multiple of 32 (or even and below 32); this model's is ${config.headDim}`);
     }
     this.config = config;
     this.invFreq = ropeInverseFrequencies(config);
@@ -257,8 +258,7 @@ export class CpuBackend implements Backend {
   }
 
   kvCapacity(budget: KvBudget): number {
-    const bytesPerValue = { f32: 4, fp8_e4m3: 1, fp8_e5m2: 1, q8_0: 1 + 4 / kvBlockSize(this.config.headDim) }[this.kvFormat];
-    return hostKvCapacity(kvBytesPerToken(this.config, bytesPerValue), budget);
+    return hostKvCapacity(kvBytesPerToken(this.config, kvBytesPerValue(this.kvFormat, this.config.headDim)), budget);
   }
 
   async allocateKvCache(spec: KvCacheSpec): Promise<void> {
@@ -269,6 +269,7 @@ export class CpuBackend implements Backend {
     const cache = (): LayerCache => {
       if (format === 'f32') return { values: new Float32Array(size), scales: null };
       if (format === 'q8_0') return { values: new Int8Array(size), scales: new Float32Array(size / kvBlockSize(this.config.headDim)) };
+      if (format === 'q4_0') return { values: new Uint8Array(size / 2), scales: new Float32Array(size / kvBlockSize(this.config.headDim)) };
       return { values: new Uint8Array(size), scales: null };
     };
     this.kCache = Array.from({ length: this.config.numLayers }, cache);
@@ -401,7 +402,7 @@ export class CpuBackend implements Backend {
     for (let l = segment.firstLayer; l < segment.endLayer; l++) {
       feeds[stepInputs.kCache(l)] = this.cacheTensor(this.kCache[l]!.values);
       feeds[stepInputs.vCache(l)] = this.cacheTensor(this.vCache[l]!.values);
-      if (this.kvFormat === 'q8_0') {
+      if (kvHasScales(this.kvFormat)) {
         feeds[stepInputs.kScales(l)] = this.cacheTensor(this.kCache[l]!.scales!);
         feeds[stepInputs.vScales(l)] = this.cacheTensor(this.vCache[l]!.scales!);
       }
@@ -521,7 +522,7 @@ export class CpuBackend implements Backend {
     return [cos, sin];
   }
 
-  /** A cache array as a [kvHeads, slots, n] tensor (n: headDim, or q8_0's blocks per head for scales). */
+  /** A cache array as a [kvHeads, slots, n] tensor (n: headDim, q4_0's bytes per head, or the blocks per head for scales). */
   private cacheTensor(cache: Float32Array | Uint8Array | Int8Array): Ort.Tensor {
     const dims = [this.config.numKvHeads, this.numSlots, cache.length / (this.config.numKvHeads * this.numSlots)];
     if (cache instanceof Float32Array) return new this.ort.Tensor('float32', cache, dims);
@@ -534,19 +535,27 @@ export class CpuBackend implements Backend {
     const format = this.kvFormat;
     const { values, scales } = cache;
     const block = kvBlockSize(headDim);
-    // q8_0: ggml's Q8_0 rules (d = max|x| / 127, f16-rounded), codes stored signed; padded to whole blocks of 32 when the head is shorter.
-    const q8 = { codes: new Uint8Array(Math.ceil(headDim / 32) * 32), scales: new Float32Array(Math.ceil(headDim / 32)) };
+    // q8_0 / q4_0: ggml's rules (ggml-blocks.ts), q8_0's codes stored signed, q4_0's two a byte;
+    // a head shorter than 32 is one block (quantizeRows pads it to 32 with zero codes).
+    const q = { codes: new Uint8Array(Math.ceil(headDim / 32) * 32), scales: new Float32Array(Math.ceil(headDim / 32)) };
+    const half = block / 2;
     slotMapping.forEach((slot, t) => {
       for (let h = 0; h < numKvHeads; h++) {
         const from = (t * numKvHeads + h) * headDim;
         const at = (h * this.numSlots + slot) * headDim;
         const row = rows.subarray(from, from + headDim);
         if (values instanceof Float32Array) values.set(row, at);
-        else if (values instanceof Int8Array) {
-          quantizeRows('q8_0', row, 1, headDim, q8);
-          for (let i = 0; i < headDim; i++) values[at + i] = q8.codes[i]! - 128;
-          scales!.set(q8.scales.subarray(0, headDim / block), at / block);
-        } else if (format !== 'f32' && format !== 'q8_0') encodeFp8(format, row, values.subarray(at, at + headDim));
+        else if (format === 'q8_0') {
+          quantizeRows('q8_0', row, 1, headDim, q);
+          for (let i = 0; i < headDim; i++) values[at + i] = q.codes[i]! - 128;
+          scales!.set(q.scales.subarray(0, headDim / block), at / block);
+        } else if (format === 'q4_0') {
+          quantizeRows('q4_0', row, 1, headDim, q);
+          for (let i = 0; i < headDim; i += block) {
+            for (let j = 0; j < half; j++) values[(at + i) / 2 + j] = q.codes[i + j]! | (q.codes[i + j + half]! << 4);
+          }
+          scales!.set(q.scales.subarray(0, headDim / block), at / block);
+        } else if (format === 'fp8_e4m3' || format === 'fp8_e5m2') encodeFp8(format, row, (values as Uint8Array).subarray(at, at + headDim));
       }
     });
   }
@@ -556,8 +565,8 @@ export class CpuBackend implements Backend {
 function kvCacheFormat(dtype: KvCacheDtype | undefined): KvCacheFormat {
   if (dtype === undefined || dtype === 'auto') return 'f32';
   if (dtype === 'fp8') return 'fp8_e4m3';
-  if (dtype === 'fp8_e4m3' || dtype === 'fp8_e5m2' || dtype === 'q8_0') return dtype;
-  throw new BackendError('cpu', `--kv-cache-dtype ${String(dtype)}: not supported (choose auto, fp8, fp8_e4m3, fp8_e5m2 or q8_0)`);
+  if (dtype === 'fp8_e4m3' || dtype === 'fp8_e5m2' || dtype === 'q8_0' || dtype === 'q4_0') return dtype;
+  throw new BackendError('cpu', `--kv-cache-dtype ${String(dtype)}: not supported (choose auto, fp8, fp8_e4m3, fp8_e5m2, q8_0 or q4_0)`);
 }
 
 /** Greedy steps without log-probs, penalties, logit biases or token masks can take the in-graph argmax instead of the logits. */

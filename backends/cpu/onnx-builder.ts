@@ -80,6 +80,10 @@ export class OnnxGraphBuilder {
     return this.initializer(this.fresh('const'), DataType.INT64, [values.length], BigInt64Array.from(values, BigInt));
   }
 
+  floats(values: number[]): string {
+    return this.initializer(this.fresh('const'), DataType.FLOAT, [values.length], Float32Array.from(values));
+  }
+
   /** Adds a node and returns its output names (fresh ones unless `outputs` names them). */
   node(opType: string, inputs: string[], attributes: Record<string, AttributeValue> = {}, outputs: number | string[] = 1, domain = ''): string[] {
     const outNames = typeof outputs === 'number' ? Array.from({ length: outputs }, () => this.fresh(opType)) : outputs;

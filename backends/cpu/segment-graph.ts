@@ -49,7 +49,7 @@ export const stepInputs = {
   }),
   kCache: (layer: number) => `k_cache_${layer}`,
   vCache: (layer: number) => `v_cache_${layer}`,
-  /** q8_0 caches: one scale per block of `kvBlockSize` values, [kvHeads, slots, headDim / block]. */
+  /** q8_0 and q4_0 caches: one scale per block of `kvBlockSize` values, [kvHeads, slots, headDim / block]. */
   kScales: (layer: number) => `k_scales_${layer}`,
   vScales: (layer: number) => `v_scales_${layer}`,
   /** A graph activation handed over from the host (the embedding, a collective's result) or the previous segment. */
@@ -68,10 +68,25 @@ export const stepOutputs = {
 
 export type AttentionGroupName = 'd' | 'p';
 
-/** How the cpu backend stores K and V: f32, FP8 codes, or int8 codes with a scale per block (llama.cpp's q8_0). */
-export type KvCacheFormat = 'f32' | Fp8Format | 'q8_0';
+/**
+ * How the cpu backend stores K and V: f32, FP8 codes, or codes with a scale per block: llama.cpp's
+ * q8_0 (int8) and q4_0 (4-bit codes around 8, two a byte: byte j of a block holds element j in
+ * its low nibble and element j + block / 2 in its high one, ggml's Q4_0 order).
+ */
+export type KvCacheFormat = 'f32' | Fp8Format | 'q8_0' | 'q4_0';
 
-/** Values per q8_0 KV block: 32 as in ggml, or the whole head when it is shorter. */
+/** Whether a cache format stores blocks with a scale each. */
+export function kvHasScales(format: KvCacheFormat): format is 'q8_0' | 'q4_0' {
+  return format === 'q8_0' || format === 'q4_0';
+}
+
+/** Bytes per cached value: codes, plus a block's f32 scale shared by its values. */
+export function kvBytesPerValue(format: KvCacheFormat, headDim: number): number {
+  const scale = kvHasScales(format) ? 4 / kvBlockSize(headDim) : 0;
+  return { f32: 4, fp8_e4m3: 1, fp8_e5m2: 1, q8_0: 1, q4_0: 0.5 }[format] + scale;
+}
+
+/** Values per q8_0 / q4_0 KV block: 32 as in ggml, or the whole head when it is shorter. */
 export function kvBlockSize(headDim: number): number {
   return Math.min(32, headDim);
 }
@@ -315,15 +330,21 @@ export async function buildSegmentModel(
  */
 function pagedAttention(b: OnnxGraphBuilder, config: LlamaConfig, kvCache: KvCacheFormat) {
   const { numHeads, numKvHeads, headDim: hd } = config;
-  // 8-bit codes are gathered as bytes (a quarter of f32's traffic), then decoded: FP8 through a
-  // 256-entry table, q8_0 by a cast and its blocks' scales.
-  const codeTable = once(() => (kvCache === 'f32' || kvCache === 'q8_0' ? '' : b.initializer(`kv_${kvCache}_table`, DataType.FLOAT, [256], fp8Table(kvCache))));
+  // Codes are gathered as bytes (a quarter or an eighth of f32's traffic), then decoded: FP8
+  // through a 256-entry table, q8_0 by a cast and its blocks' scales, q4_0 by splitting each byte
+  // into its two codes (in f32: exact for 0..255), then as q8_0 around 8.
+  const codeTable = once(() => (kvCache === 'f32' || kvHasScales(kvCache) ? '' : b.initializer(`kv_${kvCache}_table`, DataType.FLOAT, [256], fp8Table(kvCache))));
   const block = kvBlockSize(hd);
   const gatherPast = (cache: string, scales: string | null, pastIndex: string) => {
     const past = b.op('Gather', [cache, pastIndex], { axis: 1 }); // [kvH, S, P, hd]
     if (kvCache === 'f32') return past;
-    if (kvCache === 'q8_0') {
-      const values = b.op('Reshape', [b.op('Cast', [past], { to: DataType.FLOAT }), b.int64s([0, 0, 0, -1, block])]); // [kvH, S, P, hd / block, block]
+    if (kvHasScales(kvCache)) {
+      let values = b.op('Reshape', [b.op('Cast', [past], { to: DataType.FLOAT }), b.int64s([0, 0, 0, -1, kvCache === 'q4_0' ? block / 2 : block])]); // [kvH, S, P, hd / block, bytes a block]
+      if (kvCache === 'q4_0') {
+        const high = b.op('Floor', [b.op('Mul', [values, b.floats([1 / 16])])]);
+        const low = b.op('Sub', [values, b.op('Mul', [high, b.floats([16])])]);
+        values = b.op('Sub', [b.op('Concat', [low, high], { axis: 4 }), b.floats([8])]); // [kvH, S, P, hd / block, block]
+      }
       const blockScales = b.op('Unsqueeze', [b.op('Gather', [scales!, pastIndex], { axis: 1 }), b.int64s([4])]);
       return b.op('Reshape', [b.op('Mul', [values, blockScales]), b.int64s([0, 0, 0, hd])]);
     }
@@ -373,9 +394,10 @@ function pagedAttention(b: OnnxGraphBuilder, config: LlamaConfig, kvCache: KvCac
     b.output(stepOutputs.k(layer), DataType.FLOAT, ['T', kvCols]);
     b.output(stepOutputs.v(layer), DataType.FLOAT, ['T', kvCols]);
     const cacheType = kvCache === 'f32' ? DataType.FLOAT : kvCache === 'q8_0' ? DataType.INT8 : DataType.UINT8;
-    const scalesOf = (name: string) => (kvCache === 'q8_0' ? b.input(name, DataType.FLOAT, [numKvHeads, 'N', hd / block]) : null);
-    const kCache = { values: b.input(stepInputs.kCache(layer), cacheType, [numKvHeads, 'N', hd]), scales: scalesOf(stepInputs.kScales(layer)) };
-    const vCache = { values: b.input(stepInputs.vCache(layer), cacheType, [numKvHeads, 'N', hd]), scales: scalesOf(stepInputs.vScales(layer)) };
+    const cacheCols = kvCache === 'q4_0' ? hd / 2 : hd;
+    const scalesOf = (name: string) => (kvHasScales(kvCache) ? b.input(name, DataType.FLOAT, [numKvHeads, 'N', hd / block]) : null);
+    const kCache = { values: b.input(stepInputs.kCache(layer), cacheType, [numKvHeads, 'N', cacheCols]), scales: scalesOf(stepInputs.kScales(layer)) };
+    const vCache = { values: b.input(stepInputs.vCache(layer), cacheType, [numKvHeads, 'N', cacheCols]), scales: scalesOf(stepInputs.vScales(layer)) };
     const kHeads = headMajor(k);
     const vHeads = headMajor(v);
     const results = perGroup.map((g) => attentionInGroup(g, q, kHeads, vHeads, kCache, vCache));

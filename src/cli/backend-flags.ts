@@ -43,7 +43,7 @@ export function addBackendFlags(command: Command): Command {
     )
     .option(
       '--kv-cache-dtype <dtype>',
-      `KV cache data type: ${kvCacheDtypes.join(', ')}; auto is each backend's own (f32 on cpu); fp8 (= fp8_e4m3) and fp8_e5m2 (vLLM's and SGLang's names) store one byte per value, q8_0 (llama.cpp's --cache-type-k/-v) int8 blocks of 32 with a scale; cpu backend only`,
+      `KV cache data type: ${kvCacheDtypes.join(', ')}; auto is each backend's own (f32 on cpu); fp8 (= fp8_e4m3) and fp8_e5m2 (vLLM's and SGLang's names) store one byte per value, q8_0 and q4_0 (llama.cpp's --cache-type-k/-v) 8-bit or 4-bit blocks of 32 with a scale; cpu backend only`,
       'auto',
     )
     .option('--quantization <method>', "SGLang's checkpoint quantization methods (awq, gptq, fp8, ...) are not supported; the cpu backend's own weight format is --cpu-weights")
@@ -104,8 +104,7 @@ function kvCacheDtypeOf(flags: BackendFlags): KvCacheDtype | undefined {
   const dtype = flags.kvCacheDtype;
   if (dtype === undefined || dtype === 'auto') return undefined;
   if (!(kvCacheDtypes as readonly string[]).includes(dtype)) {
-    const fourBit = /^(q4|int4|fp4|nvfp4|q4_0)$/i.test(dtype) ? ' (4-bit KV caches are not implemented)' : '';
-    throw new UserError(`--kv-cache-dtype ${dtype}: not supported${fourBit}; choose one of ${kvCacheDtypes.join(', ')}`);
+    throw new UserError(`--kv-cache-dtype ${dtype}: not supported; choose one of ${kvCacheDtypes.join(', ')}`);
   }
   if (flags.backend !== 'cpu') {
     throw new UserError(`--kv-cache-dtype ${dtype}: implemented on the cpu backend only; give --backend cpu (--backend ${flags.backend} keeps its own KV dtype, --kv-cache-dtype auto)`);

@@ -19,7 +19,7 @@ export interface BackendOptions {
   device?: number;
   /** cpu: f32, q8 (GGUF Q8_0 blocks) or q4 (GGUF Q4_0 blocks); default f32 for f32 checkpoints, q8 for BF16/F16 ones. */
   cpuWeights?: CpuWeightFormat;
-  /** cpu: the KV cache's element type; `auto` (default) is f32, fp8_e4m3 / fp8_e5m2 one byte per value, q8_0 int8 blocks of 32 with a scale. */
+  /** cpu: the KV cache's element type; `auto` (default) is f32, fp8_e4m3 / fp8_e5m2 one byte per value, q8_0 int8 blocks of 32 with a scale, q4_0 4-bit blocks of 32 with a scale. */
   kvCacheDtype?: KvCacheDtype;
   /** webgpu: KV positions per attention split before decode attention is split over the KV length (default 256). */
   webgpuAttentionSplit?: number;
@@ -42,8 +42,8 @@ export interface RankCollectives {
 export const cpuWeightFormats = ['f32', 'q8', 'q4'] as const;
 export type CpuWeightFormat = (typeof cpuWeightFormats)[number];
 
-/** --kv-cache-dtype values: vLLM's and SGLang's (their `fp8` means fp8_e4m3), and llama.cpp's q8_0 (its --cache-type-k/-v). */
-export const kvCacheDtypes = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'q8_0'] as const;
+/** --kv-cache-dtype values: vLLM's and SGLang's (their `fp8` means fp8_e4m3), and llama.cpp's q8_0 and q4_0 (its --cache-type-k/-v). */
+export const kvCacheDtypes = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'q8_0', 'q4_0'] as const;
 export type KvCacheDtype = (typeof kvCacheDtypes)[number];
 
 /** What a backend folder exports, and the registry (backends/index.ts) lists. */

@@ -59,10 +59,10 @@ describe('FP8 codes', () => {
   });
 });
 
-// The cpu backend with an 8-bit KV cache (FP8, or llama.cpp's q8_0 blocks) against the same
+// The cpu backend with an 8-bit or 4-bit KV cache (FP8, or llama.cpp's q8_0 / q4_0 blocks) against the same
 // backend with its f32 cache (f32 weights, so only the cache's rounding differs), over
 // teacher-forced positions after a prompt chunk.
-describe('cpu backend with an 8-bit KV cache', () => {
+describe('cpu backend with an 8-bit or 4-bit KV cache', () => {
   const config = tinyVariant();
   const prompt = promptOf(32, 11, 128000);
   const forced = promptOf(160, 12, 128000);
@@ -100,17 +100,18 @@ describe('cpu backend with an 8-bit KV cache', () => {
   };
 
   beforeAll(async () => {
-    for (const dtype of ['auto', 'fp8', 'fp8_e5m2', 'q8_0'] as const) runs[dtype] = await forcedRun(await create({ threads: 2, kvCacheDtype: dtype }));
+    for (const dtype of ['auto', 'fp8', 'fp8_e5m2', 'q8_0', 'q4_0'] as const) runs[dtype] = await forcedRun(await create({ threads: 2, kvCacheDtype: dtype }));
   });
 
   // Bounds with a margin over what this tiny random model showed (2026-12-02: E4M3 top-1 0.81, max
-  // error 0.51; E5M2 0.67, 1.01): its 128k-vocabulary logits crowd together, so a few percent of
+  // error 0.51; E5M2 0.67, 1.01; 2026-12-03: q4_0 0.72, 1.40): its 128k-vocabulary logits crowd together, so a few percent of
   // rounding in K and V flips many top-1 tokens, as 8-bit weights do (cpu-quantized.test.ts). E4M3
   // keeps 3 mantissa bits, E5M2 2, q8_0 ~7 within each block. The exact checks are the emulation tests below.
   it.each([
     ['fp8', 0.7, 1],
     ['fp8_e5m2', 0.55, 2],
     ['q8_0', 0.9, 0.3],
+    ['q4_0', 0.6, 2.5],
   ] as const)('%s agrees with the f32 cache', (dtype, top1, maxLogprobError) => {
     const a = compare(dtype);
     console.info(`${dtype} KV against f32 KV: top-1 ${a.top1.toFixed(3)}, log-prob error max ${a.maxError.toFixed(4)} over ${a.compared}`);
@@ -142,7 +143,7 @@ describe('cpu backend with an 8-bit KV cache', () => {
     }
   });
 
-  it('q8_0 equals the f32 cache holding the decoded Q8_0 blocks', async () => {
+  it.each(['q8_0', 'q4_0'] as const)('%s equals the f32 cache holding the decoded blocks', async (type) => {
     const emulated = await create({ threads: 2 });
     const writeKv = Reflect.get(emulated, 'writeKv') as (cache: unknown, rows: Float32Array, slots: Int32Array) => void;
     const headDim = config.headDim;
@@ -150,18 +151,18 @@ describe('cpu backend with an 8-bit KV cache', () => {
       const decoded = new Float32Array(rows.length);
       const blocks = { codes: new Uint8Array(32), scales: new Float32Array(1) };
       for (let at = 0; at < rows.length; at += headDim) {
-        quantizeRows('q8_0', rows.subarray(at, at + headDim), 1, headDim, blocks);
-        for (let i = 0; i < headDim; i++) decoded[at + i] = dequantize('q8_0', blocks.codes[i]!, blocks.scales[0]!);
+        quantizeRows(type, rows.subarray(at, at + headDim), 1, headDim, blocks);
+        for (let i = 0; i < headDim; i++) decoded[at + i] = dequantize(type, blocks.codes[i]!, blocks.scales[0]!);
       }
       writeKv.call(this, cache, decoded, slots);
     });
     const expected = await forcedRun(emulated);
-    const actual = runs.q8_0 as Awaited<ReturnType<typeof forcedRun>>;
+    const actual = runs[type] as Awaited<ReturnType<typeof forcedRun>>;
     expect(actual.top1).toEqual(expected.top1);
     actual.top.forEach((t, p) => t.logprobs.forEach((l, j) => expect(Math.abs(l - expected.top[p]!.logprobs[j]!)).toBeLessThan(1e-5)));
   });
 
-  it('holds a quarter of the bytes per token (q8_0: 1.125 bytes a value), so ~4x the tokens fit a budget', async () => {
+  it('holds a quarter of the bytes per token (q8_0: 1.125 bytes a value; q4_0 0.625), so ~4x (~6x) the tokens fit a budget', async () => {
     const big = tinyVariant({ numLayers: 64, numKvHeads: 32, headDim: 128 });
     const capacity = async (dtype: KvCacheDtype) => {
       const backend = await create({ threads: 1, kvCacheDtype: dtype });
@@ -173,5 +174,8 @@ describe('cpu backend with an 8-bit KV cache', () => {
     expect(await capacity('fp8_e4m3')).toBeGreaterThan(3.9 * f32);
     // q8_0: a byte per value plus an f32 scale per block of 32: 4 / 1.125 = 3.56x.
     expect(await capacity('q8_0')).toBeGreaterThan(3.5 * f32);
+    // q4_0: half a byte per value plus the scale: 4 / 0.625 = 6.4x.
+    expect(await capacity('q4_0')).toBeGreaterThan(6.3 * f32);
+    expect(await capacity('q4_0')).toBeLessThan(6.5 * f32);
   });
 });
