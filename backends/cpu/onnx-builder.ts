@@ -10,7 +10,7 @@ type AttributeProto = OnnxTypes.IAttributeProto;
 
 export const DataType = onnx.TensorProto.DataType;
 export type Dim = number | string;
-export type AttributeValue = number | number[] | { float: number };
+export type AttributeValue = number | number[] | string | { float: number };
 
 /**
  * An in-memory "file" that initializers point into (ONNX external data): ORT reads the weights
@@ -80,6 +80,10 @@ export class OnnxGraphBuilder {
     return this.initializer(this.fresh('const'), DataType.INT64, [values.length], BigInt64Array.from(values, BigInt));
   }
 
+  uint8s(values: number[]): string {
+    return this.initializer(this.fresh('const'), DataType.UINT8, [values.length], Uint8Array.from(values));
+  }
+
   floats(values: number[]): string {
     return this.initializer(this.fresh('const'), DataType.FLOAT, [values.length], Float32Array.from(values));
   }
@@ -130,6 +134,7 @@ function valueInfo(name: string, type: number, dims: Dim[]): ValueInfoProto {
 function attribute(name: string, value: AttributeValue): AttributeProto {
   const Type = onnx.AttributeProto.AttributeType;
   if (Array.isArray(value)) return { name, type: Type.INTS, ints: value };
+  if (typeof value === 'string') return { name, type: Type.STRING, s: new TextEncoder().encode(value) };
   if (typeof value === 'object') return { name, type: Type.FLOAT, f: value.float };
   return { name, type: Type.INT, i: value };
 }
