@@ -164,6 +164,10 @@ export class BlockPool {
         worker.on('error', (e: Error) => {
           for (const job of queue.splice(0)) job.reject(e);
         });
+        // A worker that is gone answers nothing: its queued jobs fail rather than wait forever.
+        worker.on('exit', (code: number) => {
+          for (const job of queue.splice(0)) job.reject(new Error(`block worker exited (code ${code}) with jobs queued`));
+        });
         this.workers.push(worker);
         this.pending.push(queue);
       }

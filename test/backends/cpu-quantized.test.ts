@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import type { Worker } from 'node:worker_threads';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getLlama, LlamaLogLevel, type Llama, type Token } from 'node-llama-cpp';
@@ -144,6 +145,22 @@ describe('ggml blocks', () => {
         expect(Buffer.from(actual.codes).equals(Buffer.from(expected.codes))).toBe(true);
         expect(Array.from(actual.scales)).toEqual(Array.from(expected.scales));
       }
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('fails the jobs queued on a worker that exits instead of leaving them pending', async () => {
+    const weights = new DummyWeights(config, 3, 'bf16');
+    const name = 'model.layers.1.mlp.down_proj.weight';
+    const [rows, cols] = weights.info(name)!.shape as [number, number];
+    const pool = new BlockPool(2);
+    try {
+      const queued = Array.from({ length: 8 }, () => pool.quantize('q8_0', rows, cols, 'bf16', { recipe: weights.deviceRecipe(name) }));
+      const settled = Promise.allSettled(queued);
+      await (Reflect.get(pool, 'workers') as Worker[])[1]!.terminate();
+      const results = await settled;
+      expect(results.some((r) => r.status === 'rejected' && /block worker exited/.test(String(r.reason)))).toBe(true);
     } finally {
       await pool.close();
     }
