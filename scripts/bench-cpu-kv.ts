@@ -16,7 +16,8 @@ import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
 import { kvCacheDtypes, type Backend, type ForwardBatch, type KvCacheDtype } from '../src/engine/backend.js';
 import { kvBytesPerToken } from '../src/engine/kv-capacity.js';
-import { kvBytesPerValue, type KvCacheFormat } from '../backends/cpu/segment-graph.js';
+import { kvCacheFormat } from '../backends/cpu/cpu-backend.js';
+import { kvBytesPerValue } from '../backends/cpu/segment-graph.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
 import { presets } from '../src/model/presets.js';
@@ -85,8 +86,7 @@ async function main(): Promise<void> {
     }
     for (const { dtype } of backends) {
       const ms = times.get(dtype)!.sort((a, b) => a - b)[Math.floor(rounds / 2)]!;
-      const format: KvCacheFormat = dtype === 'auto' ? 'f32' : dtype === 'fp8' ? 'fp8_e4m3' : dtype;
-      const bytesPerValue = kvBytesPerValue(format, config.headDim);
+      const bytesPerValue = kvBytesPerValue(kvCacheFormat(dtype), config.headDim);
       const kvMiB = (kvBytesPerToken(config, bytesPerValue) * context) / 2 ** 20;
       rows.push({ context, dtype, msPerStep: ms, tokPerS: 1000 / ms, kvMiB, load: load() });
       log(`context ${context}, ${dtype}: ${ms.toFixed(1)} ms/step (${(1000 / ms).toFixed(2)} tok/s), KV ${kvMiB.toFixed(0)} MiB (load ${load()})`);

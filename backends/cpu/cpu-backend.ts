@@ -562,7 +562,7 @@ export class CpuBackend implements Backend {
 }
 
 /** --kv-cache-dtype as the cpu backend stores it: `auto` is f32; vLLM's `fp8` means E4M3. */
-function kvCacheFormat(dtype: KvCacheDtype | undefined): KvCacheFormat {
+export function kvCacheFormat(dtype: KvCacheDtype | undefined): KvCacheFormat {
   if (dtype === undefined || dtype === 'auto') return 'f32';
   if (dtype === 'fp8') return 'fp8_e4m3';
   if (dtype === 'fp8_e4m3' || dtype === 'fp8_e5m2' || dtype === 'q8_0' || dtype === 'q4_0') return dtype;

@@ -332,11 +332,11 @@ function pagedAttention(b: OnnxGraphBuilder, config: LlamaConfig, kvCache: KvCac
   const { numHeads, numKvHeads, headDim: hd } = config;
   // Codes are gathered as bytes (a quarter or an eighth of f32's traffic), then decoded: FP8
   // through a 256-entry table, q8_0 by a cast and its blocks' scales, q4_0 by splitting each byte
-  // into its two codes (in f32: exact for 0..255), then as q8_0 around 8.
+  // into its two codes first, then as q8_0 around 8.
   const codeTable = once(() => (kvCache === 'f32' || kvHasScales(kvCache) ? '' : b.initializer(`kv_${kvCache}_table`, DataType.FLOAT, [256], fp8Table(kvCache))));
   const block = kvBlockSize(hd);
   const gatherPast = (cache: string, scales: string | null, pastIndex: string) => {
-    const past = b.op('Gather', [cache, pastIndex], { axis: 1 }); // [kvH, S, P, hd]
+    const past = b.op('Gather', [cache, pastIndex], { axis: 1 }); // [kvH, S, P, hd] (q4_0: hd / 2 bytes)
     if (kvCache === 'f32') return past;
     if (kvHasScales(kvCache)) {
       let codes = b.op('Reshape', [past, b.int64s([0, 0, 0, -1, kvCache === 'q4_0' ? block / 2 : block])]); // [kvH, S, P, hd / block, bytes a block]
