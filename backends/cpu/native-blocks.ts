@@ -33,6 +33,16 @@ export interface NativeBlocks {
   q8Gemm(x: Float32Array, m: number, k: number, codes: Uint8Array, scales: Float32Array, n: number, y: Float32Array, threads: number): void;
   /** Whether q8Gemm has its AVX-512 VNNI kernel here (else a portable scalar loop). */
   q8GemmVectorized: boolean;
+  /**
+   * Q8_0 blocks ([n, k] codes q + 128, f32 scales) into the tile layout of q8TilesGemm
+   * (native/cpu/src/q8_tiles.h): 16 rows by one block a tile, n padded to a multiple of 16
+   * (packedCodes: that many rows * k bytes; packedScales: f16, one a row and block).
+   */
+  packQ8Tiles(codes: Uint8Array, scales: Float32Array, n: number, k: number, packedCodes: Int8Array, packedScales: Uint16Array): void;
+  /** y = x W^T over weights packed by packQ8Tiles, x quantized per block of 32 (llama.cpp's Q8_0 arithmetic). */
+  q8TilesGemm(x: Float32Array, m: number, k: number, packedCodes: Int8Array, packedScales: Uint16Array, n: number, y: Float32Array, threads: number): void;
+  /** What q8TilesGemm runs for many rows here: AMX tiles, AVX-512 VNNI dot products, or a portable loop. */
+  q8TilesKernel: 'amx' | 'avx512-vnni' | 'scalar';
 }
 
 export const nativeBlocksPath = fileURLToPath(new URL('../../native/cpu/build/Release/sluice_cpu.node', import.meta.url));

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { dummyRow } from '../../backends/cpu/block-worker.js';
 import { ggmlBlockSize, quantizeRows, type GgmlBlockType } from '../../backends/cpu/ggml-blocks.js';
 import { nativeBlocks, nativeBlocksPath } from '../../backends/cpu/native-blocks.js';
+import { f16ToF32 } from '../../src/model/dtype.js';
 import { Rng } from '../../src/model/rng.js';
 
 // The CPU addon must make the very blocks the TypeScript does: a load with it is only faster.
@@ -97,32 +98,32 @@ describe.skipIf(!nativeBlocks)('cpu addon blocks', () => {
   });
 });
 
+/** x W^T in f64 over W's dequantized blocks, and x's own quantization error bound per output. */
+function gemmReference(x: Float32Array, m: number, k: number, codes: Uint8Array, scales: Float32Array, n: number) {
+  const exact = new Float64Array(m * n);
+  const bound = new Float64Array(m * n);
+  for (let r = 0; r < m; r++) {
+    for (let j = 0; j < n; j++) {
+      let sum = 0;
+      let err = 0;
+      for (let b = 0; b < k / 32; b++) {
+        let maxAbs = 0;
+        for (let i = 0; i < 32; i++) maxAbs = Math.max(maxAbs, Math.abs(x[r * k + b * 32 + i]!));
+        for (let i = 0; i < 32; i++) {
+          const w = (codes[j * k + b * 32 + i]! - 128) * scales[j * (k / 32) + b]!;
+          sum += x[r * k + b * 32 + i]! * w;
+          err += Math.abs(w) * (maxAbs / 127 / 2); // half a step of x's block
+        }
+      }
+      exact[r * n + j] = sum;
+      bound[r * n + j] = err * 1.01 + 1e-5;
+    }
+  }
+  return { exact, bound };
+}
+
 describe.skipIf(!nativeBlocks)('cpu addon Q8_0 GEMM', () => {
   const addon = nativeBlocks!;
-
-  /** x W^T in f64 over W's dequantized blocks, and x's own quantization error bound per output. */
-  function reference(x: Float32Array, m: number, k: number, codes: Uint8Array, scales: Float32Array, n: number) {
-    const exact = new Float64Array(m * n);
-    const bound = new Float64Array(m * n);
-    for (let r = 0; r < m; r++) {
-      for (let j = 0; j < n; j++) {
-        let sum = 0;
-        let err = 0;
-        for (let b = 0; b < k / 32; b++) {
-          let maxAbs = 0;
-          for (let i = 0; i < 32; i++) maxAbs = Math.max(maxAbs, Math.abs(x[r * k + b * 32 + i]!));
-          for (let i = 0; i < 32; i++) {
-            const w = (codes[j * k + b * 32 + i]! - 128) * scales[j * (k / 32) + b]!;
-            sum += x[r * k + b * 32 + i]! * w;
-            err += Math.abs(w) * (maxAbs / 127 / 2); // half a step of x's block
-          }
-        }
-        exact[r * n + j] = sum;
-        bound[r * n + j] = err * 1.01 + 1e-5;
-      }
-    }
-    return { exact, bound };
-  }
 
   it.each([
     [1, 512, 8],
@@ -133,7 +134,7 @@ describe.skipIf(!nativeBlocks)('cpu addon Q8_0 GEMM', () => {
     const x = Float32Array.from({ length: m * k }, () => rng.next() * 2 - 1);
     const w = Float32Array.from({ length: n * k }, () => (rng.next() * 2 - 1) * 0.05);
     const blocks = jsBlocks('q8_0', w, n, k);
-    const { exact, bound } = reference(x, m, k, blocks.codes, blocks.scales, n);
+    const { exact, bound } = gemmReference(x, m, k, blocks.codes, blocks.scales, n);
     for (const threads of [1, 3]) {
       const y = new Float32Array(m * n).fill(Number.NaN);
       addon.q8Gemm(x, m, k, blocks.codes, blocks.scales, n, y, threads);
@@ -145,5 +146,78 @@ describe.skipIf(!nativeBlocks)('cpu addon Q8_0 GEMM', () => {
     const y = new Float32Array(4);
     expect(() => addon.q8Gemm(new Float32Array(40), 1, 40, new Uint8Array(160), new Float32Array(8), 4, y, 1)).toThrow(/multiple of 32/);
     expect(() => addon.q8Gemm(new Float32Array(32), 1, 64, new Uint8Array(256), new Float32Array(8), 4, y, 1)).toThrow(/too short/);
+  });
+});
+
+describe.skipIf(!nativeBlocks)('cpu addon Q8_0 GEMM over packed tiles', () => {
+  const addon = nativeBlocks!;
+
+  function packed(codes: Uint8Array, scales: Float32Array, n: number, k: number) {
+    const rows = Math.ceil(n / 16) * 16;
+    const out = { codes: new Int8Array(rows * k), scales: new Uint16Array((rows * k) / 32) };
+    addon.packQ8Tiles(codes, scales, n, k, out.codes, out.scales);
+    return out;
+  }
+
+  it('packs each block of 16 rows as 8 rows of four columns per weight row, codes signed, scales f16, padding zero', () => {
+    const n = 20;
+    const k = 64;
+    const rng = new Rng(3);
+    const blocks = jsBlocks('q8_0', Float32Array.from({ length: n * k }, () => rng.next() - 0.5), n, k);
+    const tiles = packed(blocks.codes, blocks.scales, n, k);
+    for (let row = 0; row < 32; row++) {
+      for (let col = 0; col < k; col++) {
+        const [t, j, b, kk, i] = [row >> 4, row % 16, col >> 5, (col % 32) >> 2, col % 4];
+        const at = (t * (k / 32) + b) * 512 + kk * 64 + j * 4 + i;
+        expect(tiles.codes[at], `row ${row} col ${col}`).toBe(row < n ? blocks.codes[row * k + col]! - 128 : 0);
+      }
+      for (let b = 0; b < k / 32; b++) {
+        const bits = tiles.scales[((row >> 4) * (k / 32) + b) * 16 + (row % 16)]!;
+        expect(f16ToF32(bits), `row ${row} block ${b}`).toBe(row < n ? blocks.scales[row * (k / 32) + b]! : 0);
+      }
+    }
+  });
+
+  it.each([
+    [1, 512, 40],
+    [3, 1024, 16],
+    [8, 256, 48], // from 8 rows on, AMX where the CPU grants it
+    [21, 96, 24], // an odd number of blocks, rows off whole tiles
+    [40, 2048, 37], // columns off whole tiles
+  ])('m=%i k=%i n=%i: within x quantization error of the exact product, on 1 and 3 threads', (m, k, n) => {
+    const rng = new Rng(k * n + m);
+    const x = Float32Array.from({ length: m * k }, () => rng.next() * 2 - 1);
+    const w = Float32Array.from({ length: n * k }, () => (rng.next() * 2 - 1) * 0.05);
+    const blocks = jsBlocks('q8_0', w, n, k);
+    const tiles = packed(blocks.codes, blocks.scales, n, k);
+    const { exact, bound } = gemmReference(x, m, k, blocks.codes, blocks.scales, n);
+    for (const threads of [1, 3]) {
+      const y = new Float32Array(m * n + 16).fill(Number.NaN);
+      addon.q8TilesGemm(x, m, k, tiles.codes, tiles.scales, n, y, threads);
+      for (let i = 0; i < m * n; i++) expect(Math.abs(y[i]! - exact[i]!), `output ${i} on ${threads} threads`).toBeLessThanOrEqual(bound[i]!);
+      expect(y.subarray(m * n).every(Number.isNaN), 'nothing written past m rows').toBe(true);
+    }
+  });
+
+  it('computes the same products for a row alone (dot products) as among 24 rows (the many-row kernel)', () => {
+    const [m, k, n] = [24, 512, 32];
+    const rng = new Rng(11);
+    const x = Float32Array.from({ length: m * k }, () => rng.next() * 2 - 1);
+    const blocks = jsBlocks('q8_0', Float32Array.from({ length: n * k }, () => rng.next() - 0.5), n, k);
+    const tiles = packed(blocks.codes, blocks.scales, n, k);
+    const all = new Float32Array(m * n);
+    addon.q8TilesGemm(x, m, k, tiles.codes, tiles.scales, n, all, 2);
+    for (const r of [0, 7, 23]) {
+      const alone = new Float32Array(n);
+      addon.q8TilesGemm(x.subarray(r * k, (r + 1) * k), 1, k, tiles.codes, tiles.scales, n, alone, 2);
+      for (let j = 0; j < n; j++) expect(Math.abs(alone[j]! - all[r * n + j]!), `row ${r} column ${j}`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(alone[j]!)));
+    }
+    expect(['amx', 'avx512-vnni', 'scalar']).toContain(addon.q8TilesKernel);
+  });
+
+  it('refuses k off whole blocks and arrays too short', () => {
+    expect(() => addon.packQ8Tiles(new Uint8Array(40), new Float32Array(2), 1, 40, new Int8Array(640), new Uint16Array(32))).toThrow(/multiple of 32/);
+    expect(() => addon.packQ8Tiles(new Uint8Array(64), new Float32Array(2), 2, 32, new Int8Array(256), new Uint16Array(16))).toThrow(/too short/);
+    expect(() => addon.q8TilesGemm(new Float32Array(32), 1, 32, new Int8Array(256), new Uint16Array(16), 1, new Float32Array(1), 1)).toThrow(/too short/);
   });
 });

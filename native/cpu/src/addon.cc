@@ -5,6 +5,7 @@
 #include <string>
 
 #include "q8_gemm.h"
+#include "q8_tiles.h"
 #include "weight_blocks.h"
 
 namespace {
@@ -81,10 +82,49 @@ Napi::Value Q8Gemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/** packQ8Tiles(codes: Uint8Array, scales: Float32Array, n, k, packedCodes: Int8Array, packedScales: Uint16Array) */
+Napi::Value PackQ8Tiles(const Napi::CallbackInfo& info) {
+  auto codes = info[0].As<Napi::Uint8Array>();
+  auto scales = info[1].As<Napi::Float32Array>();
+  const size_t n = countArg(info, 2, "n");
+  const size_t k = countArg(info, 3, "k");
+  auto packedCodes = info[4].As<Napi::Int8Array>();
+  auto packedScales = info[5].As<Napi::Uint16Array>();
+  if (k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), "packQ8Tiles: k must be a multiple of 32");
+  const size_t rows = sluice::cpu::packedRows(n);
+  if (codes.ElementLength() < n * k || scales.ElementLength() < n * k / kBlockSize || packedCodes.ElementLength() < rows * k || packedScales.ElementLength() < rows * k / kBlockSize) {
+    throw Napi::RangeError::New(info.Env(), "packQ8Tiles: an array is too short for n and k");
+  }
+  sluice::cpu::packQ8Tiles(codes.Data(), scales.Data(), n, k, packedCodes.Data(), packedScales.Data());
+  return info.Env().Undefined();
+}
+
+/** q8TilesGemm(x: Float32Array, m, k, packedCodes: Int8Array, packedScales: Uint16Array, n, y: Float32Array, threads) */
+Napi::Value Q8TilesGemm(const Napi::CallbackInfo& info) {
+  auto x = info[0].As<Napi::Float32Array>();
+  const size_t m = countArg(info, 1, "m");
+  const size_t k = countArg(info, 2, "k");
+  auto packedCodes = info[3].As<Napi::Int8Array>();
+  auto packedScales = info[4].As<Napi::Uint16Array>();
+  const size_t n = countArg(info, 5, "n");
+  auto y = info[6].As<Napi::Float32Array>();
+  const size_t threads = countArg(info, 7, "threads");
+  if (k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), "q8TilesGemm: k must be a multiple of 32");
+  const size_t rows = sluice::cpu::packedRows(n);
+  if (x.ElementLength() < m * k || packedCodes.ElementLength() < rows * k || packedScales.ElementLength() < rows * k / kBlockSize || y.ElementLength() < m * n) {
+    throw Napi::RangeError::New(info.Env(), "q8TilesGemm: an array is too short for m, k and n");
+  }
+  sluice::cpu::q8TilesGemm(x.Data(), m, k, packedCodes.Data(), packedScales.Data(), n, y.Data(), int(std::max<size_t>(1, threads)));
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("quantizeRows", Napi::Function::New(env, QuantizeRows));
   exports.Set("dummyRows", Napi::Function::New(env, DummyRows));
   exports.Set("q8Gemm", Napi::Function::New(env, Q8Gemm));
+  exports.Set("packQ8Tiles", Napi::Function::New(env, PackQ8Tiles));
+  exports.Set("q8TilesGemm", Napi::Function::New(env, Q8TilesGemm));
+  exports.Set("q8TilesKernel", Napi::String::New(env, sluice::cpu::q8TilesKernel()));
   exports.Set("q8GemmVectorized", Napi::Boolean::New(env, sluice::cpu::q8GemmVectorized()));
   return exports;
 }

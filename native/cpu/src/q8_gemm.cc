@@ -1,11 +1,10 @@
 #include "q8_gemm.h"
 
+#include "thread_pool.h"
+
 #include <algorithm>
 #include <cmath>
-#include <condition_variable>
 #include <functional>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -145,63 +144,6 @@ bool q8GemmVectorized() {
 #endif
 }
 
-namespace {
-
-/**
- * Threads kept for the calls (starting a std::thread per call cost ~180 us here, more than a
- * decode GEMV). run(parts, work) calls work(0) on the caller and work(1..parts-1) on the pool.
- */
-class ThreadPool {
- public:
-  void run(size_t parts, const std::function<void(size_t)>& work) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (threads_.size() + 1 < parts) threads_.emplace_back([this, index = threads_.size() + 1] { serve(index); });
-    work_ = &work;
-    parts_ = parts;
-    pending_ = parts - 1;
-    generation_++;
-    lock.unlock();
-    wake_.notify_all();
-    work(0);
-    lock.lock();
-    done_.wait(lock, [this] { return pending_ == 0; });
-    work_ = nullptr;
-  }
-
- private:
-  void serve(size_t index) {
-    size_t seen = 0;
-    std::unique_lock<std::mutex> lock(mutex_);
-    for (;;) {
-      wake_.wait(lock, [&] { return generation_ != seen; });
-      seen = generation_;
-      if (index >= parts_) continue;
-      const auto* work = work_;
-      lock.unlock();
-      (*work)(index);
-      lock.lock();
-      if (--pending_ == 0) done_.notify_one();
-    }
-  }
-
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::condition_variable done_;
-  std::vector<std::thread> threads_;
-  const std::function<void(size_t)>* work_ = nullptr;
-  size_t parts_ = 0;
-  size_t pending_ = 0;
-  size_t generation_ = 0;
-};
-
-ThreadPool& pool() {
-  // Never destroyed: its threads wait for work for the life of the process.
-  static ThreadPool* threads = new ThreadPool();
-  return *threads;
-}
-
-}  // namespace
-
 void q8Gemm(const float* x, size_t m, size_t k, const uint8_t* codes, const float* scales, size_t n, float* y, int threads) {
   const QuantizedRows q = quantizeActivations(x, m, k);
   // The vector kernel steps through 16 blocks at a time: it needs k % 512 == 0.
@@ -217,7 +159,7 @@ void q8Gemm(const float* x, size_t m, size_t k, const uint8_t* codes, const floa
     gemmRowsScalar(q, m, k, codes, scales, n0, n1, n, y);
   };
   if (parts == 1) work(0);
-  else pool().run(parts, work);
+  else sharedPool().run(parts, work);
 }
 
 }  // namespace cpu

@@ -23,7 +23,8 @@ float floatOf(uint32_t bits) {
   return f;
 }
 
-/** f32 to f16 bits, nearest even; the same steps as f32ToF16 in src/model/dtype.ts. */
+}  // namespace
+
 uint16_t f16Bits(float x) {
   const uint32_t bits = bitsOf(x);
   const uint32_t sign = (bits >> 16) & 0x8000u;
@@ -56,6 +57,8 @@ float f16Value(uint16_t h) {
   if (exp == 0x1f) return floatOf(sign | 0x7f800000u | (mant << 13));
   return floatOf(sign | ((exp + 112) << 23) | (mant << 13));
 }
+
+namespace {
 
 /** The nearest f16 value (the scale a GGUF file stores), as an f32. */
 float roundToF16(float x) {

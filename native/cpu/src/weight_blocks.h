@@ -12,6 +12,12 @@ enum class BlockType { q8_0, q4_0 };
 
 constexpr size_t kBlockSize = 32;
 
+/** f32 to f16 bits, nearest even; the same steps as f32ToF16 in src/model/dtype.ts. */
+uint16_t f16Bits(float x);
+
+/** An f16's value as an f32 (exact). */
+float f16Value(uint16_t h);
+
 /** Where a matrix's blocks go: row r's codes at codes + r * blocksPerRow * 32, its scales at scales + r * blocksPerRow. */
 struct BlockOutput {
   uint8_t* codes;
