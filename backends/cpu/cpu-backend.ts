@@ -14,7 +14,9 @@ import { layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
-import { BlockPool, SegmentArenas, sharedBlocks, type BlockArena } from './block-pool.js';
+import { BlockArena, BlockPool, SegmentArenas, blockBytes, sharedBlocks } from './block-pool.js';
+import { HostLinears, linearGroups, nativeQ8Kernel, type LinearActivations, type Q8Kernel } from './host-linears.js';
+import { nativeBlocks } from './native-blocks.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { encodeFp8 } from './fp8-codes.js';
 import { quantizeRows } from './ggml-blocks.js';
@@ -51,6 +53,8 @@ export interface CpuBackendOptions extends BackendOptions {
   collectives?: RankCollectives;
   /** The most logits the LM head produces in one run (default: backends/shared/logits-rows.ts). */
   logitsChunkBytes?: number;
+  /** With cpuGemm 'native': the kernel of the host linears (default: the addon's q8Gemm, host-linears.ts's nativeQ8Kernel). */
+  q8Kernel?: Q8Kernel;
 }
 
 /** What the sessions of one step share: its batch, inputs, the activations passed between them, and the head's current rows. */
@@ -100,6 +104,9 @@ export class CpuBackend implements Backend {
   private logitsChunkRows = 1;
   /** The most logits rows one LM-head run produced since load (what ORT holds for logits: this x vocab floats). */
   maxLogitsRows = 0;
+  /** --cpu-gemm native: the kernel of the linear ops, which then run on the host between sessions. */
+  private readonly q8Kernel: Q8Kernel | null;
+  private hostLinears: HostLinears | null = null;
 
   constructor(
     private readonly ort: OrtModule,
@@ -107,8 +114,27 @@ export class CpuBackend implements Backend {
   ) {
     this.threads = options.threads ?? availableParallelism();
     this.kvFormat = kvCacheFormat(options.kvCacheDtype);
+    this.q8Kernel = this.hostKernel();
     const kv = this.kvFormat === 'f32' ? '' : `, ${this.kvFormat} KV cache`;
-    this.runtime = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}${kv}`;
+    const linears = this.q8Kernel ? `, linears on the host: ${this.q8Kernel.name}` : '';
+    this.runtime = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}${kv}${linears}`;
+  }
+
+  /** --cpu-gemm: null for ort (linears inside the sessions), else the kernel that runs them on the host. */
+  private hostKernel(): Q8Kernel | null {
+    const gemm = this.options.cpuGemm ?? 'ort';
+    if (gemm === 'ort') return null;
+    if (gemm !== 'native') throw new BackendError(this.name, `--cpu-gemm ${String(gemm)}: not supported (choose ort or native)`);
+    if (this.options.q8Kernel) return this.options.q8Kernel;
+    if (!nativeBlocks) {
+      throw new BackendError(
+        this.name,
+        '--cpu-gemm native: the native/cpu addon is not loaded; it is built by `npm ci` where cmake and a C++ compiler are present (SLUICE_CPU_ADDON=off disables it)',
+      );
+    }
+    // The addon's q8Gemm shares one thread pool per process, which two callers at once would
+    // corrupt: tensor-parallel ranks (worker threads that run at the same time) call it on one thread each.
+    return nativeQ8Kernel(this.options.collectives ? 1 : this.threads);
   }
 
   /** Says how the weights run once they are loaded: 8-bit weights change the model's numerics. */
@@ -129,6 +155,10 @@ export class CpuBackend implements Backend {
     this.config = config;
     this.invFreq = ropeInverseFrequencies(config);
     this.format = this.options.cpuWeights ?? storedFormat(model) ?? (config.dtype === 'f32' ? 'f32' : 'q8');
+    if (this.q8Kernel && this.format !== 'q8') {
+      const why = this.options.cpuWeights ? `--cpu-weights ${this.format}` : storedFormat(model) === 'q4' ? "the GGUF file's Q4_0 blocks (q4)" : `${this.format}, the default for ${config.dtype} checkpoints`;
+      throw new BackendError(this.name, `--cpu-gemm native runs Q8_0 blocks only; this load's weights are ${why}: give --cpu-weights q8 or --cpu-gemm ort`);
+    }
     const embeddingOp = model.graph.ops.find((op) => op.op === 'embedding');
     if (!embeddingOp) throw new BackendError(this.name, 'the graph has no embedding op');
     const embedInfo = weights.info(embeddingOp.table);
@@ -221,7 +251,8 @@ export class CpuBackend implements Backend {
       read: (name) => (name === embeddingTable && table ? Promise.resolve(table) : weights.read(name)),
       close: () => weights.close(),
     };
-    const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes(model.graph, this.format!));
+    if (this.q8Kernel) this.hostLinears = await this.prepareHostLinears(model, this.q8Kernel, blocksOf);
+    const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes(model.graph, this.format!), this.q8Kernel !== null);
     const arenas = this.format === 'f32' ? null : new SegmentArenas(segments.map((segment) => segmentBlockBytes(model.graph, segment, embeddingTable)));
     /** Blocks asked for ahead of their segment's build, by their stacked names. */
     const ahead = new Map<string, Promise<QuantizedBlocks>>();
@@ -255,6 +286,21 @@ export class CpuBackend implements Backend {
       // In segment order; after a failure, whatever was made, for close() to release.
       this.sessions.push(...sessions.filter(Boolean));
     }
+  }
+
+  /** The graph's linear groups' blocks, made one group at a time into one reused arena, handed to the kernel (which keeps its own copy). */
+  private async prepareHostLinears(model: ModelSpec, kernel: Q8Kernel, blocksOf: (names: string[], arena?: BlockArena) => Promise<QuantizedBlocks>): Promise<HostLinears> {
+    const shapeOf = (name: string): [number, number] => {
+      const shape = model.weights.info(name)?.shape;
+      if (!shape) throw new BackendError(this.name, `${model.weights.description}: tensor "${name}" is missing`);
+      return [shape[0]!, shape[1]!];
+    };
+    const groupBytes = linearGroups(model.graph).map(({ ops }) => blockBytes(ops.reduce((n, op) => n + shapeOf(op.weight)[0], 0), shapeOf(ops[0]!.weight)[1]));
+    const arena = new BlockArena(new SharedArrayBuffer(Math.max(0, ...groupBytes)));
+    return HostLinears.prepare(model.graph, kernel, shapeOf, (names) => {
+      arena.reset();
+      return blocksOf(names, arena);
+    });
   }
 
   kvCapacity(budget: KvBudget): number {
@@ -350,9 +396,9 @@ export class CpuBackend implements Backend {
   }
 
   /**
-   * Runs the sessions (and a rank's host ops) from gather_last to the sample op over the token
-   * rows `tokenRows`: their logits, or only their argmax when `greedy` and the head session
-   * samples (ORT then holds the rows' logits only inside the run).
+   * Runs the sessions (and the host ops: a rank's collectives, host linears) from gather_last to
+   * the sample op over the token rows `tokenRows`: their logits, or only their argmax when
+   * `greedy` and the head session samples (ORT then holds the rows' logits only inside the run).
    */
   private async runHead(run: StepRun, tokenRows: Int32Array, greedy: boolean): Promise<{ logits: Float32Array } | { greedy: BigInt64Array }> {
     const { Tensor } = this.ort;
@@ -379,7 +425,7 @@ export class CpuBackend implements Backend {
       await this.runSession(i, run, { [stepInputs.lastIndex]: lastIndex }, fetches);
       nextOp = entry.segment.endOp;
     }
-    // A tensor-parallel rank gathers its slice of the logits on the host; the sample op is the step's.
+    // A tensor-parallel rank gathers its slice of the logits on the host, host linears make them there; the sample op is the step's.
     const sampleOp = this.graph.ops.length - 1;
     await this.runHostOps(nextOp, sampleOp, run);
     const sample = this.graph.ops[sampleOp]!;
@@ -435,11 +481,13 @@ export class CpuBackend implements Backend {
   }
 
   /**
-   * The graph ops in [from, to) that run here: the embedding lookup and a rank's collectives over
-   * the activations in `run.carried` (in place, or into a new buffer).
+   * The graph ops in [from, to) that run here: the embedding lookup, a rank's collectives, and
+   * with --cpu-gemm native the linears, over the activations in `run.carried` (in place, or into
+   * a new buffer).
    */
   private async runHostOps(from: number, to: number, run: StepRun): Promise<void> {
-    for (const op of this.graph.ops.slice(from, to)) {
+    for (let i = from; i < to; i++) {
+      const op = this.graph.ops[i]!;
       switch (op.op) {
         case 'embedding':
           run.carried.set(op.out, this.embed(run.batch.tokenIds, this.buffers.f32('embedded', this.rowsOf(run, op.out) * this.graph.activations[op.out]!.cols)));
@@ -453,10 +501,28 @@ export class CpuBackend implements Backend {
           run.carried.set(op.out, out);
           break;
         }
+        case 'linear': {
+          if (!this.hostLinears) throw new BackendError(this.name, 'a linear op reached the host without --cpu-gemm native');
+          this.hostLinears.run(i, this.rowsOf(run, op.x), this.linearActivations(run));
+          i += this.hostLinears.groupLength(i) - 1;
+          break;
+        }
         default:
           throw new BackendError(this.name, `the ${op.op} op has no host implementation`);
       }
     }
+  }
+
+  private linearActivations(run: StepRun): LinearActivations {
+    return {
+      get: (name) => run.carried.get(name)!,
+      output: (name, length) => {
+        const out = this.buffers.f32(`host.${name}`, length);
+        run.carried.set(name, out);
+        return out;
+      },
+      scratch: (key, length) => this.buffers.f32(key, length),
+    };
   }
 
   private rankCollectives(): RankCollectives {

@@ -23,11 +23,12 @@ export interface Segment {
 }
 
 /**
- * Ops that never go into a session: the embedding (a lookup on the host) and a rank's
- * collectives (between rank threads, over shared memory).
+ * Ops that never go into a session: the embedding (a lookup on the host), a rank's collectives
+ * (between rank threads, over shared memory), and with `hostLinears` (--cpu-gemm native) the
+ * linear ops (host-linears.ts).
  */
-export function runsOnHost(op: GraphOp): boolean {
-  return op.op === 'embedding' || op.op === 'all_reduce' || op.op === 'all_gather';
+export function runsOnHost(op: GraphOp, hostLinears = false): boolean {
+  return op.op === 'embedding' || op.op === 'all_reduce' || op.op === 'all_gather' || (hostLinears && op.op === 'linear');
 }
 
 /**

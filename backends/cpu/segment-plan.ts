@@ -24,9 +24,11 @@ export function defaultSegmentBytes(graph: LlamaGraph, format: WeightFormat): nu
  * a rank's collectives), always before the head (gather_last and what follows), and within a
  * run of session ops at layer boundaries, so that no segment holds more than `maxBytes` of
  * stored weights (unless one layer alone does). A sample op right after a collective (a rank's
- * gathered logits) is left to the host too.
+ * gathered logits) is left to the host too. With `hostLinears` the linear ops run on the host,
+ * so sessions hold only norms, rotary, attention, activations and residuals, and the sample op,
+ * after the host's lm-head, is left to the host.
  */
-export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: number): Segment[] {
+export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: number, hostLinears = false): Segment[] {
   const { ops } = graph;
   /** Stored bytes of the linear ops in ops[from, to). */
   const linearBytes = (from: number, to: number) =>
@@ -41,7 +43,7 @@ export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: 
   });
   // The head (from gather_last) is a session of its own: it runs once per chunk of logits rows.
   const headStart = ops.findIndex((op) => op.op === 'gather_last');
-  const runs = sessionRuns(ops).flatMap(([from, to]): [number, number][] => (from < headStart && headStart < to ? [[from, headStart], [headStart, to]] : [[from, to]]));
+  const runs = sessionRuns(ops, hostLinears).flatMap(([from, to]): [number, number][] => (from < headStart && headStart < to ? [[from, headStart], [headStart, to]] : [[from, to]]));
   const segments: Segment[] = [];
   for (const [from, to] of runs) {
     const cuts = [...graph.layerStart.filter((start) => start > from && start < to), to];
@@ -63,17 +65,17 @@ export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: 
   return segments;
 }
 
-/** The maximal runs [from, to) of ops between the ops that run on the host; a run of only a sample op after a collective stays on the host. */
-function sessionRuns(ops: readonly GraphOp[]): [number, number][] {
+/** The maximal runs [from, to) of ops between the ops that run on the host; a run of only a sample op after a host op stays on the host. */
+function sessionRuns(ops: readonly GraphOp[], hostLinears: boolean): [number, number][] {
   const runs: [number, number][] = [];
   let start = 0;
   for (let i = 0; i <= ops.length; i++) {
-    if (i < ops.length && !runsOnHost(ops[i]!)) continue;
+    if (i < ops.length && !runsOnHost(ops[i]!, hostLinears)) continue;
     if (i > start) runs.push([start, i]);
     start = i + 1;
   }
   const last = runs.at(-1);
-  if (last && last[1] - last[0] === 1 && ops[last[0]]!.op === 'sample' && last[0] > 0 && runsOnHost(ops[last[0] - 1]!)) runs.pop();
+  if (last && last[1] - last[0] === 1 && ops[last[0]]!.op === 'sample' && last[0] > 0 && runsOnHost(ops[last[0] - 1]!, hostLinears)) runs.pop();
   return runs;
 }
 

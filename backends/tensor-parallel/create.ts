@@ -20,7 +20,7 @@ export async function createTensorParallelBackend(name: string, tpSize: number, 
   if (name === 'ref') return new TensorParallelBackend('ref', tpSize);
   if (name === 'cpu') {
     const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / tpSize));
-    return new TensorParallelBackend('cpu', tpSize, { threads, cpuWeights: options.cpuWeights });
+    return new TensorParallelBackend('cpu', tpSize, { threads, cpuWeights: options.cpuWeights, cpuGemm: options.cpuGemm });
   }
   if (name === 'cuda' || name === 'auto') {
     const gpus = cudaDeviceCount();

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { backendChoices, backendHelp, createBackend, type BackendName } from '../../backends/index.js';
-import { cpuWeightFormats, kvCacheDtypes, type Backend, type BackendOptions, type CpuWeightFormat, type KvCacheDtype } from '../engine/backend.js';
+import { cpuGemmKernels, cpuWeightFormats, kvCacheDtypes, type Backend, type BackendOptions, type CpuGemmKernel, type CpuWeightFormat, type KvCacheDtype } from '../engine/backend.js';
 import { UserError } from '../errors.js';
 import { parseIntOption } from './options.js';
 
@@ -11,6 +11,7 @@ export interface BackendFlags {
   threads?: number;
   baseGpuId?: number;
   cpuWeights?: CpuWeightFormat;
+  cpuGemm?: CpuGemmKernel;
   /** SGLang's flag, refused with a pointer to --cpu-weights (see backendOptions). */
   quantization?: string;
   /** SGLang's and vLLM's KV cache dtype: `auto` (each backend's own), or fp8 / fp8_e4m3 / fp8_e5m2 / q8_0 on the cpu backend. */
@@ -40,6 +41,14 @@ export function addBackendFlags(command: Command): Command {
       )
         .choices(cpuWeightFormats)
         .env('SLUICE_CPU_WEIGHTS'),
+    )
+    .addOption(
+      new Option(
+        '--cpu-gemm <kernel>',
+        "cpu backend: the kernel of the linear layers: ort = onnxruntime's MatMulNBits inside the sessions (default), native = the native/cpu addon's Q8_0 kernels on the host, q8 weights only",
+      )
+        .choices(cpuGemmKernels)
+        .env('SLUICE_CPU_GEMM'),
     )
     .option(
       '--kv-cache-dtype <dtype>',
@@ -89,10 +98,17 @@ export function backendOptions(flags: BackendFlags): BackendOptions {
   if (flags.webgpuAttentionSplit !== undefined && flags.webgpuAttentionSplit < 1) {
     throw new UserError(`--webgpu-attention-split must be at least 1, got ${flags.webgpuAttentionSplit}`);
   }
+  if (flags.cpuGemm === 'native' && flags.backend !== 'cpu') {
+    throw new UserError(`--cpu-gemm native: runs on the cpu backend only; give --backend cpu (--backend ${flags.backend} has its own kernels)`);
+  }
+  if (flags.cpuGemm === 'native' && flags.cpuWeights !== undefined && flags.cpuWeights !== 'q8') {
+    throw new UserError(`--cpu-gemm native: runs Q8_0 blocks only, not --cpu-weights ${flags.cpuWeights}; give --cpu-weights q8 or --cpu-gemm ort`);
+  }
   return {
     threads: flags.threads,
     device: flags.baseGpuId,
     cpuWeights: flags.cpuWeights,
+    cpuGemm: flags.cpuGemm,
     kvCacheDtype,
     webgpuAttentionSplit: flags.webgpuAttentionSplit,
     graphCapture: flags.disableCudaGraph ? false : undefined,

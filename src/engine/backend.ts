@@ -21,6 +21,8 @@ export interface BackendOptions {
   cpuWeights?: CpuWeightFormat;
   /** cpu: the KV cache's element type; `auto` (default) is f32, fp8_e4m3 / fp8_e5m2 one byte per value, q8_0 int8 blocks of 32 with a scale, q4_0 4-bit blocks of 32 with a scale. */
   kvCacheDtype?: KvCacheDtype;
+  /** cpu: where linear layers run: `ort` (default) onnxruntime's MatMulNBits inside the sessions, `native` the native/cpu addon's Q8_0 kernels on the host (q8 weights only). */
+  cpuGemm?: CpuGemmKernel;
   /** webgpu: KV positions per attention split before decode attention is split over the KV length (default 256). */
   webgpuAttentionSplit?: number;
 }
@@ -41,6 +43,10 @@ export interface RankCollectives {
 
 export const cpuWeightFormats = ['f32', 'q8', 'q4'] as const;
 export type CpuWeightFormat = (typeof cpuWeightFormats)[number];
+
+/** --cpu-gemm values: the kernel of the cpu backend's linear layers (see backends/cpu/host-linears.ts). */
+export const cpuGemmKernels = ['ort', 'native'] as const;
+export type CpuGemmKernel = (typeof cpuGemmKernels)[number];
 
 /** --kv-cache-dtype values: vLLM's and SGLang's (their `fp8` means fp8_e4m3), and llama.cpp's q8_0 and q4_0 (its --cache-type-k/-v). */
 export const kvCacheDtypes = ['auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'q8_0', 'q4_0'] as const;

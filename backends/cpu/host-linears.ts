@@ -1,0 +1,158 @@
+import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
+import { ggmlBlockSize, type QuantizedBlocks } from './ggml-blocks.js';
+import { nativeBlocks } from './native-blocks.js';
+import { stackedLinears } from './segment-graph.js';
+
+/**
+ * A matrix as a Q8 kernel keeps it: `rows` x `cols` (cols a multiple of 32), plus whatever
+ * layout the kernel packed the blocks into. Opaque to the backend.
+ */
+export interface PreparedQ8 {
+  readonly rows: number;
+  readonly cols: number;
+}
+
+/**
+ * The GEMM the cpu backend's linear layers run on the host with --cpu-gemm native: y = x W^T for
+ * W in Q8_0 blocks, x quantized to Q8_0 per row and block of 32 (llama.cpp's arithmetic).
+ */
+export interface Q8Kernel<W extends PreparedQ8 = PreparedQ8> {
+  /** Named in the backend's description. */
+  readonly name: string;
+  /**
+   * The kernel's own copy of W, once at load. `blocks`: codes (q + 128) [rows, cols] and one f32
+   * scale per block [rows, cols / 32], row-major; cols is a multiple of 32. The blocks may be
+   * overwritten after prepare returns (they can live in a load's reused arena).
+   */
+  prepare(blocks: QuantizedBlocks, rows: number, cols: number): W;
+  /** y[m, w.rows] = x[m, w.cols] W^T, every step; m >= 1. */
+  run(x: Float32Array, m: number, w: W, y: Float32Array): void;
+}
+
+interface NativeQ8 extends PreparedQ8 {
+  codes: Uint8Array;
+  scales: Float32Array;
+}
+
+/** The addon's q8Gemm over blocks copied as they are, on `threads` threads. */
+export function nativeQ8Kernel(threads: number): Q8Kernel<NativeQ8> {
+  const addon = nativeBlocks;
+  if (!addon) throw new Error('nativeQ8Kernel: the native/cpu addon is not loaded');
+  return {
+    name: `native/cpu q8Gemm (${addon.q8GemmVectorized ? 'AVX-512 VNNI' : 'scalar'}, ${threads} thread${threads === 1 ? '' : 's'})`,
+    prepare(blocks, rows, cols) {
+      const blockCount = rows * (cols / ggmlBlockSize);
+      return { rows, cols, codes: blocks.codes.slice(0, blockCount * ggmlBlockSize), scales: blocks.scales.slice(0, blockCount) };
+    },
+    run(x, m, w, y) {
+      addon.q8Gemm(x, m, w.cols, w.codes, w.scales, w.rows, y, threads);
+    },
+  };
+}
+
+type LinearOp = Extract<GraphOp, { op: 'linear' }>;
+
+/** The graph's linear ops in stacked groups (segment-graph.ts's stackedLinears), each with the graph index of its first op. */
+export function linearGroups(graph: LlamaGraph): { index: number; ops: LinearOp[] }[] {
+  const groups: { index: number; ops: LinearOp[] }[] = [];
+  for (let i = 0; i < graph.ops.length; i++) {
+    if (graph.ops[i]!.op !== 'linear') continue;
+    const ops = stackedLinears(graph.ops, i);
+    groups.push({ index: i, ops });
+    i += ops.length - 1;
+  }
+  return groups;
+}
+
+/** One GEMM over the stacked rows of linears that share an input (q/k/v, gate/up), or a lone linear. */
+interface LinearGroup {
+  ops: LinearOp[];
+  /** Each op's first row in the stacked matrix, and its row count (its output's columns). */
+  firstRows: number[];
+  rows: number[];
+  /** The input's columns, and those padded to whole blocks (what the kernel multiplies). */
+  cols: number;
+  paddedCols: number;
+  weight: PreparedQ8;
+}
+
+/** Where a step's activations live: the backend's run.carried and reused buffers. */
+export interface LinearActivations {
+  get(name: string): Float32Array;
+  /** A buffer for `length` values of activation `name`, made the current one (reused across steps). */
+  output(name: string, length: number): Float32Array;
+  /** A scratch buffer of `length` values under `key` (reused across steps). */
+  scratch(key: string, length: number): Float32Array;
+}
+
+/**
+ * The graph's linear ops as host GEMMs (--cpu-gemm native): each stacked group's weights are
+ * prepared once at load, and a step runs a group as one GEMM and splits its output columns
+ * into the graph's separate activations.
+ */
+export class HostLinears {
+  /** By the graph index of each group's first op. */
+  private readonly groups = new Map<number, LinearGroup>();
+
+  private constructor(private readonly kernel: Q8Kernel) {}
+
+  /**
+   * Prepares every linear group of the graph, one at a time: `blocksOf` returns the stacked
+   * matrices in Q8_0 blocks (padded to whole blocks), valid until the next call.
+   */
+  static async prepare(
+    graph: LlamaGraph,
+    kernel: Q8Kernel,
+    shapeOf: (weight: string) => [rows: number, cols: number],
+    blocksOf: (names: string[]) => Promise<QuantizedBlocks>,
+  ): Promise<HostLinears> {
+    const linears = new HostLinears(kernel);
+    for (const { index, ops } of linearGroups(graph)) {
+      const shapes = ops.map((op) => shapeOf(op.weight));
+      const cols = shapes[0]![1];
+      if (shapes.some(([, c]) => c !== cols)) throw new Error(`host linears: ${ops.map((op) => op.weight).join(', ')} differ in columns`);
+      const rows = shapes.map(([r]) => r);
+      const firstRows = rows.map((_, j) => rows.slice(0, j).reduce((a, b) => a + b, 0));
+      const rowsTotal = rows.reduce((a, b) => a + b, 0);
+      const paddedCols = Math.ceil(cols / ggmlBlockSize) * ggmlBlockSize;
+      const blocks = await blocksOf(ops.map((op) => op.weight));
+      linears.groups.set(index, { ops, firstRows, rows, cols, paddedCols, weight: kernel.prepare(blocks, rowsTotal, paddedCols) });
+    }
+    return linears;
+  }
+
+  /** How many graph ops the group starting at op `index` covers (a linear inside a group is not a start). */
+  groupLength(index: number): number {
+    const group = this.groups.get(index);
+    if (!group) throw new Error(`host linears: no linear group starts at op ${index}`);
+    return group.ops.length;
+  }
+
+  /** Runs the group that starts at graph op `index` over `m` rows of its input. */
+  run(index: number, m: number, activations: LinearActivations): void {
+    const group = this.groups.get(index);
+    if (!group) throw new Error(`host linears: no linear group starts at op ${index}`);
+    const { ops, cols, paddedCols, weight } = group;
+    let x = activations.get(ops[0]!.x);
+    if (paddedCols !== cols) x = padColumns(x, m, cols, paddedCols, activations.scratch('linear.padded', m * paddedCols));
+    if (ops.length === 1) {
+      this.kernel.run(x, m, weight, activations.output(ops[0]!.out, m * weight.rows));
+      return;
+    }
+    const stacked = activations.scratch('linear.stacked', m * weight.rows);
+    this.kernel.run(x, m, weight, stacked);
+    ops.forEach((op, j) => {
+      const n = group.rows[j]!;
+      const first = group.firstRows[j]!;
+      const out = activations.output(op.out, m * n);
+      for (let r = 0; r < m; r++) out.set(stacked.subarray(r * weight.rows + first, r * weight.rows + first + n), r * n);
+    });
+  }
+}
+
+/** Rows of `cols` values copied into rows of `paddedCols`, zeros after: the blocks' padding multiplies zeros. */
+function padColumns(x: Float32Array, m: number, cols: number, paddedCols: number, out: Float32Array): Float32Array {
+  out.fill(0);
+  for (let r = 0; r < m; r++) out.set(x.subarray(r * cols, (r + 1) * cols), r * paddedCols);
+  return out;
+}
