@@ -22,7 +22,8 @@
  * Options: --json, --model NAME (a preset, default llama-3.2-1b), --threads N (default 2),
  * --decode-tokens N (32), --stream-prompt N (16), --stream-tokens N (32), --prefill N (512),
  * --streams 8,32, --cache-dir DIR, --skip-llama-cpp, --weight-format q8|q4|f32 (or a list,
- * default q8), --peer-f16, --llama-default-dispatch, --direct.
+ * default q8), --cpu-gemm ort|native (or a list, default ort: sluice once per kernel, each beside
+ * the same llama.cpp figures; native is q8 only), --peer-f16, --llama-default-dispatch, --direct.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -30,7 +31,7 @@ import { join } from 'node:path';
 import type { Backend } from '../src/engine/backend.js';
 import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
-import { cpuWeightFormats } from '../src/engine/backend.js';
+import { cpuGemmKernels, cpuWeightFormats, type CpuGemmKernel } from '../src/engine/backend.js';
 import { LlmEngine } from '../src/engine/engine.js';
 import { writeGguf, type GgufDType } from '../test/support/gguf-writer.js';
 import { SeededRandom } from '../src/bench/seeded-random.js';
@@ -50,6 +51,7 @@ const args = scriptOptions('bench:cpu', {
   'cache-dir': { type: 'string', default: join(tmpdir(), 'sluice-bench') },
   'skip-llama-cpp': { type: 'boolean', default: false },
   'weight-format': { type: 'string', default: 'q8' },
+  'cpu-gemm': { type: 'string', default: 'ort' },
   'peer-f16': { type: 'boolean', default: false },
   'llama-default-dispatch': { type: 'boolean', default: false },
   direct: { type: 'boolean', default: false },
@@ -72,7 +74,12 @@ const settings = {
     if (!(cpuWeightFormats as readonly string[]).includes(f)) throw new Error(`--weight-format must be one of ${cpuWeightFormats.join(', ')} (or a comma list), got ${JSON.stringify(f)}`);
     return f as WeightFormat;
   }),
+  cpuGemms: args['cpu-gemm']!.split(',').map((g) => {
+    if (!(cpuGemmKernels as readonly string[]).includes(g)) throw new Error(`--cpu-gemm must be one of ${cpuGemmKernels.join(', ')} (or a comma list), got ${JSON.stringify(g)}`);
+    return g as CpuGemmKernel;
+  }),
 };
+if (!settings.cpuGemms.includes('ort') && !settings.weightFormats.includes('q8')) throw new Error('--cpu-gemm native runs q8 weights only: add q8 to --weight-format');
 /** The GGUF type that holds the same weights in the same bits as each sluice weight format. */
 const peerWeights: Record<WeightFormat, GgufDType> = { f32: 'f32', q8: 'q8_0', q4: 'q4_0' };
 const decodePrompt = 16;
@@ -133,10 +140,10 @@ async function timedRequest(engine: LlmEngine, prompt: number[], maxNewTokens: n
   return { seconds: (performance.now() - start) / 1000, firstSeconds: (first - start) / 1000 };
 }
 
-async function startSluice(model: LoadedModel, format: WeightFormat): Promise<Contender> {
+async function startSluice(model: LoadedModel, format: WeightFormat, cpuGemm: CpuGemmKernel): Promise<Contender> {
   const pageSize = 16;
   const started = performance.now();
-  const backend = await createCpuBackend({ threads: settings.threads, cpuWeights: format });
+  const backend = await createCpuBackend({ threads: settings.threads, cpuWeights: format, cpuGemm });
   const longest = Math.max(settings.prefill, decodePrompt + settings.decodeTokens, settings.streamPrompt + settings.streamTokens);
   const maxStreams = Math.max(1, ...settings.streams);
   const maxTotalTokens = maxStreams * pageSize * Math.ceil((longest + 1) / pageSize);
@@ -318,47 +325,54 @@ interface Figure {
   loadAverage: number[];
 }
 
-/** One weight format: sluice in it against llama.cpp on the same blocks, measure by measure. */
+/** One weight format: sluice in it (once per --cpu-gemm kernel) against llama.cpp on the same blocks, measure by measure. */
 async function compareFormat(model: LoadedModel, format: WeightFormat, measures: Measure[]) {
   const peer = peerWeights[format];
+  const gemms = format === 'q8' ? settings.cpuGemms : settings.cpuGemms.filter((g) => g === 'ort');
+  if (gemms.length === 0) return [];
   const llamaCpp = args['skip-llama-cpp'] ? null : await startLlamaCpp(model, peer);
   const llamaF16 = args['skip-llama-cpp'] || !args['peer-f16'] ? null : await startLlamaCpp(model, 'f16');
-  const sluice = await startSluice(model, format);
-  // Each measure runs on both engines back to back, so a change in the machine's load (other
+  const sluices: Contender[] = [];
+  // Each measure runs on every engine back to back, so a change in the machine's load (other
   // processes share it) hits both sides of a ratio alike.
-  const figures: Record<string, Figure> = {};
+  const figures: Record<string, Figure>[] = gemms.map(() => ({}));
   const decodeCalls: Record<string, { calls: number; tokens: number }> = {};
   try {
+    for (const gemm of gemms) sluices.push(await startSluice(model, format, gemm));
     for (const m of measures) {
       const loadAverage = loadAverageNow();
       const theirs = llamaCpp ? await m.run(llamaCpp) : null;
       if (llamaCpp && m.key.startsWith('streams_')) decodeCalls[m.key] = { ...llamaCpp.decodeCalls };
       const f16 = llamaF16 ? await m.run(llamaF16) : undefined;
-      const ours = await m.run(sluice);
-      figures[m.key] = { sluice: ours, llamaCpp: theirs, ratio: theirs ? +(ours / theirs).toFixed(2) : null, loadAverage };
-      if (f16 !== undefined) Object.assign(figures[m.key]!, { llamaCppF16: f16, ratioF16: +(ours / f16).toFixed(2) });
-      log(
-        `${format} ${m.label}: sluice ${ours.toFixed(2)} tok/s, llama.cpp ${peer.toUpperCase()} ${theirs?.toFixed(2) ?? '-'} tok/s` +
-          `${f16 !== undefined ? `, llama.cpp F16 ${f16.toFixed(2)}` : ''} (load ${loadAverage.join(' ')})`,
-      );
+      for (const [i, sluice] of sluices.entries()) {
+        const ours = await m.run(sluice);
+        figures[i]![m.key] = { sluice: ours, llamaCpp: theirs, ratio: theirs ? +(ours / theirs).toFixed(2) : null, loadAverage };
+        if (f16 !== undefined) Object.assign(figures[i]![m.key]!, { llamaCppF16: f16, ratioF16: +(ours / f16).toFixed(2) });
+        log(
+          `${format} (--cpu-gemm ${gemms[i]}) ${m.label}: sluice ${ours.toFixed(2)} tok/s, llama.cpp ${peer.toUpperCase()} ${theirs?.toFixed(2) ?? '-'} tok/s` +
+            `${f16 !== undefined ? `, llama.cpp F16 ${f16.toFixed(2)}` : ''} (load ${loadAverage.join(' ')})`,
+        );
+      }
     }
   } finally {
-    await sluice.close();
+    for (const sluice of sluices) await sluice.close();
     await llamaCpp?.close();
     await llamaF16?.close();
   }
-  const ratioOf = (key: string) => figures[key]?.ratio ?? null;
-  return {
-    sluice: { backend: 'cpu', weights: format, driver: args.direct ? 'forward() directly' : 'LlmEngine', loadSeconds: sluice.loadSeconds },
-    peer: { engine: 'llama.cpp', weights: peer.toUpperCase(), version: 'node-llama-cpp 3.21.1 (CPU build)', loadSeconds: llamaCpp?.loadSeconds ?? null, decodeCalls },
-    figures,
-    ratios: {
-      decode_1: ratioOf('decode_1'),
-      streams_8: ratioOf('streams_8'),
-      streams_32: ratioOf('streams_32'),
-      prefill_512: ratioOf(`prefill_${settings.prefill}`),
-    },
-  };
+  return gemms.map((gemm, i) => {
+    const ratioOf = (key: string) => figures[i]![key]?.ratio ?? null;
+    return {
+      sluice: { backend: 'cpu', weights: format, cpuGemm: gemm, driver: args.direct ? 'forward() directly' : 'LlmEngine', loadSeconds: sluices[i]!.loadSeconds },
+      peer: { engine: 'llama.cpp', weights: peer.toUpperCase(), version: 'node-llama-cpp 3.21.1 (CPU build)', loadSeconds: llamaCpp?.loadSeconds ?? null, decodeCalls },
+      figures: figures[i]!,
+      ratios: {
+        decode_1: ratioOf('decode_1'),
+        streams_8: ratioOf('streams_8'),
+        streams_32: ratioOf('streams_32'),
+        prefill_512: ratioOf(`prefill_${settings.prefill}`),
+      },
+    };
+  });
 }
 
 async function main(): Promise<void> {
@@ -369,7 +383,7 @@ async function main(): Promise<void> {
     { key: `prefill_${settings.prefill}`, label: `(c) prefill, ${settings.prefill}-token prompt`, run: (c) => c.prefill(settings.prefill) },
   ];
   const runs = [];
-  for (const format of settings.weightFormats) runs.push(await compareFormat(model, format, measures));
+  for (const format of settings.weightFormats) runs.push(...(await compareFormat(model, format, measures)));
   // The first format's comparison at the top level: {"peer": {...}, "ratios": {...}}; every format under "runs".
   const report = { date: new Date().toISOString(), machine: machine(), model: settings.model, settings, ...runs[0]!, runs };
   if (args.json) {
@@ -380,7 +394,7 @@ async function main(): Promise<void> {
   console.log(`${settings.model} (dummy weights), ${m.cpu}, ${m.cores} cores, ${settings.threads} threads, ${report.date}`);
   for (const run of runs) {
     const f16 = args['peer-f16'] && !args['skip-llama-cpp'];
-    console.log(`\nsluice ${run.sluice.weights} against llama.cpp ${run.peer.weights}${f16 ? ' (and F16)' : ''}`);
+    console.log(`\nsluice ${run.sluice.weights} (--cpu-gemm ${run.sluice.cpuGemm}) against llama.cpp ${run.peer.weights}${f16 ? ' (and F16)' : ''}`);
     console.log(
       `${'tok/s'.padEnd(34)}${'sluice cpu'.padStart(12)}${`llama ${run.peer.weights}`.padStart(12)}${'ratio'.padStart(8)}` +
         `${f16 ? `${'llama F16'.padStart(12)}${'ratio'.padStart(8)}` : ''}${'load avg'.padStart(10)}`,

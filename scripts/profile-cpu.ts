@@ -9,14 +9,16 @@
  * Options: --model NAME (preset, default llama-3.2-1b), --layers N (fewer decoder layers: a
  * quicker load with the same per-layer profile), --weight-format q8|q4|f32 (q8), --threads N
  * (2), --steps N (32), --prompt N (16), --segment-gib X (weights per ORT session; default: the backend's, 1.25 or 0.625 over 4 GiB of weights),
- * --prefill (profile prefill instead: each measured step is a fresh sequence's --prompt tokens), --json.
+ * --prefill (profile prefill instead: each measured step is a fresh sequence's --prompt tokens),
+ * --cpu-gemm ort|native (native: the linears on the host, timed apart as "host linears"), --json.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create as createCpuBackend } from '../backends/cpu/index.js';
 import { storedBytes, type WeightFormat } from '../backends/cpu/linear-weights.js';
-import { cpuWeightFormats } from '../src/engine/backend.js';
+import { cpuGemmKernels, cpuWeightFormats, type CpuGemmKernel } from '../src/engine/backend.js';
+import { tiledQ8Kernel } from '../backends/cpu/host-linears.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
 import { presets } from '../src/model/presets.js';
@@ -32,6 +34,7 @@ const args = scriptOptions('profile:cpu', {
   prompt: { type: 'string', default: '16' },
   'segment-gib': { type: 'string' },
   prefill: { type: 'boolean', default: false },
+  'cpu-gemm': { type: 'string', default: 'ort' },
   json: { type: 'boolean', default: false },
 });
 
@@ -43,6 +46,27 @@ const config = { ...preset, numLayers: args.layers ? Number(args.layers) : prese
 const steps = Number(args.steps);
 const promptLength = Number(args.prompt);
 const warmup = 4;
+const cpuGemm = args['cpu-gemm'] as CpuGemmKernel;
+if (!(cpuGemmKernels as readonly string[]).includes(cpuGemm)) throw new Error(`--cpu-gemm must be one of ${cpuGemmKernels.join(', ')}`);
+
+/** The host linears' kernel with its time summed (ms), from `measuring` on. */
+function timedKernel(threads: number) {
+  const kernel = tiledQ8Kernel(threads);
+  const timed = { measuring: false, ms: 0, calls: 0 };
+  const wrapped: typeof kernel = {
+    name: kernel.name,
+    prepare: (blocks, rows, cols) => kernel.prepare(blocks, rows, cols),
+    run(x, m, w, y) {
+      const t = performance.now();
+      kernel.run(x, m, w, y);
+      if (timed.measuring) {
+        timed.ms += performance.now() - t;
+        timed.calls++;
+      }
+    },
+  };
+  return { kernel: wrapped, timed };
+}
 
 interface ProfileEvent {
   cat: string;
@@ -57,7 +81,8 @@ async function main(): Promise<void> {
   const graph = buildLlamaGraph(config);
   const started = performance.now();
   const segmentBytes = args['segment-gib'] ? Number(args['segment-gib']) * 2 ** 30 : undefined;
-  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, profilePrefix: join(dir, 'segment'), segmentBytes });
+  const host = cpuGemm === 'native' ? timedKernel(Number(args.threads)) : null;
+  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, profilePrefix: join(dir, 'segment'), segmentBytes, cpuGemm, q8Kernel: host?.kernel });
   await backend.load({ config, graph, weights: new DummyWeights(config, 0) });
   await backend.allocateKvCache({ numPages: promptLength + warmup + steps + 8, pageSize: 1 });
   process.stderr.write(`[profile:cpu] ${backend.description}; loaded in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
@@ -67,6 +92,7 @@ async function main(): Promise<void> {
   for (let i = 0; i < warmup; i++) out = args.prefill ? await new SingleSequence(backend).step(prompt) : await sequence.step([out.tokens[0]!]);
   const loadAverage = loadavg().map((x) => +x.toFixed(2));
   const wall: number[] = [];
+  if (host) host.timed.measuring = true;
   for (let i = 0; i < steps; i++) {
     const t = performance.now();
     out = args.prefill ? await new SingleSequence(backend).step(prompt) : await sequence.step([out.tokens[0]!]);
@@ -108,6 +134,7 @@ async function main(): Promise<void> {
     sessionRunsPerStep: runs / steps,
     msPerStep: { wall: +wallMs.toFixed(3), sessionRuns: +perStep(runUs).toFixed(3), kernels: +perStep(kernelUs).toFixed(3) },
     tokPerSecond: +(1000 / wallMs).toFixed(2),
+    hostLinears: host ? { msPerStep: +(host.timed.ms / steps).toFixed(3), callsPerStep: host.timed.calls / steps } : null,
     weightGBps: +(linearBytes / (wallMs / 1000) / 1e9).toFixed(2),
     ops: Object.fromEntries([...byOp].sort((a, b) => b[1] - a[1]).map(([op, us]) => [op, +perStep(us).toFixed(3)])),
   };
@@ -119,6 +146,7 @@ async function main(): Promise<void> {
   console.log(`${args.prefill ? `prefill of ${promptLength} tokens` : 'decode step'}: ${wallMs.toFixed(2)} ms wall (${report.tokPerSecond} tok/s, ${report.weightGBps} GB/s of weights)`);
   console.log(`  in ${report.sessionRunsPerStep} session runs: ${report.msPerStep.sessionRuns} ms; in kernels: ${report.msPerStep.kernels} ms`);
   console.log(`  host between runs: ${(wallMs - report.msPerStep.sessionRuns).toFixed(2)} ms; run overhead (not in kernels): ${(report.msPerStep.sessionRuns - report.msPerStep.kernels).toFixed(2)} ms`);
+  if (report.hostLinears) console.log(`  of the host time, host linears (${host!.kernel.name}): ${report.hostLinears.msPerStep} ms in ${report.hostLinears.callsPerStep} calls`);
   for (const [op, ms] of Object.entries(report.ops)) {
     console.log(`  ${op.padEnd(34)}${ms.toFixed(3).padStart(9)} ms ${((100 * ms) / report.msPerStep.kernels).toFixed(1).padStart(6)}%`);
   }

@@ -15,7 +15,7 @@ import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
 import { BlockArena, BlockPool, SegmentArenas, blockBytes, sharedBlocks } from './block-pool.js';
-import { HostLinears, linearGroups, nativeQ8Kernel, type LinearActivations, type Q8Kernel } from './host-linears.js';
+import { HostLinears, linearGroups, tiledQ8Kernel, type LinearActivations, type Q8Kernel } from './host-linears.js';
 import { nativeBlocks } from './native-blocks.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { encodeFp8 } from './fp8-codes.js';
@@ -53,7 +53,7 @@ export interface CpuBackendOptions extends BackendOptions {
   collectives?: RankCollectives;
   /** The most logits the LM head produces in one run (default: backends/shared/logits-rows.ts). */
   logitsChunkBytes?: number;
-  /** With cpuGemm 'native': the kernel of the host linears (default: the addon's q8Gemm, host-linears.ts's nativeQ8Kernel). */
+  /** With cpuGemm 'native': the kernel of the host linears (default: the addon's q8TilesGemm, host-linears.ts's tiledQ8Kernel). */
   q8Kernel?: Q8Kernel;
 }
 
@@ -132,9 +132,9 @@ export class CpuBackend implements Backend {
         '--cpu-gemm native: the native/cpu addon is not loaded; it is built by `npm ci` where cmake and a C++ compiler are present (SLUICE_CPU_ADDON=off disables it)',
       );
     }
-    // The addon's q8Gemm shares one thread pool per process, which two callers at once would
-    // corrupt: tensor-parallel ranks (worker threads that run at the same time) call it on one thread each.
-    return nativeQ8Kernel(this.options.collectives ? 1 : this.threads);
+    // The addon's kernels share one thread pool per process, which takes one caller at a time:
+    // tensor-parallel ranks (worker threads that run side by side) each compute on their own thread.
+    return tiledQ8Kernel(this.options.collectives ? 1 : this.threads);
   }
 
   /** Says how the weights run once they are loaded: 8-bit weights change the model's numerics. */

@@ -29,23 +29,28 @@ export interface Q8Kernel<W extends PreparedQ8 = PreparedQ8> {
   run(x: Float32Array, m: number, w: W, y: Float32Array): void;
 }
 
-interface NativeQ8 extends PreparedQ8 {
-  codes: Uint8Array;
-  scales: Float32Array;
+interface TiledQ8 extends PreparedQ8 {
+  codes: Int8Array;
+  scales: Uint16Array;
 }
 
-/** The addon's q8Gemm over blocks copied as they are, on `threads` threads. */
-export function nativeQ8Kernel(threads: number): Q8Kernel<NativeQ8> {
+/**
+ * The addon's q8TilesGemm: blocks packed at load into 16-row tiles (native/cpu/src/q8_tiles.h),
+ * multiplied by AMX for 8 rows or more where the CPU grants it, else by VNNI dot products.
+ */
+export function tiledQ8Kernel(threads: number): Q8Kernel<TiledQ8> {
   const addon = nativeBlocks;
-  if (!addon) throw new Error('nativeQ8Kernel: the native/cpu addon is not loaded');
+  if (!addon) throw new Error('tiledQ8Kernel: the native/cpu addon is not loaded');
   return {
-    name: `native/cpu q8Gemm (${addon.q8GemmVectorized ? 'AVX-512 VNNI' : 'scalar'}, ${threads} thread${threads === 1 ? '' : 's'})`,
+    name: `native/cpu q8TilesGemm (${addon.q8TilesKernel}, ${threads} thread${threads === 1 ? '' : 's'})`,
     prepare(blocks, rows, cols) {
-      const blockCount = rows * (cols / ggmlBlockSize);
-      return { rows, cols, codes: blocks.codes.slice(0, blockCount * ggmlBlockSize), scales: blocks.scales.slice(0, blockCount) };
+      const padded = Math.ceil(rows / 16) * 16;
+      const packed = { rows, cols, codes: new Int8Array(padded * cols), scales: new Uint16Array((padded * cols) / ggmlBlockSize) };
+      addon.packQ8Tiles(blocks.codes, blocks.scales, rows, cols, packed.codes, packed.scales);
+      return packed;
     },
     run(x, m, w, y) {
-      addon.q8Gemm(x, m, w.cols, w.codes, w.scales, w.rows, y, threads);
+      addon.q8TilesGemm(x, m, w.cols, w.codes, w.scales, w.rows, y, threads);
     },
   };
 }

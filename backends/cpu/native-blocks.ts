@@ -27,9 +27,9 @@ export interface NativeBlocks {
   ): void;
   /**
    * y = x W^T for W in Q8_0 blocks ([n, k] codes, q + 128) with x quantized to Q8_0 per block
-   * (llama.cpp's CPU arithmetic). The kernel of the host linears with --cpu-gemm native
-   * (host-linears.ts's nativeQ8Kernel) and bench:cpu-gemm's `native` variant; by default the
-   * backend runs ORT's MatMulNBits. One thread pool per process: not for two callers at once.
+   * (llama.cpp's CPU arithmetic), over the blocks as stored: bench:cpu-gemm's `native` variant
+   * (the host linears run q8TilesGemm). The addon's kernels share one thread pool per process,
+   * which takes one caller at a time (others wait).
    */
   q8Gemm(x: Float32Array, m: number, k: number, codes: Uint8Array, scales: Float32Array, n: number, y: Float32Array, threads: number): void;
   /** Whether q8Gemm has its AVX-512 VNNI kernel here (else a portable scalar loop). */

@@ -159,7 +159,7 @@ void q8Gemm(const float* x, size_t m, size_t k, const uint8_t* codes, const floa
     gemmRowsScalar(q, m, k, codes, scales, n0, n1, n, y);
   };
   if (parts == 1) work(0);
-  else sharedPool().run(parts, work);
+  else sharedPool().run(parts, parts, work);
 }
 
 }  // namespace cpu

@@ -251,11 +251,16 @@ const char* q8TilesKernel() {
 void q8TilesGemm(const float* x, size_t m, size_t k, const int8_t* packedCodes, const uint16_t* packedScales, size_t n, float* y, int threads) {
   const ActivationBlocks q = quantizeActivations(x, m, k);
   const size_t tiles = packedRows(n) / kTileRows;
-  const size_t parts = std::max<size_t>(1, std::min<size_t>(size_t(threads), tiles));
   const bool amx = m >= kAmxMinRows && amxAvailable();
-  const std::function<void(size_t)> work = [&](size_t part) {
-    const size_t t0 = tiles * part / parts;
-    const size_t t1 = tiles * (part + 1) / parts;
+  // Chunks of tiles handed out to whichever thread is free: several per thread, so a thread
+  // that wakes late costs little; for AMX at most a run of tiles that fits in L2.
+  const size_t workers = std::max<size_t>(1, size_t(threads));
+  const size_t l2Tiles = std::max<size_t>(1, (size_t(1) << 20) / (k * kTileRows));
+  const size_t perChunk = std::max<size_t>(1, std::min(amx ? l2Tiles : tiles, (tiles + 8 * workers - 1) / (8 * workers)));
+  const size_t chunks = (tiles + perChunk - 1) / perChunk;
+  const std::function<void(size_t)> work = [&](size_t chunk) {
+    const size_t t0 = chunk * perChunk;
+    const size_t t1 = std::min(tiles, t0 + perChunk);
 #if SLUICE_TILES_AMX
     if (amx) return tilesAmx(q, m, k, packedCodes, packedScales, t0, t1, n, y);
 #endif
@@ -266,8 +271,11 @@ void q8TilesGemm(const float* x, size_t m, size_t k, const int8_t* packedCodes, 
 #endif
   };
   (void)amx;
-  if (parts == 1) work(0);
-  else sharedPool().run(parts, work);
+  if (workers == 1 || chunks == 1) {
+    for (size_t c = 0; c < chunks; c++) work(c);
+  } else {
+    sharedPool().run(chunks, std::min(workers, chunks), work);
+  }
 }
 
 }  // namespace cpu
