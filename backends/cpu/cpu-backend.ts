@@ -15,6 +15,7 @@ import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
 import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
 import { BlockArena, BlockPool, SegmentArenas, blockBytes, sharedBlocks } from './block-pool.js';
+import { add as addInPlaceN, rmsnorm } from '../ref/ops.js';
 import { HostLinears, linearGroups, tiledQ8Kernel, type LinearActivations, type Q8Kernel } from './host-linears.js';
 import { nativeBlocks } from './native-blocks.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
@@ -63,6 +64,8 @@ interface StepRun {
   shared: Record<string, Ort.Tensor>;
   carried: Map<string, Float32Array>;
   headRows: number;
+  /** The token rows of the current head run (gather_last's rows). */
+  headTokenRows: Int32Array;
 }
 
 /**
@@ -107,6 +110,8 @@ export class CpuBackend implements Backend {
   /** --cpu-gemm native: the kernel of the linear ops, which then run on the host between sessions. */
   private readonly q8Kernel: Q8Kernel | null;
   private hostLinears: HostLinears | null = null;
+  /** With --cpu-gemm native the norms run on the host: their weights as f32, by name. */
+  private readonly normWeights = new Map<string, Float32Array>();
 
   constructor(
     private readonly ort: OrtModule,
@@ -251,7 +256,16 @@ export class CpuBackend implements Backend {
       read: (name) => (name === embeddingTable && table ? Promise.resolve(table) : weights.read(name)),
       close: () => weights.close(),
     };
-    if (this.q8Kernel) this.hostLinears = await this.prepareHostLinears(model, this.q8Kernel, blocksOf);
+    if (this.q8Kernel) {
+      this.hostLinears = await this.prepareHostLinears(model, this.q8Kernel, blocksOf);
+      for (const op of model.graph.ops) {
+        if ((op.op === 'rmsnorm' || op.op === 'add_rmsnorm') && !this.normWeights.has(op.weight)) {
+          const info = weights.info(op.weight);
+          if (!info) throw new BackendError(this.name, `${weights.description}: tensor "${op.weight}" is missing`);
+          this.normWeights.set(op.weight, toFloat32(await weights.read(op.weight), info.dtype));
+        }
+      }
+    }
     const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes(model.graph, this.format!), this.q8Kernel !== null);
     const arenas = this.format === 'f32' ? null : new SegmentArenas(segments.map((segment) => segmentBlockBytes(model.graph, segment, embeddingTable)));
     /** Blocks asked for ahead of their segment's build, by their stacked names. */
@@ -357,7 +371,7 @@ export class CpuBackend implements Backend {
       shared[names.mask] = new Tensor('float32', g.mask, [1, g.numSeqs, g.mask.length / (g.numSeqs * keys), keys]);
       shared[names.keySplit] = new Tensor('int64', g.keySplit, [2]);
     }
-    const run: StepRun = { batch, shared, carried: new Map(), headRows: 0 };
+    const run: StepRun = { batch, shared, carried: new Map(), headRows: 0, headTokenRows: new Int32Array(0) };
     // The decoder layers, sessions and host ops in graph order, up to the head.
     let nextOp = 0;
     for (const [i, entry] of this.sessions.entries()) {
@@ -405,6 +419,7 @@ export class CpuBackend implements Backend {
     const vocab = this.config.vocabSize;
     const rows = tokenRows.length;
     run.headRows = rows;
+    run.headTokenRows = tokenRows;
     this.maxLogitsRows = Math.max(this.maxLogitsRows, rows);
     const lastIndex = new Tensor('int32', tokenRows, [rows]);
     let nextOp = this.headStart;
@@ -457,9 +472,12 @@ export class CpuBackend implements Backend {
       fetches[stepOutputs.k(l)] = new Tensor('float32', kNew.at(-1)!, [numTokens, kvCols]);
       fetches[stepOutputs.v(l)] = new Tensor('float32', vNew.at(-1)!, [numTokens, kvCols]);
     }
-    // Activations handed to the next segment alternate between two buffers so no run reads what it writes.
+    // An activation a session writes goes to whichever of its two buffers does not hold the
+    // activation now, so no run reads what it writes (rotary rewrites q and k, for one).
     for (const name of carriedOut) {
-      const out = this.buffers.f32(`${name}${i % 2}`, this.rowsOf(run, name) * this.graph.activations[name]!.cols);
+      const length = this.rowsOf(run, name) * this.graph.activations[name]!.cols;
+      const first = this.buffers.f32(`${name}0`, length);
+      const out = run.carried.get(name)?.buffer === first.buffer ? this.buffers.f32(`${name}1`, length) : first;
       fetches[stepOutputs.carried(name)] = this.tensorOf(run, name, out);
       run.carried.set(name, out);
     }
@@ -507,10 +525,41 @@ export class CpuBackend implements Backend {
           i += this.hostLinears.groupLength(i) - 1;
           break;
         }
+        case 'rmsnorm':
+        case 'add_rmsnorm': {
+          const x = run.carried.get(op.x)!;
+          if (op.op === 'add_rmsnorm') addInPlace(x, run.carried.get(op.residual)!);
+          const out = this.hostOutput(run, op.out);
+          rmsnorm(x, this.normWeight(op.weight), this.rowsOf(run, op.x), this.config.rmsNormEps, out);
+          break;
+        }
+        case 'add':
+          addInPlace(run.carried.get(op.x)!, run.carried.get(op.y)!);
+          break;
+        case 'gather_last': {
+          const x = run.carried.get(op.x)!;
+          const cols = this.graph.activations[op.x]!.cols;
+          const out = this.hostOutput(run, op.out);
+          run.headTokenRows.forEach((row, j) => out.set(x.subarray(row * cols, (row + 1) * cols), j * cols));
+          break;
+        }
         default:
           throw new BackendError(this.name, `the ${op.op} op has no host implementation`);
       }
     }
+  }
+
+  /** A host op's output buffer for activation `name` (reused across steps), made its current value. */
+  private hostOutput(run: StepRun, name: string): Float32Array {
+    const out = this.buffers.f32(`host.${name}`, this.rowsOf(run, name) * this.graph.activations[name]!.cols);
+    run.carried.set(name, out);
+    return out;
+  }
+
+  private normWeight(name: string): Float32Array {
+    const weight = this.normWeights.get(name);
+    if (!weight) throw new BackendError(this.name, `norm weight "${name}" was not loaded for the host`);
+    return weight;
   }
 
   private linearActivations(run: StepRun): LinearActivations {
@@ -653,6 +702,11 @@ class ReusedBuffers {
     }
     return array.subarray(0, length);
   }
+}
+
+/** x += y over x's length (the residual stream, in place). */
+function addInPlace(x: Float32Array, y: Float32Array): void {
+  addInPlaceN(x, y, x.length);
 }
 
 const ggmlTypeName: Record<GgmlBlockType, string> = { q8_0: 'Q8_0', q4_0: 'Q4_0' };

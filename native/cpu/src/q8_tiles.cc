@@ -23,6 +23,8 @@ namespace cpu {
 namespace {
 
 constexpr size_t kTileBytes = kTileRows * kBlockSize;
+/** How far ahead of the codes being multiplied the dot-product kernel prefetches (tuned on the 2-core VM). */
+constexpr size_t kPrefetchBytes = 8 * kTileBytes;
 
 /** x's rows in Q8_0 blocks (d = max |x| / 127, codes rounded to nearest), rows padded with zeros to whole tiles. */
 struct ActivationBlocks {
@@ -92,6 +94,8 @@ void tilesVnni(const ActivationBlocks& q, size_t r0, size_t k, const int8_t* cod
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     for (size_t b = 0; b < blocks; b++) {
       const int8_t* w = codes + (t * blocks + b) * kTileBytes;
+      // The hardware prefetcher stops at each 4 KiB page; ask for the tiles ahead ourselves.
+      for (int line = 0; line < 8; line++) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + line * 64), _MM_HINT_T0);
       __m512i wRows[8];
       __m512i wSums = _mm512_setzero_si512();
       for (int kk = 0; kk < 8; kk++) {
