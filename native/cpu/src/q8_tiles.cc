@@ -26,27 +26,52 @@ constexpr size_t kTileBytes = kTileRows * kBlockSize;
 /** How far ahead of the codes being multiplied the dot-product kernel prefetches (tuned on the 2-core VM). */
 constexpr size_t kPrefetchBytes = 8 * kTileBytes;
 
-/** x's rows in Q8_0 blocks (d = max |x| / 127, codes rounded to nearest), rows padded with zeros to whole tiles. */
+/** x's rows in Q8_0 blocks (d = max |x| / 127, codes rounded to nearest, ties to even), rows padded with zeros to whole tiles. */
 struct ActivationBlocks {
   size_t rows;
   std::vector<int8_t> codes;
   std::vector<float> scales;
 };
 
-ActivationBlocks quantizeActivations(const float* x, size_t m, size_t k) {
+/** One block of 32 values: its scale, and its codes into `codes`. */
+float quantizeBlock(const float* v, int8_t* codes) {
+#if defined(__AVX512F__)
+  const __m512 lo = _mm512_loadu_ps(v);
+  const __m512 hi = _mm512_loadu_ps(v + 16);
+  const float maxAbs = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+  const float d = maxAbs / 127.0f;
+  const __m512 inverse = _mm512_set1_ps(d == 0.0f ? 0.0f : 1.0f / d);
+  // Rounded to nearest, ties to even (the default rounding mode), saturated to int8.
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inverse))));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inverse))));
+  return d;
+#else
+  float maxAbs = 0.0f;
+  for (size_t i = 0; i < kBlockSize; i++) maxAbs = std::max(maxAbs, std::fabs(v[i]));
+  const float d = maxAbs / 127.0f;
+  const float inverse = d == 0.0f ? 0.0f : 1.0f / d;
+  for (size_t i = 0; i < kBlockSize; i++) codes[i] = int8_t(std::nearbyint(v[i] * inverse));
+  return d;
+#endif
+}
+
+/** Rows [r0, r1) of x into q. */
+void quantizeRowsOf(const float* x, size_t r0, size_t r1, size_t k, ActivationBlocks& q) {
   const size_t blocks = k / kBlockSize;
+  for (size_t r = r0; r < r1; r++)
+    for (size_t b = 0; b < blocks; b++) q.scales[r * blocks + b] = quantizeBlock(x + r * k + b * kBlockSize, q.codes.data() + r * k + b * kBlockSize);
+}
+
+/** x's rows quantized, on the pool's threads when there are many. */
+ActivationBlocks quantizeActivations(const float* x, size_t m, size_t k, size_t threads) {
   const size_t rows = packedRows(m);
-  ActivationBlocks q{rows, std::vector<int8_t>(rows * k), std::vector<float>(rows * blocks)};
-  for (size_t r = 0; r < m; r++) {
-    for (size_t b = 0; b < blocks; b++) {
-      const float* v = x + r * k + b * kBlockSize;
-      float maxAbs = 0.0f;
-      for (size_t i = 0; i < kBlockSize; i++) maxAbs = std::max(maxAbs, std::fabs(v[i]));
-      const float d = maxAbs / 127.0f;
-      const float inverse = d == 0.0f ? 0.0f : 1.0f / d;
-      for (size_t i = 0; i < kBlockSize; i++) q.codes[r * k + b * kBlockSize + i] = int8_t(std::round(v[i] * inverse));
-      q.scales[r * blocks + b] = d;
-    }
+  ActivationBlocks q{rows, std::vector<int8_t>(rows * k), std::vector<float>(rows * k / kBlockSize)};
+  constexpr size_t kRowsPerChunk = 16;
+  const size_t chunks = (m + kRowsPerChunk - 1) / kRowsPerChunk;
+  if (threads <= 1 || chunks <= 1) {
+    quantizeRowsOf(x, 0, m, k, q);
+  } else {
+    sharedPool().run(chunks, std::min(threads, chunks), [&](size_t c) { quantizeRowsOf(x, c * kRowsPerChunk, std::min(m, (c + 1) * kRowsPerChunk), k, q); });
   }
   return q;
 }
@@ -121,11 +146,19 @@ void tilesVnni(const ActivationBlocks& q, size_t r0, size_t k, const int8_t* cod
 }
 
 void rowsVnni(const ActivationBlocks& q, size_t m, size_t k, const int8_t* codes, const uint16_t* scales, size_t t0, size_t t1, size_t n, float* y) {
-  size_t r = 0;
-  for (; r + 4 <= m; r += 4) tilesVnni<4>(q, r, k, codes, scales, t0, t1, n, y);
-  if (m - r == 3) tilesVnni<3>(q, r, k, codes, scales, t0, t1, n, y);
-  if (m - r == 2) tilesVnni<2>(q, r, k, codes, scales, t0, t1, n, y);
-  if (m - r == 1) tilesVnni<1>(q, r, k, codes, scales, t0, t1, n, y);
+  // Up to 8 rows a pass: each tile's codes are read once for all of them.
+  for (size_t r = 0; r < m; r += 8) {
+    switch (std::min<size_t>(8, m - r)) {
+      case 8: tilesVnni<8>(q, r, k, codes, scales, t0, t1, n, y); break;
+      case 7: tilesVnni<7>(q, r, k, codes, scales, t0, t1, n, y); break;
+      case 6: tilesVnni<6>(q, r, k, codes, scales, t0, t1, n, y); break;
+      case 5: tilesVnni<5>(q, r, k, codes, scales, t0, t1, n, y); break;
+      case 4: tilesVnni<4>(q, r, k, codes, scales, t0, t1, n, y); break;
+      case 3: tilesVnni<3>(q, r, k, codes, scales, t0, t1, n, y); break;
+      case 2: tilesVnni<2>(q, r, k, codes, scales, t0, t1, n, y); break;
+      default: tilesVnni<1>(q, r, k, codes, scales, t0, t1, n, y); break;
+    }
+  }
 }
 #endif
 
@@ -212,8 +245,12 @@ void tilesAmx(const ActivationBlocks& q, size_t m, size_t k, const int8_t* codes
 }
 #endif
 
-/** From this many activation rows on, AMX (where the CPU and the kernel grant it) beats VNNI's dot products. */
-constexpr size_t kAmxMinRows = 8;
+/**
+ * From this many activation rows on AMX (where the CPU and the kernel grant it); below, VNNI dot
+ * products over up to 8 rows a pass, which were 1.5-1.8x faster at 8 rows and even at 16
+ * (bench:cpu-gemm, 2-core VM, 2026-12-03): AMX scales 16 rows of sums per block whatever m is.
+ */
+constexpr size_t kAmxMinRows = 16;
 
 bool amxAvailable() {
 #if SLUICE_TILES_AMX
@@ -253,12 +290,12 @@ const char* q8TilesKernel() {
 }
 
 void q8TilesGemm(const float* x, size_t m, size_t k, const int8_t* packedCodes, const uint16_t* packedScales, size_t n, float* y, int threads) {
-  const ActivationBlocks q = quantizeActivations(x, m, k);
+  const size_t workers = std::max<size_t>(1, size_t(threads));
+  const ActivationBlocks q = quantizeActivations(x, m, k, workers);
   const size_t tiles = packedRows(n) / kTileRows;
   const bool amx = m >= kAmxMinRows && amxAvailable();
   // Chunks of tiles handed out to whichever thread is free: several per thread, so a thread
   // that wakes late costs little; for AMX at most a run of tiles that fits in L2.
-  const size_t workers = std::max<size_t>(1, size_t(threads));
   const size_t l2Tiles = std::max<size_t>(1, (size_t(1) << 20) / (k * kTileRows));
   const size_t perChunk = std::max<size_t>(1, std::min(amx ? l2Tiles : tiles, (tiles + 8 * workers - 1) / (8 * workers)));
   const size_t chunks = (tiles + perChunk - 1) / perChunk;
