@@ -10,7 +10,7 @@
  * as the backend runs). `native` is the cpu addon's Q8_0 kernel on the same q8 blocks (int8
  * activations per block of 32 and AVX-512 VNNI dot products, as llama.cpp computes Q8_0 over
  * the blocks as stored); `tiles` is the addon's kernel over the same blocks packed at load into
- * 16-row tiles (AMX for 16 rows or more where the CPU has it, else VNNI), what `--cpu-gemm
+ * 16-row tiles (AMX above 8 rows where the CPU has it, else VNNI), what `--cpu-gemm
  * native` runs.
  * Printed per variant and M: median ms per run, µs per row, GFLOP/s, and the relative RMS
  * error against the exact f32 product of the dequantized weights (`err`) and against the

@@ -36,7 +36,7 @@ interface TiledQ8 extends PreparedQ8 {
 
 /**
  * The addon's q8TilesGemm: blocks packed at load into 16-row tiles (native/cpu/src/q8_tiles.h),
- * multiplied by AMX for 16 rows or more where the CPU grants it, else by VNNI dot products.
+ * multiplied by AMX above 8 rows where the CPU grants it, else by VNNI dot products.
  */
 export function tiledQ8Kernel(threads: number): Q8Kernel<TiledQ8> {
   const addon = nativeBlocks;

@@ -182,7 +182,7 @@ describe.skipIf(!nativeBlocks)('cpu addon Q8_0 GEMM over packed tiles', () => {
     [1, 512, 40],
     [3, 1024, 16],
     [8, 256, 48], // 8 rows in one pass of the dot-product kernel
-    [16, 256, 48], // from 16 rows on, AMX where the CPU grants it
+    [9, 256, 48], // from 9 rows on, AMX where the CPU grants it
     [21, 96, 24], // an odd number of blocks, rows off whole tiles
     [40, 2048, 37], // columns off whole tiles
   ])('m=%i k=%i n=%i: within x quantization error of the exact product, on 1 and 3 threads', (m, k, n) => {

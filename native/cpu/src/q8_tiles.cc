@@ -246,11 +246,12 @@ void tilesAmx(const ActivationBlocks& q, size_t m, size_t k, const int8_t* codes
 #endif
 
 /**
- * From this many activation rows on AMX (where the CPU and the kernel grant it); below, VNNI dot
- * products over up to 8 rows a pass, which were 1.5-1.8x faster at 8 rows and even at 16
- * (bench:cpu-gemm, 2-core VM, 2026-12-03): AMX scales 16 rows of sums per block whatever m is.
+ * AMX (where the CPU and the kernel grant it) for more rows than one pass of the VNNI kernel
+ * holds: at 8 rows VNNI was 1.1-1.8x faster, at 12 and more AMX 1.4-1.9x (bench:cpu-gemm,
+ * 2-core VM, 2026-12-03, in a slow and a fast hour): AMX scales 16 rows of sums per block
+ * whatever m is, while VNNI reads each tile once per 8 rows.
  */
-constexpr size_t kAmxMinRows = 16;
+constexpr size_t kAmxMinRows = 9;
 
 bool amxAvailable() {
 #if SLUICE_TILES_AMX
