@@ -64,21 +64,37 @@ Napi::Value DummyRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/** The arguments of both GEMMs: (x, m, k, codes, scales, n, y, threads), the weights holding storedRows(n) rows. */
+template <typename Codes, typename Scales>
+struct GemmArgs {
+  Napi::Float32Array x;
+  size_t m;
+  size_t k;
+  Codes codes;
+  Scales scales;
+  size_t n;
+  Napi::Float32Array y;
+  int threads;
+};
+
+template <typename Codes, typename Scales>
+GemmArgs<Codes, Scales> gemmArgs(const Napi::CallbackInfo& info, const std::string& name, size_t storedRowsPerRow(size_t)) {
+  GemmArgs<Codes, Scales> a{info[0].As<Napi::Float32Array>(), countArg(info, 1, "m"), countArg(info, 2, "k"), info[3].As<Codes>(), info[4].As<Scales>(),
+                            countArg(info, 5, "n"), info[6].As<Napi::Float32Array>(), int(std::max<size_t>(1, countArg(info, 7, "threads")))};
+  if (a.k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), name + ": k must be a multiple of 32");
+  const size_t rows = storedRowsPerRow(a.n);
+  if (a.x.ElementLength() < a.m * a.k || a.codes.ElementLength() < rows * a.k || a.scales.ElementLength() < rows * a.k / kBlockSize || a.y.ElementLength() < a.m * a.n) {
+    throw Napi::RangeError::New(info.Env(), name + ": an array is too short for m, k and n");
+  }
+  return a;
+}
+
+size_t sameRows(size_t n) { return n; }
+
 /** q8Gemm(x: Float32Array, m, k, codes: Uint8Array, scales: Float32Array, n, y: Float32Array, threads) */
 Napi::Value Q8Gemm(const Napi::CallbackInfo& info) {
-  auto x = info[0].As<Napi::Float32Array>();
-  const size_t m = countArg(info, 1, "m");
-  const size_t k = countArg(info, 2, "k");
-  auto codes = info[3].As<Napi::Uint8Array>();
-  auto scales = info[4].As<Napi::Float32Array>();
-  const size_t n = countArg(info, 5, "n");
-  auto y = info[6].As<Napi::Float32Array>();
-  const size_t threads = countArg(info, 7, "threads");
-  if (k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), "q8Gemm: k must be a multiple of 32");
-  if (x.ElementLength() < m * k || codes.ElementLength() < n * k || scales.ElementLength() < n * k / kBlockSize || y.ElementLength() < m * n) {
-    throw Napi::RangeError::New(info.Env(), "q8Gemm: an array is too short for m, k and n");
-  }
-  sluice::cpu::q8Gemm(x.Data(), m, k, codes.Data(), scales.Data(), n, y.Data(), int(std::max<size_t>(1, threads)));
+  auto a = gemmArgs<Napi::Uint8Array, Napi::Float32Array>(info, "q8Gemm", sameRows);
+  sluice::cpu::q8Gemm(a.x.Data(), a.m, a.k, a.codes.Data(), a.scales.Data(), a.n, a.y.Data(), a.threads);
   return info.Env().Undefined();
 }
 
@@ -101,20 +117,8 @@ Napi::Value PackQ8Tiles(const Napi::CallbackInfo& info) {
 
 /** q8TilesGemm(x: Float32Array, m, k, packedCodes: Int8Array, packedScales: Uint16Array, n, y: Float32Array, threads) */
 Napi::Value Q8TilesGemm(const Napi::CallbackInfo& info) {
-  auto x = info[0].As<Napi::Float32Array>();
-  const size_t m = countArg(info, 1, "m");
-  const size_t k = countArg(info, 2, "k");
-  auto packedCodes = info[3].As<Napi::Int8Array>();
-  auto packedScales = info[4].As<Napi::Uint16Array>();
-  const size_t n = countArg(info, 5, "n");
-  auto y = info[6].As<Napi::Float32Array>();
-  const size_t threads = countArg(info, 7, "threads");
-  if (k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), "q8TilesGemm: k must be a multiple of 32");
-  const size_t rows = sluice::cpu::packedRows(n);
-  if (x.ElementLength() < m * k || packedCodes.ElementLength() < rows * k || packedScales.ElementLength() < rows * k / kBlockSize || y.ElementLength() < m * n) {
-    throw Napi::RangeError::New(info.Env(), "q8TilesGemm: an array is too short for m, k and n");
-  }
-  sluice::cpu::q8TilesGemm(x.Data(), m, k, packedCodes.Data(), packedScales.Data(), n, y.Data(), int(std::max<size_t>(1, threads)));
+  auto a = gemmArgs<Napi::Int8Array, Napi::Uint16Array>(info, "q8TilesGemm", sluice::cpu::packedRows);
+  sluice::cpu::q8TilesGemm(a.x.Data(), a.m, a.k, a.codes.Data(), a.scales.Data(), a.n, a.y.Data(), a.threads);
   return info.Env().Undefined();
 }
 
