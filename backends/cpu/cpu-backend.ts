@@ -500,8 +500,8 @@ export class CpuBackend implements Backend {
 
   /**
    * The graph ops in [from, to) that run here: the embedding lookup, a rank's collectives, and
-   * with --cpu-gemm native the linears, over the activations in `run.carried` (in place, or into
-   * a new buffer).
+   * with --cpu-gemm native the linears, norms, residual adds and the head's row gather, over the
+   * activations in `run.carried` (in place, or into a new buffer).
    */
   private async runHostOps(from: number, to: number, run: StepRun): Promise<void> {
     for (let i = from; i < to; i++) {
