@@ -27,6 +27,8 @@ export interface Q8Kernel<W extends PreparedQ8 = PreparedQ8> {
   prepare(blocks: QuantizedBlocks, rows: number, cols: number): W;
   /** y[m, w.rows] = x[m, w.cols] W^T, every step; m >= 1. */
   run(x: Float32Array, m: number, w: W, y: Float32Array): void;
+  /** Rows [first, first + rows) of a prepared matrix as one of its own, sharing its memory; null where the layout cannot cut there. */
+  slice?(w: W, first: number, rows: number): W | null;
 }
 
 interface TiledQ8 extends PreparedQ8 {
@@ -51,6 +53,13 @@ export function tiledQ8Kernel(threads: number): Q8Kernel<TiledQ8> {
     },
     run(x, m, w, y) {
       addon.q8TilesGemm(x, m, w.cols, w.codes, w.scales, w.rows, y, threads);
+    },
+    slice(w, first, rows) {
+      // Tiles hold 16 rows each: a cut must fall between tiles.
+      if (first % 16 !== 0 || (rows % 16 !== 0 && first + rows !== w.rows)) return null;
+      const end = first + Math.ceil(rows / 16) * 16;
+      const scalesPerRow = w.cols / ggmlBlockSize;
+      return { rows, cols: w.cols, codes: w.codes.subarray(first * w.cols, end * w.cols), scales: w.scales.subarray(first * scalesPerRow, end * scalesPerRow) };
     },
   };
 }
@@ -79,7 +88,12 @@ interface LinearGroup {
   cols: number;
   paddedCols: number;
   weight: PreparedQ8;
+  /** Each op's rows of `weight` as a matrix of its own, where the kernel can cut them out: many-row GEMMs then write each op's output in place. */
+  slices: PreparedQ8[] | null;
 }
+
+/** From this many rows a stacked group runs as one GEMM per op into each op's output (no split copies); below, one GEMM (one dispatch to the threads) and a split. */
+const inPlaceMinRows = 16;
 
 /** Where a step's activations live: the backend's run.carried and reused buffers. */
 export interface LinearActivations {
@@ -121,7 +135,9 @@ export class HostLinears {
       const rowsTotal = rows.reduce((a, b) => a + b, 0);
       const paddedCols = Math.ceil(cols / ggmlBlockSize) * ggmlBlockSize;
       const blocks = await blocksOf(ops.map((op) => op.weight));
-      linears.groups.set(index, { ops, firstRows, rows, cols, paddedCols, weight: kernel.prepare(blocks, rowsTotal, paddedCols) });
+      const weight = kernel.prepare(blocks, rowsTotal, paddedCols);
+      const slices = ops.length > 1 && kernel.slice ? ops.map((_, j) => kernel.slice!(weight, firstRows[j]!, rows[j]!)) : null;
+      linears.groups.set(index, { ops, firstRows, rows, cols, paddedCols, weight, slices: slices?.every((w) => w !== null) ? (slices as PreparedQ8[]) : null });
     }
     return linears;
   }
@@ -142,6 +158,10 @@ export class HostLinears {
     if (paddedCols !== cols) x = padColumns(x, m, cols, paddedCols, activations.scratch('linear.padded', m * paddedCols));
     if (ops.length === 1) {
       this.kernel.run(x, m, weight, activations.output(ops[0]!.out, m * weight.rows));
+      return;
+    }
+    if (group.slices && m >= inPlaceMinRows) {
+      ops.forEach((op, j) => this.kernel.run(x, m, group.slices![j]!, activations.output(op.out, m * group.rows[j]!)));
       return;
     }
     const stacked = activations.scratch('linear.stacked', m * weight.rows);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { create, type CpuBackendOptions } from '../../backends/cpu/index.js';
 import { dequantize, ggmlBlockSize, quantizeRows, type QuantizedBlocks } from '../../backends/cpu/ggml-blocks.js';
-import { HostLinears, linearGroups, type PreparedQ8, type Q8Kernel } from '../../backends/cpu/host-linears.js';
+import { HostLinears, linearGroups, tiledQ8Kernel, type PreparedQ8, type Q8Kernel } from '../../backends/cpu/host-linears.js';
 import { nativeBlocks } from '../../backends/cpu/native-blocks.js';
 import { planSegments } from '../../backends/cpu/segment-plan.js';
 import { TensorParallelBackend } from '../../backends/tensor-parallel/tensor-parallel-backend.js';
@@ -213,6 +213,27 @@ describe('HostLinears', () => {
         expect(Array.from(outputs.get(op.out)!), `${op.weight} -> ${op.out}`).toEqual(Array.from(want));
       }
     }
+  });
+});
+
+describe.skipIf(!nativeBlocks)('the tiled kernel cut into its ops (many-row GEMMs write each op in place)', () => {
+  it('gives each op the very outputs of the stacked GEMM, and refuses cuts inside a tile', () => {
+    const [rows, cols, m] = [32 + 16 + 8, 64, 20];
+    const rng = new Rng(5);
+    const blocks = { codes: new Uint8Array(rows * cols), scales: new Float32Array((rows * cols) / ggmlBlockSize) };
+    quantizeRows('q8_0', Float32Array.from({ length: rows * cols }, () => rng.next() - 0.5), rows, cols, blocks);
+    const kernel = tiledQ8Kernel(2);
+    const weight = kernel.prepare(blocks, rows, cols);
+    const x = Float32Array.from({ length: m * cols }, () => rng.next() * 2 - 1);
+    const stacked = new Float32Array(m * rows);
+    kernel.run(x, m, weight, stacked);
+    for (const [first, n] of [[0, 32], [32, 16], [48, 8]] as const) {
+      const out = new Float32Array(m * n);
+      kernel.run(x, m, kernel.slice!(weight, first, n)!, out);
+      for (let r = 0; r < m; r++) expect(Array.from(out.subarray(r * n, (r + 1) * n)), `rows ${first}..${first + n}, x row ${r}`).toEqual(Array.from(stacked.subarray(r * rows + first, r * rows + first + n)));
+    }
+    expect(kernel.slice!(weight, 8, 16)).toBeNull();
+    expect(kernel.slice!(weight, 32, 8)).toBeNull();
   });
 });
 
