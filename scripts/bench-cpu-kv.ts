@@ -16,7 +16,7 @@ import { create as createCpuBackend } from '../backends/cpu/index.js';
 import type { WeightFormat } from '../backends/cpu/linear-weights.js';
 import { kvCacheDtypes, type Backend, type ForwardBatch, type KvCacheDtype } from '../src/engine/backend.js';
 import { kvBytesPerToken } from '../src/engine/kv-capacity.js';
-import { kvCacheFormat } from '../backends/cpu/cpu-backend.js';
+import { kvCacheFormat } from '../backends/cpu/kv-store.js';
 import { kvBytesPerValue } from '../backends/cpu/segment-graph.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';

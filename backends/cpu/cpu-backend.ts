@@ -1,11 +1,10 @@
 import { availableParallelism } from 'node:os';
 import type * as Ort from 'onnxruntime-node';
-import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheDtype, KvCacheSpec, ModelSpec, RankCollectives, StepOutput } from '../../src/engine/backend.js';
+import type { Backend, BackendOptions, ForwardBatch, KvBudget, KvCacheSpec, ModelSpec, RankCollectives, StepOutput } from '../../src/engine/backend.js';
 import { validateForwardBatch } from '../../src/engine/forward-batch.js';
 import { hostKvCapacity, kvBytesPerToken, touchPages } from '../../src/engine/kv-capacity.js';
-import type { LlamaConfig, WeightDType } from '../../src/model/config.js';
+import type { LlamaConfig } from '../../src/model/config.js';
 import type { LlamaGraph } from '../../src/model/graph.js';
-import { bytesPerElement, toFloat32 } from '../../src/model/dtype.js';
 import { ropeInverseFrequencies } from '../../src/model/rope.js';
 import { emptySampleOutput, sampleRowsInTurns } from '../shared/host-sampler.js';
 import { chunksOf, logitsRowsPerChunk, sampledSeqs } from '../shared/logits-rows.js';
@@ -13,24 +12,18 @@ import { emptyPromptLogprobs, wantedPromptRows, writePromptLogprob } from '../sh
 import { layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
 import { planAttention } from './attention-plan.js';
-import { blocksFromGguf, ggmlBlockSize, zeroCode, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
+import { blocksFromGguf, ggmlBlockSize, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
 import { BlockArena, BlockPool, SegmentArenas, blockBytes, sharedBlocks } from './block-pool.js';
-import { add as addInPlaceN, rmsnorm } from '../ref/ops.js';
+import { HostNorms } from './host-norms.js';
 import { HostLinears, linearGroups, tiledQ8Kernel, type LinearActivations, type Q8Kernel } from './host-linears.js';
 import { nativeBlocks } from './native-blocks.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
-import { encodeFp8 } from './fp8-codes.js';
-import { quantizeRows } from './ggml-blocks.js';
+import { embedRows, type EmbeddingTable } from './embedding-rows.js';
+import { emptyLayerCache, kvCacheFormat, writeKvRows, type LayerCache } from './kv-store.js';
 import { attentionGroups, buildSegmentModel, kvBlockSize, kvBytesPerValue, kvHasScales, segmentLinearGroups, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
 import { loadProgress } from './load-progress.js';
 import { defaultSegmentBytes, planSegments, segmentBlockBytes } from './segment-plan.js';
 import { segmentSessionOptions } from './session-options.js';
-
-/** One layer's K or V: f32 values, 8-bit codes (q4_0: two 4-bit codes a byte), and for q8_0 and q4_0 one scale per block. */
-interface LayerCache {
-  values: Float32Array | Uint8Array | Int8Array;
-  scales: Float32Array | null;
-}
 
 export type OrtModule = Pick<typeof Ort, 'InferenceSession' | 'Tensor' | 'env'>;
 
@@ -89,11 +82,7 @@ export class CpuBackend implements Backend {
   private readonly threads: number;
   private sessions: SegmentSession[] = [];
   private graph!: LlamaGraph;
-  /**
-   * The embedding table: raw for f32, else in the weight format's blocks (shared with a tied
-   * lm-head, as in a GGUF file). On a tensor-parallel rank, rows [vocabStart, vocabStart + rows) of it.
-   */
-  private embedding!: { out: string; vocabStart: number; rows: number } & ({ table: Uint8Array; dtype: WeightDType } | { blocks: QuantizedBlocks; type: GgmlBlockType });
+  private embedding!: EmbeddingTable;
   private invFreq!: Float64Array;
   private readonly buffers = new ReusedBuffers();
   private readonly kvFormat: KvCacheFormat;
@@ -110,8 +99,8 @@ export class CpuBackend implements Backend {
   /** --cpu-gemm native: the kernel of the linear ops, which then run on the host between sessions. */
   private readonly q8Kernel: Q8Kernel | null;
   private hostLinears: HostLinears | null = null;
-  /** With --cpu-gemm native the norms run on the host: their weights as f32, by name. */
-  private readonly normWeights = new Map<string, Float32Array>();
+  /** With --cpu-gemm native the norms, residual adds and the head's gather run on the host too. */
+  private hostNorms: HostNorms | null = null;
 
   constructor(
     private readonly ort: OrtModule,
@@ -131,12 +120,7 @@ export class CpuBackend implements Backend {
     if (gemm === 'ort') return null;
     if (gemm !== 'native') throw new BackendError(this.name, `--cpu-gemm ${String(gemm)}: not supported (choose ort or native)`);
     if (this.options.q8Kernel) return this.options.q8Kernel;
-    if (!nativeBlocks) {
-      throw new BackendError(
-        this.name,
-        '--cpu-gemm native: the native/cpu addon is not loaded; it is built by `npm ci` where cmake and a C++ compiler are present (SLUICE_CPU_ADDON=off disables it)',
-      );
-    }
+    if (!nativeBlocks) throw new BackendError(this.name, '--cpu-gemm native: the native/cpu addon is not loaded; it is built by `npm ci` where cmake and a C++ compiler are present (SLUICE_CPU_ADDON=off disables it)');
     // The addon's kernels share one thread pool per process, which takes one caller at a time:
     // tensor-parallel ranks (worker threads that run side by side) each compute on their own thread.
     return tiledQ8Kernel(this.options.collectives ? 1 : this.threads);
@@ -258,13 +242,7 @@ export class CpuBackend implements Backend {
     };
     if (this.q8Kernel) {
       this.hostLinears = await this.prepareHostLinears(model, this.q8Kernel, blocksOf);
-      for (const op of model.graph.ops) {
-        if ((op.op === 'rmsnorm' || op.op === 'add_rmsnorm') && !this.normWeights.has(op.weight)) {
-          const info = weights.info(op.weight);
-          if (!info) throw new BackendError(this.name, `${weights.description}: tensor "${op.weight}" is missing`);
-          this.normWeights.set(op.weight, toFloat32(await weights.read(op.weight), info.dtype));
-        }
-      }
+      this.hostNorms = await HostNorms.load(model.graph, weights, config.rmsNormEps);
     }
     const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes(model.graph, this.format!), this.q8Kernel !== null);
     const arenas = this.format === 'f32' ? null : new SegmentArenas(segments.map((segment) => segmentBlockBytes(model.graph, segment, embeddingTable)));
@@ -326,12 +304,7 @@ export class CpuBackend implements Backend {
     this.numSlots = spec.numPages * spec.pageSize;
     const size = this.numSlots * this.config.numKvHeads * this.config.headDim;
     const format = this.kvFormat;
-    const cache = (): LayerCache => {
-      if (format === 'f32') return { values: new Float32Array(size), scales: null };
-      if (format === 'q8_0') return { values: new Int8Array(size), scales: new Float32Array(size / kvBlockSize(this.config.headDim)) };
-      if (format === 'q4_0') return { values: new Uint8Array(size / 2), scales: new Float32Array(size / kvBlockSize(this.config.headDim)) };
-      return { values: new Uint8Array(size), scales: null };
-    };
+    const cache = () => emptyLayerCache(format, size, this.config.headDim);
     this.kCache = Array.from({ length: this.config.numLayers }, cache);
     this.vCache = Array.from({ length: this.config.numLayers }, cache);
     for (const layer of [...this.kCache, ...this.vCache]) touchPages(layer.values, layer.scales);
@@ -508,7 +481,7 @@ export class CpuBackend implements Backend {
       const op = this.graph.ops[i]!;
       switch (op.op) {
         case 'embedding':
-          run.carried.set(op.out, this.embed(run.batch.tokenIds, this.buffers.f32('embedded', this.rowsOf(run, op.out) * this.graph.activations[op.out]!.cols)));
+          run.carried.set(op.out, embedRows(this.embedding, run.batch.tokenIds, this.buffers.f32('embedded', this.rowsOf(run, op.out) * this.graph.activations[op.out]!.cols)));
           break;
         case 'all_reduce':
           this.rankCollectives().allReduce(run.carried.get(op.x)!);
@@ -525,41 +498,14 @@ export class CpuBackend implements Backend {
           i += this.hostLinears.groupLength(i) - 1;
           break;
         }
-        case 'rmsnorm':
-        case 'add_rmsnorm': {
-          const x = run.carried.get(op.x)!;
-          if (op.op === 'add_rmsnorm') addInPlace(x, run.carried.get(op.residual)!);
-          const out = this.hostOutput(run, op.out);
-          rmsnorm(x, this.normWeight(op.weight), this.rowsOf(run, op.x), this.config.rmsNormEps, out);
-          break;
-        }
-        case 'add':
-          addInPlace(run.carried.get(op.x)!, run.carried.get(op.y)!);
-          break;
-        case 'gather_last': {
-          const x = run.carried.get(op.x)!;
-          const cols = this.graph.activations[op.x]!.cols;
-          const out = this.hostOutput(run, op.out);
-          run.headTokenRows.forEach((row, j) => out.set(x.subarray(row * cols, (row + 1) * cols), j * cols));
-          break;
-        }
-        default:
+        default: {
+          const rowsOf = (name: string) => this.rowsOf(run, name);
+          const colsOf = (name: string) => this.graph.activations[name]!.cols;
+          if (this.hostNorms?.run(op, this.linearActivations(run), rowsOf, colsOf, run.headTokenRows)) break;
           throw new BackendError(this.name, `the ${op.op} op has no host implementation`);
+        }
       }
     }
-  }
-
-  /** A host op's output buffer for activation `name` (reused across steps), made its current value. */
-  private hostOutput(run: StepRun, name: string): Float32Array {
-    const out = this.buffers.f32(`host.${name}`, this.rowsOf(run, name) * this.graph.activations[name]!.cols);
-    run.carried.set(name, out);
-    return out;
-  }
-
-  private normWeight(name: string): Float32Array {
-    const weight = this.normWeights.get(name);
-    if (!weight) throw new BackendError(this.name, `norm weight "${name}" was not loaded for the host`);
-    return weight;
   }
 
   private linearActivations(run: StepRun): LinearActivations {
@@ -572,6 +518,11 @@ export class CpuBackend implements Backend {
       },
       scratch: (key, length) => this.buffers.f32(key, length),
     };
+  }
+
+  /** A step's new K or V rows into a layer's cache (a method: tests emulate a cache format through it). */
+  private writeKv(cache: LayerCache, rows: Float32Array, slotMapping: Int32Array): void {
+    writeKvRows(this.kvFormat, cache, rows, slotMapping, { numKvHeads: this.config.numKvHeads, headDim: this.config.headDim, numSlots: this.numSlots });
   }
 
   private rankCollectives(): RankCollectives {
@@ -593,33 +544,6 @@ export class CpuBackend implements Backend {
     if (this.sessions.length === 0) throw new BackendError(this.name, 'forward() before load()');
     if (this.numSlots === 0) throw new BackendError(this.name, 'forward() before allocateKvCache()');
     validateForwardBatch(this.name, batch, { vocabSize: this.config.vocabSize, numPages: this.numSlots / this.pageSize, pageSize: this.pageSize });
-  }
-
-  /** The table's rows for the ids; on a tensor-parallel rank, zeros for ids outside its slice (an all-reduce completes them). */
-  private embed(tokenIds: Int32Array, out: Float32Array): Float32Array {
-    const h = out.length / tokenIds.length;
-    const { vocabStart, rows } = this.embedding;
-    if ('blocks' in this.embedding) {
-      const { blocks, type } = this.embedding;
-      const zero = zeroCode[type];
-      const blocksPerRow = Math.ceil(h / ggmlBlockSize);
-      tokenIds.forEach((id, t) => {
-        const row = id - vocabStart;
-        if (row < 0 || row >= rows) return out.fill(0, t * h, (t + 1) * h);
-        const codes = row * blocksPerRow * ggmlBlockSize;
-        const scales = row * blocksPerRow;
-        for (let i = 0; i < h; i++) out[t * h + i] = (blocks.codes[codes + i]! - zero) * blocks.scales[scales + (i >> 5)]!;
-      });
-      return out;
-    }
-    const { table, dtype } = this.embedding;
-    const rowBytes = h * bytesPerElement[dtype];
-    tokenIds.forEach((id, t) => {
-      const row = id - vocabStart;
-      if (row < 0 || row >= rows) out.fill(0, t * h, (t + 1) * h);
-      else out.set(toFloat32(table.subarray(row * rowBytes, (row + 1) * rowBytes), dtype), t * h);
-    });
-    return out;
   }
 
   /** cos and sin of position * invFreq[i], [T, headDim / 2], computed in f64 as the reference does. */
@@ -644,44 +568,6 @@ export class CpuBackend implements Backend {
     return cache instanceof Int8Array ? new this.ort.Tensor('int8', cache, dims) : new this.ort.Tensor('uint8', cache, dims);
   }
 
-  /** rows [T, kvHeads * headDim] into the cache's [kvHeads, slots, headDim] layout (as codes for an 8-bit cache). */
-  private writeKv(cache: LayerCache, rows: Float32Array, slotMapping: Int32Array): void {
-    const { numKvHeads, headDim } = this.config;
-    const format = this.kvFormat;
-    const { values, scales } = cache;
-    const block = kvBlockSize(headDim);
-    // q8_0 / q4_0: ggml's rules (ggml-blocks.ts), q8_0's codes stored signed, q4_0's two a byte;
-    // a head shorter than 32 is one block (quantizeRows pads it to 32 with zero codes).
-    const q = { codes: new Uint8Array(Math.ceil(headDim / 32) * 32), scales: new Float32Array(Math.ceil(headDim / 32)) };
-    const half = block / 2;
-    slotMapping.forEach((slot, t) => {
-      for (let h = 0; h < numKvHeads; h++) {
-        const from = (t * numKvHeads + h) * headDim;
-        const at = (h * this.numSlots + slot) * headDim;
-        const row = rows.subarray(from, from + headDim);
-        if (values instanceof Float32Array) values.set(row, at);
-        else if (format === 'q8_0') {
-          quantizeRows('q8_0', row, 1, headDim, q);
-          for (let i = 0; i < headDim; i++) values[at + i] = q.codes[i]! - 128;
-          scales!.set(q.scales.subarray(0, headDim / block), at / block);
-        } else if (format === 'q4_0') {
-          quantizeRows('q4_0', row, 1, headDim, q);
-          for (let i = 0; i < headDim; i += block) {
-            for (let j = 0; j < half; j++) values[(at + i) / 2 + j] = q.codes[i + j]! | (q.codes[i + j + half]! << 4);
-          }
-          scales!.set(q.scales.subarray(0, headDim / block), at / block);
-        } else if (format === 'fp8_e4m3' || format === 'fp8_e5m2') encodeFp8(format, row, (values as Uint8Array).subarray(at, at + headDim));
-      }
-    });
-  }
-}
-
-/** --kv-cache-dtype as the cpu backend stores it: `auto` is f32; vLLM's `fp8` means E4M3. */
-export function kvCacheFormat(dtype: KvCacheDtype | undefined): KvCacheFormat {
-  if (dtype === undefined || dtype === 'auto') return 'f32';
-  if (dtype === 'fp8') return 'fp8_e4m3';
-  if (dtype === 'fp8_e4m3' || dtype === 'fp8_e5m2' || dtype === 'q8_0' || dtype === 'q4_0') return dtype;
-  throw new BackendError('cpu', `--kv-cache-dtype ${String(dtype)}: not supported (choose auto, fp8, fp8_e4m3, fp8_e5m2, q8_0 or q4_0)`);
 }
 
 /** Greedy steps without log-probs, penalties, logit biases or token masks can take the in-graph argmax instead of the logits. */
@@ -702,11 +588,6 @@ class ReusedBuffers {
     }
     return array.subarray(0, length);
   }
-}
-
-/** x += y over x's length (the residual stream, in place). */
-function addInPlace(x: Float32Array, y: Float32Array): void {
-  addInPlaceN(x, y, x.length);
 }
 
 const ggmlTypeName: Record<GgmlBlockType, string> = { q8_0: 'Q8_0', q4_0: 'Q4_0' };
