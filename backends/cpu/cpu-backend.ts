@@ -11,17 +11,18 @@ import { chunksOf, logitsRowsPerChunk, sampledSeqs } from '../shared/logits-rows
 import { emptyPromptLogprobs, wantedPromptRows, writePromptLogprob } from '../shared/prompt-logprobs.js';
 import { layerPrefix, type WeightSource } from '../../src/model/weights.js';
 import { BackendError } from '../../src/errors.js';
-import { planAttention } from './attention-plan.js';
 import { blocksFromGguf, ggmlBlockSize, type GgmlBlockType, type QuantizedBlocks } from './ggml-blocks.js';
 import { BlockArena, BlockPool, SegmentArenas, blockBytes, sharedBlocks } from './block-pool.js';
-import { HostNorms } from './host-norms.js';
+import { HostOps, type HostStep } from './host-ops.js';
+import { nativeLayerKernels, typescriptLayerKernels, type LayerKernels } from './layer-kernels.js';
 import { HostLinears, linearGroups, tiledQ8Kernel, type LinearActivations, type Q8Kernel } from './host-linears.js';
 import { nativeBlocks } from './native-blocks.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { embedRows, type EmbeddingTable } from './embedding-rows.js';
 import { emptyLayerCache, kvCacheFormat, writeKvRows, type LayerCache } from './kv-store.js';
-import { attentionGroups, buildSegmentModel, kvBlockSize, kvBytesPerValue, kvHasScales, segmentLinearGroups, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
+import { buildSegmentModel, type HostPlacement, kvBlockSize, kvBytesPerValue, kvHasScales, segmentLinearGroups, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
 import { loadProgress } from './load-progress.js';
+import { rotaryTables, sessionStepInputs } from './step-inputs.js';
 import { defaultSegmentBytes, planSegments, segmentBlockBytes } from './segment-plan.js';
 import { segmentSessionOptions } from './session-options.js';
 
@@ -59,6 +60,11 @@ interface StepRun {
   headRows: number;
   /** The token rows of the current head run (gather_last's rows). */
   headTokenRows: Int32Array;
+  /** cos and sin of each token's rotary angles, [tokens, headDim / 2]. */
+  cos: Float32Array;
+  sin: Float32Array;
+  /** The host ops' view of the step, once one runs. */
+  host?: HostStep;
 }
 
 /**
@@ -99,8 +105,11 @@ export class CpuBackend implements Backend {
   /** --cpu-gemm native: the kernel of the linear ops, which then run on the host between sessions. */
   private readonly q8Kernel: Q8Kernel | null;
   private hostLinears: HostLinears | null = null;
-  /** With --cpu-gemm native the norms, residual adds and the head's gather run on the host too. */
-  private hostNorms: HostNorms | null = null;
+  /** With --cpu-gemm native the ops between the linears run on the host too (all of them with an f32 KV cache). */
+  private hostOps: HostOps | null = null;
+  private readonly placement: HostPlacement;
+  private hostLayerKernels: LayerKernels | undefined;
+  private loaded = false;
 
   constructor(
     private readonly ort: OrtModule,
@@ -109,9 +118,17 @@ export class CpuBackend implements Backend {
     this.threads = options.threads ?? availableParallelism();
     this.kvFormat = kvCacheFormat(options.kvCacheDtype);
     this.q8Kernel = this.hostKernel();
+    this.placement = this.q8Kernel === null ? 'collectives' : this.kvFormat === 'f32' ? 'layers' : 'linears';
     const kv = this.kvFormat === 'f32' ? '' : `, ${this.kvFormat} KV cache`;
-    const linears = this.q8Kernel ? `, linears on the host: ${this.q8Kernel.name}` : '';
+    const rest = this.placement === 'layers' ? `, the other layer ops too (${this.layerKernels.name}), no ORT session` : ', the other layer ops too but rotary and attention (ORT reads the cache codes)';
+    const linears = this.q8Kernel ? `, linears on the host: ${this.q8Kernel.name}${rest}` : '';
     this.runtime = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}${kv}${linears}`;
+  }
+
+  /** The kernels of the host ops besides the linears: the addon's where it is built. */
+  private get layerKernels(): LayerKernels {
+    // Tensor-parallel ranks each compute on their own thread (the addon's pool takes one caller at a time).
+    return (this.hostLayerKernels ??= nativeBlocks ? nativeLayerKernels(this.options.collectives ? 1 : this.threads) : typescriptLayerKernels);
   }
 
   /** --cpu-gemm: null for ort (linears inside the sessions), else the kernel that runs them on the host. */
@@ -242,9 +259,9 @@ export class CpuBackend implements Backend {
     };
     if (this.q8Kernel) {
       this.hostLinears = await this.prepareHostLinears(model, this.q8Kernel, blocksOf);
-      this.hostNorms = await HostNorms.load(model.graph, weights, config.rmsNormEps);
+      this.hostOps = await HostOps.load(model.graph, weights, config, this.layerKernels);
     }
-    const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes(model.graph, this.format!), this.q8Kernel !== null);
+    const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes(model.graph, this.format!), this.placement);
     const arenas = this.format === 'f32' ? null : new SegmentArenas(segments.map((segment) => segmentBlockBytes(model.graph, segment, embeddingTable)));
     /** Blocks asked for ahead of their segment's build, by their stacked names. */
     const ahead = new Map<string, Promise<QuantizedBlocks>>();
@@ -278,6 +295,7 @@ export class CpuBackend implements Backend {
       // In segment order; after a failure, whatever was made, for close() to release.
       this.sessions.push(...sessions.filter(Boolean));
     }
+    this.loaded = true;
   }
 
   /** The graph's linear groups' blocks, made one group at a time into one reused arena, handed to the kernel (which keeps its own copy). */
@@ -323,28 +341,12 @@ export class CpuBackend implements Backend {
   }
 
   private async step(batch: ForwardBatch): Promise<StepOutput> {
-    const { Tensor } = this.ort;
     const c = this.config;
-    const numTokens = batch.tokenIds.length;
     const numSeqs = batch.kvLens.length;
-    const plan = planAttention(batch, this.pageSize, c.numHeads / c.numKvHeads);
-    const half = c.headDim / 2;
-    const [cos, sin] = this.rotaryTables(batch.positions);
-    const shared: Record<string, Ort.Tensor> = {
-      [stepInputs.cos]: new Tensor('float32', cos, [numTokens, half]),
-      [stepInputs.sin]: new Tensor('float32', sin, [numTokens, half]),
-      [stepInputs.outIndex]: new Tensor('int32', plan.outIndex, [numTokens]),
-    };
-    for (const name of attentionGroups) {
-      const g = plan.groups[name];
-      const names = stepInputs.group(name);
-      const keys = g.pastLen + g.queryLen;
-      shared[names.queryIndex] = new Tensor('int32', g.queryIndex, [g.numSeqs, g.queryLen]);
-      shared[names.pastIndex] = new Tensor('int32', g.pastIndex, [g.numSeqs, g.pastLen]);
-      shared[names.mask] = new Tensor('float32', g.mask, [1, g.numSeqs, g.mask.length / (g.numSeqs * keys), keys]);
-      shared[names.keySplit] = new Tensor('int64', g.keySplit, [2]);
-    }
-    const run: StepRun = { batch, shared, carried: new Map(), headRows: 0, headTokenRows: new Int32Array(0) };
+    const [cos, sin] = rotaryTables(batch.positions, this.invFreq);
+    // Host attention reads the batch itself; sessions read its gathered layout.
+    const shared = this.placement === 'layers' ? {} : sessionStepInputs(this.ort.Tensor, batch, cos, sin, c, this.pageSize);
+    const run: StepRun = { batch, shared, carried: new Map(), headRows: 0, headTokenRows: new Int32Array(0), cos, sin };
     // The decoder layers, sessions and host ops in graph order, up to the head.
     let nextOp = 0;
     for (const [i, entry] of this.sessions.entries()) {
@@ -498,14 +500,29 @@ export class CpuBackend implements Backend {
           i += this.hostLinears.groupLength(i) - 1;
           break;
         }
-        default: {
-          const rowsOf = (name: string) => this.rowsOf(run, name);
-          const colsOf = (name: string) => this.graph.activations[name]!.cols;
-          if (this.hostNorms?.run(op, this.linearActivations(run), rowsOf, colsOf, run.headTokenRows)) break;
+        default:
+          if (this.hostOps?.run(op, this.hostStep(run))) break;
           throw new BackendError(this.name, `the ${op.op} op has no host implementation`);
-        }
       }
     }
+  }
+
+  /** What the host ops read of a step: made once a step, it reads the current head rows from `run`. */
+  private hostStep(run: StepRun): HostStep {
+    const c = this.config;
+    const { queryStart, kvLens, pageTable, pageTableStart, slotMapping } = run.batch;
+    return (run.host ??= {
+      activations: this.linearActivations(run),
+      rowsOf: (name) => this.rowsOf(run, name),
+      colsOf: (name) => this.graph.activations[name]!.cols,
+      get headRows() {
+        return run.headTokenRows;
+      },
+      cos: run.cos,
+      sin: run.sin,
+      attention: { numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, pageSize: this.pageSize, numSlots: this.numSlots, queryStart, kvLens, pageTable, pageTableStart, slotMapping },
+      cache: (layer) => ({ k: this.kCache[layer]!.values as Float32Array, v: this.vCache[layer]!.values as Float32Array }),
+    });
   }
 
   private linearActivations(run: StepRun): LinearActivations {
@@ -536,29 +553,15 @@ export class CpuBackend implements Backend {
       await session.release();
     }
     this.sessions = [];
+    this.loaded = false;
     this.kCache = [];
     this.vCache = [];
   }
 
   private validate(batch: ForwardBatch): void {
-    if (this.sessions.length === 0) throw new BackendError(this.name, 'forward() before load()');
+    if (!this.loaded) throw new BackendError(this.name, 'forward() before load()');
     if (this.numSlots === 0) throw new BackendError(this.name, 'forward() before allocateKvCache()');
     validateForwardBatch(this.name, batch, { vocabSize: this.config.vocabSize, numPages: this.numSlots / this.pageSize, pageSize: this.pageSize });
-  }
-
-  /** cos and sin of position * invFreq[i], [T, headDim / 2], computed in f64 as the reference does. */
-  private rotaryTables(positions: Int32Array): [Float32Array, Float32Array] {
-    const half = this.invFreq.length;
-    const cos = new Float32Array(positions.length * half);
-    const sin = new Float32Array(positions.length * half);
-    positions.forEach((p, t) => {
-      for (let i = 0; i < half; i++) {
-        const angle = p * this.invFreq[i]!;
-        cos[t * half + i] = Math.cos(angle);
-        sin[t * half + i] = Math.sin(angle);
-      }
-    });
-    return [cos, sin];
   }
 
   /** A cache array as a [kvHeads, slots, n] tensor (n: headDim, q4_0's bytes per head, or the blocks per head for scales). */

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { GgmlBlockType } from './ggml-blocks.js';
+import type { HostAttentionBatch } from './layer-kernels.js';
 
 /**
  * The CPU addon (native/cpu, built at install when a C++ compiler and cmake are present): the
@@ -42,6 +43,16 @@ export interface NativeBlocks {
   packQ8Tiles(codes: Uint8Array, scales: Float32Array, n: number, k: number, packedCodes: Int8Array, packedScales: Uint16Array): void;
   /** y = x W^T over weights packed by packQ8Tiles, x quantized per block of 32 (llama.cpp's Q8_0 arithmetic). */
   q8TilesGemm(x: Float32Array, m: number, k: number, packedCodes: Int8Array, packedScales: Uint16Array, n: number, y: Float32Array, threads: number): void;
+  /** Host layer ops of --cpu-gemm native (native/cpu/src/layer_ops.h): rows of cols f32 values, on up to `threads` threads. */
+  rmsNorm(x: Float32Array, rows: number, cols: number, weight: Float32Array, eps: number, out: Float32Array, threads: number): void;
+  /** x += residual, then out = rmsNorm(x). */
+  addRmsNorm(x: Float32Array, residual: Float32Array, rows: number, cols: number, weight: Float32Array, eps: number, out: Float32Array, threads: number): void;
+  addInPlace(x: Float32Array, y: Float32Array, n: number): void;
+  siluMul(gate: Float32Array, up: Float32Array, n: number, out: Float32Array, threads: number): void;
+  /** Rotary embedding in place; cos and sin [rows, headDim / 2]. */
+  rope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array, threads: number): void;
+  /** The step's K and V rows into the layer's [numKvHeads, numSlots, headDim] caches, then causal GQA attention (native/cpu/src/attention.h); every slot checked. */
+  pagedAttention(q: Float32Array, k: Float32Array, v: Float32Array, kCache: Float32Array, vCache: Float32Array, batch: HostAttentionBatch, out: Float32Array, threads: number): void;
   /** What q8TilesGemm runs for many rows here: AMX tiles, AVX-512 VNNI dot products, or a portable loop. */
   q8TilesKernel: 'amx' | 'avx512-vnni' | 'scalar';
 }

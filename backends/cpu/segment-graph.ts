@@ -23,15 +23,21 @@ export interface Segment {
 }
 
 /**
- * Ops that never go into a session: the embedding (a lookup on the host), a rank's collectives
- * (between rank threads, over shared memory), and with `hostLinears` (--cpu-gemm native) the
- * linear ops (host-linears.ts) and the cheap ops between them (norms, residual adds, the head's
- * row gather), so that a layer's sessions hold only rotary and attention, and the MLP's
- * activation (ORT's vectorized sigmoid); each session run costs ~0.3 ms.
+ * Which graph ops a load runs on the host rather than in ORT sessions (each session run costs
+ * ~0.3 ms, and ORT's threads sleep between runs while the host's work):
+ * - `collectives` (--cpu-gemm ort): the embedding (a lookup) and a rank's collectives (between
+ *   rank threads, over shared memory);
+ * - `linears` (--cpu-gemm native with an 8- or 4-bit KV cache): also the linear ops
+ *   (host-linears.ts) and the ops between them (host-ops.ts), all but rotary with attention,
+ *   which read the cache's codes inside a session;
+ * - `layers` (--cpu-gemm native, f32 KV cache): every op; no sessions at all.
  */
-export function runsOnHost(op: GraphOp, hostLinears = false): boolean {
+export type HostPlacement = 'collectives' | 'linears' | 'layers';
+
+export function runsOnHost(op: GraphOp, placement: HostPlacement = 'collectives'): boolean {
   if (op.op === 'embedding' || op.op === 'all_reduce' || op.op === 'all_gather') return true;
-  return hostLinears && (op.op === 'linear' || op.op === 'rmsnorm' || op.op === 'add_rmsnorm' || op.op === 'add' || op.op === 'gather_last');
+  if (placement === 'collectives') return false;
+  return placement === 'layers' || (op.op !== 'rope' && op.op !== 'attention' && op.op !== 'sample');
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { GraphOp, LlamaGraph } from '../../src/model/graph.js';
 import { blockBytes } from './block-pool.js';
 import { storedBytes, type WeightFormat } from './linear-weights.js';
-import { runsOnHost, type Segment } from './segment-graph.js';
+import { runsOnHost, type HostPlacement, type Segment } from './segment-graph.js';
 
 const gib = 2 ** 30;
 
@@ -24,11 +24,10 @@ export function defaultSegmentBytes(graph: LlamaGraph, format: WeightFormat): nu
  * a rank's collectives), always before the head (gather_last and what follows), and within a
  * run of session ops at layer boundaries, so that no segment holds more than `maxBytes` of
  * stored weights (unless one layer alone does). A sample op right after a collective (a rank's
- * gathered logits) is left to the host too. With `hostLinears` the linear ops run on the host,
- * so sessions hold only norms, rotary, attention, activations and residuals, and the sample op,
- * after the host's lm-head, is left to the host.
+ * gathered logits) is left to the host too, as it is after the host's lm-head when `placement`
+ * puts the linears on the host (segment-graph.ts's HostPlacement; `layers` leaves no segment).
  */
-export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: number, hostLinears = false): Segment[] {
+export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: number, placement: HostPlacement = 'collectives'): Segment[] {
   const { ops } = graph;
   /** Stored bytes of the linear ops in ops[from, to). */
   const linearBytes = (from: number, to: number) =>
@@ -43,7 +42,7 @@ export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: 
   });
   // The head (from gather_last) is a session of its own: it runs once per chunk of logits rows.
   const headStart = ops.findIndex((op) => op.op === 'gather_last');
-  const runs = sessionRuns(ops, hostLinears).flatMap(([from, to]): [number, number][] => (from < headStart && headStart < to ? [[from, headStart], [headStart, to]] : [[from, to]]));
+  const runs = sessionRuns(ops, placement).flatMap(([from, to]): [number, number][] => (from < headStart && headStart < to ? [[from, headStart], [headStart, to]] : [[from, to]]));
   const segments: Segment[] = [];
   for (const [from, to] of runs) {
     const cuts = [...graph.layerStart.filter((start) => start > from && start < to), to];
@@ -66,16 +65,16 @@ export function planSegments(graph: LlamaGraph, format: WeightFormat, maxBytes: 
 }
 
 /** The maximal runs [from, to) of ops between the ops that run on the host; a run of only a sample op after a host op stays on the host. */
-function sessionRuns(ops: readonly GraphOp[], hostLinears: boolean): [number, number][] {
+function sessionRuns(ops: readonly GraphOp[], placement: HostPlacement): [number, number][] {
   const runs: [number, number][] = [];
   let start = 0;
   for (let i = 0; i <= ops.length; i++) {
-    if (i < ops.length && !runsOnHost(ops[i]!, hostLinears)) continue;
+    if (i < ops.length && !runsOnHost(ops[i]!, placement)) continue;
     if (i > start) runs.push([start, i]);
     start = i + 1;
   }
   const last = runs.at(-1);
-  if (last && last[1] - last[0] === 1 && ops[last[0]]!.op === 'sample' && last[0] > 0 && runsOnHost(ops[last[0] - 1]!, hostLinears)) runs.pop();
+  if (last && last[1] - last[0] === 1 && ops[last[0]]!.op === 'sample' && last[0] > 0 && runsOnHost(ops[last[0] - 1]!, placement)) runs.pop();
   return runs;
 }
 
