@@ -19,6 +19,7 @@ import { create as createCpuBackend } from '../backends/cpu/index.js';
 import { storedBytes, type WeightFormat } from '../backends/cpu/linear-weights.js';
 import { cpuGemmKernels, cpuWeightFormats, type CpuGemmKernel } from '../src/engine/backend.js';
 import { tiledQ8Kernel } from '../backends/cpu/host-linears.js';
+import { nativeLayerKernels, type LayerKernels } from '../backends/cpu/layer-kernels.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
 import { presets } from '../src/model/presets.js';
@@ -68,6 +69,22 @@ function timedKernel(threads: number) {
   return { kernel: wrapped, timed };
 }
 
+/** The addon's layer kernels with each op's time summed (ms), from `measuring` on. */
+function timedLayerKernels(threads: number) {
+  const kernels = nativeLayerKernels(threads);
+  const timed = { measuring: false, ms: new Map<string, number>() };
+  const wrapped = { ...kernels } as Record<string, unknown>;
+  for (const [op, fn] of Object.entries(kernels)) {
+    if (typeof fn !== 'function') continue;
+    wrapped[op] = (...args: unknown[]) => {
+      const t = performance.now();
+      (fn as (...a: unknown[]) => void)(...args);
+      if (timed.measuring) timed.ms.set(op, (timed.ms.get(op) ?? 0) + performance.now() - t);
+    };
+  }
+  return { kernels: wrapped as unknown as LayerKernels, timed };
+}
+
 interface ProfileEvent {
   cat: string;
   name: string;
@@ -82,7 +99,8 @@ async function main(): Promise<void> {
   const started = performance.now();
   const segmentBytes = args['segment-gib'] ? Number(args['segment-gib']) * 2 ** 30 : undefined;
   const host = cpuGemm === 'native' ? timedKernel(Number(args.threads)) : null;
-  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, profilePrefix: join(dir, 'segment'), segmentBytes, cpuGemm, q8Kernel: host?.kernel });
+  const layer = cpuGemm === 'native' ? timedLayerKernels(Number(args.threads)) : null;
+  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, profilePrefix: join(dir, 'segment'), segmentBytes, cpuGemm, q8Kernel: host?.kernel, layerKernels: layer?.kernels });
   await backend.load({ config, graph, weights: new DummyWeights(config, 0) });
   await backend.allocateKvCache({ numPages: promptLength + warmup + steps + 8, pageSize: 1 });
   process.stderr.write(`[profile:cpu] ${backend.description}; loaded in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
@@ -93,6 +111,7 @@ async function main(): Promise<void> {
   const loadAverage = loadavg().map((x) => +x.toFixed(2));
   const wall: number[] = [];
   if (host) host.timed.measuring = true;
+  if (layer) layer.timed.measuring = true;
   for (let i = 0; i < steps; i++) {
     const t = performance.now();
     out = args.prefill ? await new SingleSequence(backend).step(prompt) : await sequence.step([out.tokens[0]!]);
@@ -133,8 +152,9 @@ async function main(): Promise<void> {
     loadAverage,
     sessionRunsPerStep: runs / steps,
     msPerStep: { wall: +wallMs.toFixed(3), sessionRuns: +perStep(runUs).toFixed(3), kernels: +perStep(kernelUs).toFixed(3) },
-    tokPerSecond: +(1000 / wallMs).toFixed(2),
+    tokPerSecond: +(((args.prefill ? promptLength : 1) * 1000) / wallMs).toFixed(2),
     hostLinears: host ? { msPerStep: +(host.timed.ms / steps).toFixed(3), callsPerStep: host.timed.calls / steps } : null,
+    hostLayerOps: layer ? Object.fromEntries([...layer.timed.ms].map(([op, ms]) => [op, +(ms / steps).toFixed(3)])) : null,
     weightGBps: +(linearBytes / (wallMs / 1000) / 1e9).toFixed(2),
     ops: Object.fromEntries([...byOp].sort((a, b) => b[1] - a[1]).map(([op, us]) => [op, +perStep(us).toFixed(3)])),
   };
@@ -147,6 +167,7 @@ async function main(): Promise<void> {
   console.log(`  in ${report.sessionRunsPerStep} session runs: ${report.msPerStep.sessionRuns} ms; in kernels: ${report.msPerStep.kernels} ms`);
   console.log(`  host between runs: ${(wallMs - report.msPerStep.sessionRuns).toFixed(2)} ms; run overhead (not in kernels): ${(report.msPerStep.sessionRuns - report.msPerStep.kernels).toFixed(2)} ms`);
   if (report.hostLinears) console.log(`  of the host time, host linears (${host!.kernel.name}): ${report.hostLinears.msPerStep} ms in ${report.hostLinears.callsPerStep} calls`);
+  for (const [op, ms] of Object.entries(report.hostLayerOps ?? {})) console.log(`  of the host time, ${op}: ${ms} ms`);
   for (const [op, ms] of Object.entries(report.ops)) {
     console.log(`  ${op.padEnd(34)}${ms.toFixed(3).padStart(9)} ms ${((100 * ms) / report.msPerStep.kernels).toFixed(1).padStart(6)}%`);
   }

@@ -50,6 +50,8 @@ export interface CpuBackendOptions extends BackendOptions {
   logitsChunkBytes?: number;
   /** With cpuGemm 'native': the kernel of the host linears (default: the addon's q8TilesGemm, host-linears.ts's tiledQ8Kernel). */
   q8Kernel?: Q8Kernel;
+  /** With cpuGemm 'native': the kernels of the other host ops (default: the addon's, else TypeScript's; layer-kernels.ts). */
+  layerKernels?: LayerKernels;
 }
 
 /** What the sessions of one step share: its batch, inputs, the activations passed between them, and the head's current rows. */
@@ -128,7 +130,7 @@ export class CpuBackend implements Backend {
   /** The kernels of the host ops besides the linears: the addon's where it is built. */
   private get layerKernels(): LayerKernels {
     // Tensor-parallel ranks each compute on their own thread (the addon's pool takes one caller at a time).
-    return (this.hostLayerKernels ??= nativeBlocks ? nativeLayerKernels(this.options.collectives ? 1 : this.threads) : typescriptLayerKernels);
+    return (this.hostLayerKernels ??= this.options.layerKernels ?? (nativeBlocks ? nativeLayerKernels(this.options.collectives ? 1 : this.threads) : typescriptLayerKernels));
   }
 
   /** --cpu-gemm: null for ort (linears inside the sessions), else the kernel that runs them on the host. */
