@@ -11,7 +11,8 @@
  * activations per block of 32 and AVX-512 VNNI dot products, as llama.cpp computes Q8_0 over
  * the blocks as stored); `tiles` is the addon's kernel over the same blocks packed at load into
  * 16-row tiles (AMX above 8 rows where the CPU has it, else VNNI), what `--cpu-gemm
- * native` runs.
+ * native` runs on q8 weights; `q4tiles` the same over the Q4_0 blocks packed into tiles of 4-bit
+ * codes (what it runs on q4 weights; compare with `q4`, ORT's 4-bit MatMulNBits).
  * Printed per variant and M: median ms per run, µs per row, GFLOP/s, and the relative RMS
  * error against the exact f32 product of the dequantized weights (`err`) and against the
  * first variant (`vs first`: 0 when the numerics are the same).
@@ -51,7 +52,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 interface Variant {
   name: string;
-  format: 'q8' | 'q4' | 'f32' | 'native' | 'tiles';
+  format: 'q8' | 'q4' | 'f32' | 'native' | 'tiles' | 'q4tiles';
   level: number;
   zeroPoints: boolean;
   prepack: boolean;
@@ -60,8 +61,10 @@ interface Variant {
 
 function parseVariant(name: string): Variant {
   const [format, ...flags] = name.split('-');
-  if (format !== 'q8' && format !== 'q4' && format !== 'f32' && format !== 'native' && format !== 'tiles') throw new Error(`--variants: ${name}: must start with q8, q4, f32, native or tiles`);
-  if ((format === 'native' || format === 'tiles') && !nativeBlocks) throw new Error(`--variants ${format}: the cpu addon is not built (node scripts/build-native.mjs)`);
+  if (format !== 'q8' && format !== 'q4' && format !== 'f32' && format !== 'native' && format !== 'tiles' && format !== 'q4tiles') {
+    throw new Error(`--variants: ${name}: must start with q8, q4, f32, native, tiles or q4tiles`);
+  }
+  if ((format === 'native' || format === 'tiles' || format === 'q4tiles') && !nativeBlocks) throw new Error(`--variants ${format}: the cpu addon is not built (node scripts/build-native.mjs)`);
   const v: Variant = { name, format, level: 4, zeroPoints: format === 'q8', prepack: true, spin: false };
   for (const flag of flags) {
     if (/^L\d$/.test(flag)) v.level = Number(flag.slice(1));
@@ -115,6 +118,18 @@ async function session(v: Variant, w: Float32Array): Promise<{ run: Runner; exac
     const y = new Float32Array(Math.max(...ms) * N);
     const run: Runner = async (x, m) => {
       nativeBlocks!.q8TilesGemm(x, m, K, packed.codes, packed.scales, N, y, threads);
+      return y.subarray(0, m * N);
+    };
+    return { run, exact: q.values };
+  }
+  if (v.format === 'q4tiles') {
+    const q = blocksOf('q4_0', w);
+    const rows = Math.ceil(N / 16) * 16;
+    const packed = { codes: new Uint8Array((rows * K) / 2), scales: new Uint16Array((rows * K) / ggmlBlockSize) };
+    nativeBlocks!.packQ4Tiles(q.codes, q.scales, N, K, packed.codes, packed.scales);
+    const y = new Float32Array(Math.max(...ms) * N);
+    const run: Runner = async (x, m) => {
+      nativeBlocks!.q4TilesGemm(x, m, K, packed.codes, packed.scales, N, y, threads);
       return y.subarray(0, m * N);
     };
     return { run, exact: q.values };

@@ -23,7 +23,7 @@
  * --decode-tokens N (32), --stream-prompt N (16), --stream-tokens N (32), --prefill N (512),
  * --streams 8,32, --cache-dir DIR, --skip-llama-cpp, --weight-format q8|q4|f32 (or a list,
  * default q8), --cpu-gemm ort|native (or a list, default ort: sluice once per kernel, each beside
- * the same llama.cpp figures; native is q8 only), --peer-f16, --llama-default-dispatch, --direct.
+ * the same llama.cpp figures; native runs q8 and q4, not f32), --peer-f16, --llama-default-dispatch, --direct.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -79,7 +79,7 @@ const settings = {
     return g as CpuGemmKernel;
   }),
 };
-if (!settings.cpuGemms.includes('ort') && !settings.weightFormats.includes('q8')) throw new Error('--cpu-gemm native runs q8 weights only: add q8 to --weight-format');
+if (!settings.cpuGemms.includes('ort') && !settings.weightFormats.some((f) => f !== 'f32')) throw new Error('--cpu-gemm native runs q8 and q4 weights: add q8 or q4 to --weight-format');
 /** The GGUF type that holds the same weights in the same bits as each sluice weight format. */
 const peerWeights: Record<WeightFormat, GgufDType> = { f32: 'f32', q8: 'q8_0', q4: 'q4_0' };
 const decodePrompt = 16;
@@ -328,7 +328,7 @@ interface Figure {
 /** One weight format: sluice in it (once per --cpu-gemm kernel) against llama.cpp on the same blocks, measure by measure. */
 async function compareFormat(model: LoadedModel, format: WeightFormat, measures: Measure[]) {
   const peer = peerWeights[format];
-  const gemms = format === 'q8' ? settings.cpuGemms : settings.cpuGemms.filter((g) => g === 'ort');
+  const gemms = format === 'f32' ? settings.cpuGemms.filter((g) => g === 'ort') : settings.cpuGemms;
   if (gemms.length === 0) return [];
   const llamaCpp = args['skip-llama-cpp'] ? null : await startLlamaCpp(model, peer);
   const llamaF16 = args['skip-llama-cpp'] || !args['peer-f16'] ? null : await startLlamaCpp(model, 'f16');

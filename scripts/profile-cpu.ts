@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { create as createCpuBackend } from '../backends/cpu/index.js';
 import { storedBytes, type WeightFormat } from '../backends/cpu/linear-weights.js';
 import { cpuGemmKernels, cpuWeightFormats, type CpuGemmKernel } from '../src/engine/backend.js';
-import { tiledQ8Kernel } from '../backends/cpu/host-linears.js';
+import { hostKernelFor } from '../backends/cpu/host-linears.js';
 import { nativeLayerKernels, type LayerKernels } from '../backends/cpu/layer-kernels.js';
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
@@ -52,10 +52,11 @@ if (!(cpuGemmKernels as readonly string[]).includes(cpuGemm)) throw new Error(`-
 
 /** The host linears' kernel with its time summed (ms), from `measuring` on. */
 function timedKernel(threads: number) {
-  const kernel = tiledQ8Kernel(threads);
+  const kernel = hostKernelFor(format, `--weight-format ${format}`, threads);
   const timed = { measuring: false, ms: 0, calls: 0 };
   const wrapped: typeof kernel = {
     name: kernel.name,
+    blockType: kernel.blockType,
     prepare: (blocks, rows, cols) => kernel.prepare(blocks, rows, cols),
     run(x, m, w, y) {
       const t = performance.now();
@@ -100,7 +101,7 @@ async function main(): Promise<void> {
   const segmentBytes = args['segment-gib'] ? Number(args['segment-gib']) * 2 ** 30 : undefined;
   const host = cpuGemm === 'native' ? timedKernel(Number(args.threads)) : null;
   const layer = cpuGemm === 'native' ? timedLayerKernels(Number(args.threads)) : null;
-  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, profilePrefix: join(dir, 'segment'), segmentBytes, cpuGemm, q8Kernel: host?.kernel, layerKernels: layer?.kernels });
+  const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, profilePrefix: join(dir, 'segment'), segmentBytes, cpuGemm, hostKernel: host?.kernel, layerKernels: layer?.kernels });
   await backend.load({ config, graph, weights: new DummyWeights(config, 0) });
   await backend.allocateKvCache({ numPages: promptLength + warmup + steps + 8, pageSize: 1 });
   process.stderr.write(`[profile:cpu] ${backend.description}; loaded in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);

@@ -15,7 +15,7 @@ import { blocksFromGguf, ggmlBlockSize, type GgmlBlockType, type QuantizedBlocks
 import { BlockArena, BlockPool, SegmentArenas, blockBytes, sharedBlocks } from './block-pool.js';
 import { HostOps, type HostStep } from './host-ops.js';
 import { nativeLayerKernels, typescriptLayerKernels, type LayerKernels } from './layer-kernels.js';
-import { HostLinears, linearGroups, tiledQ8Kernel, type LinearActivations, type Q8Kernel } from './host-linears.js';
+import { HostLinears, hostKernelFor, linearGroups, type BlockKernel, type LinearActivations } from './host-linears.js';
 import { nativeBlocks } from './native-blocks.js';
 import { blockTypeOf, storedBytes, type WeightFormat } from './linear-weights.js';
 import { embedRows, type EmbeddingTable } from './embedding-rows.js';
@@ -48,8 +48,8 @@ export interface CpuBackendOptions extends BackendOptions {
   collectives?: RankCollectives;
   /** The most logits the LM head produces in one run (default: backends/shared/logits-rows.ts). */
   logitsChunkBytes?: number;
-  /** With cpuGemm 'native': the kernel of the host linears (default: the addon's q8TilesGemm, host-linears.ts's tiledQ8Kernel). */
-  q8Kernel?: Q8Kernel;
+  /** With cpuGemm 'native': the kernel of the host linears (default: the addon's tiled kernel for the load's blocks, host-linears.ts's tiledKernelFor). */
+  hostKernel?: BlockKernel;
   /** With cpuGemm 'native': the kernels of the other host ops (default: the addon's, else TypeScript's; layer-kernels.ts). */
   layerKernels?: LayerKernels;
 }
@@ -104,8 +104,9 @@ export class CpuBackend implements Backend {
   private logitsChunkRows = 1;
   /** The most logits rows one LM-head run produced since load (what ORT holds for logits: this x vocab floats). */
   maxLogitsRows = 0;
-  /** --cpu-gemm native: the kernel of the linear ops, which then run on the host between sessions. */
-  private readonly q8Kernel: Q8Kernel | null;
+  /** --cpu-gemm native: the linear ops run on the host, through `hostKernel` (chosen at load, by the weights' blocks). */
+  private readonly hostGemm: boolean;
+  private hostKernel: BlockKernel | null = null;
   private hostLinears: HostLinears | null = null;
   /** With --cpu-gemm native the ops between the linears run on the host too (all of them with an f32 KV cache). */
   private hostOps: HostOps | null = null;
@@ -119,12 +120,10 @@ export class CpuBackend implements Backend {
   ) {
     this.threads = options.threads ?? availableParallelism();
     this.kvFormat = kvCacheFormat(options.kvCacheDtype);
-    this.q8Kernel = this.hostKernel();
-    this.placement = this.q8Kernel === null ? 'collectives' : this.kvFormat === 'f32' ? 'layers' : 'linears';
+    this.hostGemm = this.checkCpuGemm();
+    this.placement = !this.hostGemm ? 'collectives' : this.kvFormat === 'f32' ? 'layers' : 'linears';
     const kv = this.kvFormat === 'f32' ? '' : `, ${this.kvFormat} KV cache`;
-    const rest = this.placement === 'layers' ? `, the other layer ops too (${this.layerKernels.name}), no ORT session` : ', the other layer ops too but rotary and attention (ORT reads the cache codes)';
-    const linears = this.q8Kernel ? `, linears on the host: ${this.q8Kernel.name}${rest}` : '';
-    this.runtime = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}${kv}${linears}`;
+    this.runtime = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}${kv}`;
   }
 
   /** The kernels of the host ops besides the linears: the addon's where it is built. */
@@ -133,25 +132,24 @@ export class CpuBackend implements Backend {
     return (this.hostLayerKernels ??= this.options.layerKernels ?? (nativeBlocks ? nativeLayerKernels(this.options.collectives ? 1 : this.threads) : typescriptLayerKernels));
   }
 
-  /** --cpu-gemm: null for ort (linears inside the sessions), else the kernel that runs them on the host. */
-  private hostKernel(): Q8Kernel | null {
+  /** --cpu-gemm: false for ort (linears inside the sessions), true for native, which needs the addon (or a given kernel). */
+  private checkCpuGemm(): boolean {
     const gemm = this.options.cpuGemm ?? 'ort';
-    if (gemm === 'ort') return null;
+    if (gemm === 'ort') return false;
     if (gemm !== 'native') throw new BackendError(this.name, `--cpu-gemm ${String(gemm)}: not supported (choose ort or native)`);
-    if (this.options.q8Kernel) return this.options.q8Kernel;
-    if (!nativeBlocks) throw new BackendError(this.name, '--cpu-gemm native: the native/cpu addon is not loaded; it is built by `npm ci` where cmake and a C++ compiler are present (SLUICE_CPU_ADDON=off disables it)');
-    // The addon's kernels share one thread pool per process, which takes one caller at a time:
-    // tensor-parallel ranks (worker threads that run side by side) each compute on their own thread.
-    return tiledQ8Kernel(this.options.collectives ? 1 : this.threads);
+    if (!this.options.hostKernel && !nativeBlocks) throw new BackendError(this.name, '--cpu-gemm native: the native/cpu addon is not loaded; it is built by `npm ci` where cmake and a C++ compiler are present (SLUICE_CPU_ADDON=off disables it)');
+    return true;
   }
 
   /** Says how the weights run once they are loaded: 8-bit weights change the model's numerics. */
   get description(): string {
-    if (this.format === undefined) return this.runtime;
+    const rest = this.placement === 'layers' ? `, the other layer ops too (${this.layerKernels.name}), no ORT session` : ', the other layer ops too but rotary and attention (ORT reads the cache codes)';
+    const linears = this.hostKernel ? `, linears on the host: ${this.hostKernel.name}${rest}` : this.hostGemm ? ', linears on the host (--cpu-gemm native)' : '';
+    if (this.format === undefined) return `${this.runtime}${linears}`;
     const bits = { f32: '', q8: '8-bit weights (q8: Q8_0 blocks', q4: '4-bit weights (q4: Q4_0 blocks' }[this.format];
     const origin = this.blocksFromFile ? 'as the GGUF file stores them' : `quantized from ${this.config.dtype}; f32 weights run exact`;
     const weights = this.format === 'f32' ? 'f32 weights' : `${bits}, ${origin})`;
-    return `${this.runtime}, ${weights}`;
+    return `${this.runtime}${linears}, ${weights}`;
   }
 
   async load(model: ModelSpec): Promise<void> {
@@ -163,9 +161,11 @@ export class CpuBackend implements Backend {
     this.config = config;
     this.invFreq = ropeInverseFrequencies(config);
     this.format = this.options.cpuWeights ?? storedFormat(model) ?? (config.dtype === 'f32' ? 'f32' : 'q8');
-    if (this.q8Kernel && this.format !== 'q8') {
-      const why = this.options.cpuWeights ? `--cpu-weights ${this.format}` : storedFormat(model) === 'q4' ? "the GGUF file's Q4_0 blocks (q4)" : `${this.format}, the default for ${config.dtype} checkpoints`;
-      throw new BackendError(this.name, `--cpu-gemm native runs Q8_0 blocks only; this load's weights are ${why}: give --cpu-weights q8 or --cpu-gemm ort`);
+    if (this.hostGemm) {
+      const why = this.options.cpuWeights ? `--cpu-weights ${this.format}` : storedFormat(model) ? `the GGUF file's blocks (${this.format})` : `${this.format}, the default for ${config.dtype} checkpoints`;
+      // The addon's kernels share one thread pool per process, which takes one caller at a time:
+      // tensor-parallel ranks (worker threads that run side by side) each compute on their own thread.
+      this.hostKernel = hostKernelFor(this.format, why, this.options.collectives ? 1 : this.threads, this.options.hostKernel);
     }
     const embeddingOp = model.graph.ops.find((op) => op.op === 'embedding');
     if (!embeddingOp) throw new BackendError(this.name, 'the graph has no embedding op');
@@ -259,8 +259,8 @@ export class CpuBackend implements Backend {
       read: (name) => (name === embeddingTable && table ? Promise.resolve(table) : weights.read(name)),
       close: () => weights.close(),
     };
-    if (this.q8Kernel) {
-      this.hostLinears = await this.prepareHostLinears(model, this.q8Kernel, blocksOf);
+    if (this.hostKernel) {
+      this.hostLinears = await this.prepareHostLinears(model, this.hostKernel, blocksOf);
       this.hostOps = await HostOps.load(model.graph, weights, config, this.layerKernels);
     }
     const segments = planSegments(model.graph, this.format!, this.options.segmentBytes ?? defaultSegmentBytes(model.graph, this.format!), this.placement);
@@ -301,7 +301,7 @@ export class CpuBackend implements Backend {
   }
 
   /** The graph's linear groups' blocks, made one group at a time into one reused arena, handed to the kernel (which keeps its own copy). */
-  private async prepareHostLinears(model: ModelSpec, kernel: Q8Kernel, blocksOf: (names: string[], arena?: BlockArena) => Promise<QuantizedBlocks>): Promise<HostLinears> {
+  private async prepareHostLinears(model: ModelSpec, kernel: BlockKernel, blocksOf: (names: string[], arena?: BlockArena) => Promise<QuantizedBlocks>): Promise<HostLinears> {
     const shapeOf = (name: string): [number, number] => {
       const shape = model.weights.info(name)?.shape;
       if (!shape) throw new BackendError(this.name, `${model.weights.description}: tensor "${name}" is missing`);

@@ -43,6 +43,16 @@ export interface NativeBlocks {
   packQ8Tiles(codes: Uint8Array, scales: Float32Array, n: number, k: number, packedCodes: Int8Array, packedScales: Uint16Array): void;
   /** y = x W^T over weights packed by packQ8Tiles, x quantized per block of 32 (llama.cpp's Q8_0 arithmetic). */
   q8TilesGemm(x: Float32Array, m: number, k: number, packedCodes: Int8Array, packedScales: Uint16Array, n: number, y: Float32Array, threads: number): void;
+  /**
+   * Q4_0 blocks ([n, k] codes q, 0..15, f32 scales) into the tile layout of q4TilesGemm
+   * (native/cpu/src/q4_tiles.h): 16 rows by one block a tile, two codes a byte, n padded to a
+   * multiple of 16 (packedCodes: that many rows * k / 2 bytes; packedScales: f16, one a row and block).
+   */
+  packQ4Tiles(codes: Uint8Array, scales: Float32Array, n: number, k: number, packedCodes: Uint8Array, packedScales: Uint16Array): void;
+  /** y = x W^T over weights packed by packQ4Tiles, x quantized per block of 32 (llama.cpp's Q4_0 arithmetic). */
+  q4TilesGemm(x: Float32Array, m: number, k: number, packedCodes: Uint8Array, packedScales: Uint16Array, n: number, y: Float32Array, threads: number): void;
+  /** What the tiled GEMMs (q8TilesGemm, q4TilesGemm) run for many rows here: AMX tiles, AVX-512 VNNI dot products, or a portable loop. */
+  tilesKernel: 'amx' | 'avx512-vnni' | 'scalar';
   /** Host layer ops of --cpu-gemm native (native/cpu/src/layer_ops.h): rows of cols f32 values, on up to `threads` threads. */
   rmsNorm(x: Float32Array, rows: number, cols: number, weight: Float32Array, eps: number, out: Float32Array, threads: number): void;
   /** x += residual, then out = rmsNorm(x). */
@@ -53,8 +63,6 @@ export interface NativeBlocks {
   rope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array, threads: number): void;
   /** The step's K and V rows into the layer's [numKvHeads, numSlots, headDim] caches, then causal GQA attention (native/cpu/src/attention.h); every slot checked. */
   pagedAttention(q: Float32Array, k: Float32Array, v: Float32Array, kCache: Float32Array, vCache: Float32Array, batch: HostAttentionBatch, out: Float32Array, threads: number): void;
-  /** What q8TilesGemm runs for many rows here: AMX tiles, AVX-512 VNNI dot products, or a portable loop. */
-  q8TilesKernel: 'amx' | 'avx512-vnni' | 'scalar';
 }
 
 export const nativeBlocksPath = fileURLToPath(new URL('../../native/cpu/build/Release/sluice_cpu.node', import.meta.url));

@@ -45,7 +45,7 @@ export function addBackendFlags(command: Command): Command {
     .addOption(
       new Option(
         '--cpu-gemm <kernel>',
-        "cpu backend: the kernel of the linear layers: ort = onnxruntime's MatMulNBits inside the sessions (default), native = the native/cpu addon's Q8_0 kernels on the host, q8 weights only",
+        "cpu backend: the kernel of the linear layers: ort = onnxruntime's MatMulNBits inside the sessions (default), native = the native/cpu addon's Q8_0 / Q4_0 kernels on the host, q8 or q4 weights",
       )
         .choices(cpuGemmKernels)
         .env('SLUICE_CPU_GEMM'),
@@ -101,8 +101,8 @@ export function backendOptions(flags: BackendFlags): BackendOptions {
   if (flags.cpuGemm === 'native' && flags.backend !== 'cpu') {
     throw new UserError(`--cpu-gemm native: runs on the cpu backend only; give --backend cpu (--backend ${flags.backend} has its own kernels)`);
   }
-  if (flags.cpuGemm === 'native' && flags.cpuWeights !== undefined && flags.cpuWeights !== 'q8') {
-    throw new UserError(`--cpu-gemm native: runs Q8_0 blocks only, not --cpu-weights ${flags.cpuWeights}; give --cpu-weights q8 or --cpu-gemm ort`);
+  if (flags.cpuGemm === 'native' && flags.cpuWeights === 'f32') {
+    throw new UserError('--cpu-gemm native: runs Q8_0 or Q4_0 blocks, not --cpu-weights f32; give --cpu-weights q8 or q4, or --cpu-gemm ort');
   }
   return {
     threads: flags.threads,

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { dummyRow } from '../../backends/cpu/block-worker.js';
-import { ggmlBlockSize, quantizeRows, type GgmlBlockType } from '../../backends/cpu/ggml-blocks.js';
+import { ggmlBlockSize, quantizeRows, zeroCode, type GgmlBlockType } from '../../backends/cpu/ggml-blocks.js';
 import { nativeBlocks, nativeBlocksPath } from '../../backends/cpu/native-blocks.js';
 import { f16ToF32 } from '../../src/model/dtype.js';
 import { Rng } from '../../src/model/rng.js';
@@ -98,8 +98,9 @@ describe.skipIf(!nativeBlocks)('cpu addon blocks', () => {
   });
 });
 
-/** x W^T in f64 over W's dequantized blocks, and x's own quantization error bound per output. */
-function gemmReference(x: Float32Array, m: number, k: number, codes: Uint8Array, scales: Float32Array, n: number) {
+/** x W^T in f64 over W's dequantized blocks (Q8_0 by default, codes q + 128), and x's own quantization error bound per output. */
+function gemmReference(x: Float32Array, m: number, k: number, codes: Uint8Array, scales: Float32Array, n: number, type: GgmlBlockType = 'q8_0') {
+  const zero = zeroCode[type];
   const exact = new Float64Array(m * n);
   const bound = new Float64Array(m * n);
   for (let r = 0; r < m; r++) {
@@ -110,7 +111,7 @@ function gemmReference(x: Float32Array, m: number, k: number, codes: Uint8Array,
         let maxAbs = 0;
         for (let i = 0; i < 32; i++) maxAbs = Math.max(maxAbs, Math.abs(x[r * k + b * 32 + i]!));
         for (let i = 0; i < 32; i++) {
-          const w = (codes[j * k + b * 32 + i]! - 128) * scales[j * (k / 32) + b]!;
+          const w = (codes[j * k + b * 32 + i]! - zero) * scales[j * (k / 32) + b]!;
           sum += x[r * k + b * 32 + i]! * w;
           err += Math.abs(w) * (maxAbs / 127 / 2); // half a step of x's block
         }
@@ -213,12 +214,91 @@ describe.skipIf(!nativeBlocks)('cpu addon Q8_0 GEMM over packed tiles', () => {
       addon.q8TilesGemm(x.subarray(r * k, (r + 1) * k), 1, k, tiles.codes, tiles.scales, n, alone, 2);
       for (let j = 0; j < n; j++) expect(Math.abs(alone[j]! - all[r * n + j]!), `row ${r} column ${j}`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(alone[j]!)));
     }
-    expect(['amx', 'avx512-vnni', 'scalar']).toContain(addon.q8TilesKernel);
+    expect(['amx', 'avx512-vnni', 'scalar']).toContain(addon.tilesKernel);
   });
 
   it('refuses k off whole blocks and arrays too short', () => {
     expect(() => addon.packQ8Tiles(new Uint8Array(40), new Float32Array(2), 1, 40, new Int8Array(640), new Uint16Array(32))).toThrow(/multiple of 32/);
     expect(() => addon.packQ8Tiles(new Uint8Array(64), new Float32Array(2), 2, 32, new Int8Array(256), new Uint16Array(16))).toThrow(/too short/);
     expect(() => addon.q8TilesGemm(new Float32Array(32), 1, 32, new Int8Array(256), new Uint16Array(16), 1, new Float32Array(1), 1)).toThrow(/too short/);
+  });
+});
+
+describe.skipIf(!nativeBlocks)('cpu addon Q4_0 GEMM over packed tiles', () => {
+  const addon = nativeBlocks!;
+
+  function packed(codes: Uint8Array, scales: Float32Array, n: number, k: number) {
+    const rows = Math.ceil(n / 16) * 16;
+    const out = { codes: new Uint8Array((rows * k) / 2), scales: new Uint16Array((rows * k) / 32) };
+    addon.packQ4Tiles(codes, scales, n, k, out.codes, out.scales);
+    return out;
+  }
+
+  /** Weights whose blocks span the codes 0..15 and scales of both signs. */
+  function weights(n: number, k: number, rng: Rng) {
+    return jsBlocks('q4_0', Float32Array.from({ length: n * k }, () => (rng.next() * 2 - 1) * 0.05), n, k);
+  }
+
+  it('packs 16 rows by one block a tile, two codes a byte (columns c and c + 16), scales f16, padding rows the zero code', () => {
+    const [n, k] = [20, 64];
+    const blocks = weights(n, k, new Rng(3));
+    const tiles = packed(blocks.codes, blocks.scales, n, k);
+    expect(tiles.codes.length).toBe((32 * k) / 2);
+    for (let row = 0; row < 32; row++) {
+      for (let col = 0; col < k; col++) {
+        const [t, j, b, c] = [row >> 4, row % 16, col >> 5, col % 32];
+        const byte = tiles.codes[(t * (k / 32) + b) * 256 + (c % 16 >> 2) * 64 + j * 4 + (c % 4)]!;
+        const code = c < 16 ? byte & 0x0f : byte >> 4;
+        expect(code, `row ${row} col ${col}`).toBe(row < n ? blocks.codes[row * k + col]! : 8);
+      }
+      for (let b = 0; b < k / 32; b++) {
+        const bits = tiles.scales[((row >> 4) * (k / 32) + b) * 16 + (row % 16)]!;
+        expect(f16ToF32(bits), `row ${row} block ${b}`).toBe(row < n ? blocks.scales[row * (k / 32) + b]! : 0);
+      }
+    }
+  });
+
+  it.each([
+    [1, 96, 40], // an odd number of blocks
+    [3, 1024, 16],
+    [8, 288, 48], // 8 rows in one pass of the dot-product kernel
+    [9, 224, 48], // from 9 rows on, AMX where the CPU grants it
+    [17, 96, 24], // rows off whole tiles
+    [21, 2080, 37], // 65 blocks, columns off whole tiles
+    [40, 160, 37],
+  ])('m=%i k=%i n=%i: within x quantization error of the exact product, on 1 and 3 threads', (m, k, n) => {
+    const rng = new Rng(k * n + m);
+    const x = Float32Array.from({ length: m * k }, () => rng.next() * 2 - 1);
+    const blocks = weights(n, k, rng);
+    const tiles = packed(blocks.codes, blocks.scales, n, k);
+    const { exact, bound } = gemmReference(x, m, k, blocks.codes, blocks.scales, n, 'q4_0');
+    for (const threads of [1, 3]) {
+      const y = new Float32Array(m * n + 16).fill(Number.NaN);
+      addon.q4TilesGemm(x, m, k, tiles.codes, tiles.scales, n, y, threads);
+      for (let i = 0; i < m * n; i++) expect(Math.abs(y[i]! - exact[i]!), `output ${i} on ${threads} threads`).toBeLessThanOrEqual(bound[i]!);
+      expect(y.subarray(m * n).every(Number.isNaN), 'nothing written past m rows').toBe(true);
+    }
+  });
+
+  it('computes the same products for a row alone (dot products) as among 24 rows (the many-row kernel)', () => {
+    const [m, k, n] = [24, 512, 32];
+    const rng = new Rng(11);
+    const x = Float32Array.from({ length: m * k }, () => rng.next() * 2 - 1);
+    const blocks = weights(n, k, rng);
+    const tiles = packed(blocks.codes, blocks.scales, n, k);
+    const all = new Float32Array(m * n);
+    addon.q4TilesGemm(x, m, k, tiles.codes, tiles.scales, n, all, 2);
+    for (const r of [0, 7, 23]) {
+      const alone = new Float32Array(n);
+      addon.q4TilesGemm(x.subarray(r * k, (r + 1) * k), 1, k, tiles.codes, tiles.scales, n, alone, 2);
+      for (let j = 0; j < n; j++) expect(Math.abs(alone[j]! - all[r * n + j]!), `row ${r} column ${j}`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(alone[j]!)));
+    }
+  });
+
+  it('refuses k off whole blocks and arrays too short (codes: half a byte a weight)', () => {
+    expect(() => addon.packQ4Tiles(new Uint8Array(40), new Float32Array(2), 1, 40, new Uint8Array(320), new Uint16Array(32))).toThrow(/multiple of 32/);
+    expect(() => addon.packQ4Tiles(new Uint8Array(64), new Float32Array(2), 2, 32, new Uint8Array(255), new Uint16Array(16))).toThrow(/too short/);
+    expect(() => addon.q4TilesGemm(new Float32Array(32), 1, 32, new Uint8Array(255), new Uint16Array(16), 1, new Float32Array(1), 1)).toThrow(/too short/);
+    addon.q4TilesGemm(new Float32Array(32), 1, 32, new Uint8Array(256), new Uint16Array(16), 1, new Float32Array(1), 1);
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { create, type CpuBackendOptions } from '../../backends/cpu/index.js';
-import { dequantize, ggmlBlockSize, quantizeRows, type QuantizedBlocks } from '../../backends/cpu/ggml-blocks.js';
-import { HostLinears, linearGroups, tiledQ8Kernel, type PreparedQ8, type Q8Kernel } from '../../backends/cpu/host-linears.js';
+import { dequantize, ggmlBlockSize, quantizeRows, zeroCode, type GgmlBlockType, type QuantizedBlocks } from '../../backends/cpu/ggml-blocks.js';
+import { HostLinears, linearGroups, tiledQ4Kernel, tiledQ8Kernel, type BlockKernel, type PreparedMatrix } from '../../backends/cpu/host-linears.js';
 import { nativeBlocks } from '../../backends/cpu/native-blocks.js';
 import { planSegments } from '../../backends/cpu/segment-plan.js';
 import { TensorParallelBackend } from '../../backends/tensor-parallel/tensor-parallel-backend.js';
@@ -18,18 +18,21 @@ import { promptOf } from '../support/random-data.js';
 import { Rng } from '../../src/model/rng.js';
 import { tinyVariant } from '../support/reference-runs.js';
 
-// --cpu-gemm native: the linear ops run on the host through a Q8Kernel instead of ORT's
+// --cpu-gemm native: the linear ops run on the host through a BlockKernel instead of ORT's
 // MatMulNBits inside the sessions. Both quantize activations to Q8_0 per block of 32, so the two
-// paths differ only in rounding and summation order: compared here on the same q8 blocks.
+// paths differ only in rounding and summation order: compared here on the same q8 (or q4) blocks.
 
 /**
- * y = x W^T as llama.cpp's Q8_0 CPU kernels compute it, in plain TypeScript: each row of x
- * quantized per block (ggml's rules), one integer dot product per block, scaled by both scales.
- * The plumbing is tested with it where the addon is not built; it also shows what a kernel owes.
+ * y = x W^T as llama.cpp's Q8_0 / Q4_0 CPU kernels compute it, in plain TypeScript: each row of x
+ * quantized to Q8_0 per block (ggml's rules), one integer dot product per block, scaled by both
+ * scales. The plumbing is tested with it where the addon is not built; it also shows what a
+ * kernel owes.
  */
-function referenceQ8Kernel(): Q8Kernel<PreparedQ8 & { codes: Uint8Array; scales: Float32Array }> {
+function referenceKernel(blockType: GgmlBlockType): BlockKernel<PreparedMatrix & { codes: Uint8Array; scales: Float32Array }> {
+  const zero = zeroCode[blockType];
   return {
-    name: 'TypeScript reference',
+    name: `TypeScript ${blockType} reference`,
+    blockType,
     prepare: (blocks, rows, cols) => ({ rows, cols, codes: blocks.codes.slice(0, rows * cols), scales: blocks.scales.slice(0, (rows * cols) / 32) }),
     run(x, m, w, y) {
       const perRow = w.cols / 32;
@@ -40,7 +43,7 @@ function referenceQ8Kernel(): Q8Kernel<PreparedQ8 & { codes: Uint8Array; scales:
           let sum = 0;
           for (let b = 0; b < perRow; b++) {
             let dot = 0;
-            for (let i = b * 32; i < (b + 1) * 32; i++) dot += (xq.codes[i]! - 128) * (w.codes[n * w.cols + i]! - 128);
+            for (let i = b * 32; i < (b + 1) * 32; i++) dot += (xq.codes[i]! - 128) * (w.codes[n * w.cols + i]! - zero);
             sum += dot * xq.scales[b]! * w.scales[n * perRow + b]!;
           }
           y[r * w.rows + n] = sum;
@@ -50,10 +53,12 @@ function referenceQ8Kernel(): Q8Kernel<PreparedQ8 & { codes: Uint8Array; scales:
   };
 }
 
-/** The kernels the host path is tested with: the addon's (when built) and the reference. */
-const kernels: { label: string; options: Partial<CpuBackendOptions>; skip: boolean }[] = [
-  { label: "the addon's q8Gemm", options: {}, skip: !nativeBlocks },
-  { label: 'the TypeScript reference kernel', options: { q8Kernel: referenceQ8Kernel() }, skip: false },
+/** The kernels the host path is tested with, for each weight format: the addon's (when built) and the reference. */
+const kernels: { label: string; format: 'q8' | 'q4'; options: Partial<CpuBackendOptions>; skip: boolean }[] = [
+  { label: "the addon's q8TilesGemm", format: 'q8', options: {}, skip: !nativeBlocks },
+  { label: 'the TypeScript reference kernel', format: 'q8', options: { hostKernel: referenceKernel('q8_0') }, skip: false },
+  { label: "the addon's q4TilesGemm", format: 'q4', options: { cpuWeights: 'q4' }, skip: !nativeBlocks },
+  { label: 'the TypeScript reference kernel', format: 'q4', options: { cpuWeights: 'q4', hostKernel: referenceKernel('q4_0') }, skip: false },
 ];
 if (!nativeBlocks) console.info('cpu-native-linears: the native/cpu addon is not built (or SLUICE_CPU_ADDON=off): only the TypeScript reference kernel runs the host linears');
 
@@ -141,9 +146,10 @@ async function compareMixed(actual: Backend, expected: Backend, model: LlamaConf
 }
 
 /** y = x W^T over the blocks' values in f64, activations unquantized: an exact kernel, so stacking and splitting are checked to the last bit. */
-function exactKernel(): Q8Kernel<PreparedQ8 & { values: Float64Array }> {
+function exactKernel(): BlockKernel<PreparedMatrix & { values: Float64Array }> {
   return {
     name: 'exact',
+    blockType: 'q8_0',
     prepare: (blocks, rows, cols) => ({ rows, cols, values: Float64Array.from(blocks.codes.subarray(0, rows * cols), (c, i) => dequantize('q8_0', c, blocks.scales[Math.floor(i / 32)]!)) }),
     run(x, m, w, y) {
       for (let r = 0; r < m; r++) {
@@ -216,13 +222,17 @@ describe('HostLinears', () => {
   });
 });
 
-describe.skipIf(!nativeBlocks)('the tiled kernel cut into its ops (many-row GEMMs write each op in place)', () => {
-  it('gives each op the very outputs of the stacked GEMM, and refuses cuts inside a tile', () => {
+describe.skipIf(!nativeBlocks)('the tiled kernels cut into their ops (many-row GEMMs write each op in place)', () => {
+  it.each([
+    ['q8_0', tiledQ8Kernel],
+    ['q4_0', tiledQ4Kernel],
+  ] as const)('%s: gives each op the very outputs of the stacked GEMM, and refuses cuts inside a tile', (type, tiledKernel) => {
     const [rows, cols, m] = [32 + 16 + 8, 64, 20];
     const rng = new Rng(5);
     const blocks = { codes: new Uint8Array(rows * cols), scales: new Float32Array((rows * cols) / ggmlBlockSize) };
-    quantizeRows('q8_0', Float32Array.from({ length: rows * cols }, () => rng.next() - 0.5), rows, cols, blocks);
-    const kernel = tiledQ8Kernel(2);
+    quantizeRows(type, Float32Array.from({ length: rows * cols }, () => rng.next() - 0.5), rows, cols, blocks);
+    const kernel: BlockKernel = tiledKernel(2);
+    expect(kernel.blockType).toBe(type);
     const weight = kernel.prepare(blocks, rows, cols);
     const x = Float32Array.from({ length: m * cols }, () => rng.next() * 2 - 1);
     const stacked = new Float32Array(m * rows);
@@ -255,24 +265,24 @@ describe('--cpu-gemm native: the segment plan', () => {
 });
 
 describe('--cpu-gemm native: errors', () => {
-  it('is refused on a backend other than cpu, and with f32 or q4 weights, naming the flag', () => {
+  it('is refused on a backend other than cpu, and with f32 weights, naming the flag', () => {
     expect(() => backendOptions({ backend: 'ref', cpuGemm: 'native' })).toThrow(UserError);
     expect(() => backendOptions({ backend: 'auto', cpuGemm: 'native' })).toThrow(/--cpu-gemm native: runs on the cpu backend only/);
-    expect(() => backendOptions({ backend: 'cpu', cpuGemm: 'native', cpuWeights: 'q4' })).toThrow(/--cpu-gemm native: runs Q8_0 blocks only, not --cpu-weights q4/);
     expect(() => backendOptions({ backend: 'cpu', cpuGemm: 'native', cpuWeights: 'f32' })).toThrow(UserError);
+    expect(() => backendOptions({ backend: 'cpu', cpuGemm: 'native', cpuWeights: 'f32' })).toThrow(/--cpu-gemm native: runs Q8_0 or Q4_0 blocks, not --cpu-weights f32; give --cpu-weights q8 or q4, or --cpu-gemm ort/);
     expect(backendOptions({ backend: 'cpu', cpuGemm: 'native', cpuWeights: 'q8' }).cpuGemm).toBe('native');
+    expect(backendOptions({ backend: 'cpu', cpuGemm: 'native', cpuWeights: 'q4' }).cpuGemm).toBe('native');
     expect(backendOptions({ backend: 'ref', cpuGemm: 'ort' }).cpuGemm).toBe('ort');
   });
 
-  it('is refused at load when the weights are not q8, naming their format', async () => {
-    const q8Kernel = referenceQ8Kernel();
+  it('is refused at load when the weights are f32, or not the blocks of a given kernel, naming their format', async () => {
     const f32Config = tinyVariant({ vocabSize: 512 });
     const f32Model = { config: f32Config, graph: buildLlamaGraph(f32Config), weights: new DummyWeights(f32Config, 9, 'f32') };
-    const byDefault = await create({ threads: 1, cpuGemm: 'native', q8Kernel });
-    await expect(byDefault.load(f32Model)).rejects.toThrow(/--cpu-gemm native runs Q8_0 blocks only; this load's weights are f32, the default for f32 checkpoints/);
-    const q4 = await create({ threads: 1, cpuGemm: 'native', cpuWeights: 'q4', q8Kernel });
-    await expect(q4.load({ config, graph: buildLlamaGraph(config), weights: new DummyWeights(config, 9, 'bf16') })).rejects.toThrow(BackendError);
-    await expect(q4.load({ config, graph: buildLlamaGraph(config), weights: new DummyWeights(config, 9, 'bf16') })).rejects.toThrow(/--cpu-weights q4/);
+    const byDefault = await create({ threads: 1, cpuGemm: 'native', hostKernel: referenceKernel('q8_0') });
+    await expect(byDefault.load(f32Model)).rejects.toThrow(BackendError);
+    await expect(byDefault.load(f32Model)).rejects.toThrow(/--cpu-gemm native runs Q8_0 or Q4_0 blocks; this load's weights are f32, the default for f32 checkpoints: give --cpu-weights q8 or q4, or --cpu-gemm ort/);
+    const q4 = await create({ threads: 1, cpuGemm: 'native', cpuWeights: 'q4', hostKernel: referenceKernel('q8_0') });
+    await expect(q4.load({ config, graph: buildLlamaGraph(config), weights: new DummyWeights(config, 9, 'bf16') })).rejects.toThrow(/TypeScript q8_0 reference runs q8_0 blocks; this load's weights are --cpu-weights q4/);
   });
 
   it('is refused when the addon is not built, saying how it is built', async () => {
@@ -291,11 +301,12 @@ describe('--cpu-gemm native: errors', () => {
 });
 
 for (const kernel of kernels) {
-  describe.skipIf(kernel.skip)(`--cpu-gemm native with ${kernel.label} against the ort path, q8 weights`, () => {
+  describe.skipIf(kernel.skip)(`--cpu-gemm native with ${kernel.label} against the ort path, ${kernel.format} weights`, () => {
+    const weights = { cpuWeights: kernel.format };
     let ort: Backend;
     let native: Backend;
     beforeAll(async () => {
-      ort = await loaded({}, config);
+      ort = await loaded(weights, config);
       // A small logits chunk: the head runs over the prompt rows a few at a time.
       native = await loaded({ cpuGemm: 'native', logitsChunkBytes: 7 * 512 * 4, ...kernel.options }, config);
     });
@@ -304,8 +315,9 @@ for (const kernel of kernels) {
       await native?.close();
     });
 
-    it('says where the linears run', () => {
+    it('says where the linears run, and through which kernel', () => {
       expect(native.description).toMatch(/linears on the host: .*, the other layer ops too \(.*\), no ORT session/);
+      if (!kernel.options.hostKernel) expect(native.description).toMatch(kernel.format === 'q8' ? /native\/cpu q8TilesGemm/ : /native\/cpu q4TilesGemm/);
       expect(ort.description).not.toMatch(/linears on the host/);
     });
 
@@ -314,7 +326,7 @@ for (const kernel of kernels) {
       const want = await promptDistributions(ort, tokens, config.vocabSize);
       const got = await promptDistributions(native, tokens, config.vocabSize);
       const rms = relativeRms(got, want);
-      // For scale: how far q8 weights take the same model from its exact f32 run.
+      // For scale: how far q8 (q4) weights take the same model from its exact f32 run.
       const exact = await loaded({ cpuWeights: 'f32' }, config);
       const exactRun = await promptDistributions(exact, tokens, config.vocabSize);
       await exact.close();
@@ -326,7 +338,8 @@ for (const kernel of kernels) {
           `against f32 weights: host ${hostError.toExponential(2)}, ort ${ortError.toExponential(2)}`,
       );
       // Measured 2026-12-03 (2 cores, AVX-512 VNNI): addon 1.42e-2 and top-1 0.979, the reference kernel 1.63e-2
-      // and 0.957; q8 itself is 2.40e-2 from f32. The rows agree to ~2e-7 until a rare
+      // and 0.957; q8 itself is 2.40e-2 from f32. q4, 2026-12-03: addon 2.3e-7 and 1.000, the
+      // reference kernel 1.50e-2 and 0.979; q4 is 2.75e-1 from f32. The rows agree to ~2e-7 until a rare
       // activation rounding differs between the two kernels, and this random model amplifies it
       // through attention to every later row; a wrong GEMM (a bad q/k/v split) gives ~1.
       expect(rms).toBeGreaterThan(0);
@@ -345,7 +358,7 @@ for (const kernel of kernels) {
 
     it('with a q8_0 KV cache (rotary and attention then in ORT sessions) gives the tokens of the ort path with that cache', async () => {
       const a = await loaded({ cpuGemm: 'native', kvCacheDtype: 'q8_0', ...kernel.options }, config);
-      const b = await loaded({ kvCacheDtype: 'q8_0' }, config);
+      const b = await loaded({ ...weights, kvCacheDtype: 'q8_0' }, config);
       try {
         expect(a.description).toMatch(/but rotary and attention/);
         const { agree, worst } = await compareMixed(a, b, config);
@@ -361,7 +374,7 @@ for (const kernel of kernels) {
     it('handles odd shapes: an untied lm-head, rows and columns that are no multiple of 32 (padded activations)', async () => {
       const odd: LlamaConfig = { ...oddShapesConfig, dtype: 'bf16' };
       const a = await loaded({ cpuGemm: 'native', ...kernel.options }, odd);
-      const b = await loaded({}, odd);
+      const b = await loaded(weights, odd);
       try {
         const { agree, worst } = await compareMixed(a, b, odd);
         console.info(`host linears (${kernel.label}), odd shapes: tokens agree ${agree.toFixed(3)}, largest top-3 log-prob difference ${worst.toExponential(2)}`);

@@ -41,13 +41,13 @@ describe('the backend registry drives the CLI', () => {
     expect(fromEnv.stderr).toMatch(/value 'int4' from env 'SLUICE_CPU_WEIGHTS' is invalid. Allowed choices are f32, q8, q4/);
   });
 
-  it('refuses --cpu-gemm native off the cpu backend or with weights other than q8, and an unknown kernel from SLUICE_CPU_GEMM', async () => {
+  it('refuses --cpu-gemm native off the cpu backend or with f32 weights, and an unknown kernel from SLUICE_CPU_GEMM', async () => {
     const onRef = await runSluice(['generate', '--backend', 'ref', '--cpu-gemm', 'native', '--prompt', 'x']);
     expect(onRef.code).toBe(1);
     expect(onRef.stderr).toMatch(/--cpu-gemm native: runs on the cpu backend only; give --backend cpu/);
-    const q4 = await runSluice(['generate', '--backend', 'cpu', '--cpu-gemm', 'native', '--cpu-weights', 'q4', '--prompt', 'x']);
-    expect(q4.code).toBe(1);
-    expect(q4.stderr).toMatch(/--cpu-gemm native: runs Q8_0 blocks only, not --cpu-weights q4/);
+    const f32 = await runSluice(['generate', '--backend', 'cpu', '--cpu-gemm', 'native', '--cpu-weights', 'f32', '--prompt', 'x']);
+    expect(f32.code).toBe(1);
+    expect(f32.stderr).toMatch(/--cpu-gemm native: runs Q8_0 or Q4_0 blocks, not --cpu-weights f32; give --cpu-weights q8 or q4, or --cpu-gemm ort/);
     const fromEnv = spawnSync(process.execPath, [sluiceBin, 'generate', '--backend', 'cpu', '--prompt', 'x'], { env: { ...process.env, SLUICE_CPU_GEMM: 'amx' }, encoding: 'utf8' });
     expect(fromEnv.status).not.toBe(0);
     expect(fromEnv.stderr).toMatch(/value 'amx' from env 'SLUICE_CPU_GEMM' is invalid. Allowed choices are ort, native/);

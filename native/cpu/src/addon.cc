@@ -6,6 +6,7 @@
 
 #include "attention.h"
 #include "layer_ops.h"
+#include "q4_tiles.h"
 #include "q8_gemm.h"
 #include "q8_tiles.h"
 #include "weight_blocks.h"
@@ -66,7 +67,7 @@ Napi::Value DummyRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-/** The arguments of both GEMMs: (x, m, k, codes, scales, n, y, threads), the weights holding storedRows(n) rows. */
+/** The arguments of the GEMMs: (x, m, k, codes, scales, n, y, threads), the weights holding storedRows(n) rows of `bitsPerCode` codes. */
 template <typename Codes, typename Scales>
 struct GemmArgs {
   Napi::Float32Array x;
@@ -80,12 +81,12 @@ struct GemmArgs {
 };
 
 template <typename Codes, typename Scales>
-GemmArgs<Codes, Scales> gemmArgs(const Napi::CallbackInfo& info, const std::string& name, size_t storedRowsPerRow(size_t)) {
+GemmArgs<Codes, Scales> gemmArgs(const Napi::CallbackInfo& info, const std::string& name, size_t storedRowsPerRow(size_t), size_t bitsPerCode = 8) {
   GemmArgs<Codes, Scales> a{info[0].As<Napi::Float32Array>(), countArg(info, 1, "m"), countArg(info, 2, "k"), info[3].As<Codes>(), info[4].As<Scales>(),
                             countArg(info, 5, "n"), info[6].As<Napi::Float32Array>(), int(std::max<size_t>(1, countArg(info, 7, "threads")))};
   if (a.k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), name + ": k must be a multiple of 32");
   const size_t rows = storedRowsPerRow(a.n);
-  if (a.x.ElementLength() < a.m * a.k || a.codes.ElementLength() < rows * a.k || a.scales.ElementLength() < rows * a.k / kBlockSize || a.y.ElementLength() < a.m * a.n) {
+  if (a.x.ElementLength() < a.m * a.k || a.codes.ElementLength() < rows * a.k * bitsPerCode / 8 || a.scales.ElementLength() < rows * a.k / kBlockSize || a.y.ElementLength() < a.m * a.n) {
     throw Napi::RangeError::New(info.Env(), name + ": an array is too short for m, k and n");
   }
   return a;
@@ -238,6 +239,30 @@ Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+/** packQ4Tiles(codes: Uint8Array, scales: Float32Array, n, k, packedCodes: Uint8Array, packedScales: Uint16Array) */
+Napi::Value PackQ4Tiles(const Napi::CallbackInfo& info) {
+  auto codes = info[0].As<Napi::Uint8Array>();
+  auto scales = info[1].As<Napi::Float32Array>();
+  const size_t n = countArg(info, 2, "n");
+  const size_t k = countArg(info, 3, "k");
+  auto packedCodes = info[4].As<Napi::Uint8Array>();
+  auto packedScales = info[5].As<Napi::Uint16Array>();
+  if (k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), "packQ4Tiles: k must be a multiple of 32");
+  const size_t rows = sluice::cpu::packedRows(n);
+  if (codes.ElementLength() < n * k || scales.ElementLength() < n * k / kBlockSize || packedCodes.ElementLength() < rows * k / 2 || packedScales.ElementLength() < rows * k / kBlockSize) {
+    throw Napi::RangeError::New(info.Env(), "packQ4Tiles: an array is too short for n and k");
+  }
+  sluice::cpu::packQ4Tiles(codes.Data(), scales.Data(), n, k, packedCodes.Data(), packedScales.Data());
+  return info.Env().Undefined();
+}
+
+/** q4TilesGemm(x: Float32Array, m, k, packedCodes: Uint8Array, packedScales: Uint16Array, n, y: Float32Array, threads) */
+Napi::Value Q4TilesGemm(const Napi::CallbackInfo& info) {
+  auto a = gemmArgs<Napi::Uint8Array, Napi::Uint16Array>(info, "q4TilesGemm", sluice::cpu::packedRows, 4);
+  sluice::cpu::q4TilesGemm(a.x.Data(), a.m, a.k, a.codes.Data(), a.scales.Data(), a.n, a.y.Data(), a.threads);
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("quantizeRows", Napi::Function::New(env, QuantizeRows));
   exports.Set("dummyRows", Napi::Function::New(env, DummyRows));
@@ -250,7 +275,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("pagedAttention", Napi::Function::New(env, PagedAttention));
-  exports.Set("q8TilesKernel", Napi::String::New(env, sluice::cpu::q8TilesKernel()));
+  exports.Set("packQ4Tiles", Napi::Function::New(env, PackQ4Tiles));
+  exports.Set("q4TilesGemm", Napi::Function::New(env, Q4TilesGemm));
+  exports.Set("tilesKernel", Napi::String::New(env, sluice::cpu::tilesKernel()));
   exports.Set("q8GemmVectorized", Napi::Boolean::New(env, sluice::cpu::q8GemmVectorized()));
   return exports;
 }

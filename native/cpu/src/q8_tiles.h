@@ -11,22 +11,16 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "tile_common.h"
+
 namespace sluice {
 namespace cpu {
-
-constexpr size_t kTileRows = 16;
-
-/** Rows a packed matrix of n rows holds (n rounded up to whole tiles). */
-inline size_t packedRows(size_t n) { return (n + kTileRows - 1) / kTileRows * kTileRows; }
 
 /** codes: [n, k] (q + 128), scales: [n, k / 32] f32 (f16 values) into the tile layout above. */
 void packQ8Tiles(const uint8_t* codes, const float* scales, size_t n, size_t k, int8_t* packedCodes, uint16_t* packedScales);
 
 /** x: [m, k] f32, y: [m, n]; the weights packed by packQ8Tiles. */
 void q8TilesGemm(const float* x, size_t m, size_t k, const int8_t* packedCodes, const uint16_t* packedScales, size_t n, float* y, int threads);
-
-/** The kernel q8TilesGemm runs for many rows: "amx", "avx512-vnni" or "scalar". */
-const char* q8TilesKernel();
 
 }  // namespace cpu
 }  // namespace sluice
