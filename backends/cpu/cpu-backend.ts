@@ -48,7 +48,7 @@ export interface CpuBackendOptions extends BackendOptions {
   collectives?: RankCollectives;
   /** The most logits the LM head produces in one run (default: backends/shared/logits-rows.ts). */
   logitsChunkBytes?: number;
-  /** With cpuGemm 'native': the kernel of the host linears (default: the addon's tiled kernel for the load's blocks, host-linears.ts's tiledKernelFor). */
+  /** With cpuGemm 'native': the kernel of the host linears (default: the addon's tiled kernel of the load's blocks, host-linears.ts's hostKernelFor). */
   hostKernel?: BlockKernel;
   /** With cpuGemm 'native': the kernels of the other host ops (default: the addon's, else TypeScript's; layer-kernels.ts). */
   layerKernels?: LayerKernels;

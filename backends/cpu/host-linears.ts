@@ -43,6 +43,7 @@ interface Tiled extends PreparedMatrix {
 }
 
 const tileRows = 16;
+const paddedRows = (rows: number) => Math.ceil(rows / tileRows) * tileRows;
 
 function addonOrThrow(kernel: string): NativeBlocks {
   if (!nativeBlocks) throw new Error(`${kernel}: the native/cpu addon is not loaded`);
@@ -61,8 +62,6 @@ function sliceTiles<W extends Tiled>(w: W, first: number, rows: number, bitsPerC
   const scalesPerRow = w.cols / ggmlBlockSize;
   return { ...w, rows, codes: w.codes.subarray(first * codesPerRow, end * codesPerRow), scales: w.scales.subarray(first * scalesPerRow, end * scalesPerRow) };
 }
-
-const paddedRows = (rows: number) => Math.ceil(rows / tileRows) * tileRows;
 
 /**
  * The addon's q8TilesGemm: Q8_0 blocks packed at load into 16-row tiles (native/cpu/src/q8_tiles.h),

@@ -21,7 +21,7 @@ export interface BackendOptions {
   cpuWeights?: CpuWeightFormat;
   /** cpu: the KV cache's element type; `auto` (default) is f32, fp8_e4m3 / fp8_e5m2 one byte per value, q8_0 int8 blocks of 32 with a scale, q4_0 4-bit blocks of 32 with a scale. */
   kvCacheDtype?: KvCacheDtype;
-  /** cpu: where linear layers run: `ort` (default) onnxruntime's MatMulNBits inside the sessions, `native` the native/cpu addon's Q8_0 kernels on the host (q8 weights only). */
+  /** cpu: where linear layers run: `ort` (default) onnxruntime's MatMulNBits inside the sessions, `native` the native/cpu addon's Q8_0 / Q4_0 tile kernels on the host (q8 or q4 weights, not f32). */
   cpuGemm?: CpuGemmKernel;
   /** webgpu: KV positions per attention split before decode attention is split over the KV length (default 256). */
   webgpuAttentionSplit?: number;

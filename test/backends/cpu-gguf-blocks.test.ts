@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { create } from '../../backends/cpu/index.js';
+import { create, type CpuBackendOptions } from '../../backends/cpu/index.js';
+import { nativeBlocks } from '../../backends/cpu/native-blocks.js';
 import type { LlamaConfig } from '../../src/model/config.js';
 import { DummyWeights } from '../../src/model/dummy-weights.js';
 import { buildLlamaGraph } from '../../src/model/graph.js';
@@ -14,15 +15,16 @@ import { tinyVariant } from '../support/reference-runs.js';
 import { SingleSequence } from '../support/single-sequence.js';
 
 // A Q8_0 / Q4_0 GGUF on the cpu backend: its blocks run as stored (no dequantize-requantize),
-// at the file's bits by default, and give what the cpu backend's own q8 / q4 of the same weights give.
+// at the file's bits by default, and give what the cpu backend's own q8 / q4 of the same weights give,
+// in ORT's MatMulNBits and (where the addon is built) in the host linears' tile kernels.
 
 const config: LlamaConfig = { ...tinyVariant(), dtype: 'bf16' };
 const dir = mkdtempSync(join(tmpdir(), 'sluice-cpu-gguf-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const prompt = Tokenizer.llama3().encode('The quick brown fox jumps over');
 
-async function greedy(weights: WeightSource, cpuWeights?: 'q8' | 'q4') {
-  const backend = await create({ threads: 2, cpuWeights });
+async function greedy(weights: WeightSource, options: CpuBackendOptions = {}) {
+  const backend = await create({ threads: 2, ...options });
   try {
     await backend.load({ config, graph: buildLlamaGraph(config), weights });
     await backend.allocateKvCache({ numPages: 64, pageSize: 1 });
@@ -34,9 +36,15 @@ async function greedy(weights: WeightSource, cpuWeights?: 'q8' | 'q4') {
 
 describe('cpu backend on a quantized GGUF', () => {
   it.each([
-    ['q8_0', 'q8', 'Q8_0'],
-    ['q4_0', 'q4', 'Q4_0'],
-  ] as const)('%s: the file blocks run as they are, equal to the backend quantizing the same weights', async (dtype, format, typeName) => {
+    ['q8_0', 'ort', 'q8', 'Q8_0'],
+    ['q4_0', 'ort', 'q4', 'Q4_0'],
+    ...(nativeBlocks
+      ? ([
+          ['q8_0', 'native', 'q8', 'Q8_0'],
+          ['q4_0', 'native', 'q4', 'Q4_0'],
+        ] as const)
+      : []),
+  ] as const)('%s (--cpu-gemm %s): the file blocks run as they are, equal to the backend quantizing the same weights', async (dtype, cpuGemm, format, typeName) => {
     const source = new DummyWeights(config, 3, 'bf16');
     const file = join(dir, `${dtype}.gguf`);
     await writeGguf(file, { config, tokenizer: Tokenizer.llama3(), weights: source }, { dtype });
@@ -54,10 +62,11 @@ describe('cpu backend on a quantized GGUF', () => {
       },
       close: () => model.weights.close(),
     };
-    const fromFile = await greedy(counted);
+    const fromFile = await greedy(counted, { cpuGemm });
     expect(fromFile.description).toContain(`${typeName} blocks, as the GGUF file stores them`);
+    if (cpuGemm === 'native') expect(fromFile.description).toContain(`native/cpu ${format}TilesGemm`);
     expect(matrixReads).toEqual([]);
-    const quantizedHere = await greedy(source, format);
+    const quantizedHere = await greedy(source, { cpuWeights: format, cpuGemm });
     expect(fromFile.tokens).toEqual(quantizedHere.tokens);
     fromFile.logprobs.forEach((lp, i) => expect(Math.abs(lp - quantizedHere.logprobs[i]!)).toBeLessThan(1e-4));
   });

