@@ -22,6 +22,7 @@ import { embedRows, type EmbeddingTable } from './embedding-rows.js';
 import { emptyLayerCache, kvCacheFormat, writeKvRows, type LayerCache } from './kv-store.js';
 import { buildSegmentModel, type HostPlacement, kvBlockSize, kvBytesPerValue, kvHasScales, segmentLinearGroups, segmentOps, stepInputs, stepOutputs, type KvCacheFormat, type Segment } from './segment-graph.js';
 import { loadProgress } from './load-progress.js';
+import { ReusedBuffers } from './reused-buffers.js';
 import { rotaryTables, sessionStepInputs } from './step-inputs.js';
 import { defaultSegmentBytes, planSegments, segmentBlockBytes } from './segment-plan.js';
 import { segmentSessionOptions } from './session-options.js';
@@ -579,20 +580,6 @@ export class CpuBackend implements Backend {
 function needsLogits(batch: ForwardBatch): boolean {
   const s = batch.sampling;
   return s.penalties !== null || s.tokenMask != null || s.logitBias != null || s.temperature.some((t) => t > 0) || s.logprobs.some((k) => k >= 0);
-}
-
-/** Named Float32Arrays that grow but are never reallocated per step; each call returns a view of the asked length. */
-class ReusedBuffers {
-  private readonly arrays = new Map<string, Float32Array>();
-
-  f32(name: string, length: number): Float32Array {
-    let array = this.arrays.get(name);
-    if (!array || array.length < length) {
-      array = new Float32Array(Math.max(length, Math.ceil((array?.length ?? 0) * 1.5)));
-      this.arrays.set(name, array);
-    }
-    return array.subarray(0, length);
-  }
 }
 
 const ggmlTypeName: Record<GgmlBlockType, string> = { q8_0: 'Q8_0', q4_0: 'Q4_0' };
