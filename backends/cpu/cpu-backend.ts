@@ -106,12 +106,12 @@ export class CpuBackend implements Backend {
   /** The most logits rows one LM-head run produced since load (what ORT holds for logits: this x vocab floats). */
   maxLogitsRows = 0;
   /** --cpu-gemm native: the linear ops run on the host, through `hostKernel` (chosen at load, by the weights' blocks). */
-  private readonly hostGemm: boolean;
+  private hostGemm = false;
   private hostKernel: BlockKernel | null = null;
   private hostLinears: HostLinears | null = null;
   /** With --cpu-gemm native the ops between the linears run on the host too (all of them with an f32 KV cache). */
   private hostOps: HostOps | null = null;
-  private readonly placement: HostPlacement;
+  private placement: HostPlacement = 'collectives';
   private hostLayerKernels: LayerKernels | undefined;
   private loaded = false;
 
@@ -121,8 +121,7 @@ export class CpuBackend implements Backend {
   ) {
     this.threads = options.threads ?? availableParallelism();
     this.kvFormat = kvCacheFormat(options.kvCacheDtype);
-    this.hostGemm = this.checkCpuGemm();
-    this.placement = !this.hostGemm ? 'collectives' : this.kvFormat === 'f32' ? 'layers' : 'linears';
+    this.checkCpuGemm();
     const kv = this.kvFormat === 'f32' ? '' : `, ${this.kvFormat} KV cache`;
     this.runtime = `cpu: onnxruntime-node ${ort.env.versions.common} CPU execution provider, ${this.threads} thread${this.threads === 1 ? '' : 's'}${kv}`;
   }
@@ -133,13 +132,19 @@ export class CpuBackend implements Backend {
     return (this.hostLayerKernels ??= this.options.layerKernels ?? (nativeBlocks ? nativeLayerKernels(this.options.collectives ? 1 : this.threads) : typescriptLayerKernels));
   }
 
-  /** --cpu-gemm: false for ort (linears inside the sessions), true for native, which needs the addon (or a given kernel). */
-  private checkCpuGemm(): boolean {
-    const gemm = this.options.cpuGemm ?? 'ort';
-    if (gemm === 'ort') return false;
-    if (gemm !== 'native') throw new BackendError(this.name, `--cpu-gemm ${String(gemm)}: not supported (choose ort or native)`);
-    if (!this.options.hostKernel && !nativeBlocks) throw new BackendError(this.name, '--cpu-gemm native: the native/cpu addon is not loaded; it is built by `npm ci` where cmake and a C++ compiler are present (SLUICE_CPU_ADDON=off disables it)');
-    return true;
+  /** --cpu-gemm: auto, ort, or native, which needs the addon (or a given kernel). */
+  private checkCpuGemm(): void {
+    const gemm = this.options.cpuGemm ?? 'auto';
+    if (gemm !== 'auto' && gemm !== 'ort' && gemm !== 'native') throw new BackendError(this.name, `--cpu-gemm ${String(gemm)}: not supported (choose auto, ort or native)`);
+    if (gemm === 'native' && !this.options.hostKernel && !nativeBlocks) throw new BackendError(this.name, '--cpu-gemm native: the native/cpu addon is not loaded; it is built by `npm ci` where cmake and a C++ compiler are present (SLUICE_CPU_ADDON=off disables it)');
+  }
+
+  /** Whether the layers run on the host (--cpu-gemm native, or auto with the addon and 8- or 4-bit weights) and which ops stay in sessions. */
+  private placeOps(format: WeightFormat): void {
+    const gemm = this.options.cpuGemm ?? 'auto';
+    const addon = this.options.hostKernel !== undefined || nativeBlocks !== null;
+    this.hostGemm = gemm === 'native' || (gemm === 'auto' && addon && format !== 'f32');
+    this.placement = !this.hostGemm ? 'collectives' : this.kvFormat === 'f32' ? 'layers' : 'linears';
   }
 
   /** Says how the weights run once they are loaded: 8-bit weights change the model's numerics. */
@@ -162,6 +167,7 @@ export class CpuBackend implements Backend {
     this.config = config;
     this.invFreq = ropeInverseFrequencies(config);
     this.format = this.options.cpuWeights ?? storedFormat(model) ?? (config.dtype === 'f32' ? 'f32' : 'q8');
+    this.placeOps(this.format);
     if (this.hostGemm) {
       const why = this.options.cpuWeights ? `--cpu-weights ${this.format}` : storedFormat(model) ? `the GGUF file's blocks (${this.format})` : `${this.format}, the default for ${config.dtype} checkpoints`;
       // The addon's kernels share one thread pool per process, which takes one caller at a time:

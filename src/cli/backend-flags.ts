@@ -45,7 +45,7 @@ export function addBackendFlags(command: Command): Command {
     .addOption(
       new Option(
         '--cpu-gemm <kernel>',
-        "cpu backend: the kernel of the linear layers: ort = onnxruntime's MatMulNBits inside the sessions (default), native = the native/cpu addon's Q8_0 / Q4_0 kernels on the host, q8 or q4 weights",
+        "cpu backend: where the layers run: native = on the host through the native/cpu addon's Q8_0 / Q4_0 kernels (q8 or q4 weights), ort = onnxruntime sessions (MatMulNBits), auto (default) = native where the addon is built and the weights are q8 or q4, else ort",
       )
         .choices(cpuGemmKernels)
         .env('SLUICE_CPU_GEMM'),

@@ -45,7 +45,7 @@ export const cpuWeightFormats = ['f32', 'q8', 'q4'] as const;
 export type CpuWeightFormat = (typeof cpuWeightFormats)[number];
 
 /** --cpu-gemm values: the kernel of the cpu backend's linear layers (see backends/cpu/host-linears.ts). */
-export const cpuGemmKernels = ['ort', 'native'] as const;
+export const cpuGemmKernels = ['auto', 'ort', 'native'] as const;
 export type CpuGemmKernel = (typeof cpuGemmKernels)[number];
 
 /** --kv-cache-dtype values: vLLM's and SGLang's (their `fp8` means fp8_e4m3), and llama.cpp's q8_0 and q4_0 (its --cache-type-k/-v). */

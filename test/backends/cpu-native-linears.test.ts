@@ -302,7 +302,7 @@ describe('--cpu-gemm native: errors', () => {
 
 for (const kernel of kernels) {
   describe.skipIf(kernel.skip)(`--cpu-gemm native with ${kernel.label} against the ort path, ${kernel.format} weights`, () => {
-    const weights = { cpuWeights: kernel.format };
+    const weights = { cpuWeights: kernel.format, cpuGemm: 'ort' } as const;
     let ort: Backend;
     let native: Backend;
     beforeAll(async () => {
