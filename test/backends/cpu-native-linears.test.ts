@@ -264,6 +264,25 @@ describe('--cpu-gemm native: the segment plan', () => {
   });
 });
 
+describe.skipIf(!nativeBlocks)('--cpu-gemm auto (the default)', () => {
+  it('runs the layers on the host for q8 and q4 weights, in ORT sessions for f32 weights and with --cpu-gemm ort', async () => {
+    for (const [options, onHost] of [
+      [{}, true],
+      [{ cpuWeights: 'q4' }, true],
+      [{ cpuWeights: 'f32' }, false],
+      [{ cpuGemm: 'ort' }, false],
+      [{ cpuGemm: 'auto', kvCacheDtype: 'q8_0' }, true],
+    ] as const) {
+      const backend = await loaded(options, config, 8);
+      try {
+        expect(backend.description, JSON.stringify(options)).toMatch(onHost ? /linears on the host: native\/cpu/ : /^(?!.*linears on the host)/);
+      } finally {
+        await backend.close();
+      }
+    }
+  });
+});
+
 describe('--cpu-gemm native: errors', () => {
   it('is refused on a backend other than cpu, and with f32 weights, naming the flag', () => {
     expect(() => backendOptions({ backend: 'ref', cpuGemm: 'native' })).toThrow(UserError);

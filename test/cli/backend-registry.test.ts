@@ -50,7 +50,7 @@ describe('the backend registry drives the CLI', () => {
     expect(f32.stderr).toMatch(/--cpu-gemm native: runs Q8_0 or Q4_0 blocks, not --cpu-weights f32; give --cpu-weights q8 or q4, or --cpu-gemm ort/);
     const fromEnv = spawnSync(process.execPath, [sluiceBin, 'generate', '--backend', 'cpu', '--prompt', 'x'], { env: { ...process.env, SLUICE_CPU_GEMM: 'amx' }, encoding: 'utf8' });
     expect(fromEnv.status).not.toBe(0);
-    expect(fromEnv.stderr).toMatch(/value 'amx' from env 'SLUICE_CPU_GEMM' is invalid. Allowed choices are ort, native/);
+    expect(fromEnv.stderr).toMatch(/value 'amx' from env 'SLUICE_CPU_GEMM' is invalid. Allowed choices are auto, ort, native/);
   });
 
   it('refuses a --kv-cache-dtype it does not know, and fp8 caches on backends other than cpu, naming them', async () => {
