@@ -22,7 +22,7 @@
  * Options: --json, --model NAME (a preset, default llama-3.2-1b), --threads N (default 2),
  * --decode-tokens N (32), --stream-prompt N (16), --stream-tokens N (32), --prefill N (512),
  * --streams 8,32, --cache-dir DIR, --skip-llama-cpp, --weight-format q8|q4|f32 (or a list,
- * default q8), --cpu-gemm ort|native (or a list, default ort: sluice once per kernel, each beside
+ * default q8), --cpu-gemm auto|ort|native (or a list, default auto, the backend's default: sluice once per kernel, each beside
  * the same llama.cpp figures; native runs q8 and q4, not f32), --peer-f16, --llama-default-dispatch, --direct.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
@@ -51,7 +51,7 @@ const args = scriptOptions('bench:cpu', {
   'cache-dir': { type: 'string', default: join(tmpdir(), 'sluice-bench') },
   'skip-llama-cpp': { type: 'boolean', default: false },
   'weight-format': { type: 'string', default: 'q8' },
-  'cpu-gemm': { type: 'string', default: 'ort' },
+  'cpu-gemm': { type: 'string', default: 'auto' },
   'peer-f16': { type: 'boolean', default: false },
   'llama-default-dispatch': { type: 'boolean', default: false },
   direct: { type: 'boolean', default: false },
@@ -79,7 +79,7 @@ const settings = {
     return g as CpuGemmKernel;
   }),
 };
-if (!settings.cpuGemms.includes('ort') && !settings.weightFormats.some((f) => f !== 'f32')) throw new Error('--cpu-gemm native runs q8 and q4 weights: add q8 or q4 to --weight-format');
+if (settings.cpuGemms.every((g) => g === 'native') && !settings.weightFormats.some((f) => f !== 'f32')) throw new Error('--cpu-gemm native runs q8 and q4 weights: add q8 or q4 to --weight-format');
 /** The GGUF type that holds the same weights in the same bits as each sluice weight format. */
 const peerWeights: Record<WeightFormat, GgufDType> = { f32: 'f32', q8: 'q8_0', q4: 'q4_0' };
 const decodePrompt = 16;
@@ -328,7 +328,7 @@ interface Figure {
 /** One weight format: sluice in it (once per --cpu-gemm kernel) against llama.cpp on the same blocks, measure by measure. */
 async function compareFormat(model: LoadedModel, format: WeightFormat, measures: Measure[]) {
   const peer = peerWeights[format];
-  const gemms = format === 'f32' ? settings.cpuGemms.filter((g) => g === 'ort') : settings.cpuGemms;
+  const gemms = format === 'f32' ? settings.cpuGemms.filter((g) => g !== 'native') : settings.cpuGemms;
   if (gemms.length === 0) return [];
   const llamaCpp = args['skip-llama-cpp'] ? null : await startLlamaCpp(model, peer);
   const llamaF16 = args['skip-llama-cpp'] || !args['peer-f16'] ? null : await startLlamaCpp(model, 'f16');

@@ -10,7 +10,8 @@
  * quicker load with the same per-layer profile), --weight-format q8|q4|f32 (q8), --threads N
  * (2), --steps N (32), --prompt N (16), --segment-gib X (weights per ORT session; default: the backend's, 1.25 or 0.625 over 4 GiB of weights),
  * --prefill (profile prefill instead: each measured step is a fresh sequence's --prompt tokens),
- * --cpu-gemm ort|native (native: the linears on the host, timed apart as "host linears"), --json.
+ * --cpu-gemm auto|ort|native (default auto, the backend's: native for q8 and q4; native's host linears
+ * and layer ops are timed apart), --json.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -35,7 +36,7 @@ const args = scriptOptions('profile:cpu', {
   prompt: { type: 'string', default: '16' },
   'segment-gib': { type: 'string' },
   prefill: { type: 'boolean', default: false },
-  'cpu-gemm': { type: 'string', default: 'ort' },
+  'cpu-gemm': { type: 'string', default: 'auto' },
   json: { type: 'boolean', default: false },
 });
 
@@ -47,8 +48,9 @@ const config = { ...preset, numLayers: args.layers ? Number(args.layers) : prese
 const steps = Number(args.steps);
 const promptLength = Number(args.prompt);
 const warmup = 4;
-const cpuGemm = args['cpu-gemm'] as CpuGemmKernel;
-if (!(cpuGemmKernels as readonly string[]).includes(cpuGemm)) throw new Error(`--cpu-gemm must be one of ${cpuGemmKernels.join(', ')}`);
+if (!(cpuGemmKernels as readonly string[]).includes(args['cpu-gemm']!)) throw new Error(`--cpu-gemm must be one of ${cpuGemmKernels.join(', ')}`);
+/** auto resolved as the backend resolves it where the addon is built. */
+const cpuGemm: CpuGemmKernel = args['cpu-gemm'] === 'auto' ? (format === 'f32' ? 'ort' : 'native') : (args['cpu-gemm'] as CpuGemmKernel);
 
 /** The host linears' kernel with its time summed (ms), from `measuring` on. */
 function timedKernel(threads: number) {
