@@ -71,14 +71,16 @@ interface StepRun {
 }
 
 /**
- * The Llama graph on onnxruntime-node's CPU execution provider. Consecutive layers are compiled
- * into a few ORT sessions ("segments": a 1B model is one or two), so a step is a handful of
- * async session runs: projections and the lm-head as prepacked GEMMs, norms and rotary as
- * fused element-wise ops, attention as batched MatMul/Softmax over K and V gathered from the
- * paged cache inside the graph. The cache lives in host memory (f32, one [kvHeads, slots,
- * headDim] array per layer for K and for V, so gathered keys need no transpose) and is handed
- * to ORT without copying; each run returns its layers' new K and V, which are written to their
- * slots before the next step.
+ * The Llama graph on the CPU, two ways. With 8- or 4-bit weights and the native/cpu addon
+ * (--cpu-gemm auto or native) the ops run on the host, one addon call each: the linears through
+ * its tile kernels (host-linears.ts), the rest through its layer ops (host-ops.ts), attention
+ * reading the paged cache directly. Otherwise (f32 weights, --cpu-gemm ort) consecutive layers
+ * are compiled into a few onnxruntime-node sessions ("segments": a 1B model is one or two), so
+ * a step is a handful of session runs: projections and the lm-head as prepacked GEMMs, norms
+ * and rotary as fused element-wise ops, attention as batched MatMul/Softmax over K and V
+ * gathered from the paged cache inside the graph (with an 8- or 4-bit KV cache the host path
+ * keeps rotary with attention in such sessions). The cache is host memory, one [kvHeads, slots,
+ * headDim] array per layer for K and for V, handed to ORT without copying.
  */
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
