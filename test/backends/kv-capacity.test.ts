@@ -42,8 +42,9 @@ describe.each(['ref', 'cpu'])('%s backend: KV capacity', (name) => {
     const before = process.memoryUsage().rss;
     await backend.allocateKvCache({ numPages: tokens / 16, pageSize: 16 });
     const grown = process.memoryUsage().rss - before;
-    // Untouched zeroed memory is not resident; a pool taken at start is (less what the OS may
-    // already have had mapped and reused, hence the margin).
-    expect(grown).toBeGreaterThan(0.8 * poolBytes);
+    // Untouched zeroed memory is not resident (it would grow RSS by ~0); a pool taken at start
+    // is, less what the process had already mapped and freed and now reuses: 0.75 of the pool
+    // was measured once in CI (2026-12-03), hence a margin of half.
+    expect(grown).toBeGreaterThan(0.5 * poolBytes);
   });
 });
