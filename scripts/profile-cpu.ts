@@ -1,6 +1,6 @@
 /**
- * `npm run profile:cpu`: where a single-stream decode step of the CPU backend goes. Runs a
- * prompt, warm-up steps, then `--steps` greedy decode steps driven through forward() directly,
+ * `npm run profile:cpu`: where a decode step of the CPU backend goes. Runs a prompt, warm-up
+ * steps, then `--steps` greedy decode steps driven through forward() directly,
  * with ORT's per-node profiling on, and prints per step: the wall time, the time inside ORT's
  * session runs, the time in kernels, and the kernels by op type (the lm-head apart), with the
  * weight bytes streamed per second. Host time = wall - session runs; run overhead = session
@@ -8,8 +8,9 @@
  *
  * Options: --model NAME (preset, default llama-3.2-1b), --layers N (fewer decoder layers: a
  * quicker load with the same per-layer profile), --weight-format q8|q4|f32 (q8), --threads N
- * (2), --steps N (32), --prompt N (16), --segment-gib X (weights per ORT session; default: the backend's, 1.25 or 0.625 over 4 GiB of weights),
- * --prefill (profile prefill instead: each measured step is a fresh sequence's --prompt tokens),
+ * (2), --steps N (32), --prompt N (16), --sequences N (1: sequences stepped together, each
+ * its own prompt and pages, as concurrent streams decode), --segment-gib X (weights per ORT session; default: the backend's, 1.25 or 0.625 over 4 GiB of weights),
+ * --prefill (profile prefill instead: each measured step is fresh sequences' --prompt tokens),
  * --cpu-gemm auto|ort|native (default auto, the backend's: native for q8 and q4; native's host linears
  * and layer ops are timed apart), --json.
  */
@@ -24,7 +25,7 @@ import { nativeLayerKernels, type LayerKernels } from '../backends/cpu/layer-ker
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
 import { presets } from '../src/model/presets.js';
-import { SingleSequence } from '../test/support/single-sequence.js';
+import { greedySampling, pagedBatch } from '../test/support/paged-batch.js';
 import { scriptOptions } from './script-options.js';
 
 const args = scriptOptions('profile:cpu', {
@@ -34,6 +35,7 @@ const args = scriptOptions('profile:cpu', {
   threads: { type: 'string', default: '2' },
   steps: { type: 'string', default: '32' },
   prompt: { type: 'string', default: '16' },
+  sequences: { type: 'string', default: '1' },
   'segment-gib': { type: 'string' },
   prefill: { type: 'boolean', default: false },
   'cpu-gemm': { type: 'string', default: 'auto' },
@@ -47,6 +49,8 @@ if (!(cpuWeightFormats as readonly string[]).includes(format)) throw new Error(`
 const config = { ...preset, numLayers: args.layers ? Number(args.layers) : preset.numLayers };
 const steps = Number(args.steps);
 const promptLength = Number(args.prompt);
+const sequences = Number(args.sequences);
+if (!Number.isInteger(sequences) || sequences < 1) throw new Error(`--sequences must be a positive integer, got ${args.sequences}`);
 const warmup = 4;
 if (!(cpuGemmKernels as readonly string[]).includes(args['cpu-gemm']!)) throw new Error(`--cpu-gemm must be one of ${cpuGemmKernels.join(', ')}`);
 /** auto resolved as the backend resolves it where the addon is built. */
@@ -88,6 +92,28 @@ function timedLayerKernels(threads: number) {
   return { kernels: wrapped as unknown as LayerKernels, timed };
 }
 
+/** `count` sequences stepped together, each on its own pages (page size 1), all at the same length. */
+class LockstepSequences {
+  private cached = 0;
+
+  constructor(
+    private readonly backend: Awaited<ReturnType<typeof createCpuBackend>>,
+    private readonly count: number,
+    private readonly capacity: number,
+  ) {}
+
+  /** Feeds every sequence `tokens` (a prompt or the last step's token for each) in one forward(). */
+  step(tokens: (seq: number) => number[]) {
+    const steps = Array.from({ length: this.count }, (_, seq) => {
+      const chunk = tokens(seq);
+      const pages = Array.from({ length: this.cached + chunk.length }, (_, i) => seq * this.capacity + i);
+      return { tokens: chunk, cached: this.cached, pages };
+    });
+    this.cached += steps[0]!.tokens.length;
+    return this.backend.forward(pagedBatch(steps, 1, greedySampling(this.count)));
+  }
+}
+
 interface ProfileEvent {
   cat: string;
   name: string;
@@ -105,19 +131,21 @@ async function main(): Promise<void> {
   const layer = cpuGemm === 'native' ? timedLayerKernels(Number(args.threads)) : null;
   const backend = await createCpuBackend({ threads: Number(args.threads), cpuWeights: format, profilePrefix: join(dir, 'segment'), segmentBytes, cpuGemm, hostKernel: host?.kernel, layerKernels: layer?.kernels });
   await backend.load({ config, graph, weights: new DummyWeights(config, 0) });
-  await backend.allocateKvCache({ numPages: promptLength + warmup + steps + 8, pageSize: 1 });
+  const capacity = promptLength + warmup + steps + 8;
+  await backend.allocateKvCache({ numPages: sequences * capacity, pageSize: 1 });
   process.stderr.write(`[profile:cpu] ${backend.description}; loaded in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
   const prompt = Array.from({ length: promptLength }, (_, i) => 1000 + i);
-  const sequence = new SingleSequence(backend);
-  let out = await sequence.step(prompt);
-  for (let i = 0; i < warmup; i++) out = args.prefill ? await new SingleSequence(backend).step(prompt) : await sequence.step([out.tokens[0]!]);
+  const decoding = new LockstepSequences(backend, sequences, capacity);
+  let out = await decoding.step(() => prompt);
+  const next = () => (args.prefill ? new LockstepSequences(backend, sequences, capacity).step(() => prompt) : decoding.step((seq) => [out.tokens[seq]!]));
+  for (let i = 0; i < warmup; i++) out = await next();
   const loadAverage = loadavg().map((x) => +x.toFixed(2));
   const wall: number[] = [];
   if (host) host.timed.measuring = true;
   if (layer) layer.timed.measuring = true;
   for (let i = 0; i < steps; i++) {
     const t = performance.now();
-    out = args.prefill ? await new SingleSequence(backend).step(prompt) : await sequence.step([out.tokens[0]!]);
+    out = await next();
     wall.push(performance.now() - t);
   }
   await backend.close();
@@ -150,12 +178,13 @@ async function main(): Promise<void> {
     model: args.model,
     layers: config.numLayers,
     mode: args.prefill ? `prefill ${promptLength}` : 'decode',
+    sequences,
     format,
     threads: Number(args.threads),
     loadAverage,
     sessionRunsPerStep: runs / steps,
     msPerStep: { wall: +wallMs.toFixed(3), sessionRuns: +perStep(runUs).toFixed(3), kernels: +perStep(kernelUs).toFixed(3) },
-    tokPerSecond: +(((args.prefill ? promptLength : 1) * 1000) / wallMs).toFixed(2),
+    tokPerSecond: +(((args.prefill ? promptLength : 1) * sequences * 1000) / wallMs).toFixed(2),
     hostLinears: host ? { msPerStep: +(host.timed.ms / steps).toFixed(3), callsPerStep: host.timed.calls / steps } : null,
     hostLayerOps: layer ? Object.fromEntries([...layer.timed.ms].map(([op, ms]) => [op, +(ms / steps).toFixed(3)])) : null,
     weightGBps: +(linearBytes / (wallMs / 1000) / 1e9).toFixed(2),
@@ -166,7 +195,8 @@ async function main(): Promise<void> {
     return;
   }
   console.log(`${args.model} (${config.numLayers} layers), ${format}, ${report.threads} threads, load average ${loadAverage.join(' ')}`);
-  console.log(`${args.prefill ? `prefill of ${promptLength} tokens` : 'decode step'}: ${wallMs.toFixed(2)} ms wall (${report.tokPerSecond} tok/s, ${report.weightGBps} GB/s of weights)`);
+  const stepName = args.prefill ? `prefill of ${promptLength} tokens` : 'decode step';
+  console.log(`${stepName}${sequences > 1 ? `, ${sequences} sequences` : ''}: ${wallMs.toFixed(2)} ms wall (${report.tokPerSecond} tok/s, ${report.weightGBps} GB/s of weights)`);
   console.log(`  in ${report.sessionRunsPerStep} session runs: ${report.msPerStep.sessionRuns} ms; in kernels: ${report.msPerStep.kernels} ms`);
   console.log(`  host between runs: ${(wallMs - report.msPerStep.sessionRuns).toFixed(2)} ms; run overhead (not in kernels): ${(report.msPerStep.sessionRuns - report.msPerStep.kernels).toFixed(2)} ms`);
   if (report.hostLinears) console.log(`  of the host time, host linears (${host!.kernel.name}): ${report.hostLinears.msPerStep} ms in ${report.hostLinears.callsPerStep} calls`);

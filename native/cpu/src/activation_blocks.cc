@@ -46,29 +46,29 @@ int32_t sumOfCodes(const int8_t* codes) {
 }
 
 /** Rows [r0, r1) of x into q. */
-void quantizeRowsOf(const float* x, size_t r0, size_t r1, size_t k, ActivationBlocks& q) {
+void quantizeRowsOf(const float* x, size_t r0, size_t r1, size_t k, int32_t weightZero, ActivationBlocks& q) {
   const size_t blocks = k / kBlockSize;
   for (size_t r = r0; r < r1; r++) {
     for (size_t b = 0; b < blocks; b++) {
       int8_t* codes = q.codes.data() + r * k + b * kBlockSize;
       q.scales[r * blocks + b] = quantizeBlock(x + r * k + b * kBlockSize, codes);
-      q.sums[r * blocks + b] = sumOfCodes(codes);
+      q.offsets[r * blocks + b] = -weightZero * sumOfCodes(codes);
     }
   }
 }
 
 }  // namespace
 
-ActivationBlocks quantizeActivations(const float* x, size_t m, size_t k, size_t threads) {
+ActivationBlocks quantizeActivations(const float* x, size_t m, size_t k, size_t threads, int32_t weightZero) {
   const size_t rows = packedRows(m);
   const size_t blocks = rows * k / kBlockSize;
   ActivationBlocks q{rows, std::vector<int8_t>(rows * k), std::vector<float>(blocks), std::vector<int32_t>(blocks)};
   constexpr size_t kRowsPerChunk = 16;
   const size_t chunks = (m + kRowsPerChunk - 1) / kRowsPerChunk;
   if (threads <= 1 || chunks <= 1) {
-    quantizeRowsOf(x, 0, m, k, q);
+    quantizeRowsOf(x, 0, m, k, weightZero, q);
   } else {
-    sharedPool().run(chunks, std::min(threads, chunks), [&](size_t c) { quantizeRowsOf(x, c * kRowsPerChunk, std::min(m, (c + 1) * kRowsPerChunk), k, q); });
+    sharedPool().run(chunks, std::min(threads, chunks), [&](size_t c) { quantizeRowsOf(x, c * kRowsPerChunk, std::min(m, (c + 1) * kRowsPerChunk), k, weightZero, q); });
   }
   return q;
 }

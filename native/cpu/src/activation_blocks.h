@@ -13,12 +13,15 @@ struct ActivationBlocks {
   size_t rows;
   std::vector<int8_t> codes;
   std::vector<float> scales;
-  /** Each block's sum of codes: Q4_0 weights are multiplied as their unsigned codes q, and 8 times this comes off. */
-  std::vector<int32_t> sums;
+  /**
+   * Each block's sum of codes times -weightZero: a dot product over weight codes held unsigned
+   * (q + weightZero, as dpbusd takes them) starts from this and comes out exact.
+   */
+  std::vector<int32_t> offsets;
 };
 
-/** Rows [0, m) of x ([m, k], k a multiple of 32) quantized, on the shared pool's threads when there are many. */
-ActivationBlocks quantizeActivations(const float* x, size_t m, size_t k, size_t threads);
+/** Rows [0, m) of x ([m, k], k a multiple of 32) quantized, on the shared pool's threads when there are many; offsets for weights' codes held as q + weightZero. */
+ActivationBlocks quantizeActivations(const float* x, size_t m, size_t k, size_t threads, int32_t weightZero);
 
 }  // namespace cpu
 }  // namespace sluice

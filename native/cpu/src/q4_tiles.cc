@@ -10,7 +10,7 @@ namespace {
 /** How far ahead of the codes being multiplied the dot-product kernel prefetches: as many tiles ahead as the Q8_0 kernel. */
 constexpr size_t kPrefetchBytes = 8 * kQ4TileBytes;
 
-/** The zero value's code: what padding rows hold. */
+/** The zero value's code: what padding rows hold, and what comes off each code in a product. */
 constexpr uint8_t kZeroCode = 8;
 
 #if !SLUICE_TILES_VNNI
@@ -31,7 +31,7 @@ void tilesScalar(const ActivationBlocks& q, size_t m, size_t k, const uint8_t* c
               dot += int(pair & 0x0f) * int(xq[p * 4 + i]) + int(pair >> 4) * int(xq[16 + p * 4 + i]);
             }
           }
-          dot -= 8 * q.sums[r * blocks + b];
+          dot += q.offsets[r * blocks + b];
           acc += float(dot) * (f16Value(scales[(t * blocks + b) * kTileRows + j]) * q.scales[r * blocks + b]);
         }
         y[r * n + t * kTileRows + j] = acc;
@@ -45,7 +45,7 @@ void tilesScalar(const ActivationBlocks& q, size_t m, size_t k, const uint8_t* c
 /**
  * R activation rows from r0 by tiles [t0, t1): each tile's codes split into nibbles once per
  * block for all R rows. The codes are unsigned, so dpbusd takes them as they are against x's
- * signed codes, and 8 times the sum of x's codes in the block comes off.
+ * signed codes, each row's sum starting from its block's offset (-8 times the sum of x's codes).
  */
 template <int R>
 void tilesVnni(const ActivationBlocks& q, size_t r0, size_t k, const uint8_t* codes, const uint16_t* scales, size_t t0, size_t t1, size_t n, float* y) {
@@ -70,13 +70,13 @@ void tilesVnni(const ActivationBlocks& q, size_t r0, size_t k, const uint8_t* co
       for (int r = 0; r < R; r++) {
         const size_t block = (r0 + r) * blocks + b;
         const int8_t* xq = q.codes.data() + (r0 + r) * k + b * kBlockSize;
-        __m512i dot = _mm512_setzero_si512();
+        __m512i dot = _mm512_set1_epi32(q.offsets[block]);
         for (int kk = 0; kk < 8; kk++) {
           int quad;
           __builtin_memcpy(&quad, xq + kk * 4, 4);
           dot = _mm512_dpbusd_epi32(dot, wRows[kk], _mm512_set1_epi32(quad));
         }
-        const __m512 exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(dot, _mm512_set1_epi32(8 * q.sums[block])));
+        const __m512 exact = _mm512_cvtepi32_ps(dot);
         acc[r] = _mm512_fmadd_ps(exact, _mm512_mul_ps(ws, _mm512_set1_ps(q.scales[block])), acc[r]);
       }
     }
@@ -154,7 +154,7 @@ void packQ4Tiles(const uint8_t* codes, const float* scales, size_t n, size_t k, 
 
 void q4TilesGemm(const float* x, size_t m, size_t k, const uint8_t* packedCodes, const uint16_t* packedScales, size_t n, float* y, int threads) {
   const size_t workers = std::max<size_t>(1, size_t(threads));
-  const ActivationBlocks q = quantizeActivations(x, m, k, workers);
+  const ActivationBlocks q = quantizeActivations(x, m, k, workers, kZeroCode);
   const bool amx = m >= kAmxMinRows && amxAvailable();
   forTileChunks(packedRows(n) / kTileRows, k, workers, amx, [&](size_t t0, size_t t1) {
 #if SLUICE_TILES_AMX

@@ -10,6 +10,9 @@ namespace {
 /** How far ahead of the codes being multiplied the dot-product kernel prefetches (tuned on the 2-core VM). */
 constexpr size_t kPrefetchBytes = 8 * kTileBytes;
 
+/** What the VNNI kernel adds to each signed code to multiply it as unsigned. */
+constexpr int32_t kWeightZero = 128;
+
 #if !SLUICE_TILES_VNNI
 /** Tiles [t0, t1) of every output row, the portable way. */
 void tilesScalar(const ActivationBlocks& q, size_t m, size_t k, const int8_t* codes, const uint16_t* scales, size_t t0, size_t t1, size_t n, float* y) {
@@ -37,14 +40,16 @@ void tilesScalar(const ActivationBlocks& q, size_t m, size_t k, const int8_t* co
 /**
  * R activation rows from r0 by tiles [t0, t1): each tile's 8 rows of codes loaded once per block.
  * dpbusd multiplies unsigned by signed bytes, so W's codes go in as w + 128 (a flipped top bit,
- * once per block for all R rows) against x's codes as they are, and 128 times the sum of x's
- * codes in the block comes off (flipping x instead, and taking 128 times W's sums off, ran 1.3x
- * slower at 512 rows on the 2-core AMD VM: a flip per row, and the sums' dot products).
+ * once per block for all R rows) against x's codes as they are, and each row's sum starts from
+ * its block's offset (-128 times the sum of x's codes, read from memory: no vector op for it).
+ * Flipping x instead, and taking 128 times W's sums off, ran 1.3x slower at 512 rows on the
+ * 2-core AMD VM (a flip per row, and the sums' dot products); subtracting the offset after the
+ * products, 1.05-1.1x slower.
  */
 template <int R>
 void tilesVnni(const ActivationBlocks& q, size_t r0, size_t k, const int8_t* codes, const uint16_t* scales, size_t t0, size_t t1, size_t n, float* y) {
   const size_t blocks = k / kBlockSize;
-  const __m512i topBits = _mm512_set1_epi8(char(0x80));
+  const __m512i topBits = _mm512_set1_epi8(char(kWeightZero));
   for (size_t t = t0; t < t1; t++) {
     __m512 acc[R];
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
@@ -58,13 +63,13 @@ void tilesVnni(const ActivationBlocks& q, size_t r0, size_t k, const int8_t* cod
       for (int r = 0; r < R; r++) {
         const size_t block = (r0 + r) * blocks + b;
         const int8_t* xq = q.codes.data() + (r0 + r) * k + b * kBlockSize;
-        __m512i dot = _mm512_setzero_si512();
+        __m512i dot = _mm512_set1_epi32(q.offsets[block]);
         for (int kk = 0; kk < 8; kk++) {
           int quad;
           __builtin_memcpy(&quad, xq + kk * 4, 4);
           dot = _mm512_dpbusd_epi32(dot, wRows[kk], _mm512_set1_epi32(quad));
         }
-        const __m512 exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(dot, _mm512_set1_epi32(128 * q.sums[block])));
+        const __m512 exact = _mm512_cvtepi32_ps(dot);
         acc[r] = _mm512_fmadd_ps(exact, _mm512_mul_ps(ws, _mm512_set1_ps(q.scales[block])), acc[r]);
       }
     }
@@ -105,7 +110,7 @@ void packQ8Tiles(const uint8_t* codes, const float* scales, size_t n, size_t k, 
 
 void q8TilesGemm(const float* x, size_t m, size_t k, const int8_t* packedCodes, const uint16_t* packedScales, size_t n, float* y, int threads) {
   const size_t workers = std::max<size_t>(1, size_t(threads));
-  const ActivationBlocks q = quantizeActivations(x, m, k, workers);
+  const ActivationBlocks q = quantizeActivations(x, m, k, workers, kWeightZero);
   const bool amx = m >= kAmxMinRows && amxAvailable();
   forTileChunks(packedRows(n) / kTileRows, k, workers, amx, [&](size_t t0, size_t t1) {
 #if SLUICE_TILES_AMX
