@@ -7,9 +7,6 @@ namespace sluice {
 namespace cpu {
 namespace {
 
-/** How far ahead of the codes being multiplied the dot-product kernel prefetches: as many tiles ahead as the Q8_0 kernel. */
-constexpr size_t kPrefetchBytes = 8 * kQ4TileBytes;
-
 /** The zero value's code: what padding rows hold, and what comes off each code in a product. */
 constexpr uint8_t kZeroCode = 8;
 
@@ -43,45 +40,22 @@ void tilesScalar(const ActivationBlocks& q, size_t m, size_t k, const uint8_t* c
 
 #if SLUICE_TILES_VNNI
 /**
- * R activation rows from r0 by tiles [t0, t1): each tile's codes split into nibbles once per
- * block for all R rows. The codes are unsigned, so dpbusd takes them as they are against x's
- * signed codes, each row's sum starting from its block's offset (-8 times the sum of x's codes).
+ * Tiles [t0, t1) for every row by VNNI: the codes are unsigned, so dpbusd takes them as they are
+ * against x's signed codes, x's offsets taking 8 times its block sums off.
  */
-template <int R>
-void tilesVnni(const ActivationBlocks& q, size_t r0, size_t k, const uint8_t* codes, const uint16_t* scales, size_t t0, size_t t1, size_t n, float* y) {
+void tilesVnni(const ActivationBlocks& q, size_t m, size_t k, const uint8_t* codes, const uint16_t* scales, size_t t0, size_t t1, size_t n, float* y) {
   const size_t blocks = k / kBlockSize;
   const __m512i lowNibbles = _mm512_set1_epi8(0x0f);
-  for (size_t t = t0; t < t1; t++) {
-    __m512 acc[R];
-    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
-    for (size_t b = 0; b < blocks; b++) {
-      const uint8_t* w = codes + (t * blocks + b) * kQ4TileBytes;
-      // The hardware prefetcher stops at each 4 KiB page; ask for the tiles ahead ourselves, and
-      // for their scales (1.4-7% faster at 1 and 4 rows in five alternations, 2026-12-03).
-      for (int line = 0; line < 4; line++) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + line * 64), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(scales + (t * blocks + b + kPrefetchBytes / kQ4TileBytes) * kTileRows), _MM_HINT_T0);
-      __m512i wRows[8];
-      for (int p = 0; p < 4; p++) {
-        const __m512i pairs = _mm512_loadu_si512(w + p * 64);
-        wRows[p] = _mm512_and_si512(pairs, lowNibbles);
-        wRows[p + 4] = _mm512_and_si512(_mm512_srli_epi16(pairs, 4), lowNibbles);
-      }
-      const __m512 ws = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + (t * blocks + b) * kTileRows)));
-      for (int r = 0; r < R; r++) {
-        const size_t block = (r0 + r) * blocks + b;
-        const int8_t* xq = q.codes.data() + (r0 + r) * k + b * kBlockSize;
-        __m512i dot = _mm512_set1_epi32(q.offsets[block]);
-        for (int kk = 0; kk < 8; kk++) {
-          int quad;
-          __builtin_memcpy(&quad, xq + kk * 4, 4);
-          dot = _mm512_dpbusd_epi32(dot, wRows[kk], _mm512_set1_epi32(quad));
-        }
-        const __m512 exact = _mm512_cvtepi32_ps(dot);
-        acc[r] = _mm512_fmadd_ps(exact, _mm512_mul_ps(ws, _mm512_set1_ps(q.scales[block])), acc[r]);
-      }
+  const auto nibbleRows = [&](size_t t, size_t b, __m512i* wRows) {
+    const uint8_t* w = codes + (t * blocks + b) * kQ4TileBytes;
+    for (int line = 0; line < 4; line++) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBlocks * kQ4TileBytes + line * 64), _MM_HINT_T0);
+    for (int p = 0; p < 4; p++) {
+      const __m512i pairs = _mm512_loadu_si512(w + p * 64);
+      wRows[p] = _mm512_and_si512(pairs, lowNibbles);
+      wRows[p + 4] = _mm512_and_si512(_mm512_srli_epi16(pairs, 4), lowNibbles);
     }
-    for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(y + (r0 + r) * n + t * kTileRows, rowsMask(t, n), acc[r]);
-  }
+  };
+  vnniProducts(q, m, k, scales, t0, t1, n, y, nibbleRows);
 }
 #endif
 
@@ -161,7 +135,7 @@ void q4TilesGemm(const float* x, size_t m, size_t k, const uint8_t* packedCodes,
     if (amx) return tilesAmx(q, m, k, packedCodes, packedScales, t0, t1, n, y);
 #endif
 #if SLUICE_TILES_VNNI
-    inPassesOfEight(m, [&](auto rows, size_t r0) { tilesVnni<decltype(rows)::value>(q, r0, k, packedCodes, packedScales, t0, t1, n, y); });
+    tilesVnni(q, m, k, packedCodes, packedScales, t0, t1, n, y);
 #else
     tilesScalar(q, m, k, packedCodes, packedScales, t0, t1, n, y);
 #endif

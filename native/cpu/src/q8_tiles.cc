@@ -7,9 +7,6 @@ namespace sluice {
 namespace cpu {
 namespace {
 
-/** How far ahead of the codes being multiplied the dot-product kernel prefetches (tuned on the 2-core VM). */
-constexpr size_t kPrefetchBytes = 8 * kTileBytes;
-
 /** What the VNNI kernel adds to each signed code to multiply it as unsigned. */
 constexpr int32_t kWeightZero = 128;
 
@@ -38,43 +35,20 @@ void tilesScalar(const ActivationBlocks& q, size_t m, size_t k, const int8_t* co
 
 #if SLUICE_TILES_VNNI
 /**
- * R activation rows from r0 by tiles [t0, t1): each tile's 8 rows of codes loaded once per block.
- * dpbusd multiplies unsigned by signed bytes, so W's codes go in as w + 128 (a flipped top bit,
- * once per block for all R rows) against x's codes as they are, and each row's sum starts from
- * its block's offset (-128 times the sum of x's codes, read from memory: no vector op for it).
+ * Tiles [t0, t1) for every row by VNNI: W's codes go into dpbusd as w + 128 (the top bit
+ * flipped) against x's codes as they are, x's offsets taking 128 times its block sums off.
  * Flipping x instead, and taking 128 times W's sums off, ran 1.3x slower at 512 rows on the
- * 2-core AMD VM (a flip per row, and the sums' dot products); subtracting the offset after the
- * products, 1.05-1.1x slower.
+ * 2-core AMD VM (a flip per row, and the sums' dot products).
  */
-template <int R>
-void tilesVnni(const ActivationBlocks& q, size_t r0, size_t k, const int8_t* codes, const uint16_t* scales, size_t t0, size_t t1, size_t n, float* y) {
+void tilesVnni(const ActivationBlocks& q, size_t m, size_t k, const int8_t* codes, const uint16_t* scales, size_t t0, size_t t1, size_t n, float* y) {
   const size_t blocks = k / kBlockSize;
-  const __m512i topBits = _mm512_set1_epi8(char(kWeightZero));
-  for (size_t t = t0; t < t1; t++) {
-    __m512 acc[R];
-    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
-    for (size_t b = 0; b < blocks; b++) {
-      const int8_t* w = codes + (t * blocks + b) * kTileBytes;
-      // The hardware prefetcher stops at each 4 KiB page; ask for the tiles ahead ourselves.
-      for (int line = 0; line < 8; line++) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + line * 64), _MM_HINT_T0);
-      __m512i wRows[8];
-      for (int kk = 0; kk < 8; kk++) wRows[kk] = _mm512_xor_si512(_mm512_loadu_si512(w + kk * 64), topBits);
-      const __m512 ws = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + (t * blocks + b) * kTileRows)));
-      for (int r = 0; r < R; r++) {
-        const size_t block = (r0 + r) * blocks + b;
-        const int8_t* xq = q.codes.data() + (r0 + r) * k + b * kBlockSize;
-        __m512i dot = _mm512_set1_epi32(q.offsets[block]);
-        for (int kk = 0; kk < 8; kk++) {
-          int quad;
-          __builtin_memcpy(&quad, xq + kk * 4, 4);
-          dot = _mm512_dpbusd_epi32(dot, wRows[kk], _mm512_set1_epi32(quad));
-        }
-        const __m512 exact = _mm512_cvtepi32_ps(dot);
-        acc[r] = _mm512_fmadd_ps(exact, _mm512_mul_ps(ws, _mm512_set1_ps(q.scales[block])), acc[r]);
-      }
-    }
-    for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(y + (r0 + r) * n + t * kTileRows, rowsMask(t, n), acc[r]);
-  }
+  const __m512i topBits = _mm512_set1_epi8(char(0x80));
+  const auto flippedRows = [&](size_t t, size_t b, __m512i* wRows) {
+    const int8_t* w = codes + (t * blocks + b) * kTileBytes;
+    for (int line = 0; line < 8; line++) _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBlocks * kTileBytes + line * 64), _MM_HINT_T0);
+    for (int kk = 0; kk < 8; kk++) wRows[kk] = _mm512_xor_si512(_mm512_loadu_si512(w + kk * 64), topBits);
+  };
+  vnniProducts(q, m, k, scales, t0, t1, n, y, flippedRows);
 }
 #endif
 
@@ -117,7 +91,7 @@ void q8TilesGemm(const float* x, size_t m, size_t k, const int8_t* packedCodes, 
     if (amx) return tilesAmx(q, m, k, packedCodes, packedScales, t0, t1, n, y);
 #endif
 #if SLUICE_TILES_VNNI
-    inPassesOfEight(m, [&](auto rows, size_t r0) { tilesVnni<decltype(rows)::value>(q, r0, k, packedCodes, packedScales, t0, t1, n, y); });
+    tilesVnni(q, m, k, packedCodes, packedScales, t0, t1, n, y);
 #else
     tilesScalar(q, m, k, packedCodes, packedScales, t0, t1, n, y);
 #endif
