@@ -1,8 +1,9 @@
 /**
  * `npm run bench:cpu`: sluice's CPU backend against llama.cpp (node-llama-cpp, CPU build) on the
  * same random ("dummy") weights, side by side in one invocation: both are loaded, then each
- * measure runs on llama.cpp and right after on sluice, and the load average is recorded with it
- * (the machine may be shared).
+ * measure runs on llama.cpp and right after on sluice, --repeats times in turn, and the medians
+ * are compared, with the load average recorded (the machine may be shared: one run of a measure
+ * moved by a quarter between minutes on the 2-core VM).
  *
  * Measures (a) single-stream decode tok/s, (b) total output tok/s with 8 and 32 concurrent
  * streams, (c) prompt processing tok/s for a 512-token prompt. llama.cpp gets the same weights in
@@ -21,7 +22,8 @@
  *
  * Options: --json, --model NAME (a preset, default llama-3.2-1b), --threads N (default 2),
  * --decode-tokens N (32), --stream-prompt N (16), --stream-tokens N (32), --prefill N (512),
- * --streams 8,32, --cache-dir DIR, --skip-llama-cpp, --weight-format q8|q4|f32 (or a list,
+ * --streams 8,32, --repeats N (3: each measure runs N times on each engine, alternating, and
+ * the medians are compared; the run-to-run spread is printed), --cache-dir DIR, --skip-llama-cpp, --weight-format q8|q4|f32 (or a list,
  * default q8), --cpu-gemm auto|ort|native (or a list, default auto, the backend's default: sluice once per kernel, each beside
  * the same llama.cpp figures; native runs q8 and q4, not f32), --peer-f16, --llama-default-dispatch, --direct.
  */
@@ -52,6 +54,7 @@ const args = scriptOptions('bench:cpu', {
   'skip-llama-cpp': { type: 'boolean', default: false },
   'weight-format': { type: 'string', default: 'q8' },
   'cpu-gemm': { type: 'string', default: 'auto' },
+  repeats: { type: 'string', default: '3' },
   'peer-f16': { type: 'boolean', default: false },
   'llama-default-dispatch': { type: 'boolean', default: false },
   direct: { type: 'boolean', default: false },
@@ -70,6 +73,7 @@ const settings = {
   streamTokens: positiveInt('stream-tokens', args['stream-tokens']!),
   prefill: positiveInt('prefill', args.prefill!),
   streams: args.streams!.split(',').map((s) => positiveInt('streams', s)),
+  repeats: positiveInt('repeats', args.repeats!),
   weightFormats: args['weight-format']!.split(',').map((f) => {
     if (!(cpuWeightFormats as readonly string[]).includes(f)) throw new Error(`--weight-format must be one of ${cpuWeightFormats.join(', ')} (or a comma list), got ${JSON.stringify(f)}`);
     return f as WeightFormat;
@@ -323,7 +327,17 @@ interface Figure {
   llamaCppF16?: number;
   ratioF16?: number;
   loadAverage: number[];
+  /** Every repeat's tok/s (the figures above are their medians). */
+  runs: { sluice: number[]; llamaCpp: number[] };
 }
+
+const median = (xs: number[]) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+/** The runs' range, as printed beside a median. */
+const spread = (xs: number[]) => (xs.length > 1 ? `[${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)}]` : '');
 
 /** One weight format: sluice in it (once per --cpu-gemm kernel) against llama.cpp on the same blocks, measure by measure. */
 async function compareFormat(model: LoadedModel, format: WeightFormat, measures: Measure[]) {
@@ -341,15 +355,25 @@ async function compareFormat(model: LoadedModel, format: WeightFormat, measures:
     for (const gemm of gemms) sluices.push(await startSluice(model, format, gemm));
     for (const m of measures) {
       const loadAverage = loadAverageNow();
-      const theirs = llamaCpp ? await m.run(llamaCpp) : null;
-      if (llamaCpp && m.key.startsWith('streams_')) decodeCalls[m.key] = { ...llamaCpp.decodeCalls };
-      const f16 = llamaF16 ? await m.run(llamaF16) : undefined;
-      for (const [i, sluice] of sluices.entries()) {
-        const ours = await m.run(sluice);
-        figures[i]![m.key] = { sluice: ours, llamaCpp: theirs, ratio: theirs ? +(ours / theirs).toFixed(2) : null, loadAverage };
+      // Runs alternate engine by engine, so a change in the machine's load over the repeats
+      // reaches every engine's median alike.
+      const theirRuns: number[] = [];
+      const f16Runs: number[] = [];
+      const ourRuns: number[][] = sluices.map(() => []);
+      for (let repeat = 0; repeat < settings.repeats; repeat++) {
+        if (llamaCpp) theirRuns.push(await m.run(llamaCpp));
+        if (llamaCpp && m.key.startsWith('streams_')) decodeCalls[m.key] = { ...llamaCpp.decodeCalls };
+        if (llamaF16) f16Runs.push(await m.run(llamaF16));
+        for (const [i, sluice] of sluices.entries()) ourRuns[i]!.push(await m.run(sluice));
+      }
+      const theirs = llamaCpp ? median(theirRuns) : null;
+      const f16 = llamaF16 ? median(f16Runs) : undefined;
+      for (const [i, runs] of ourRuns.entries()) {
+        const ours = median(runs);
+        figures[i]![m.key] = { sluice: ours, llamaCpp: theirs, ratio: theirs ? +(ours / theirs).toFixed(2) : null, loadAverage, runs: { sluice: runs, llamaCpp: theirRuns } };
         if (f16 !== undefined) Object.assign(figures[i]![m.key]!, { llamaCppF16: f16, ratioF16: +(ours / f16).toFixed(2) });
         log(
-          `${format} (--cpu-gemm ${gemms[i]}) ${m.label}: sluice ${ours.toFixed(2)} tok/s, llama.cpp ${peer.toUpperCase()} ${theirs?.toFixed(2) ?? '-'} tok/s` +
+          `${format} (--cpu-gemm ${gemms[i]}) ${m.label}: sluice ${ours.toFixed(2)} tok/s ${spread(runs)}, llama.cpp ${peer.toUpperCase()} ${theirs?.toFixed(2) ?? '-'} tok/s ${spread(theirRuns)}` +
             `${f16 !== undefined ? `, llama.cpp F16 ${f16.toFixed(2)}` : ''} (load ${loadAverage.join(' ')})`,
         );
       }

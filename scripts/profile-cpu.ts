@@ -64,6 +64,7 @@ function timedKernel(threads: number) {
     name: kernel.name,
     blockType: kernel.blockType,
     prepare: (blocks, rows, cols) => kernel.prepare(blocks, rows, cols),
+    slice: kernel.slice?.bind(kernel),
     run(x, m, w, y) {
       const t = performance.now();
       kernel.run(x, m, w, y);
