@@ -107,13 +107,18 @@ void tilesVnni(const ActivationBlocks& q, size_t r0, size_t k, const uint16_t* s
       for (int r = 0; r < R; r++) {
         const size_t block = (r0 + r) * blocks + b;
         const int8_t* xq = q.codes.data() + (r0 + r) * k + b * kBlockSize;
-        __m512i dot = _mm512_set1_epi32(q.offsets[block]);
-        for (int kk = 0; kk < 8; kk++) {
-          int quad;
-          __builtin_memcpy(&quad, xq + kk * 4, 4);
-          dot = _mm512_dpbusd_epi32(dot, wRows[kk], _mm512_set1_epi32(quad));
+        // Two chains of 4 dot products, not one of 8: the out-of-order window then covers enough
+        // rows to keep dpbusd issuing (1.05-1.2x at 8 and 512 rows; four chains lost 3-12%).
+        __m512i even = _mm512_set1_epi32(q.offsets[block]);
+        __m512i odd = _mm512_setzero_si512();
+        for (int kk = 0; kk < 8; kk += 2) {
+          int even4, odd4;  // 4 bytes each, so each broadcast comes straight from memory
+          __builtin_memcpy(&even4, xq + kk * 4, 4);
+          __builtin_memcpy(&odd4, xq + kk * 4 + 4, 4);
+          even = _mm512_dpbusd_epi32(even, wRows[kk], _mm512_set1_epi32(even4));
+          odd = _mm512_dpbusd_epi32(odd, wRows[kk + 1], _mm512_set1_epi32(odd4));
         }
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(ws, _mm512_set1_ps(q.scales[block])), acc[r]);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(even, odd)), _mm512_mul_ps(ws, _mm512_set1_ps(q.scales[block])), acc[r]);
       }
     }
     for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(y + (r0 + r) * n + t * kTileRows, rowsMask(t, n), acc[r]);
