@@ -83,7 +83,7 @@ void attendItemScalar(const float* q, const AttentionBatch& b, const WorkItem& i
       for (size_t h = 0; h < group; h++) s.scores[h * at.maxKeys + p] = dot(qRow + h * d, s.keys[p], d) * scale;
     for (size_t h = 0; h < group; h++) {
       float* scores = s.scores.data() + h * at.maxKeys;
-      s.totals[h] = expShifted(scores, keys, *std::max_element(scores, scores + keys));
+      s.totals[h] = expShifted(scores, keys, maxOf(scores, keys));
     }
     std::fill(s.sums.begin(), s.sums.end(), 0.0f);
     for (size_t p = 0; p < keys; p++) {
@@ -183,7 +183,7 @@ void attendItemVector(const float* q, const AttentionBatch& b, const WorkItem& i
   for (size_t r = 0; r < rows; r++) {
     float* scores = s.scores.data() + r * stride;
     const size_t keys = at.past + tokenOf(r) + 1;
-    s.totals[r] = 1.0f / expShifted(scores, keys, *std::max_element(scores, scores + keys));
+    s.totals[r] = 1.0f / expShifted(scores, keys, maxOf(scores, keys));
     std::fill(scores + keys, scores + at.maxKeys, 0.0f);  // a run of rows sums over its last row's keys
   }
   // Up to 16 accumulators (of 32 registers) for a run's rows.
