@@ -1,8 +1,7 @@
 // What the Q8_0 and Q4_0 tile kernels (q8_tiles.cc, q4_tiles.cc) share: the tile shape, which
-// instructions this build and CPU have, the AMX product over tiles of signed codes, and the way
-// a GEMM's tiles are handed out to the thread pool.
+// instructions this build and CPU have, the VNNI kernel over rows of unsigned codes, the AMX
+// product over tiles of signed codes, and the way a GEMM's tiles are handed out to the thread pool.
 #pragma once
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>

@@ -1,4 +1,4 @@
-// Vectorized float math the layer ops share: exp over 16 lanes (AVX-512) and a float dot product.
+// Vectorized float math the layer ops share: exp over 16 lanes (AVX-512), a float dot product, a maximum.
 #pragma once
 #include <algorithm>
 #include <cmath>
