@@ -36,9 +36,10 @@ import type { WeightFormat } from '../backends/cpu/linear-weights.js';
 import { cpuGemmKernels, cpuWeightFormats, type CpuGemmKernel } from '../src/engine/backend.js';
 import { LlmEngine } from '../src/engine/engine.js';
 import { writeGguf, type GgufDType } from '../test/support/gguf-writer.js';
+import { percentile } from '../src/bench/metrics.js';
 import { SeededRandom } from '../src/bench/seeded-random.js';
 import { loadModel, type LoadedModel } from '../src/model/load.js';
-import { greedySampling, pagedBatch } from '../test/support/paged-batch.js';
+import { LockstepSequences } from '../test/support/paged-batch.js';
 import { scriptOptions } from './script-options.js';
 
 const args = scriptOptions('bench:cpu', {
@@ -113,19 +114,14 @@ const streamPrompts = (n: number) => Array.from({ length: n }, (_, s) => promptT
 
 /** N greedy streams in lockstep through the backend's paged cache (--direct): one mixed prefill step, then decode steps. */
 async function runStreams(backend: Backend, prompts: number[][], newTokens: number, pageSize: number): Promise<{ seconds: number; firstSeconds: number }> {
-  const n = prompts.length;
   const pagesPerSeq = Math.ceil((Math.max(...prompts.map((p) => p.length)) + newTokens) / pageSize);
-  const pages = prompts.map((_, s) => Array.from({ length: pagesPerSeq }, (_, i) => s * pagesPerSeq + i));
-  const lengths = prompts.map(() => 0);
-  const pending = prompts.map((p) => [...p]);
+  const streams = new LockstepSequences(backend, prompts.length, pagesPerSeq, pageSize);
   const start = performance.now();
   let firstSeconds = 0;
+  let chunks: number[][] = prompts;
   for (let step = 0; step < newTokens; step++) {
-    const steps = pending.map((tokens, s) => ({ tokens, cached: lengths[s]!, pages: pages[s]! }));
-    const batch = pagedBatch(steps, pageSize, greedySampling(n));
-    for (let s = 0; s < n; s++) lengths[s] = lengths[s]! + pending[s]!.length;
-    const out = await backend.forward(batch);
-    for (let s = 0; s < n; s++) pending[s] = [out.tokens[s]!];
+    const out = await streams.step(chunks);
+    chunks = chunks.map((_, s) => [out.tokens[s]!]);
     if (step === 0) firstSeconds = (performance.now() - start) / 1000;
   }
   return { seconds: (performance.now() - start) / 1000, firstSeconds };
@@ -331,11 +327,6 @@ interface Figure {
   runs: { sluice: number[]; llamaCpp: number[] };
 }
 
-const median = (xs: number[]) => {
-  const sorted = [...xs].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-};
 /** The runs' range, as printed beside a median. */
 const spread = (xs: number[]) => (xs.length > 1 ? `[${Math.min(...xs).toFixed(1)}-${Math.max(...xs).toFixed(1)}]` : '');
 
@@ -366,10 +357,10 @@ async function compareFormat(model: LoadedModel, format: WeightFormat, measures:
         if (llamaF16) f16Runs.push(await m.run(llamaF16));
         for (const [i, sluice] of sluices.entries()) ourRuns[i]!.push(await m.run(sluice));
       }
-      const theirs = llamaCpp ? median(theirRuns) : null;
-      const f16 = llamaF16 ? median(f16Runs) : undefined;
+      const theirs = llamaCpp ? percentile(theirRuns, 50) : null;
+      const f16 = llamaF16 ? percentile(f16Runs, 50) : undefined;
       for (const [i, runs] of ourRuns.entries()) {
-        const ours = median(runs);
+        const ours = percentile(runs, 50);
         figures[i]![m.key] = { sluice: ours, llamaCpp: theirs, ratio: theirs ? +(ours / theirs).toFixed(2) : null, loadAverage, runs: { sluice: runs, llamaCpp: theirRuns } };
         if (f16 !== undefined) Object.assign(figures[i]![m.key]!, { llamaCppF16: f16, ratioF16: +(ours / f16).toFixed(2) });
         log(

@@ -25,7 +25,7 @@ import { nativeLayerKernels, type LayerKernels } from '../backends/cpu/layer-ker
 import { buildLlamaGraph } from '../src/model/graph.js';
 import { DummyWeights } from '../src/model/dummy-weights.js';
 import { presets } from '../src/model/presets.js';
-import { greedySampling, pagedBatch } from '../test/support/paged-batch.js';
+import { LockstepSequences } from '../test/support/paged-batch.js';
 import { scriptOptions } from './script-options.js';
 
 const args = scriptOptions('profile:cpu', {
@@ -93,28 +93,6 @@ function timedLayerKernels(threads: number) {
   return { kernels: wrapped as unknown as LayerKernels, timed };
 }
 
-/** `count` sequences stepped together, each on its own pages (page size 1), all at the same length. */
-class LockstepSequences {
-  private cached = 0;
-
-  constructor(
-    private readonly backend: Awaited<ReturnType<typeof createCpuBackend>>,
-    private readonly count: number,
-    private readonly capacity: number,
-  ) {}
-
-  /** Feeds every sequence `tokens` (a prompt or the last step's token for each) in one forward(). */
-  step(tokens: (seq: number) => number[]) {
-    const steps = Array.from({ length: this.count }, (_, seq) => {
-      const chunk = tokens(seq);
-      const pages = Array.from({ length: this.cached + chunk.length }, (_, i) => seq * this.capacity + i);
-      return { tokens: chunk, cached: this.cached, pages };
-    });
-    this.cached += steps[0]!.tokens.length;
-    return this.backend.forward(pagedBatch(steps, 1, greedySampling(this.count)));
-  }
-}
-
 interface ProfileEvent {
   cat: string;
   name: string;
@@ -136,9 +114,10 @@ async function main(): Promise<void> {
   await backend.allocateKvCache({ numPages: sequences * capacity, pageSize: 1 });
   process.stderr.write(`[profile:cpu] ${backend.description}; loaded in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
   const prompt = Array.from({ length: promptLength }, (_, i) => 1000 + i);
-  const decoding = new LockstepSequences(backend, sequences, capacity);
-  let out = await decoding.step(() => prompt);
-  const next = () => (args.prefill ? new LockstepSequences(backend, sequences, capacity).step(() => prompt) : decoding.step((seq) => [out.tokens[seq]!]));
+  const prompts = Array.from({ length: sequences }, () => prompt);
+  const decoding = new LockstepSequences(backend, sequences, capacity, 1);
+  let out = await decoding.step(prompts);
+  const next = () => (args.prefill ? new LockstepSequences(backend, sequences, capacity, 1).step(prompts) : decoding.step(prompts.map((_, seq) => [out.tokens[seq]!])));
   for (let i = 0; i < warmup; i++) out = await next();
   const loadAverage = loadavg().map((x) => +x.toFixed(2));
   const wall: number[] = [];

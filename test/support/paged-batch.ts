@@ -1,4 +1,4 @@
-import type { ForwardBatch, SamplingBatch } from '../../src/engine/backend.js';
+import type { Backend, ForwardBatch, SamplingBatch, StepOutput } from '../../src/engine/backend.js';
 
 /** One sequence's part of a step: `tokens` are fed at positions `cached`, `cached + 1`, ... */
 export interface SequenceStep {
@@ -58,4 +58,30 @@ export function greedySampling(numSeqs: number, logprobs = -1): SamplingBatch {
     logprobs: new Int32Array(numSeqs).fill(logprobs),
     penalties: null,
   };
+}
+
+/**
+ * Sequences stepped together through a backend's paged KV cache, each on its own pages: every
+ * step() feeds each sequence its chunk (a prompt, then its last token) in one greedy forward().
+ */
+export class LockstepSequences {
+  private readonly lengths: number[];
+  private readonly pages: number[][];
+
+  constructor(
+    private readonly backend: Backend,
+    count: number,
+    pagesPerSequence: number,
+    private readonly pageSize: number,
+  ) {
+    this.lengths = new Array<number>(count).fill(0);
+    this.pages = Array.from({ length: count }, (_, s) => Array.from({ length: pagesPerSequence }, (_, i) => s * pagesPerSequence + i));
+  }
+
+  /** chunks[s]: the tokens sequence s takes this step. */
+  step(chunks: ArrayLike<number>[]): Promise<StepOutput> {
+    const steps = Array.from(chunks, (tokens, s) => ({ tokens, cached: this.lengths[s]!, pages: this.pages[s]! }));
+    steps.forEach((step, s) => (this.lengths[s] = step.cached + step.tokens.length));
+    return this.backend.forward(pagedBatch(steps, this.pageSize, greedySampling(steps.length)));
+  }
 }
